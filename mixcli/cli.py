@@ -44,5 +44,57 @@ def main():
     """
 
 
+@main.command()
+@click.option("--schools", "n_schools", type=click.IntRange(min=1), default=107, show_default=True,
+              help="Number of schools (each has 1-9 classes of 1-10 children, about 11 rows per school).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed; the same seed gives the same file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE (atomically) instead of standard output.")
+def simulate(n_schools, seed, output):
+    """Write simulated classroom data (children in classes in schools) as CSV.
+
+    Columns: mathscore, ses, classid (unique across schools), schoolid,
+    classid2 (class number within its school). The data follow
+    mathscore ~ ses + (ses | schoolid) + (1 | classid) with parameters close
+    to lme4's fit to the real classroom study.
+
+    \b
+    Examples:
+      mixcli simulate > classroom.csv
+      mixcli simulate --schools 50000 --seed 7 -o big.csv
+      mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+    """
+    import os
+    import tempfile
+
+    from .errors import DataError
+    from .simulate import simulate_classroom, write_csv
+
+    columns = simulate_classroom(n_schools=n_schools, seed=seed)
+    if output is None:
+        write_csv(columns, getattr(sys.stdout, "buffer", sys.stdout))
+        return
+    target = os.path.abspath(output)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mixcli-", suffix=".tmp", dir=os.path.dirname(target))
+    except OSError as err:
+        raise DataError(f"cannot write {output}: {err.strerror or err}") from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_csv(columns, fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, target)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write {output}: {err.strerror or err}") from err
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
