@@ -1,0 +1,104 @@
+"""``parse_formula``: a model formula string to a ``Formula``, as R and lme4 read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import FormulaError
+from .exprs import Expr, Term, term_label
+from .parser import Node, parse_syntax, walk
+from .random import RandomExpander, RandomTerm
+from .terms import Occurrence, TermEncoder, to_expr
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A parsed mixed-model formula.
+
+    ``terms`` are the fixed-effects terms of lme4's ``nobars()`` formula in the
+    order of R's ``terms()`` (intercept excluded, see ``intercept``); ``random``
+    the random-effects terms in the order of lme4's ``findbars()``.
+    """
+
+    text: str
+    response: Expr
+    intercept: bool
+    terms: tuple[Term, ...]
+    random: tuple[RandomTerm, ...]
+    occurrences: tuple[Occurrence, ...] = field(default=(), compare=False, repr=False)
+
+    def variables(self) -> list[str]:
+        """Every data column the formula names (response, fixed part, random
+        left-hand sides, grouping factors), once each, in order of appearance."""
+        out: list[str] = []
+        for occ in sorted(self.occurrences, key=lambda o: o.position):
+            if occ.name not in out:
+                out.append(occ.name)
+        return out
+
+    def position_of(self, name: str) -> int | None:
+        """0-based offset of the first place the formula names column ``name``."""
+        positions = [o.position for o in self.occurrences if o.name == name]
+        return min(positions) if positions else None
+
+    @property
+    def term_labels(self) -> list[str]:
+        """R's ``attr(terms(nobars(f)), "term.labels")``."""
+        return [term_label(t) for t in self.terms]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_formula(text: str) -> Formula:
+    """Parse ``text`` (``"y ~ x + (x | g)"``); raises FormulaError with the position
+    of the offending text."""
+    if not isinstance(text, str):
+        raise FormulaError(f"a formula must be a string, not {type(text).__name__}")
+    if "~" not in text:
+        if not text.strip():
+            raise FormulaError("empty formula", text)
+        raise FormulaError("no '~' in formula: write the response first, as in y ~ x", text)
+    root = parse_syntax(text)
+    if not (root.kind == "binary" and root.op == "~"):
+        tilde = _first_tilde(root)
+        if tilde is not None and tilde.kind == "unary" and tilde.start == root.start:
+            raise FormulaError("missing response before '~'", text, None)
+        raise FormulaError(
+            "'~' must separate the response from the terms, as in y ~ x",
+            text,
+            tilde.op_pos if tilde is not None else None,
+        )
+    lhs, rhs = root.args
+    if _first_tilde(lhs) is not None:
+        raise FormulaError("unexpected '~'", text, root.op_pos)
+    occurrences: list[Occurrence] = []
+    response = to_expr(lhs, text, "the response", occurrences, role="response")
+    if not response.columns():
+        raise FormulaError("the response must be a column of the data", text, lhs.start)
+
+    expander = RandomExpander(text, occurrences)
+    encoder = TermEncoder(text, occurrences, on_random=expander)
+    encoder.register(response)  # R's variable list starts with the response: bit 1
+    bits = encoder.encode(rhs)
+    if any(t & 1 for t in bits):
+        raise FormulaError(
+            f"the response {response.label} also appears on the right-hand side",
+            text,
+            encoder.positions.get(response),
+        )
+    return Formula(
+        text=text,
+        response=response,
+        intercept=encoder.intercept,
+        terms=encoder.finish(bits),
+        random=tuple(expander.terms),
+        occurrences=tuple(occurrences),
+    )
+
+
+def _first_tilde(node: Node) -> Node | None:
+    for n in walk(node):
+        if n.kind in ("binary", "unary") and n.op == "~":
+            return n
+    return None
