@@ -96,7 +96,7 @@ class Parser:
             prev = self.tokens[self.i - 1] if self.i > 0 else None
             if prev is not None and prev.kind == "op":
                 if prev.text == "~":
-                    return self.error("nothing after '~': the right-hand side is empty", None)
+                    return self.error("empty right-hand side: nothing after '~'", None)
                 if prev.text == "(":
                     return self.error("unclosed '('", prev.start)
                 if prev.text != ")":

@@ -125,7 +125,7 @@ def tokenize(text: str) -> list[Token]:
             while j < n and text[j] != ch:
                 j += 2 if text[j] == "\\" else 1
             if j >= n:
-                raise FormulaError(f"unclosed {ch}", text, i)
+                raise FormulaError(f"unclosed string: no closing {ch}", text, i)
             tokens.append(Token("str", text[i : j + 1], i, j + 1, text[i + 1 : j]))
             i = j + 1
             continue
