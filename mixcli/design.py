@@ -1,0 +1,184 @@
+"""Design matrices: R's ``model.matrix`` with treatment contrasts.
+
+``model_matrix(intercept, terms, table, rows)`` builds the fixed-effects matrix of
+a formula (``f.intercept, f.terms``) or the model matrix of a random-effects
+term's left-hand side (``r.intercept, r.terms``), on the kept ``rows``.
+
+* Numeric expressions are columns, named by their label (``I(ses^2)``).
+* Text columns are factors whose levels are the labels present in the kept rows,
+  sorted as R sorts them (``r_sort_key``); the first level is the baseline.
+* A factor in a term is coded by contrasts (one column per non-baseline level)
+  when the term without that factor is in the model before it (as a subset of
+  an earlier term; the empty term counts as present), and by indicators (one
+  column per level) otherwise; without an intercept, the first factor of the
+  first term that has one gets indicators (R's rule, from "Statistical Models in
+  S", p. 38). So ``y ~ 0 + recipe`` gives recipeA, recipeB, recipeC and
+  ``y ~ recipe:temp`` gives recipeA:temp, recipeB:temp, recipeC:temp.
+* Interaction columns are named ``a1:b2``, the first variable varying fastest.
+
+Rank deficiency is left to the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DataError
+from .formula.collation import r_sort_key
+from .formula.evaluate import evaluate
+from .formula.exprs import Expr, Term, Var
+from .table import Table, TextColumn
+
+__all__ = ["DesignMatrix", "model_matrix", "complete_rows", "factor_levels", "term_codings", "r_sort_key"]
+
+
+@dataclass
+class DesignMatrix:
+    """``X`` (kept rows x columns), R's column ``names``, and ``assign``: for each
+    column the term it comes from (0 = intercept, j = ``terms[j-1]``), as R's
+    ``attr(X, "assign")``. ``levels`` gives each factor's levels, baseline first."""
+
+    X: np.ndarray
+    names: list[str]
+    assign: list[int]
+    levels: dict[str, list[str]] = field(default_factory=dict)
+
+
+def factor_levels(column: TextColumn, rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    """The levels of a text column in the kept ``rows`` (sorted like R), and each kept
+    row's level index (-1 where missing)."""
+    codes = column.codes if rows is None else column.codes[rows]
+    present = np.unique(codes[codes >= 0])
+    labels = [str(column.labels[c]) for c in present]
+    order = sorted(range(len(labels)), key=lambda i: r_sort_key(labels[i]))
+    levels = [labels[i] for i in order]
+    lookup = np.full(len(column.labels) + 1, -1, dtype=np.int64)  # last slot: missing (-1)
+    lookup[present[order]] = np.arange(len(levels))
+    return levels, lookup[codes]
+
+
+def term_codings(intercept: bool, terms: tuple[Term, ...], is_factor) -> list[list[int]]:
+    """For each term and each of its variables: 0 numeric, 1 contrasts, 2 indicators.
+
+    ``is_factor(expr)`` tells factors from numeric variables.
+    """
+    sets = [frozenset(t) for t in terms]
+    codings: list[list[int]] = []
+    for j, term in enumerate(terms):
+        row = []
+        for v in term:
+            if not is_factor(v):
+                row.append(0)
+                continue
+            rest = sets[j] - {v}
+            if not rest or any(rest <= earlier for earlier in sets[:j]):
+                row.append(1)
+            else:
+                row.append(2)
+        codings.append(row)
+    if not intercept:
+        for row in codings:
+            k = next((k for k, c in enumerate(row) if c), None)
+            if k is not None:
+                row[k] = 2
+                break
+    return codings
+
+
+def model_matrix(
+    intercept: bool,
+    terms: tuple[Term, ...],
+    table: Table,
+    rows: np.ndarray | None = None,
+) -> DesignMatrix:
+    """R's ``model.matrix`` of ``intercept`` + ``terms`` on the kept ``rows`` (a boolean
+    mask over the table's rows; all rows if None)."""
+    if rows is None:
+        rows = np.ones(table.nrows, dtype=bool)
+    rows = np.asarray(rows, dtype=bool)
+    n = int(rows.sum())
+
+    def is_factor(expr: Expr) -> bool:
+        return isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn)
+
+    numeric_cache: dict[Expr, np.ndarray] = {}
+    factor_cache: dict[Expr, tuple[list[str], np.ndarray]] = {}
+
+    def numeric(expr: Expr) -> np.ndarray:
+        if expr not in numeric_cache:
+            numeric_cache[expr] = evaluate(expr, table)[rows]
+        return numeric_cache[expr]
+
+    def factor(expr: Var) -> tuple[list[str], np.ndarray]:
+        if expr not in factor_cache:
+            levels, index = factor_levels(table[expr.name], rows)
+            if (index < 0).any():
+                raise DataError(f"column '{expr.name}' has missing values in the rows used")
+            if len(levels) < 2:
+                which = f"one value ('{levels[0]}')" if levels else "no values"
+                raise DataError(
+                    f"column '{expr.name}' has {which} in the rows used; a factor needs at least two levels"
+                )
+            factor_cache[expr] = (levels, index)
+        return factor_cache[expr]
+
+    names: list[str] = []
+    columns: list[np.ndarray] = []
+    assign: list[int] = []
+    if intercept:
+        names.append("(Intercept)")
+        columns.append(np.ones(n))
+        assign.append(0)
+    codings = term_codings(intercept, terms, is_factor)
+    for j, (term, coding) in enumerate(zip(terms, codings), start=1):
+        block: list[tuple[str, np.ndarray]] = [("", None)]
+        for v, code in zip(term, coding):
+            if code == 0:
+                parts = [(v.label, numeric(v))]
+            else:
+                levels, index = factor(v)
+                first = 1 if code == 1 else 0
+                parts = [(v.label + levels[i], (index == i).astype(np.float64)) for i in range(first, len(levels))]
+            # the earlier variables vary fastest
+            block = [
+                (f"{n1}:{n2}" if n1 else n2, v2 if v1 is None else v1 * v2)
+                for n2, v2 in parts
+                for n1, v1 in block
+            ]
+        for name, values in block:
+            names.append(name)
+            columns.append(values)
+            assign.append(j)
+    X = np.column_stack(columns) if columns else np.empty((n, 0))
+    levels = {e.label: lv for e, (lv, _) in factor_cache.items()}
+    return DesignMatrix(X=np.ascontiguousarray(X, dtype=np.float64), names=names, assign=assign, levels=levels)
+
+
+def complete_rows(formula, table: Table) -> np.ndarray:
+    """The rows R's ``model.frame`` keeps for an lme4 formula (``na.omit`` on every
+    variable: response, fixed and random-effects variables, grouping columns).
+
+    As in R, a value that evaluates to NaN (``log(-1)``) counts as missing; ±inf
+    does not. Callers that want to report such rows can compare with the raw
+    columns' missing values.
+    """
+    keep = np.ones(table.nrows, dtype=bool)
+    exprs: list[Expr] = [formula.response]
+    for term in formula.terms:
+        exprs.extend(term)
+    for r in formula.random:
+        for term in r.terms:
+            exprs.extend(term)
+        exprs.extend(Var(g) for g in r.group)
+    seen: set[Expr] = set()
+    for expr in exprs:
+        if expr in seen:
+            continue
+        seen.add(expr)
+        if isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn):
+            keep &= table[expr.name].codes >= 0
+        else:
+            keep &= ~np.isnan(evaluate(expr, table))
+    return keep

@@ -1,0 +1,117 @@
+"""Compute formula expressions over a ``Table``.
+
+``evaluate(expr, table)`` gives a float64 array over all rows of the table, as
+R's ``model.frame`` evaluates variables before dropping incomplete rows: NaN
+propagates, ``log`` of non-positive values gives NaN / -inf like numpy (the
+caller reports them), and ``scale(x)`` centres and divides by the sample SD
+computed over every row where x is present.
+
+``check_variables(formula, table)`` checks a formula against the table's columns
+up front, so that errors point at the place in the formula.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from ..errors import FormulaError
+from ..table import Table, TextColumn
+from .exprs import BinOp, Call, Expr, Num, Paren, UnaryOp, Var
+
+_UNARY = {
+    "abs": np.abs,
+    "exp": np.exp,
+    "log": np.log,
+    "log10": np.log10,
+    "log2": np.log2,
+    "sqrt": np.sqrt,
+}
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(x)
+    n = int(ok.sum())
+    centre = x[ok].mean() if n else np.nan
+    sd = x[ok].std(ddof=1) if n > 1 else np.nan
+    return (x - centre) / sd
+
+
+def evaluate(expr: Expr, table: Table) -> np.ndarray:
+    """The values of ``expr`` on every row of ``table`` (float64, NaN where missing)."""
+    with np.errstate(all="ignore"):
+        return full_length(_eval(expr, table, expr), table.nrows)
+
+
+def _eval(expr: Expr, table: Table, whole: Expr):
+    if isinstance(expr, Var):
+        if expr.name not in table:
+            raise FormulaError(f"unknown column '{expr.name}'")
+        col = table[expr.name]
+        if isinstance(col, TextColumn):
+            where = "" if whole is expr else f" in {whole.label}"
+            raise FormulaError(f"column '{expr.name}' is text, not numbers; it cannot be used{where}")
+        return np.asarray(col, dtype=np.float64)
+    if isinstance(expr, Num):
+        return np.float64(expr.value)
+    if isinstance(expr, Paren):
+        return _eval(expr.operand, table, whole)
+    if isinstance(expr, UnaryOp):
+        value = _eval(expr.operand, table, whole)
+        return -value if expr.op == "-" else +value
+    if isinstance(expr, BinOp):
+        a = _eval(expr.left, table, whole)
+        b = _eval(expr.right, table, whole)
+        if expr.op == "+":
+            return a + b
+        if expr.op == "-":
+            return a - b
+        if expr.op == "*":
+            return a * b
+        if expr.op == "/":
+            return np.true_divide(a, b)
+        if expr.op == "^":
+            return np.power(np.asarray(a, dtype=np.float64), b)
+        raise FormulaError(f"unsupported operator '{expr.op}' in {whole.label}")
+    if isinstance(expr, Call):
+        arg = np.asarray(_eval(expr.args[0], table, whole), dtype=np.float64)
+        if expr.func == "I":
+            return arg
+        if expr.func == "scale":
+            return _scale(np.broadcast_to(arg, (table.nrows,)).astype(np.float64))
+        if expr.func in _UNARY:
+            return _UNARY[expr.func](arg)
+        raise FormulaError(f"unknown function '{expr.func}'")
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def full_length(values, nrows: int) -> np.ndarray:
+    """Broadcast a constant (an expression of numbers only) to ``nrows`` rows."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0:
+        return np.full(nrows, float(values))
+    return values
+
+
+def is_factor(expr: Expr, table: Table) -> bool:
+    """Whether ``expr`` is a text column, which a model term treats as a factor."""
+    return isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn)
+
+
+def check_variables(formula, table: Table) -> None:
+    """Raise FormulaError, with the position in the formula, for a column the table
+    lacks or a text column used where numbers are needed (the response, inside a
+    function or arithmetic)."""
+    for occ in formula.occurrences:
+        if occ.name not in table:
+            close = difflib.get_close_matches(occ.name, table.names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise FormulaError(f"no column '{occ.name}' in the data{hint}", formula.text, occ.position)
+        if occ.role in ("response", "value") and isinstance(table[occ.name], TextColumn):
+            what = "the response" if occ.role == "response" else "arithmetic or a function"
+            raise FormulaError(
+                f"column '{occ.name}' is text, not numbers, so it cannot be used in {what}",
+                formula.text,
+                occ.position,
+            )
