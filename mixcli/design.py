@@ -157,21 +157,16 @@ def model_matrix(
 
 
 def complete_rows(formula, table: Table) -> np.ndarray:
-    """The rows R's ``model.frame`` keeps for an lme4 formula (``na.omit`` on every
-    variable: response, fixed and random-effects variables, grouping columns).
+    """The rows R's ``model.frame`` keeps for an lme4 formula: ``na.omit`` on every
+    variable of ``formula.frame_variables`` (response, fixed and random-effects
+    variables, even those of removed terms as in ``y ~ x - z``, grouping columns).
 
     As in R, a value that evaluates to NaN (``log(-1)``) counts as missing; ±inf
     does not. Callers that want to report such rows can compare with the raw
     columns' missing values.
     """
     keep = np.ones(table.nrows, dtype=bool)
-    exprs: list[Expr] = [formula.response]
-    for term in formula.terms:
-        exprs.extend(term)
-    for r in formula.random:
-        for term in r.terms:
-            exprs.extend(term)
-        exprs.extend(Var(g) for g in r.group)
+    exprs: list[Expr] = list(formula.frame_variables)
     seen: set[Expr] = set()
     for expr in exprs:
         if expr in seen:

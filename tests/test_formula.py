@@ -307,3 +307,34 @@ def test_parser_imports_nothing_heavy():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- robustness ----------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ALPHABET = "yxzg~~+-*/^:|||()()01 2.5e`'\"%,$I "
+_WORDS = ["log(", "scale(", "I(", "(1 | g)", "(x || g)", "a/b", "%in%", "`a b`", " ~ "]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(list(_ALPHABET)), st.sampled_from(_WORDS)), max_size=25))
+def test_any_text_parses_or_raises_formula_error(pieces):
+    text = "".join(pieces)
+    try:
+        f = parse_formula(text)
+    except FormulaError as err:
+        assert err.position is None or 0 <= err.position <= len(text)
+        assert err.reason
+        return
+    assert f.text == text
+    assert all(isinstance(label, str) for label in f.term_labels)
+    assert all(r.intercept or r.terms for r in f.random)
+    assert set(f.variables()) >= set(f.response.columns())
+
+
+def test_frame_variables_are_those_of_the_model_frame():
+    f = parse_formula("log(y) ~ x - z + I(x^2) + (w + x | g/h) + (1 | g)")
+    assert [e.label for e in f.frame_variables] == ["log(y)", "x", "z", "I(x^2)", "w", "g", "h"]
+    assert f.term_labels == ["x", "I(x^2)"]

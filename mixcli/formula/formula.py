@@ -26,6 +26,10 @@ class Formula:
     terms: tuple[Term, ...]
     random: tuple[RandomTerm, ...]
     occurrences: tuple[Occurrence, ...] = field(default=(), compare=False, repr=False)
+    #: The variables R's model.frame evaluates for lme4 (those of subbars(f)): the
+    #: response, every variable of the fixed part (removed terms' too), of the
+    #: random terms' left-hand sides, and the grouping columns; in order of appearance.
+    frame_variables: tuple[Expr, ...] = field(default=(), compare=False, repr=False)
 
     def variables(self) -> list[str]:
         """Every data column the formula names (response, fixed part, random
@@ -77,8 +81,9 @@ def parse_formula(text: str) -> Formula:
     if not response.columns():
         raise FormulaError("the response must be a column of the data", text, lhs.start)
 
-    expander = RandomExpander(text, occurrences)
-    encoder = TermEncoder(text, occurrences, on_random=expander)
+    frame: dict[Expr, int] = {response: lhs.start}
+    expander = RandomExpander(text, occurrences, frame)
+    encoder = TermEncoder(text, occurrences, on_random=expander, frame=frame)
     encoder.register(response)  # R's variable list starts with the response: bit 1
     bits = encoder.encode(rhs)
     if any(t & 1 for t in bits):
@@ -94,6 +99,7 @@ def parse_formula(text: str) -> Formula:
         terms=encoder.finish(bits),
         random=tuple(expander.terms),
         occurrences=tuple(occurrences),
+        frame_variables=tuple(sorted(frame, key=frame.__getitem__)),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import FormulaError
-from .exprs import Term, quote_name, term_label
+from .exprs import Term, Var, quote_name, term_label
 from .parser import Node, deparse
 from .terms import Occurrence, TermEncoder, is_bar
 
@@ -84,9 +84,10 @@ def _interaction(outer: _Group, inner: _Group) -> _Group:
 class RandomExpander:
     """Collects the random-effects terms of a formula, in findbars() order."""
 
-    def __init__(self, text: str, occurrences: list[Occurrence]):
+    def __init__(self, text: str, occurrences: list[Occurrence], frame: dict | None = None):
         self.text = text
         self.occurrences = occurrences
+        self.frame = frame if frame is not None else {}
         self.terms: list[RandomTerm] = []
 
     def error(self, message: str, pos: int | None) -> FormulaError:
@@ -96,7 +97,7 @@ class RandomExpander:
         bar = paren.args[0]
         lhs_node, group_node = bar.args
         span = (paren.start, paren.end)
-        encoder = TermEncoder(self.text, self.occurrences, on_random=None, bar=bar)
+        encoder = TermEncoder(self.text, self.occurrences, on_random=None, bar=bar, frame=self.frame)
         lhs_terms = encoder.finish(encoder.encode(lhs_node, top=False))
         intercept = encoder.intercept
         groups = self._groups(group_node)
@@ -147,6 +148,7 @@ class RandomExpander:
     def _interaction_names(self, node: Node) -> _Group:
         if node.kind == "name":
             self.occurrences.append(Occurrence(node.value, node.start, "group"))
+            self.frame.setdefault(Var(node.value), node.start)
             return _Group((node.value,), quote_name(node.value))
         if node.kind == "binary" and node.op == ":":
             left = self._interaction_names(node.args[0])

@@ -123,6 +123,8 @@ class TermEncoder:
     ``on_random(paren_node)`` is called for each parenthesised bar that is added to
     the model (``+ (x | g)``); it is None where bars are not allowed. ``bar`` is
     the enclosing bar when encoding a bar's left-hand side (for the nested-bar error).
+    ``frame`` collects every variable met, removed ones included, with its position:
+    the variables R's ``model.frame`` evaluates.
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class TermEncoder:
         occurrences: list[Occurrence],
         on_random: Callable[[Node], None] | None = None,
         bar: Node | None = None,
+        frame: dict[Expr, int] | None = None,
     ):
         self.text = text
         self.occurrences = occurrences
@@ -139,6 +142,8 @@ class TermEncoder:
         self.variables: list[Expr] = []
         self._index: dict[Expr, int] = {}
         self.positions: dict[Expr, int] = {}  # first place each variable is a term
+        # every variable of the whole formula -> first position (R's model frame)
+        self.frame: dict[Expr, int] = frame if frame is not None else {}
         self.intercept = True
         self._parity = True
 
@@ -147,6 +152,7 @@ class TermEncoder:
         """The bit of ``expr``, adding it to the variables in order of first appearance."""
         if position is not None:
             self.positions.setdefault(expr, position)
+            self.frame.setdefault(expr, position)
         if expr not in self._index:
             self._index[expr] = len(self.variables)
             self.variables.append(expr)
@@ -245,6 +251,10 @@ class TermEncoder:
         right = self.encode(right_node, False, False)
         if op == ":":
             return _interact(left, right)
+        if not left and op in ("*", "/"):
+            # R 4.2's CrossTerms/NestTerms append to the left list in place, so
+            # an empty left side makes the whole product empty: (a - a) * b is empty
+            return []
         if op == "*":
             return _trim(left + right + _interact(left, right))
         if op == "/":
