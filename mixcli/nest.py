@@ -1,0 +1,704 @@
+"""Unique identifiers for nested groups: ``mixcli nest DATA schoolid:classid2``.
+
+Data sets often number lower-level units *within* higher-level ones: class 1,
+2, 3 in every school. A model that is given such a column bare, ``(1 | classid2)``,
+pools every "class 1" of every school into one group. ``nest`` appends, for each
+``outer:inner`` spec, a column whose value ``<outer>:<inner>`` identifies each
+combination uniquely (``7:2`` = class 2 of school 7), and ``check`` says whether
+that is needed at all.
+
+The file is edited as raw bytes, not parsed and rewritten: every original
+column, value, quote, line ending and the row order are kept byte for byte, and
+the new field is appended at the end of each record (quoted only if it must be).
+pyarrow locates the two fields of every record and the output is spliced
+together from zero-copy slices of the input, with no Python loop over rows; files
+pyarrow cannot map one record to one line-range (stray quotes inside unquoted
+fields, bare carriage returns, ragged rows) go through a line-by-line path using
+``bytes.split`` and the csv module, which gives the same bytes and exact line
+numbers in errors. Missing values are the same as ``read_table``'s: an empty
+field or ``NA``; if either part is missing the new field is empty.
+
+Output goes to a temporary file (beside ``-o FILE``, or a spooled buffer for
+stdout) that replaces the target only when everything succeeded: an error or an
+interrupt leaves no partial output and never touches the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Sequence
+
+from .errors import DataError, UsageError
+from .io import (
+    check_header_sep,
+    check_text_start,
+    decode_text,
+    describe_sep,
+    display_name,
+    read_bytes,
+    resolve_sep,
+)
+
+MISSING_TEXT = ("", "NA")  # the same as read_table's
+MISSING = frozenset(v.encode() for v in MISSING_TEXT)
+_QUOTE = b'"'
+
+
+@dataclass(frozen=True)
+class NestSpec:
+    """One ``outer:inner`` request: the two columns and the name of the new one."""
+
+    outer: str
+    inner: str
+    name: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.outer}:{self.inner}"
+
+
+@dataclass(frozen=True)
+class NestStats:
+    """What one spec found in the data."""
+
+    spec: NestSpec
+    rows: int  # data rows
+    missing: int  # rows whose outer or inner value is missing (new field left empty)
+    groups: int  # distinct (outer, inner) combinations
+    outer_groups: int  # distinct outer values among them
+    inner_labels: int  # distinct inner values among them
+    reused_labels: int  # inner values found under more than one outer value
+    most_reused: tuple[str, int] | None  # an inner label under the most outer groups, and how many
+    ambiguous: str | None = None  # an identifier two different combinations would share (values contain ':')
+
+    @property
+    def redundant(self) -> bool:
+        """The inner column is already a unique ID across the outer one: nesting changes nothing."""
+        return self.groups > 0 and self.reused_labels == 0
+
+
+# ---------------------------------------------------------------- specs
+
+
+def _split_points(text: str) -> list[tuple[str, str]]:
+    """Every way of reading ``text`` as OUTER:INNER (column names may themselves contain ':')."""
+    return [(text[:k], text[k + 1:]) for k, ch in enumerate(text) if ch == ":" and 0 < k < len(text) - 1]
+
+
+def check_specs(specs: Sequence[str], names: Sequence[str] = ()) -> None:
+    """Syntax checks that need no data: UsageError for a malformed spec or a wrong number of --name."""
+    if not specs:
+        raise UsageError("give at least one OUTER:INNER spec, e.g. schoolid:classid2")
+    for text in specs:
+        splits = _split_points(text)
+        if not splits:
+            raise UsageError(f"malformed spec {text!r}: expected OUTER:INNER, e.g. schoolid:classid2")
+        if len(splits) == 1 and splits[0][0] == splits[0][1]:
+            raise UsageError(f"spec {text!r} names the same column twice; expected OUTER:INNER, two different columns")
+    if names and len(names) != len(specs):
+        raise UsageError(f"give --name once per spec ({len(specs)} spec{'s' if len(specs) != 1 else ''}, "
+                         f"{len(names)} --name)")
+    for new in names:
+        if not new or any(ch in new for ch in "\r\n"):
+            raise UsageError(f"--name {new!r} is not a usable column name")
+
+
+def resolve_specs(specs: Sequence[str], names: Sequence[str], columns: Sequence[str], source: str) -> list[NestSpec]:
+    """Match each spec to the data's columns; UsageError for unknown or clashing names."""
+    check_specs(specs, names)
+    known = set(columns)
+    resolved: list[NestSpec] = []
+    for k, text in enumerate(specs):
+        splits = _split_points(text)
+        matches = [(o, i) for o, i in splits if o in known and i in known]
+        if len(matches) > 1:
+            options = " or ".join(f"{o!r} then {i!r}" for o, i in matches)
+            raise UsageError(f"spec {text!r} is ambiguous: {options}")
+        if not matches:
+            outer, inner = splits[0]
+            missing = outer if outer not in known else inner
+            if len(splits) > 1:
+                raise UsageError(f"spec {text!r} does not split into two columns of {source}{_suggest(missing, columns)}")
+            raise UsageError(f"no column {missing!r} in {source}{_suggest(missing, columns)}")
+        outer, inner = matches[0]
+        if outer == inner:
+            raise UsageError(f"spec {text!r} names the same column twice; expected OUTER:INNER, two different columns")
+        new = names[k] if names else f"{outer}_{inner}"
+        if new in known:
+            raise UsageError(f"column {new!r} already exists in {source}; choose another name with --name")
+        if any(new == r.name for r in resolved):
+            raise UsageError(f"two specs would both create column {new!r}; give each its own --name")
+        resolved.append(NestSpec(outer, inner, new))
+    return resolved
+
+
+def _suggest(wanted: str, columns: Sequence[str]) -> str:
+    import difflib
+
+    lower = {c.lower(): c for c in columns}
+    if wanted.lower() in lower:
+        return f"; did you mean {lower[wanted.lower()]!r}?"
+    close = difflib.get_close_matches(wanted, list(columns), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+    return f" (columns: {shown})"
+
+
+# ---------------------------------------------------------------- the pass
+
+
+def nest(
+    source: str,
+    specs: Sequence[str],
+    names: Sequence[str] = (),
+    output: str | None = None,
+    *,
+    sep: str | None = None,
+    check: bool = False,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+) -> list[NestStats]:
+    """Append one nested-ID column per ``outer:inner`` spec to the delimited file ``source``.
+
+    ``source`` is a path or ``-`` (``stdin``, default ``sys.stdin.buffer``).
+    ``output`` is a path, or ``None``/``-`` for ``stdout`` (default
+    ``sys.stdout.buffer``); with ``check=True`` nothing is written. Returns the
+    statistics of each spec, in order. Raises ``UsageError`` (bad spec, unknown
+    column, name clash) or ``DataError`` (unreadable or malformed data) before
+    anything is written.
+    """
+    check_specs(specs, names)
+    name = display_name(source)
+    sep = resolve_sep(source, sep)
+    if ord(sep) > 127:
+        raise UsageError(f"nest needs a one-byte (ASCII) separator, got {sep!r}")
+    sepb = sep.encode("ascii")
+    data = read_bytes(source, stdin)
+    header = _read_header(data, sep, name)
+    resolved = resolve_specs(specs, names, header.columns, name)
+    for spec in resolved:
+        for col in (spec.outer, spec.inner):
+            if header.columns.count(col) > 1:
+                raise DataError(f"{name}: column {col!r} appears more than once in the header")
+    positions = [(header.columns.index(s.outer), header.columns.index(s.inner)) for s in resolved]
+    try:
+        new_names = b"".join(sepb + _quote(s.name.encode(header.encoding), sepb) for s in resolved)
+    except UnicodeEncodeError:
+        raise UsageError(f"a new column name cannot be written in the file's encoding ({header.encoding})") from None
+
+    scan = _scan_arrow(data, header, sep, positions, not check)
+    if scan is None:
+        scan = _scan_python(data, header, sep, positions, not check, name)
+    pieces, pairs, missing, rows = scan
+    if rows == 0:
+        raise DataError(f"{name}: has a header but no data rows")
+    stats = _stats(resolved, pairs, missing, rows, header.encoding)
+    if check:
+        return stats
+    for st in stats:
+        if st.ambiguous:
+            raise DataError(f"{name}: the identifiers for {st.spec.text} would be ambiguous: values contain ':' "
+                            f"so different combinations both give {st.ambiguous!r}")
+    raw = data[header.start:header.end]
+    body = _body(raw)
+    with _Target(output, stdout) as target:
+        target.write(data[: header.start])
+        target.write(body + new_names + raw[len(body):])
+        for piece in pieces:
+            target.write(piece)
+        target.commit()
+    return stats
+
+
+def _body(line: bytes) -> bytes:
+    """``line`` without its line ending (CRLF, LF, or none on a last line)."""
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith(b"\n"):
+        return line[:-1]
+    return line
+
+
+@dataclass
+class _Header:
+    start: int  # byte offset of the header record (after any blank lines)
+    end: int  # byte offset just past its line ending
+    line: int  # physical line number of its last line
+    columns: list[str]
+    encoding: str
+
+
+class _Feed:
+    """Physical lines for the csv module, decoded as Latin-1 (byte-exact), keeping the raw bytes read."""
+
+    __slots__ = ("lines", "raw", "number", "ran_out")
+
+    def __init__(self, lines: Iterator[bytes], number: int = 0):
+        self.lines = lines
+        self.raw: list[bytes] = []
+        self.number = number
+        self.ran_out = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self.lines)
+        except StopIteration:
+            self.ran_out = True
+            raise
+        self.number += 1
+        self.raw.append(line)
+        return line.decode("latin-1")
+
+
+def _csv_reader(feed: _Feed, sep: str):
+    return csv.reader(feed, delimiter=sep, quotechar='"', doublequote=True, strict=False)
+
+
+def _next_record(reader, feed: _Feed, name: str) -> tuple[int, bytes, list[str]] | None:
+    """(first line number, raw bytes, fields) of the next record, None at the end."""
+    start = feed.number + 1
+    try:
+        fields = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        if "new-line character" in str(err):
+            raise DataError(f"{name}: line {feed.number}: a carriage return not followed by a newline (old Mac "
+                            "line endings?); convert the line endings to \\n or \\r\\n first") from None
+        raise DataError(f"{name}: cannot parse the record on line {start}: {err}") from None
+    if feed.ran_out:
+        raise DataError(f"{name}: a quoted field starting on line {start} is never closed (it runs to the end of the file)")
+    raw = feed.raw[0] if len(feed.raw) == 1 else b"".join(feed.raw)
+    feed.raw.clear()
+    return start, raw, fields
+
+
+def _read_header(data: bytes, sep: str, name: str) -> _Header:
+    import io
+
+    check_text_start(data[:65536], name)
+    stream = io.BytesIO(data)
+    feed = _Feed(iter(stream))
+    reader = _csv_reader(feed, sep)
+    offset = 0
+    while True:
+        record = _next_record(reader, feed, name)
+        if record is None:
+            raise DataError(f"{name}: the file contains only blank lines")
+        line_no, raw, fields = record
+        if fields:
+            break
+        offset += len(raw)
+    body = _body(raw)
+    if b"\r" in body and not any("\r" in f for f in fields):
+        raise DataError(f"{name}: line {line_no}: a carriage return not followed by a newline (old Mac line "
+                        "endings?); convert the line endings to \\n or \\r\\n first")
+    raw_fields = [f.encode("latin-1") for f in fields]
+    if raw_fields[0].startswith(b"\xef\xbb\xbf"):
+        raw_fields[0] = raw_fields[0][3:]
+    text, encoding = decode_text(b"\x00".join(raw_fields))
+    columns = text.split("\x00")
+    check_header_sep(columns, decode_text(body.removeprefix(b"\xef\xbb\xbf"))[0], sep, name)
+    return _Header(start=offset, end=offset + len(raw), line=feed.number, columns=columns, encoding=encoding)
+
+
+def _quote(value: bytes, sepb: bytes) -> bytes:
+    if sepb in value or _QUOTE in value or b"\n" in value or b"\r" in value:
+        return _QUOTE + value.replace(_QUOTE, _QUOTE + _QUOTE) + _QUOTE
+    return value
+
+
+def _ragged(name: str, line: int, got: int, want: int, sep: str) -> DataError:
+    return DataError(f"{name}: line {line} has {got} field{'s' if got != 1 else ''} but the header has {want} "
+                     f"(separator {describe_sep(sep)}; check the separator and quoting)")
+
+
+def _scan_arrow(data: bytes, header: _Header, sep: str, positions, write: bool):
+    """The data records, vectorised with pyarrow; None when the file needs the line-by-line path.
+
+    Applies when pyarrow parses the file cleanly into as many records as there
+    are non-blank lines (line breaks inside quotes don't count) and there are no
+    bare carriage returns. The output is
+    assembled without a Python loop: the data is cut, zero-copy, at the end of
+    every record's content, and each piece is joined with that record's new fields.
+    Returns (pieces to write, distinct pairs per spec, missing counts, rows).
+    """
+    try:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+    except ImportError:
+        return None
+    if data.find(b"\r", header.end) >= 0 and data.count(b"\r", header.end) != data.count(b"\r\n", header.end):
+        return None
+    has_quotes = data.find(_QUOTE, header.end) >= 0
+    sepb = sep.encode("ascii")
+    ncols = len(header.columns)
+    buf = pa.py_buffer(data).slice(header.end)
+    size = len(buf)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    if has_quotes:
+        # A line break ends a record unless it is inside quotes, i.e. after an odd number of quotes.
+        # (A stray quote inside an unquoted field breaks this count; then the record count below
+        # disagrees with pyarrow's and the line-by-line path takes over.)
+        quotes_before = np.searchsorted(np.flatnonzero(raw == 34), newlines)
+        newlines = newlines[(quotes_before & 1) == 0]
+    # Where each record's content ends (before \r\n or \n), and where each record starts.
+    ends = newlines - ((newlines > 0) & (raw[np.maximum(newlines - 1, 0)] == 13))
+    starts = np.concatenate(([0], newlines + 1))
+    if size and data[-1:] != b"\n":
+        ends = np.append(ends, size)  # last line without a line ending
+    starts = starts[: len(ends)]
+    blank = ends == starts
+    nrecords = int(len(ends) - blank.sum())
+    if nrecords == 0:
+        return [data[header.end:]], [set() for _ in positions], [0] * len(positions), 0
+
+    wanted = sorted({i for pair in positions for i in pair})
+    col = {i: f"c{i}" for i in wanted}
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(buf),
+            read_options=pacsv.ReadOptions(use_threads=True, column_names=[f"c{i}" for i in range(ncols)]),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=has_quotes, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[col[i] for i in wanted],
+                column_types={col[i]: pa.binary() for i in wanted},
+                null_values=list(MISSING_TEXT), strings_can_be_null=True, quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None  # ragged rows and the like: the line-by-line path says exactly where
+    if table.num_rows != nrecords:
+        return None  # a stray quote, or a whitespace-only line: line by line
+
+    columns = {i: table.column(col[i]).combine_chunks() for i in wanted}
+    # (pa.scalar and pa.array would import pandas: constants are built from buffers)
+    colon = _repeat(b":", nrecords)
+    nothing = _repeat(b"", nrecords)
+    fields = [nothing]
+    pairs: list[set] = []
+    missing: list[int] = []
+    for o, i in positions:
+        joined = pc.binary_join_element_wise(columns[o], columns[i], colon)
+        if has_quotes and write:
+            joined = _quote_where_needed(joined, sep, nrecords)
+        missing.append(joined.null_count)
+        fields.append(pc.coalesce(joined, nothing))
+        pairs.append(_distinct_pairs(columns[o], columns[i]))
+    if not write:
+        return [], pairs, missing, nrecords
+    extra = pc.binary_join_element_wise(*fields, _repeat(sepb, nrecords))
+    # One entry per line: the record's new fields, or nothing for a blank line.
+    extra = pa.concat_arrays([extra, _repeat(b"", 1)]).cast(pa.large_binary())
+    which = np.where(blank, nrecords, np.cumsum(~blank) - 1).astype(np.int64)
+    per_line = extra.take(pa.Array.from_buffers(pa.int64(), len(which), [None, pa.py_buffer(which)]))
+    cuts = np.concatenate(([0], ends)).astype(np.int64)
+    pieces = pa.Array.from_buffers(pa.large_binary(), len(ends), [None, pa.py_buffer(cuts), buf])
+    joined = pc.binary_join_element_wise(pieces, per_line, _repeat(b"", len(ends), large=True))
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
+    first, last = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
+    body = joined.buffers()[2].slice(first, last - first)
+    return [body, data[header.end + int(ends[-1]):]], pairs, missing, nrecords
+
+
+def _quote_where_needed(values, sep: str, n: int):
+    """CSV-quote the values that contain the separator, a quote or a line break (vectorised ``_quote``)."""
+    import pyarrow.compute as pc
+
+    special = "\\" + sep if sep in "]\\^-[" else sep
+    needs = pc.match_substring_regex(values, f'[{special}"\\r\\n]')
+    if not pc.any(needs).as_py():
+        return values
+    quote = _repeat(_QUOTE, n)
+    wrapped = pc.binary_join_element_wise(quote, pc.replace_substring(values, '"', '""'), quote, _repeat(b"", n))
+    return pc.if_else(needs, wrapped, values)
+
+
+def _repeat(value: bytes, n: int, large: bool = False):
+    """A pyarrow binary array of ``n`` copies of ``value``, built from buffers."""
+    import numpy as np
+    import pyarrow as pa
+
+    dtype = np.int64 if large else np.int32
+    offsets = np.arange(n + 1, dtype=dtype) * len(value)
+    kind = pa.large_binary() if large else pa.binary()
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(value * n)])
+
+
+def _distinct_pairs(outer, inner) -> set:
+    """Distinct (outer, inner) byte pairs among rows where both are present, via dictionary codes."""
+    import numpy as np
+
+    o_codes, o_labels = _codes(outer)
+    i_codes, i_labels = _codes(inner)
+    both = (o_codes >= 0) & (i_codes >= 0)
+    width = max(len(i_labels), 1)
+    keys = o_codes[both].astype(np.int64) * width + i_codes[both]
+    span = len(o_labels) * width
+    if span <= 8 * len(keys) + (1 << 20):  # a table of every possible pair is cheaper than hashing
+        seen = np.zeros(span, dtype=bool)
+        seen[keys] = True
+        keys = np.flatnonzero(seen)
+    else:
+        keys = np.unique(keys)
+    return {(o_labels[k // width], i_labels[k % width]) for k in keys.tolist()}
+
+
+def _codes(array):
+    import numpy as np
+
+    encoded = array.dictionary_encode()
+    indices = encoded.indices
+    codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices), offset=indices.offset * 4).copy()
+    if indices.null_count:
+        valid = np.unpackbits(np.frombuffer(indices.buffers()[0], dtype=np.uint8), bitorder="little")
+        codes[~valid[indices.offset: indices.offset + len(indices)].astype(bool)] = -1
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _scan_python(data: bytes, header: _Header, sep: str, positions, write: bool, name: str):
+    """The data records, line by line: bytes.split when the data has no quotes, else the csv module."""
+    import io
+
+    sepb = sep.encode("ascii")
+    ncols = len(header.columns)
+    pairs: list[set] = [set() for _ in positions]
+    missing = [0] * len(positions)
+    out: list[bytes] = []
+    rows = 0
+    stream = io.BytesIO(data)
+    stream.seek(header.end)
+    quoted = data.find(_QUOTE, header.end) >= 0
+    if quoted:
+        feed = _Feed(iter(stream), header.line)
+        reader = _csv_reader(feed, sep)
+        records = iter(lambda: _next_record(reader, feed, name), None)
+    else:
+        records = enumerate(stream, header.line + 1)
+    single = positions[0] if len(positions) == 1 else None
+    for record in records:
+        if quoted:
+            line_no, line, text = record
+            if not text:  # blank line: readers skip it, so do we
+                out.append(line)
+                continue
+            fields = [f.encode("latin-1") for f in text]
+            body = _body(line)
+        else:
+            line_no, line = record
+            if line[-1:] == b"\n":
+                body = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+            else:
+                body = line
+            if not body:
+                out.append(line)
+                continue
+            if b"\r" in body:
+                raise DataError(f"{name}: line {line_no}: a carriage return not followed by a newline; "
+                                "convert the line endings to \\n or \\r\\n first")
+            fields = body.split(sepb)
+        if len(fields) != ncols:
+            raise _ragged(name, line_no, len(fields), ncols, sep)
+        rows += 1
+        if single is not None:
+            outer = fields[single[0]]
+            inner = fields[single[1]]
+            if outer in MISSING or inner in MISSING:
+                missing[0] += 1
+                extra = sepb
+            else:
+                pairs[0].add((outer, inner))
+                extra = sepb + (_quote(outer + b":" + inner, sepb) if quoted else outer + b":" + inner)
+        else:
+            extra = b""
+            for k, (o, i) in enumerate(positions):
+                outer = fields[o]
+                inner = fields[i]
+                if outer in MISSING or inner in MISSING:
+                    missing[k] += 1
+                    extra += sepb
+                else:
+                    pairs[k].add((outer, inner))
+                    extra += sepb + _quote(outer + b":" + inner, sepb)
+        if write:
+            out.append(body + extra + line[len(body):])
+    if not write:
+        out = []
+    return [b"".join(out)], pairs, missing, rows
+
+
+def _stats(specs: list[NestSpec], pairs: list[set], missing: list[int], rows: int, encoding: str) -> list[NestStats]:
+    def show(raw: bytes) -> str:
+        return raw.decode("utf-8", "replace") if encoding == "utf-8" else decode_text(raw)[0]
+
+    result = []
+    for spec, found, miss in zip(specs, pairs, missing):
+        per_inner = Counter(inner for _, inner in found)
+        reused = {label: n for label, n in per_inner.items() if n > 1}
+        most = max(reused.items(), key=lambda item: (item[1], item[0])) if reused else None
+        ambiguous = None
+        if len({o + b":" + i for o, i in found}) < len(found):
+            seen: set[bytes] = set()
+            for o, i in sorted(found):
+                key = o + b":" + i
+                if key in seen:
+                    ambiguous = show(key)
+                    break
+                seen.add(key)
+        result.append(NestStats(
+            spec=spec,
+            rows=rows,
+            missing=miss,
+            groups=len(found),
+            outer_groups=len({o for o, _ in found}),
+            inner_labels=len(per_inner),
+            reused_labels=len(reused),
+            most_reused=(show(most[0]), most[1]) if most else None,
+            ambiguous=ambiguous,
+        ))
+    return result
+
+
+# ---------------------------------------------------------------- output
+
+
+class _Target:
+    """Where the output goes: standard output, or a temporary file beside ``output``.
+
+    Everything that can fail on the data has failed before a ``_Target`` is
+    opened. For a file, ``commit()`` moves the temporary file into place
+    (``os.replace``, so even ``-o`` onto the input is safe); leaving the ``with``
+    block without committing (a write error, Ctrl-C) deletes it and leaves the
+    target untouched.
+    """
+
+    def __init__(self, output: str | None, stdout: BinaryIO | None):
+        self.output = None if output in (None, "-") else output
+        self.stdout = stdout
+        self.tmp: str | None = None
+        self.handle = None
+
+    def __enter__(self):
+        import tempfile
+
+        if self.output is None:
+            self.handle = self.stdout if self.stdout is not None else sys.stdout.buffer
+            return self
+        self.target = os.path.realpath(self.output)
+        if os.path.isdir(self.target):
+            raise DataError(f"{self.output}: is a directory; -o needs a file name")
+        folder, base = os.path.split(self.target)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+        except OSError as err:
+            raise DataError(f"{self.output}: cannot write there: {err.strerror or err}") from None
+        self.handle = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, data) -> None:
+        if self.output is None:
+            self.handle.write(data)  # a broken pipe is the caller's to handle
+            return
+        try:
+            self.handle.write(data)
+        except OSError as err:
+            raise DataError(f"{self.output}: cannot write: {err.strerror or err}") from None
+
+    def commit(self) -> None:
+        if self.output is None:
+            self.handle.flush()
+            return
+        try:
+            self.handle.flush()
+            os.fchmod(self.handle.fileno(), _mode_for(self.target))
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.replace(self.tmp, self.target)
+        except OSError as err:
+            raise DataError(f"{self.output}: cannot write: {err.strerror or err}") from None
+        self.tmp = None
+
+    def __exit__(self, *exc) -> None:
+        if self.output is None:
+            return
+        if not self.handle.closed:
+            self.handle.close()
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+
+def _mode_for(target: str) -> int:
+    """Permissions for the new file: those of the file it replaces, else the usual ones under the umask."""
+    import stat
+
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+# ---------------------------------------------------------------- reports
+
+
+def summary_lines(stats: Sequence[NestStats]) -> list[str]:
+    """What ``mixcli nest`` says on stderr after writing the data."""
+    lines = []
+    for st in stats:
+        s = st.spec
+        line = f"nest: {s.name}: {st.groups} groups from {s.text}"
+        if st.missing:
+            line += f" ({st.missing} row{'s' if st.missing != 1 else ''} missing {s.outer} or {s.inner}: left empty)"
+        lines.append(line)
+        if st.redundant:
+            lines.append(f"nest: warning: {s.text} is redundant: every {s.inner} value occurs under a single {s.outer}, "
+                         f"so {s.inner} already identifies these {st.groups} groups")
+    return lines
+
+
+def check_report(stats: Sequence[NestStats], source: str = "DATA") -> str:
+    """The ``--check`` report: is each inner column already a unique ID across its outer one?"""
+    blocks = []
+    for st in stats:
+        s = st.spec
+        lines = [f"{s.text}  ({st.rows} rows, {st.outer_groups} {s.outer} groups, {st.groups} {s.outer}:{s.inner} groups)"]
+        if st.groups == 0:
+            lines.append(f"  no row has both {s.outer} and {s.inner}: nothing to check")
+        elif st.redundant:
+            lines += [
+                f"  {s.inner}: {st.inner_labels} distinct labels, none reused in more than one {s.outer} group.",
+                f"  {s.inner} is already a unique ID across {s.outer}: nesting is redundant.",
+                f"  (1 | {s.inner}) and (1 | {s.outer}/{s.inner}) give the same {s.inner} groups; no new column is needed.",
+            ]
+        else:
+            label, count = st.most_reused
+            lines += [
+                f"  {s.inner}: {st.inner_labels} distinct labels, {st.reused_labels} of them reused in more than one "
+                f"{s.outer} group (e.g. {label!r} occurs in {count}).",
+                f"  {s.inner} is NOT a unique ID: it numbers units within each {s.outer}.",
+                f"  Passing it bare as (1 | {s.inner}) is wrong: it pools different units that share a label "
+                f"into {st.inner_labels} groups instead of {st.groups}.",
+                f"  Use (1 | {s.outer}/{s.inner}), or add the nested column {s.name} with:",
+                f"    mixcli nest {source} {s.text}",
+            ]
+        if st.missing:
+            lines.append(f"  {st.missing} row{'s' if st.missing != 1 else ''} missing {s.outer} or {s.inner}.")
+        if st.ambiguous:
+            lines.append(f"  Warning: values contain ':' so {st.ambiguous!r} would name two different groups; "
+                         f"nest refuses to write such identifiers.")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
