@@ -114,7 +114,7 @@ def _similar_file(source: str) -> str | None:
         names = os.listdir(folder or ".")
     except OSError:
         return None
-    close = difflib.get_close_matches(base, names, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(base, names, n=1, cutoff=0.85)
     return os.path.join(folder, close[0]) if close else None
 
 
