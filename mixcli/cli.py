@@ -131,8 +131,7 @@ def nest_command(data, specs, names, output, check, sep):
     if check and output is not None:
         raise UsageError("--check writes no data; leave out -o")
     try:
-        stats = nest(data, specs, names, output, sep=sep, check=check,
-                     stdin=click.get_binary_stream("stdin"), stdout=click.get_binary_stream("stdout"))
+        stats = nest(data, specs, names, output, sep=sep, check=check)
     except BrokenPipeError:  # e.g. piped into head: stop quietly, as a killed C tool would
         import os
 
