@@ -44,6 +44,107 @@ def main():
     """
 
 
+def _read_data(data: str, sep: str | None):
+    """Read DATA into a Table, passing reader warnings to stderr as one line each."""
+    import warnings
+
+    from .io import read_table
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_table(data, sep=sep)
+    for w in caught:
+        _warn(str(w.message))
+    return table
+
+
+def _warn(message: str):
+    click.echo(f"mixcli: warning: {message}", err=True)
+
+
+def _console():
+    """A rich console on stdout: plain text when piped or when NO_COLOR is set."""
+    import os
+
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(
+        file=sys.stdout,
+        highlight=False,
+        no_color=bool(os.environ.get("NO_COLOR")) or not tty,
+        width=None if tty else 200,
+        soft_wrap=not tty,
+    )
+
+
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+    help="table for people; json (one object per line) or csv for scripts.",
+)
+_SEP = click.option("--sep", metavar="SEP", help="Field separator (default: tab for .tsv/.tab, else comma).")
+_PROGRESS = click.option(
+    "--progress/--no-progress", default=None,
+    help="Live evaluation count on stderr during long fits (default: only when stderr is a terminal).",
+)
+
+
+@main.command("fit")
+@click.argument("data", metavar="DATA")
+@click.argument("formulas", nargs=-1, required=True, metavar="FORMULA...")
+@click.option("--ml", is_flag=True, help="Maximum likelihood instead of REML.")
+@_FORMAT
+@_SEP
+@_PROGRESS
+def fit_command(data, formulas, ml, fmt, sep, progress):
+    """Fit linear mixed models written as lme4 formulas.
+
+    Prints fixed effects, variance components and warnings, like lme4's
+    summary(lmer(FORMULA, DATA)). Several formulas are fitted one after the
+    other on the same data.
+
+    \b
+    Examples:
+      mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+      mixcli fit --ml classroom.csv "mathscore ~ ses + (1 | schoolid/classid2)"
+      mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --format json | jq .sigma
+      mixcli simulate | mixcli fit - "mathscore ~ ses + (1 | schoolid)" --format csv
+    """
+    from .api import fit_frame
+    from .frame import model_frame
+    from .progress import FitProgress
+
+    table = _read_data(data, sep)
+    frames = [model_frame(table, f) for f in formulas]  # check every formula before fitting any
+    meter = FitProgress(progress)
+    results = []
+    for i, frame in enumerate(frames, start=1):
+        meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
+        results.append(fit_frame(frame, reml=not ml, progress=meter))
+        meter.done()
+    if fmt == "json":
+        from .render.fit_json import render_fits
+
+        sys.stdout.write(render_fits(results))
+    elif fmt == "csv":
+        from .render.fit_csv import render_fits
+
+        sys.stdout.write(render_fits(results))
+        for m in results:
+            for line in m.notes():
+                _warn(line)
+    else:
+        from .render.fit_table import fit_renderables
+
+        console = _console()
+        source = "standard input" if data == "-" else data
+        for i, m in enumerate(results):
+            if i:
+                console.print()
+            for r in fit_renderables(m, source):
+                console.print(r)
+
+
 @main.command()
 @click.option("--schools", "n_schools", type=click.IntRange(min=1), default=107, show_default=True,
               help="Number of schools (each has 1-9 classes of 1-10 children, about 11 rows per school).")

@@ -1,0 +1,271 @@
+"""The blocked Cholesky factor of lme4's penalised least-squares system, for one θ.
+
+For θ, with Λ block-diagonal and Xy = [X y], we factor
+
+    [ ΛᵀZᵀZΛ + I   ΛᵀZᵀXy ]
+    [ XyᵀZΛ        XyᵀXy  ]  =  L Lᵀ
+
+with L lower triangular, blocked by term. Writing ``lss[s]`` for a chain
+term's diagonal blocks, ``l[(t, s)]`` for the blocks between chain terms,
+``w[s]`` for the transposed blocks between chain term s and Xy, ``wd[s]`` the
+same towards the dense (crossed) terms, and ``tail`` for the dense Cholesky
+factor of what remains (dense terms, then Xy):
+
+    lss[s]    = chol(ΛₛᵀGₛΛₛ + I − Σ_{r<s} l[s,r] l[s,r]ᵀ)          block-diagonal
+    l[(t,s)]  = (ΛₜᵀCₛₜΛₛ − Σ_{r<s} l[t,r] l[s,r]ᵀ) lss[s]⁻ᵀ        one block per level of s
+    w[s]      = lss[s]⁻¹ (ΛₛᵀZₛᵀXy − Σ_{r<s} l[s,r] w[r])
+    tail      = chol(A_tail − Σₛ w[s]ᵀ w[s])
+
+Each chain term is nested in all later ones, so every sum over r only moves
+blocks to the single level of s that contains them (a grouped sum): the work
+is linear in the number of levels. The last diagonal entry of ``tail`` is the
+square root of the penalised residual sum of squares r², and its X rows and
+columns are R_Xᵀ.
+
+All block stacks are entry-major, ``(rows, cols, levels)``; see ``linalg``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import linalg
+from .structure import ModelStructure
+
+
+class Factorization:
+    """L for one θ, and the quantities the criteria and estimates are made of.
+
+    Run under ``np.errstate(all="ignore")`` (``evaluate`` does): a θ at which
+    the system is numerically indefinite yields NaNs and an infinite
+    criterion, not warnings or exceptions.
+    """
+
+    def __init__(self, st: ModelStructure, theta: np.ndarray):
+        self.st = st
+        self.theta = np.array(theta, dtype=float)
+        self.lam = st.lambdas(self.theta)
+        self.ok = True
+        self._factor_chain()
+        self._factor_tail()
+
+    # ---------------------------------------------------------------- factor
+    def _factor_chain(self):
+        st, lam = self.st, self.lam
+        nc = st.n_chain
+        self.lss: list[np.ndarray] = []
+        self.l: dict[tuple[int, int], np.ndarray] = {}
+        self.w: list[np.ndarray] = []
+        for s in range(nc):
+            d = linalg.add_identity(linalg.sandwich(lam[s], st.gram[s]))
+            for r in range(s):
+                lsr = self.l[(s, r)]
+                d -= st.segments[(r, s)].sum(linalg.matmul_t(lsr, lsr))
+            lss = linalg.chol_blocks(d)
+            self.lss.append(lss)
+            for t in range(s + 1, nc):
+                y = linalg.sandwich(lam[t], st.cross[(s, t)], lam[s])
+                for r in range(s):
+                    y -= st.segments[(r, s)].sum(linalg.matmul_t(self.l[(t, r)], self.l[(s, r)]))
+                self.l[(t, s)] = linalg.right_solve_lower_t(y, lss)
+            wx = linalg.left_lambda(lam[s], st.zxy[s])
+            for r in range(s):
+                wx = wx - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], self.w[r]))
+            self.w.append(linalg.solve_lower(lss, wx))
+
+    def _factor_tail(self):
+        st = self.st
+        sxx = st.xtx.copy()
+        for w in self.w:
+            for wa in w:
+                sxx -= wa @ wa.T
+        tail = self._dense_schur(sxx) if st.dense else sxx
+        try:
+            self.tail = np.linalg.cholesky(tail)
+        except np.linalg.LinAlgError:
+            self.ok = False
+            self.tail = np.full_like(tail, np.nan)
+
+    def _dense_schur(self, sxx: np.ndarray) -> np.ndarray:
+        """Schur complement of the chain in [dense terms, Xy], dense terms first.
+
+        The blocks between the chain and the crossed terms are sparse (one
+        entry per co-occurring pair of levels), so they go through scipy.sparse;
+        the crossed terms' own block is dense.
+        """
+        import scipy.sparse as sp
+
+        st, lam = self.st, self.lam
+        qd = st.q_dense
+        lam_d = _block_diag_lambda(st, lam)
+        add = lam_d.T @ st.dense_gram @ lam_d
+        add[np.diag_indices(qd)] += 1.0
+        sdx = np.concatenate([_rows(linalg.left_lambda(lam[d], st.zxy[d])) for d in st.dense])
+        self.wd = []
+        for s in range(st.n_chain):
+            rhs = _chain_dense_matrix(st, s, lam)
+            for r in range(s):
+                rhs = rhs - _nested_block_matrix(st, self.l[(s, r)], r, s) @ self.wd[r]
+            wd = sp.csr_matrix(_block_diag_matrix(linalg.inv_lower(self.lss[s])) @ rhs)
+            self.wd.append(wd)
+            add -= (wd.T @ wd).toarray()
+            sdx -= wd.T @ _rows(self.w[s])
+        return np.block([[add, sdx], [sdx.T, sxx]])
+
+    # ------------------------------------------------------------- criteria
+    @property
+    def logdet_z(self) -> float:
+        """log |L_Z|² = log det(ΛᵀZᵀZΛ + I)."""
+        ld = sum(linalg.logdet_blocks(l) for l in self.lss)
+        qd = self.st.q_dense
+        if qd:
+            ld += 2.0 * float(np.sum(np.log(np.diag(self.tail)[:qd])))
+        return ld
+
+    @property
+    def logdet_x(self) -> float:
+        """log |R_X|²."""
+        qd, p = self.st.q_dense, self.st.p
+        return 2.0 * float(np.sum(np.log(np.diag(self.tail)[qd : qd + p])))
+
+    @property
+    def pwrss(self) -> float:
+        """Penalised residual sum of squares r²."""
+        return float(self.tail[-1, -1]) ** 2
+
+    def criterion(self, reml: bool) -> float:
+        """REML criterion d_R(θ) or ML deviance d(θ) (Bates et al. 2015, eqs. 34 and 41)."""
+        if not self.ok:
+            return math.inf
+        n, p = self.st.n, self.st.p
+        r2 = self.pwrss
+        if not r2 > 0.0:  # also catches NaN
+            return math.inf
+        if reml:
+            dof = n - p
+            val = self.logdet_z + self.logdet_x + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
+        else:
+            val = self.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+        return val if math.isfinite(val) else math.inf
+
+    # ------------------------------------------------------------ estimates
+    def _rx_lower(self) -> np.ndarray:
+        qd, p = self.st.q_dense, self.st.p
+        return self.tail[qd : qd + p, qd : qd + p]  # R_Xᵀ
+
+    def fixef(self) -> np.ndarray:
+        """β̂ from R_X β̂ = c_β (back-substitution in the tail factor)."""
+        qd, p = self.st.q_dense, self.st.p
+        return _solve_upper(self._rx_lower().T, self.tail[-1, qd : qd + p])
+
+    def rx_inverse(self) -> np.ndarray:
+        """(R_XᵀR_X)⁻¹, the unscaled covariance of β̂."""
+        inv_l = _solve_lower(self._rx_lower(), np.eye(self.st.p))
+        return inv_l.T @ inv_l
+
+    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        """Conditional modes of the spherical random effects u, per term as (k_t, q_t) arrays.
+
+        Back-substitution Lᵀ [u; β] = c, from the bottom of L: the dense
+        terms first, then the chain in reverse.
+        """
+        st, p, nc = self.st, self.st.p, self.st.n_chain
+        u: list[np.ndarray | None] = [None] * len(st.terms)
+        ud = None
+        if st.dense:
+            qd = st.q_dense
+            v = self.tail[-1, :qd] - self.tail[qd : qd + p, :qd].T @ beta
+            ud = _solve_upper(self.tail[:qd, :qd].T, v)
+            for d in st.dense:
+                t, off = st.terms[d], st.dense_offsets[d]
+                u[d] = ud[off : off + t.n_levels * t.k].reshape(t.n_levels, t.k).T
+        for s in range(nc - 1, -1, -1):
+            w = self.w[s]
+            v = w[:, p, :] - np.einsum("kpm,p->km", w[:, :p, :], beta)  # (k_s, q_s)
+            for t in range(s + 1, nc):
+                ut = u[t][:, st.maps[(s, t)]]  # (k_t, q_s)
+                v = v - np.einsum("tsm,tm->sm", self.l[(t, s)], ut)
+            if ud is not None:
+                ks = st.terms[s].k
+                v = v - (self.wd[s] @ ud).reshape(-1, ks).T
+            u[s] = linalg.solve_lower_t(self.lss[s], v[:, None, :])[:, 0, :]
+        return u
+
+    def modes(self, beta: np.ndarray) -> list[np.ndarray]:
+        """Conditional modes b = Λu per term, as (q_t, k_t) arrays."""
+        return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.lam)]
+
+
+def evaluate(st: ModelStructure, theta: np.ndarray) -> Factorization:
+    """Factor for θ with floating-point warnings silenced (see Factorization)."""
+    with np.errstate(all="ignore"):
+        return Factorization(st, theta)
+
+
+# Triangular solves of the small dense blocks, done once per fit: np.linalg.solve
+# costs O(p³) instead of O(p²) but spares importing scipy.linalg on the nested path.
+def _solve_lower(l: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(l, b)
+
+
+def _solve_upper(u: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(u, b)
+
+
+def _rows(blocks: np.ndarray) -> np.ndarray:
+    """Entry-major (k, c, q) stack → (q·k, c) matrix with row index level·k + entry."""
+    k, c, q = blocks.shape
+    return blocks.transpose(2, 0, 1).reshape(q * k, c)
+
+
+def _block_diag_lambda(st: ModelStructure, lam: list[np.ndarray]) -> np.ndarray:
+    qd = st.q_dense
+    out = np.zeros((qd, qd))
+    for d in st.dense:
+        t, off = st.terms[d], st.dense_offsets[d]
+        size = t.n_levels * t.k
+        out[off : off + size, off : off + size] = np.kron(np.eye(t.n_levels), lam[d])
+    return out
+
+
+def _block_diag_matrix(blocks: np.ndarray):
+    """Sparse block-diagonal matrix from an entry-major (k, k, m) stack."""
+    import scipy.sparse as sp
+
+    k, _, m = blocks.shape
+    return sp.bsr_matrix((blocks.transpose(2, 0, 1), np.arange(m), np.arange(m + 1)), shape=(m * k, m * k)).tocsr()
+
+
+def _nested_block_matrix(st: ModelStructure, blocks: np.ndarray, r: int, s: int):
+    """Sparse (q_s k_s × q_r k_r) matrix with block i of ``blocks`` (k_s, k_r, q_r) at (map_rs(i), i)."""
+    import scipy.sparse as sp
+
+    ks, kr, m = blocks.shape
+    rows = st.maps[(r, s)]
+    ri = rows[None, None, :] * ks + np.arange(ks)[:, None, None] + np.zeros((1, kr, 1), int)
+    ci = np.arange(m)[None, None, :] * kr + np.arange(kr)[None, :, None] + np.zeros((ks, 1, 1), int)
+    shape = (st.terms[s].n_levels * ks, m * kr)
+    return sp.csr_matrix((blocks.ravel(), (ri.ravel(), ci.ravel())), shape=shape)
+
+
+def _chain_dense_matrix(st: ModelStructure, s: int, lam: list[np.ndarray]):
+    """Sparse ΛₛᵀZₛᵀZ_DΛ_D: chain term s against all dense terms (q_s k_s × q_dense)."""
+    import scipy.sparse as sp
+
+    ks = st.terms[s].k
+    rows_all, cols_all, vals_all = [], [], []
+    for d in st.dense:
+        kd = st.terms[d].k
+        rows, cols, sums = st.chain_dense_pairs[(s, d)]  # sums: (k_s, k_d, pairs)
+        vals = linalg.sandwich(lam[s], sums, lam[d])
+        ri = rows[None, None, :] * ks + np.arange(ks)[:, None, None] + np.zeros((1, kd, 1), int)
+        ci = st.dense_offsets[d] + cols[None, None, :] * kd + np.arange(kd)[None, :, None] + np.zeros((ks, 1, 1), int)
+        rows_all.append(ri.ravel())
+        cols_all.append(ci.ravel())
+        vals_all.append(vals.ravel())
+    shape = (st.terms[s].n_levels * ks, st.q_dense)
+    return sp.csr_matrix(
+        (np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))), shape=shape
+    )

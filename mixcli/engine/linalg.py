@@ -1,0 +1,225 @@
+"""Numerical kernels on stacks of small blocks, and grouped sums.
+
+A random-effects term with k effects per level contributes one k×k block per
+level; a model with 150,000 classes has 150,000 such blocks. Stacks are stored
+*entry-major*, shape ``(k, k, m)``: entry (i, j) of every block is one
+contiguous vector of length m. The kernels loop in Python over the block
+entries (k is 1–3 in practice) and do contiguous vector arithmetic over the m
+levels, which is memory-bound and several times faster than stacked
+``np.matmul``/``np.linalg`` on tiny matrices, whose per-matrix dispatch
+dominates (measured: 7 ms against 44 ms for ΛᵀBΛ on 150,000 2×2 blocks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def chol_blocks(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of symmetric positive-definite blocks (k, k, m).
+
+    Only the lower triangle of ``a`` is read. A non-positive pivot gives NaN,
+    not an exception: the caller turns a NaN log-determinant into an
+    infinite criterion, which the optimiser steers away from. (Callers run
+    the kernels under ``np.errstate(all="ignore")``: entering it per kernel
+    would cost more than the arithmetic on small models.)
+    """
+    k = a.shape[0]
+    if k == 1:
+        return np.sqrt(a)
+    out = np.zeros_like(a)
+    for j in range(k):
+        s = a[j, j]
+        for p in range(j):
+            s = s - out[j, p] * out[j, p]
+        d = np.sqrt(s)
+        out[j, j] = d
+        for i in range(j + 1, k):
+            v = a[i, j]
+            for p in range(j):
+                v = v - out[i, p] * out[j, p]
+            out[i, j] = v / d
+    return out
+
+
+def solve_lower(l: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve L X = B blockwise: L (k, k, m) lower triangular, B (k, c, m)."""
+    k = l.shape[0]
+    if k == 1:
+        return b / l[0, 0]
+    x = np.empty(b.shape, dtype=np.result_type(l, b))
+    for i in range(k):
+        acc = b[i]
+        for p in range(i):
+            acc = acc - l[i, p] * x[p]
+        x[i] = acc / l[i, i]
+    return x
+
+
+def solve_lower_t(l: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve Lᵀ X = B blockwise: L (k, k, m) lower triangular, B (k, c, m)."""
+    k = l.shape[0]
+    if k == 1:
+        return b / l[0, 0]
+    x = np.empty(b.shape, dtype=np.result_type(l, b))
+    for i in range(k - 1, -1, -1):
+        acc = b[i]
+        for p in range(i + 1, k):
+            acc = acc - l[p, i] * x[p]
+        x[i] = acc / l[i, i]
+    return x
+
+
+def right_solve_lower_t(y: np.ndarray, l: np.ndarray) -> np.ndarray:
+    """Y L⁻ᵀ blockwise: Y (r, k, m), L (k, k, m) lower triangular; solves X Lᵀ = Y."""
+    k = l.shape[0]
+    if k == 1:
+        return y / l[0, 0]
+    x = np.empty(y.shape, dtype=np.result_type(l, y))
+    for j in range(k):
+        acc = y[:, j]
+        for p in range(j):
+            acc = acc - x[:, p] * l[j, p]
+        x[:, j] = acc / l[j, j]
+    return x
+
+
+def inv_lower(l: np.ndarray) -> np.ndarray:
+    """Blockwise inverses of lower-triangular blocks (k, k, m)."""
+    k, _, m = l.shape
+    eye = np.zeros_like(l)
+    for i in range(k):
+        eye[i, i] = 1.0
+    return solve_lower(l, eye)
+
+
+def logdet_blocks(l: np.ndarray) -> float:
+    """log det(L Lᵀ) summed over a stack of Cholesky factors (k, k, m)."""
+    k = l.shape[0]
+    if k == 1:
+        return 2.0 * float(np.log(l[0, 0]).sum())
+    return 2.0 * float(np.log(np.diagonal(l)).sum())
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Blockwise A B: A (r, s, m), B (s, c, m) → (r, c, m)."""
+    r, s, _ = a.shape
+    if r == 1 and s == 1:
+        return a[0, 0] * b
+    out = np.empty((r, b.shape[1], b.shape[2]), dtype=np.result_type(a, b))
+    for i in range(r):
+        acc = a[i, 0] * b[0]
+        for p in range(1, s):
+            acc += a[i, p] * b[p]
+        out[i] = acc
+    return out
+
+
+def matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Blockwise A Bᵀ: A (r, s, m), B (c, s, m) → (r, c, m)."""
+    r, s, m = a.shape
+    c = b.shape[0]
+    out = np.empty((r, c, m), dtype=np.result_type(a, b))
+    for i in range(r):
+        for j in range(c):
+            acc = a[i, 0] * b[j, 0]
+            for p in range(1, s):
+                acc += a[i, p] * b[j, p]
+            out[i, j] = acc
+    return out
+
+
+def left_lambda(lam: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Λᵀ B for every block B (k, c, m), with Λ (k, k) lower triangular."""
+    k = lam.shape[0]
+    if k == 1:
+        return blocks * lam[0, 0]
+    out = np.empty_like(blocks)
+    for a in range(k):
+        acc = lam[a, a] * blocks[a]
+        for b in range(a + 1, k):
+            if lam[b, a] != 0.0:
+                acc += lam[b, a] * blocks[b]
+        out[a] = acc
+    return out
+
+
+def right_lambda(blocks: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """B Λ for every block B (r, k, m), with Λ (k, k) lower triangular."""
+    k = lam.shape[0]
+    if k == 1:
+        return blocks * lam[0, 0]
+    out = np.empty_like(blocks)
+    for d in range(k):
+        acc = blocks[:, d] * lam[d, d]
+        for c in range(d + 1, k):
+            if lam[c, d] != 0.0:
+                acc += blocks[:, c] * lam[c, d]
+        out[:, d] = acc
+    return out
+
+
+def sandwich(lam: np.ndarray, blocks: np.ndarray, lam_right: np.ndarray | None = None) -> np.ndarray:
+    """Λᵀ B Λ' for every block B of a stack (Λ' defaults to Λ)."""
+    if lam_right is None:
+        lam_right = lam
+    return right_lambda(left_lambda(lam, blocks), lam_right)
+
+
+def add_identity(blocks: np.ndarray) -> np.ndarray:
+    """B + I for every square block, in place."""
+    for i in range(blocks.shape[0]):
+        blocks[i, i] += 1.0
+    return blocks
+
+
+class Segments:
+    """Sums over groups of levels defined once by an integer map, reused every evaluation.
+
+    ``Segments(target, n_targets)`` precomputes the sort needed to add the
+    entries of any array (last axis indexed like ``target``) into
+    ``n_targets`` groups with one ``np.add.reduceat`` call. Groups that
+    receive nothing get zeros; the identity map costs nothing.
+    """
+
+    def __init__(self, target: np.ndarray, n_targets: int):
+        target = np.asarray(target)
+        self.n_targets = n_targets
+        self.identity = len(target) == n_targets and bool(np.all(target == np.arange(n_targets)))
+        if self.identity:
+            return
+        order = np.argsort(target, kind="stable")
+        self.order = None if np.all(order == np.arange(len(order))) else order
+        sorted_t = target[order]
+        self.starts = np.flatnonzero(np.r_[True, sorted_t[1:] != sorted_t[:-1]]) if len(target) else np.array([], int)
+        self.present = sorted_t[self.starts]
+        self.full = len(self.present) == n_targets
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return values
+        shape = values.shape[:-1] + (self.n_targets,)
+        if len(self.starts) == 0:
+            return np.zeros(shape, dtype=values.dtype)
+        ordered = values if self.order is None else values[..., self.order]
+        summed = np.add.reduceat(ordered, self.starts, axis=-1)
+        if self.full:
+            return summed
+        out = np.zeros(shape, dtype=values.dtype)
+        out[..., self.present] = summed
+        return out
+
+
+def grouped_cross(codes: np.ndarray, n_levels: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per-level sums of outer products of rows: out[a, b, j] = Σ_{i: codes[i]=j} left[i, a]·right[i, b].
+
+    ``left`` (n, a) and ``right`` (n, b) → (a, b, n_levels), one weighted
+    ``np.bincount`` per entry: O(n·a·b) time and no (n × levels) matrix.
+    """
+    a = left.shape[1]
+    b = right.shape[1]
+    out = np.empty((a, b, n_levels))
+    for i in range(a):
+        for j in range(b):
+            out[i, j] = np.bincount(codes, weights=left[:, i] * right[:, j], minlength=n_levels)
+    return out

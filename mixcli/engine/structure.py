@@ -1,0 +1,202 @@
+"""Everything about a mixed model that does not depend on θ, computed once.
+
+Given the random-effects terms (grouping codes and their model matrices, in
+lme4's order) and the fixed-effects matrix with the response as its last
+column, this module
+
+* lays out θ (each term's lower-triangular Λ, column by column, like lme4);
+* decides the block structure of the Cholesky factor: a *chain* of leading
+  terms, each nested in every later one of the chain (classes in schools, or
+  several terms on one factor as ``(x || g)`` makes), whose diagonal blocks stay
+  block-diagonal, followed by *dense* terms (crossed factors) whose blocks are
+  dense;
+* reduces the rows to per-level sums (ZᵀZ, ZᵀX, Zᵀy, XᵀX) with weighted
+  ``np.bincount``, so that each evaluation of the criterion touches arrays of
+  the size of the number of levels, never of the number of rows.
+
+Nesting is read off the integer codes: factor s is nested in factor t when
+each level of s occurs with exactly one level of t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .linalg import Segments, grouped_cross
+
+
+@dataclass
+class ReTerm:
+    """One random-effects term ``(z₁ + … + z_k | g)`` after expansion.
+
+    ``codes`` are 0-based level indices per row, ``z`` the term's model matrix
+    (n × k). ``group`` and ``names`` are what lme4 prints (``classid``,
+    ``["(Intercept)", "ses"]``); ``levels`` are the level labels in code order.
+    """
+
+    codes: np.ndarray
+    n_levels: int
+    z: np.ndarray
+    group: str = ""
+    names: list[str] = field(default_factory=list)
+    levels: list[str] | None = None
+    factor: str = ""  # the grouping factor's name (the same for both halves of ``x || g``)
+
+    @property
+    def k(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def n_theta(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+
+def lower_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a k×k lower triangle, column by column (lme4's θ order)."""
+    cols, rows = np.triu_indices(k)
+    return rows, cols
+
+
+def nested_map(inner: np.ndarray, n_inner: int, outer: np.ndarray) -> np.ndarray | None:
+    """The outer level of each inner level if ``inner`` is nested in ``outer``, else None. O(n)."""
+    mapping = np.full(n_inner, -1, dtype=np.int64)
+    mapping[inner] = outer
+    if np.array_equal(mapping[inner], outer):
+        return mapping
+    return None
+
+
+class ModelStructure:
+    """θ layout, block structure and the θ-free sums of one model."""
+
+    def __init__(self, terms: list[ReTerm], xy: np.ndarray):
+        if not terms:
+            raise ValueError("a mixed model needs at least one random-effects term")
+        self.terms = terms
+        self.xy = xy
+        self.n = xy.shape[0]
+        self.p = xy.shape[1] - 1
+        self._layout_theta()
+        self._find_chain()
+        self._chain_sums()
+        self._dense_sums()
+        self.xtx = xy.T @ xy
+
+    # -- θ ---------------------------------------------------------------
+    def _layout_theta(self):
+        self.theta_slices = []
+        lower, start, offset = [], [], 0
+        for t in self.terms:
+            rows, cols = lower_indices(t.k)
+            self.theta_slices.append(slice(offset, offset + t.n_theta))
+            diag = rows == cols
+            lower.append(np.where(diag, 0.0, -np.inf))
+            start.append(diag.astype(float))
+            offset += t.n_theta
+        self.n_theta = offset
+        self._lower_idx = [lower_indices(t.k) for t in self.terms]
+        self.theta_lower = np.concatenate(lower)
+        self.theta_start = np.concatenate(start)
+        self.theta_is_diag = np.isfinite(self.theta_lower)
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Λ_t (k×k lower triangular) of every term for a given θ."""
+        out = []
+        for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
+            lam = np.zeros((t.k, t.k))
+            lam[idx] = theta[sl]
+            out.append(lam)
+        return out
+
+    # -- block structure ------------------------------------------------------
+    def _find_chain(self):
+        """Longest prefix of terms in which every term is nested in all later ones.
+
+        ``maps[(r, s)]`` maps each level of chain term r to the level of chain
+        term s (r < s) that contains it.
+        """
+        self.maps: dict[tuple[int, int], np.ndarray] = {}
+        chain = 1
+        for s in range(1, len(self.terms)):
+            found = {}
+            for r in range(s):
+                m = nested_map(self.terms[r].codes, self.terms[r].n_levels, self.terms[s].codes)
+                if m is None:
+                    break
+                found[(r, s)] = m
+            else:
+                self.maps.update(found)
+                chain = s + 1
+                continue
+            break
+        self.n_chain = chain
+        self.segments = {key: Segments(m, self.terms[key[1]].n_levels) for key, m in self.maps.items()}
+
+    def _chain_sums(self):
+        """Per-level sums for the chain: ZₛᵀZₛ blocks, Z_tᵀZ_r per level of r, ZₛᵀXy."""
+        # Stacks are entry-major (see linalg): gram[s] is (k_s, k_s, q_s), zxy[s] is (k_s, p+1, q_s).
+        self.gram = []
+        self.zxy = []
+        for t in self.terms:
+            self.gram.append(grouped_cross(t.codes, t.n_levels, t.z, t.z))
+            self.zxy.append(grouped_cross(t.codes, t.n_levels, t.z, self.xy))
+        # cross[(r, t)] for chain r < t: (k_t, k_r, q_r), the block at (map_rt(i), i)
+        self.cross = {}
+        for (r, t) in self.maps:
+            tr, tt = self.terms[r], self.terms[t]
+            self.cross[(r, t)] = grouped_cross(tr.codes, tr.n_levels, tt.z, tr.z)
+
+    def _dense_sums(self):
+        """Sums for the dense (crossed) tail: pair lists to the chain, dense ZᵀZ among themselves."""
+        terms = self.terms
+        self.dense = list(range(self.n_chain, len(terms)))
+        self.dense_offsets = {}
+        off = 0
+        for d in self.dense:
+            self.dense_offsets[d] = off
+            off += terms[d].n_levels * terms[d].k
+        self.q_dense = off
+        self.chain_dense_pairs = {}
+        self.dense_gram = None
+        if not self.dense:
+            return
+        for s in range(self.n_chain):
+            for d in self.dense:
+                ts, td = terms[s], terms[d]
+                key = ts.codes.astype(np.int64) * td.n_levels + td.codes
+                uniq, inv = np.unique(key, return_inverse=True)
+                sums = grouped_cross(inv.ravel(), len(uniq), ts.z, td.z)
+                self.chain_dense_pairs[(s, d)] = (uniq // td.n_levels, uniq % td.n_levels, sums)
+        q = self.q_dense
+        gram = np.zeros((q, q))
+        for d in self.dense:
+            for e in self.dense:
+                td, te = terms[d], terms[e]
+                if e < d:
+                    continue
+                key = td.codes.astype(np.int64) * te.n_levels + te.codes
+                size = td.n_levels * te.n_levels
+                block = np.empty((td.n_levels, td.k, te.n_levels, te.k))
+                for a in range(td.k):
+                    for b in range(te.k):
+                        w = td.z[:, a] * te.z[:, b]
+                        block[:, a, :, b] = np.bincount(key, weights=w, minlength=size).reshape(
+                            td.n_levels, te.n_levels
+                        )
+                flat = block.reshape(td.n_levels * td.k, te.n_levels * te.k)
+                od, oe = self.dense_offsets[d], self.dense_offsets[e]
+                gram[od : od + flat.shape[0], oe : oe + flat.shape[1]] = flat
+                gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
+        self.dense_gram = gram
+
+    # -- sizes ----------------------------------------------------------------
+    @property
+    def q_total(self) -> int:
+        return sum(t.n_levels * t.k for t in self.terms)
+
+    def describe(self) -> str:
+        chain = ", ".join(self.terms[i].group for i in range(self.n_chain))
+        dense = ", ".join(self.terms[i].group for i in self.dense) or "none"
+        return f"block-diagonal chain: {chain}; dense: {dense}"

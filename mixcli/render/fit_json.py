@@ -1,0 +1,38 @@
+"""JSON lines for fitted models: one object per model, with a fixed set of keys scripts rely on."""
+
+from __future__ import annotations
+
+import json
+
+from .numbers import json_number as num
+
+
+def fit_record(m) -> dict:
+    """The JSON object of one fit (keys and their order are part of mixcli's interface)."""
+    return {
+        "formula": m.formula,
+        "method": m.method,
+        "nobs": m.nobs,
+        "ngroups": dict(m.ngroups),
+        "fixef": [{"term": f.term, "estimate": num(f.estimate), "se": num(f.se), "t": num(f.t)} for f in m.fixef],
+        "varcorr": [
+            {"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)} for v in m.varcorr
+        ],
+        "correlations": [
+            {"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)} for c in m.correlations
+        ],
+        "theta": [num(t) for t in m.theta],
+        "sigma": num(m.sigma),
+        "criterion": num(m.criterion),
+        "loglik": num(m.loglik),
+        "aic": num(m.aic),
+        "bic": num(m.bic),
+        "npar": m.npar,
+        "singular": m.singular,
+        "converged": m.converged,
+        "warnings": m.notes(),
+    }
+
+
+def render_fits(models) -> str:
+    return "".join(json.dumps(fit_record(m), allow_nan=False) + "\n" for m in models)

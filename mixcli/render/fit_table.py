@@ -1,0 +1,84 @@
+"""``summary(lmer)``-style tables for people, drawn with rich.
+
+Numbers are formatted the way lme4 prints them (4 significant digits for
+variance components, aligned decimals for fixed effects); everything shown
+is computed by the fit, nothing is rounded before it is stored.
+"""
+
+from __future__ import annotations
+
+from .numbers import aligned
+
+
+def fit_renderables(m, source: str | None = None):
+    """A list of rich renderables for one fit."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out = []
+    title = Text()
+    title.append(f"Linear mixed model fit by {'REML' if m.reml else 'maximum likelihood'}", style="bold")
+    out.append(title)
+    out.append(Text(f"Formula: {m.formula}"))
+    if source:
+        dropped = f", {m.n_dropped} rows dropped for missing values" if m.n_dropped else ""
+        out.append(Text(f"   Data: {source} ({m.nobs} observations{dropped})"))
+    out.append(Text(""))
+    if m.reml:
+        out.append(Text(f"REML criterion at convergence: {m.criterion:.4f}"))
+    ic = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    for col in ("AIC", "BIC", "logLik", "deviance" if not m.reml else "-2*log(L)", "npar"):
+        ic.add_column(col, justify="right", header_style="bold")
+    ic.add_row(f"{m.aic:.4f}", f"{m.bic:.4f}", f"{m.loglik:.4f}", f"{m.criterion:.4f}", str(m.npar))
+    out.append(ic)
+    out.append(Text(""))
+
+    out.append(Text("Random effects:", style="bold"))
+    re = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    re.add_column("Groups", header_style="bold")
+    re.add_column("Name", header_style="bold")
+    re.add_column("Variance", justify="right", header_style="bold")
+    re.add_column("Std.Dev.", justify="right", header_style="bold")
+    max_k = max((sum(1 for v in m.varcorr if v.group == g) for g in {v.group for v in m.varcorr}), default=1)
+    if max_k > 1:
+        re.add_column("Corr", header_style="bold", justify="left")
+    corr = {(c.group, c.term2, c.term1): c.corr for c in m.correlations}
+    variances = aligned([v.variance for v in m.varcorr], 5)
+    sds = aligned([v.sd for v in m.varcorr], 5)
+    last_group = None
+    for v, var_text, sd_text in zip(m.varcorr, variances, sds):
+        group = v.group if v.group != last_group else ""
+        last_group = v.group
+        row = [group, v.term or "", var_text, sd_text]
+        if max_k > 1:
+            terms = [w.term for w in m.varcorr if w.group == v.group]
+            idx = terms.index(v.term) if v.term in terms else 0
+            cells = []
+            for other in terms[:idx]:
+                c = corr.get((v.group, v.term, other))
+                cells.append("" if c is None else ("NaN" if c != c else f"{c:5.2f}"))
+            row.append(" ".join(cells))
+        re.add_row(*row)
+    out.append(re)
+    groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
+    out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
+    out.append(Text(""))
+
+    out.append(Text("Fixed effects:", style="bold"))
+    fe = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    fe.add_column("", header_style="bold")
+    for col in ("Estimate", "Std. Error", "t value"):
+        fe.add_column(col, justify="right", header_style="bold")
+    # Estimates and standard errors share their decimals, as in R's printCoefmat.
+    both = aligned([f.estimate for f in m.fixef] + [f.se for f in m.fixef], 4)
+    est, se = both[: len(m.fixef)], both[len(m.fixef) :]
+    tv = [f"{f.t:.2f}" for f in m.fixef]
+    for f, a, b, c in zip(m.fixef, est, se, tv):
+        fe.add_row(f.term, a, b, c)
+    out.append(fe)
+    notes = m.notes()
+    if notes:
+        out.append(Text(""))
+        for line in notes:
+            out.append(Text(line, style="yellow"))
+    return out

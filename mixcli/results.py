@@ -1,0 +1,205 @@
+"""A fitted linear mixed model: estimates, variance components and diagnostics, as lme4 reports them.
+
+Numbers follow lme4's definitions:
+
+* σ̂² = r²/(n − p) for REML, r²/n for ML; Var(β̂) = σ̂² (R_XᵀR_X)⁻¹;
+* each term's covariance is σ̂² Λ Λᵀ (variances, SDs, correlations);
+* logLik = −criterion/2 (the REML log-likelihood for a REML fit, as lme4),
+  npar = p + len(θ) + 1, AIC = criterion + 2·npar, BIC = criterion + log(n)·npar;
+* singular (``isSingular``): some diagonal θ below 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine.factor import Factorization
+from .engine.optimize import OptSummary
+from .engine.structure import ModelStructure, lower_indices
+from .frame import ModelFrame
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular() default
+
+
+@dataclass
+class FixedEffect:
+    term: str
+    estimate: float
+    se: float
+    t: float
+
+
+@dataclass
+class VarComp:
+    group: str  # "Residual" for the residual
+    term: str | None
+    variance: float
+    sd: float
+
+
+@dataclass
+class Correlation:
+    group: str
+    term1: str
+    term2: str
+    corr: float
+
+
+@dataclass
+class RanefTerm:
+    """Conditional modes of one random-effects term: ``values[level, effect]``."""
+
+    group: str
+    factor: str
+    names: list[str]
+    levels: list[str]
+    values: np.ndarray
+
+
+@dataclass
+class LmmResult:
+    formula: str
+    reml: bool
+    nobs: int
+    n_dropped: int
+    ngroups: dict[str, int]
+    fixef: list[FixedEffect]
+    vcov: np.ndarray
+    theta: np.ndarray
+    theta_names: list[str]
+    sigma: float
+    varcorr: list[VarComp]
+    correlations: list[Correlation]
+    criterion: float
+    npar: int
+    singular: bool
+    converged: bool
+    warnings: list[str]
+    messages: list[str]
+    optsummary: OptSummary
+    frame: ModelFrame = field(repr=False)
+    structure: ModelStructure = field(repr=False)
+    factorization: Factorization = field(repr=False)
+
+    @property
+    def method(self) -> str:
+        return "REML" if self.reml else "ML"
+
+    @property
+    def loglik(self) -> float:
+        return -self.criterion / 2.0
+
+    @property
+    def deviance(self) -> float:
+        """−2 logLik (the REML criterion for a REML fit)."""
+        return self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + math.log(self.nobs) * self.npar
+
+    def notes(self) -> list[str]:
+        """What the user should know about this fit, data notes first, then warnings."""
+        out = list(self.messages)
+        if self.n_dropped:
+            out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
+        return out + list(self.warnings)
+
+    @property
+    def coef(self) -> dict[str, float]:
+        return {f.term: f.estimate for f in self.fixef}
+
+    def ranef(self) -> list[RanefTerm]:
+        """Conditional modes b = Λû of every term, levels as lme4 orders them."""
+        fac = self.factorization
+        beta = np.array([f.estimate for f in self.fixef])
+        modes = fac.modes(beta)
+        out = []
+        for term, b in zip(self.frame.terms, modes):
+            gf = self.frame.factors[term.factor]
+            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), b))
+        return out
+
+
+def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool) -> LmmResult:
+    n, p = st.n, st.p
+    dof = n - p if reml else n
+    sigma = math.sqrt(fac.pwrss / dof)
+    beta = fac.fixef()
+    vcov = sigma**2 * fac.rx_inverse()
+    se = np.sqrt(np.diag(vcov))
+    fixef = [
+        FixedEffect(name, float(b), float(s), float(b / s) if s > 0 else math.nan)
+        for name, b, s in zip(frame.fixef_names, beta, se)
+    ]
+    varcorr, correlations = variance_components(frame, fac.lam, sigma)
+    theta = np.array(opt.theta, dtype=float)
+    singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
+    warnings = list(opt.warnings)
+    if singular:
+        from .singular import singular_fit_warnings
+
+        warnings.extend(singular_fit_warnings(frame, fac.lam, varcorr, correlations))
+    return LmmResult(
+        formula=frame.formula.text,
+        reml=reml,
+        nobs=n,
+        n_dropped=frame.n_dropped,
+        ngroups=frame.ngroups,
+        fixef=fixef,
+        vcov=vcov,
+        theta=theta,
+        theta_names=theta_names(frame),
+        sigma=sigma,
+        varcorr=varcorr,
+        correlations=correlations,
+        criterion=float(opt.fmin),
+        npar=p + st.n_theta + 1,
+        singular=singular,
+        converged=opt.converged,
+        warnings=warnings,
+        messages=list(frame.messages),
+        optsummary=opt,
+        frame=frame,
+        structure=st,
+        factorization=fac,
+    )
+
+
+def variance_components(frame: ModelFrame, lams: list[np.ndarray], sigma: float):
+    """VarCorr: per term its variances/SDs and correlations, then the residual (lme4's order)."""
+    varcorr: list[VarComp] = []
+    correlations: list[Correlation] = []
+    for term, lam in zip(frame.terms, lams):
+        cov = sigma**2 * (lam @ lam.T)
+        sds = np.sqrt(np.diag(cov))
+        for name, v, s in zip(term.names, np.diag(cov), sds):
+            varcorr.append(VarComp(term.group, name, float(v), float(s)))
+        k = len(term.names)
+        for j in range(k):
+            for i in range(j + 1, k):
+                denom = sds[i] * sds[j]
+                corr = float(cov[i, j] / denom) if denom > 0 else math.nan
+                correlations.append(Correlation(term.group, term.names[j], term.names[i], corr))
+    varcorr.append(VarComp("Residual", None, sigma**2, sigma))
+    return varcorr, correlations
+
+
+def theta_names(frame: ModelFrame) -> list[str]:
+    """lme4's names for θ: ``classid.(Intercept)``, ``schoolid.ses.(Intercept)``, ``schoolid.ses``."""
+    out = []
+    for term in frame.terms:
+        rows, cols = lower_indices(term.k)
+        for i, j in zip(rows, cols):
+            if i == j:
+                out.append(f"{term.group}.{term.names[i]}")
+            else:
+                out.append(f"{term.group}.{term.names[i]}.{term.names[j]}")
+    return out

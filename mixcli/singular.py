@@ -1,0 +1,124 @@
+"""Explaining a singular fit, and the simpler model the data support.
+
+lme4 says only ``boundary (singular) fit: see help('isSingular')``. mixcli
+names what sits on the boundary and proposes the next simpler model, one step
+at a time as an analyst would (Barr et al.'s "keep it maximal", then simplify):
+
+* a correlation of ±1 in a vector-valued term → drop the correlation:
+  ``(ses | classid)`` becomes ``(ses || classid)``;
+* a standard deviation of 0 → drop that effect: ``(ses || classid)`` becomes
+  ``(1 | classid)``, and a scalar term with SD 0 is dropped entirely.
+
+The proposal is the user's formula with only the offending parenthesised
+term rewritten, so it can be pasted back into ``mixcli fit``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .formula import RandomTerm
+
+ZERO_SD = 1e-4  # relative to σ, the scale of θ (lme4's isSingular tolerance)
+
+
+def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) -> list[str]:
+    """One line per boundary component, then the suggested simpler model."""
+    problems: list[str] = []
+    drop: dict[int, set[str]] = {}  # formula.random index -> effect names to drop
+    decorrelate: set[int] = set()
+    for term, source, lam in zip(frame.terms, frame.term_sources, lams):
+        rel_sd = np.sqrt(np.diag(lam @ lam.T))
+        zero = [name for name, s in zip(term.names, rel_sd) if s < ZERO_SD]
+        for name in zero:
+            problems.append(f"the {term.factor} ({name}) standard deviation is estimated at 0")
+        if zero:
+            drop[source] = set(zero)
+            continue
+        if term.k > 1 and np.any(np.abs(np.diag(lam)) < ZERO_SD):
+            cov = lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            corr = cov / np.outer(sd, sd)
+            pairs = [
+                (term.names[j], term.names[i], corr[i, j])
+                for j in range(term.k)
+                for i in range(j + 1, term.k)
+                if abs(abs(corr[i, j]) - 1.0) < 1e-6
+            ]
+            if pairs:
+                for a, b, c in pairs:
+                    problems.append(f"the {term.factor} correlation between {a} and {b} is estimated at {c:+.0f}")
+            else:
+                problems.append(
+                    f"the {term.factor} covariance matrix of ({', '.join(term.names)}) is singular"
+                )
+            decorrelate.add(source)
+    if not problems:
+        return []
+    lines = [f"boundary (singular) fit: {problems[0]}"] + [f"boundary (singular) fit: {p}" for p in problems[1:]]
+    simpler = simpler_formula(frame.formula, drop, decorrelate)
+    if simpler and simpler != frame.formula.text:
+        lines.append(f"the data support a simpler model: {simpler}")
+    return lines
+
+
+def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -> str | None:
+    """The formula text with the parenthesised random terms rewritten as proposed.
+
+    Dropped effects take precedence: a term with a zero SD is simplified
+    first, its correlations are moot once the effect is gone.
+    """
+    spans: dict[tuple[int, int], list[int]] = {}
+    for i, rt in enumerate(formula.random):
+        spans.setdefault(rt.span, []).append(i)
+    text = formula.text
+    pieces: list[tuple[tuple[int, int], str]] = []
+    for span, members in spans.items():
+        if not any(i in drop or i in decorrelate for i in members):
+            continue
+        rendered = []
+        for i in members:
+            rt = formula.random[i]
+            if i in drop:
+                new = _without(rt, drop[i])
+                if new is None:
+                    return None  # an effect we cannot express as a formula term (a factor level)
+                if new != "":
+                    rendered.append(new)
+            elif i in decorrelate:
+                rendered.append(f"({rt.lhs_label or _lhs(rt)} || {rt.group_label or rt.group_name})")
+            else:
+                rendered.append(f"({rt.label})")
+        pieces.append((span, " + ".join(rendered)))
+    for (start, end), new in sorted(pieces, reverse=True):
+        if new:
+            text = text[:start] + new + text[end:]
+        else:
+            before = re.search(r"\s*\+\s*$", text[:start])
+            if before:
+                text = text[: before.start()] + text[end:]
+            else:
+                after = re.match(r"\s*\+\s*", text[end:])
+                text = text[:start] + text[end + (after.end() if after else 0) :]
+    return text
+
+
+def _lhs(rt: RandomTerm) -> str:
+    return rt.label.split(" | ")[0]
+
+
+def _without(rt: RandomTerm, effects: set[str]) -> str | None:
+    """Render ``rt`` without the named effects ('' if nothing is left, None if impossible)."""
+    from .formula import term_label
+
+    intercept = rt.intercept and "(Intercept)" not in effects
+    labels = {term_label(t): t for t in rt.terms}
+    unknown = effects - set(labels) - {"(Intercept)"}
+    if unknown:
+        return None
+    terms = tuple(t for lab, t in labels.items() if lab not in effects)
+    if not intercept and not terms:
+        return ""
+    return f"({RandomTerm(intercept, terms, rt.group, group_label=rt.group_label).label})"
