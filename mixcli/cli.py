@@ -145,6 +145,54 @@ def fit_command(data, formulas, ml, fmt, sep, progress):
                 console.print(r)
 
 
+@main.command("compare")
+@click.argument("data", metavar="DATA")
+@click.argument("formulas", nargs=-1, required=True, metavar="FORMULA FORMULA...")
+@click.option("--names", metavar="A,B,...", help="Comma-separated row labels (default m1, m2, ...).")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Fit by ML for the test (lme4's anova(refit = TRUE)); --no-refit compares REML "
+                   "fits, allowed only when the fixed effects are identical.")
+@_FORMAT
+@_SEP
+@_PROGRESS
+def compare_command(data, formulas, names, refit, fmt, sep, progress):
+    """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
+
+    Models are fitted by maximum likelihood, sorted by number of parameters,
+    and each is tested against the one above it. When the extra parameters
+    are variance components, the boundary-corrected p-value (a 50:50 mixture
+    of chi-squares) is shown too.
+
+    \b
+    Examples:
+      mixcli compare classroom.csv "mathscore ~ ses + (ses | schoolid)" \\
+          "mathscore ~ ses + (ses | schoolid) + (1 | classid)" --names M14,M17
+      mixcli compare data.csv "y ~ x + (1 | g)" "y ~ x + (x | g)" --format json
+    """
+    from .compare import compare_models
+    from .progress import FitProgress
+    from .render import compare_out
+
+    if len(formulas) < 2:
+        raise click.UsageError("compare needs at least two formulas")
+    labels = [n.strip() for n in names.split(",")] if names else None
+    table = _read_data(data, sep)
+    if refit:
+        click.echo("refitting models with ML (instead of REML)", err=True)
+    comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress))
+    if fmt == "json":
+        sys.stdout.write(compare_out.render_json(comp))
+    elif fmt == "csv":
+        sys.stdout.write(compare_out.render_csv(comp))
+    else:
+        console = _console()
+        for r in compare_out.table_renderables(comp, "standard input" if data == "-" else data):
+            console.print(r)
+        return
+    for line in compare_out.notes(comp):
+        _warn(line)
+
+
 @main.command()
 @click.option("--schools", "n_schools", type=click.IntRange(min=1), default=107, show_default=True,
               help="Number of schools (each has 1-9 classes of 1-10 children, about 11 rows per school).")

@@ -1,0 +1,119 @@
+"""Renderings of a likelihood-ratio comparison: R-like table, JSON object, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+from .numbers import json_number as num
+
+
+def stars(p: float | None) -> str:
+    """R's significance codes."""
+    if p is None or math.isnan(p):
+        return ""
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
+
+
+def format_p(p: float | None) -> str:
+    """R's format.pval: 4 significant digits, '< 2.2e-16' below machine precision."""
+    if p is None or math.isnan(p):
+        return ""
+    if p < 2.2e-16:
+        return "< 2.2e-16"
+    return f"{p:.4g}" if p >= 1e-4 else f"{p:.3e}"
+
+
+def records(comp) -> list[dict]:
+    out = []
+    for r in comp.rows:
+        m = r.model
+        out.append({
+            "name": r.name,
+            "formula": r.formula,
+            "npar": m.npar,
+            "aic": num(m.aic),
+            "bic": num(m.bic),
+            "loglik": num(m.loglik),
+            "deviance": num(m.deviance),
+            "chisq": num(r.chisq),
+            "df": r.df,
+            "p": num(r.p),
+            "p_mixture": num(r.p_mixture),
+        })
+    return out
+
+
+def render_json(comp) -> str:
+    return json.dumps({"refit": comp.refit, "models": records(comp)}, allow_nan=False) + "\n"
+
+
+def render_csv(comp) -> str:
+    buf = io.StringIO()
+    rows = records(comp)
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else (repr(v) if isinstance(v, float) else v)) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def notes(comp) -> list[str]:
+    """Lines to show under the table (and on stderr for the machine formats)."""
+    out = []
+    for r in comp.rows:
+        for line in r.model.notes():
+            out.append(f"{r.name}: {line}")
+    if comp.boundary_tests:
+        out.append(
+            "variance components tested at their boundary (zero): the χ² p-value is conservative; "
+            "Pr(mix) uses the 50:50 mixture of χ²(Df−1) and χ²(Df) as the null distribution"
+        )
+    return out
+
+
+def table_renderables(comp, source: str | None = None):
+    from rich.table import Table
+    from rich.text import Text
+
+    out = []
+    if source:
+        out.append(Text(f"Data: {source}"))
+    out.append(Text("Models:", style="bold"))
+    for r in comp.rows:
+        out.append(Text(f"{r.name}: {r.formula}"))
+    t = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    t.add_column("", header_style="bold")
+    headers = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
+    mix = comp.boundary_tests
+    if mix:
+        headers.append("Pr(mix)")
+    for h in headers:
+        t.add_column(h, justify="right", header_style="bold")
+    t.add_column("", justify="left")
+    for r in comp.rows:
+        m = r.model
+        cells = [
+            r.name, str(m.npar), f"{m.aic:.2f}", f"{m.bic:.2f}", f"{m.loglik:.2f}", f"{m.deviance:.2f}",
+            "" if r.chisq is None else f"{r.chisq:.4f}",
+            "" if r.df is None else str(r.df),
+            format_p(r.p),
+        ]
+        if mix:
+            cells.append(format_p(r.p_mixture))
+        cells.append(stars(r.p))
+        t.add_row(*cells)
+    out.append(t)
+    out.append(Text("---"))
+    out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
+    lines = notes(comp)
+    if lines:
+        out.append(Text(""))
+        for line in lines:
+            out.append(Text(line, style="yellow"))
+    return out
