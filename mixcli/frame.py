@@ -45,6 +45,20 @@ class GroupingFactor:
     n_levels: int
     parts: list[tuple[list[str], np.ndarray]]  # per column: sorted level labels, level index per level of this factor
 
+    def engine_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Codes numbered by first appearance in the data, and each such level's R index.
+
+        The engine works in this order: two codings of the same partition of the
+        rows (``classid`` and ``schoolid:classid2``) then give bit-identical
+        arithmetic and identical fits, and data sorted by group make the
+        nesting maps monotone.
+        """
+        _, first = np.unique(self.codes, return_index=True)
+        to_r = np.argsort(first, kind="stable")
+        rank = np.empty(self.n_levels, dtype=np.int64)
+        rank[to_r] = np.arange(self.n_levels)
+        return rank[self.codes], to_r
+
     def labels(self) -> list[str]:
         cols = [np.asarray(labels, dtype=object)[idx] for labels, idx in self.parts]
         if len(cols) == 1:
@@ -115,12 +129,15 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         raise DataError(f"the fixed-effect column {col} has infinite values")
 
     factors: dict[str, GroupingFactor] = {}
+    engine_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     terms: list[ReTerm] = []
     for rt in formula.random:
         key = rt.lme4_group_name
         if key not in factors:
             factors[key] = _grouping_factor(table, rt.group, key, rows, messages)
         gf = factors[key]
+        if key not in engine_codes:
+            engine_codes[key] = gf.engine_codes()
         zm = model_matrix(rt.intercept, rt.terms, table, rows)
         if zm.X.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
@@ -128,7 +145,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
             raise DataError(f"the random-effects term ({rt.label}) has infinite values")
         terms.append(
             ReTerm(
-                codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+                codes=engine_codes[key][0], n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
             )
         )
     order = lme4_term_order([t.n_levels for t in terms])
@@ -138,6 +155,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     ordered_factors = {}
     for t in terms:
         ordered_factors.setdefault(t.factor, factors[t.factor])
+        t.levels_to_r = engine_codes[t.factor][1]
     _check_levels(terms, ordered_factors, n)
     return ModelFrame(
         formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,

@@ -124,7 +124,9 @@ class LmmResult:
         out = []
         for term, b in zip(self.frame.terms, modes):
             gf = self.frame.factors[term.factor]
-            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), b))
+            in_r_order = np.empty_like(b)
+            in_r_order[term.levels_to_r] = b  # the engine numbers levels by first appearance
+            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), in_r_order))
         return out
 
 

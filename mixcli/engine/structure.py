@@ -43,6 +43,7 @@ class ReTerm:
     names: list[str] = field(default_factory=list)
     levels: list[str] | None = None
     factor: str = ""  # the grouping factor's name (the same for both halves of ``x || g``)
+    levels_to_r: np.ndarray | None = None  # R's level index of each engine level (for output)
 
     @property
     def k(self) -> int:

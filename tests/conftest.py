@@ -1,0 +1,36 @@
+"""Shared paths and helpers for the test suite.
+
+The real classroom data and lme4's results on it live outside the project
+(``../shared``, licence): tests read them in place and skip if absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+SHARED = ROOT.parent / "shared"
+CLASSROOM = SHARED / "data" / "classroom.csv"
+CLASSROOM_REF = SHARED / "reference" / "classroom_lme4.json"
+CLASSROOM_ANOVA = SHARED / "reference" / "classroom_anova_M14_M17_M16.json"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+def load_json(path: Path):
+    return json.loads(need(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def classroom_table():
+    from mixcli.io import read_table
+
+    return read_table(str(need(CLASSROOM)))

@@ -1,0 +1,119 @@
+"""`mixcli fit` end to end: formats, stdin, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLASSROOM, CLASSROOM_REF, ROOT, load_json, need
+
+EXAMPLE = ROOT / "mixcli" / "data" / "classroom_sim.csv"
+M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+JSON_KEYS = [
+    "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
+    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings",
+]
+
+
+def run(*args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mixcli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_json_has_exactly_the_documented_keys_and_lme4s_numbers():
+    ref = load_json(CLASSROOM_REF)["M17"]["REML"]
+    out = run("fit", str(need(CLASSROOM)), M17, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert list(rec) == JSON_KEYS
+    assert rec["method"] == "REML" and rec["nobs"] == 1190 and rec["npar"] == 7
+    assert rec["ngroups"] == {"classid": 312, "schoolid": 107}
+    assert [f["term"] for f in rec["fixef"]] == ["(Intercept)", "ses"]
+    assert set(rec["fixef"][0]) == {"term", "estimate", "se", "t"}
+    assert rec["varcorr"][-1]["group"] == "Residual" and rec["varcorr"][-1]["term"] is None
+    assert [(v["group"], v["term"]) for v in rec["varcorr"]] == [
+        ("classid", "(Intercept)"), ("schoolid", "(Intercept)"), ("schoolid", "ses"), ("Residual", None)
+    ]
+    assert rec["correlations"] == [
+        {"group": "schoolid", "term1": "(Intercept)", "term2": "ses", "corr": pytest.approx(0.470139, abs=1e-4)}
+    ]
+    assert rec["criterion"] <= ref["criterion"] + 1e-6
+    assert rec["sigma"] == pytest.approx(ref["sigma"], rel=1e-5)
+    assert rec["loglik"] == pytest.approx(-rec["criterion"] / 2)
+    assert rec["aic"] == pytest.approx(rec["criterion"] + 2 * 7)
+    assert rec["singular"] is False and rec["converged"] is True and rec["warnings"] == []
+
+
+def test_several_formulas_give_one_json_line_each_and_ml_flag():
+    out = run("fit", str(EXAMPLE), "mathscore ~ ses + (1 | schoolid)", M17, "--ml", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["method"] for r in recs] == ["ML", "ML"]
+    assert [r["formula"] for r in recs] == ["mathscore ~ ses + (1 | schoolid)", M17]
+
+
+def test_csv_is_tidy_fixed_effects():
+    out = run("fit", str(EXAMPLE), M17, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["term"] for r in rows] == ["(Intercept)", "ses"]
+    assert set(rows[0]) == {"formula", "method", "term", "estimate", "se", "t"}
+    assert float(rows[1]["t"]) == pytest.approx(float(rows[1]["estimate"]) / float(rows[1]["se"]))
+
+
+def test_table_reads_like_summary_lmer_and_warns_on_singular_fits():
+    out = run("fit", str(need(CLASSROOM)), "mathscore ~ ses + (ses | schoolid) + (ses || classid)")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for piece in ("REML criterion at convergence: 11874.97", "Random effects:", "Fixed effects:",
+                  "classid.1", "Number of obs: 1190, groups:  classid, 312; schoolid, 107",
+                  "boundary (singular) fit: the classid (ses) standard deviation is estimated at 0",
+                  "mathscore ~ ses + (ses | schoolid) + (1 | classid)"):
+        assert piece in text
+    assert "\x1b[" not in text  # plain text when piped
+
+
+def test_stdin_and_the_nest_pipeline():
+    data = need(CLASSROOM).read_text()
+    nested = run("nest", "-", "schoolid:classid2", stdin=data)
+    assert nested.returncode == 0, nested.stderr
+    out = run("fit", "-", "mathscore ~ ses + (1 | schoolid) + (1 | schoolid_classid2)", "--format", "json",
+              stdin=nested.stdout)
+    assert out.returncode == 0, out.stderr
+    ref = load_json(CLASSROOM_REF)["M20"]["REML"]
+    rec = json.loads(out.stdout)
+    assert rec["criterion"] == pytest.approx(ref["criterion"], abs=1e-6)
+    assert rec["ngroups"]["schoolid_classid2"] == 312
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["fit", "missing.csv", "y ~ x + (1 | g)"], 1, "missing.csv"),
+    (["fit", str(EXAMPLE), "mathscore ~ ses + (1 | schoolid"], 2, "column"),
+    (["fit", str(EXAMPLE), "mathscore ~ sse + (1 | schoolid)"], 2, "did you mean 'ses'"),
+    (["fit", str(EXAMPLE), "mathscore ~ ses"], 2, "no random-effects terms"),
+])
+def test_errors_are_one_line_with_exit_code(args, code, needle):
+    out = run(*args)
+    assert out.returncode == code
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_help_does_not_import_scipy_or_numpy():
+    code = (
+        "import sys; from click.testing import CliRunner; from mixcli.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0; "
+        "print(sorted(m for m in ('scipy', 'numpy', 'pandas', 'pyarrow', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
