@@ -13,8 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+EXAMPLE := mixcli/data/classroom_sim.csv
+
 demo: $(STAMP)
-	$(BIN)/mixcli fit --example "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+	$(BIN)/mixcli fit $(EXAMPLE) "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+	@echo
+	$(BIN)/mixcli compare $(EXAMPLE) --names M14,M17,M16 \
+		"mathscore ~ ses + (ses | schoolid)" \
+		"mathscore ~ ses + (ses | schoolid) + (1 | classid)" \
+		"mathscore ~ ses + (ses | schoolid) + (ses || classid)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
