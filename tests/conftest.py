@@ -11,9 +11,22 @@ from pathlib import Path
 
 import pytest
 
+import os
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
-SHARED = ROOT.parent / "shared"
+
+
+def _shared() -> Path:
+    """``../shared`` next to the checkout, or $MIXCLI_SHARED, or the workplace's /work/shared."""
+    candidates = [os.environ.get("MIXCLI_SHARED"), ROOT.parent / "shared", "/work/shared"]
+    for c in candidates:
+        if c and (Path(c) / "reference").is_dir():
+            return Path(c)
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared()
 CLASSROOM = SHARED / "data" / "classroom.csv"
 CLASSROOM_REF = SHARED / "reference" / "classroom_lme4.json"
 CLASSROOM_ANOVA = SHARED / "reference" / "classroom_anova_M14_M17_M16.json"

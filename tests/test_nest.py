@@ -18,7 +18,7 @@ from mixcli.nest import check_report, nest, summary_lines
 from mixcli.table import TextColumn
 
 # The real classroom data, read in place (its licence keeps it out of the repository).
-CLASSROOM = Path(__file__).parents[2] / "shared/data/classroom.csv"
+from conftest import CLASSROOM  # noqa: E402  (../shared, $MIXCLI_SHARED or /work/shared)
 needs_classroom = pytest.mark.skipif(not CLASSROOM.exists(), reason=f"{CLASSROOM} not available")
 
 
