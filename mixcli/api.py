@@ -48,6 +48,18 @@ class Model:
         return build_result(self.frame, st, fac, opt, reml)
 
 
+    def result_at(self, theta: np.ndarray, reml: bool = True) -> LmmResult:
+        """The fitted-model quantities at a given θ, without optimising (for references and profiles)."""
+        from .engine.optimize import OptSummary
+
+        st = self.structure
+        theta = np.asarray(theta, dtype=float)
+        fac = evaluate(st, theta)
+        opt = OptSummary(start=theta, lower=st.theta_lower, theta=theta, fmin=fac.criterion(reml))
+        opt.stages.append("evaluated at a given theta, not optimised")
+        return build_result(self.frame, st, fac, opt, reml)
+
+
 def fit_frame(frame: ModelFrame, reml: bool = True, progress: Progress | None = None) -> LmmResult:
     return Model(frame).fit(reml=reml, progress=progress)
 

@@ -93,10 +93,13 @@ _PROGRESS = click.option(
 @click.argument("data", metavar="DATA")
 @click.argument("formulas", nargs=-1, required=True, metavar="FORMULA...")
 @click.option("--ml", is_flag=True, help="Maximum likelihood instead of REML.")
+@click.option("--ranef", is_flag=True,
+              help="Print the conditional modes of the random effects with their conditional SDs "
+                   "(lme4's ranef(condVar = TRUE)) instead of the summary.")
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, fmt, sep, progress):
+def fit_command(data, formulas, ml, ranef, fmt, sep, progress):
     """Fit linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -109,6 +112,7 @@ def fit_command(data, formulas, ml, fmt, sep, progress):
       mixcli fit --ml classroom.csv "mathscore ~ ses + (1 | schoolid/classid2)"
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --format json | jq .sigma
       mixcli simulate | mixcli fit - "mathscore ~ ses + (1 | schoolid)" --format csv
+      mixcli fit classroom.csv "mathscore ~ ses + (1 | classid)" --ranef --format csv
     """
     from .api import fit_frame
     from .frame import model_frame
@@ -122,6 +126,9 @@ def fit_command(data, formulas, ml, fmt, sep, progress):
         meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
         results.append(fit_frame(frame, reml=not ml, progress=meter))
         meter.done()
+    if ranef:
+        _render_ranef(results, fmt)
+        return
     if fmt == "json":
         from .render.fit_json import render_fits
 
@@ -143,6 +150,25 @@ def fit_command(data, formulas, ml, fmt, sep, progress):
                 console.print()
             for r in fit_renderables(m, source):
                 console.print(r)
+
+
+def _render_ranef(results, fmt):
+    from .render import ranef_out
+
+    if fmt == "json":
+        sys.stdout.write(ranef_out.render_json(results))
+    elif fmt == "csv":
+        sys.stdout.write(ranef_out.render_csv(results))
+    else:
+        console = _console()
+        for i, m in enumerate(results):
+            if i:
+                console.print()
+            for r in ranef_out.table_renderables(m):
+                console.print(r)
+    for m in results:
+        for line in m.notes():
+            _warn(line)
 
 
 @main.command("compare")

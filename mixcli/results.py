@@ -57,6 +57,14 @@ class RanefTerm:
     names: list[str]
     levels: list[str]
     values: np.ndarray
+    sd: np.ndarray | None = None  # conditional SDs, same shape as values
+
+    def records(self):
+        """Tidy rows (factor, level, term, estimate, sd), term by term then level by level."""
+        for j, name in enumerate(self.names):
+            for i, level in enumerate(self.levels):
+                sd = None if self.sd is None else float(self.sd[i, j])
+                yield self.factor, level, name, float(self.values[i, j]), sd
 
 
 @dataclass
@@ -116,17 +124,27 @@ class LmmResult:
     def coef(self) -> dict[str, float]:
         return {f.term: f.estimate for f in self.fixef}
 
-    def ranef(self) -> list[RanefTerm]:
-        """Conditional modes b = Λû of every term, levels as lme4 orders them."""
+    def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
+        """Conditional modes b = Λû of every term, levels as lme4 orders them, and (with
+        ``cond_var``) their conditional SDs given the data and β̂, as lme4's
+        ``ranef(condVar = TRUE)``: the square roots of diag(σ² Λ S Λᵀ)."""
         fac = self.factorization
         beta = np.array([f.estimate for f in self.fixef])
         modes = fac.modes(beta)
+        covs = fac.conditional_covariances() if cond_var else [None] * len(modes)
         out = []
-        for term, b in zip(self.frame.terms, modes):
+        for term, b, cov, lam in zip(self.frame.terms, modes, covs, fac.lam):
             gf = self.frame.factors[term.factor]
-            in_r_order = np.empty_like(b)
-            in_r_order[term.levels_to_r] = b  # the engine numbers levels by first appearance
-            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), in_r_order))
+            to_r = term.levels_to_r  # the engine numbers levels by first appearance
+            values = np.empty_like(b)
+            values[to_r] = b
+            sd = None
+            if cov is not None:
+                # diag(Λ S Λᵀ) per level: Σ_ab Λ_ia S_ab Λ_ib
+                var = np.einsum("ia,abm,ib->mi", lam, cov, lam) * self.sigma**2
+                sd = np.empty_like(var)
+                sd[to_r] = np.sqrt(np.maximum(var, 0.0))
+            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), values, sd))
         return out
 
 

@@ -193,6 +193,78 @@ class Factorization:
             u[s] = linalg.solve_lower_t(self.lss[s], v[:, None, :])[:, 0, :]
         return u
 
+    def conditional_covariances(self) -> list[np.ndarray]:
+        """Diagonal blocks of (ΛᵀZᵀZΛ + I)⁻¹ per term and level, as (k_t, k_t, q_t) stacks.
+
+        σ² Λ S Λᵀ is then the conditional covariance of a level's random effects
+        given the data and β̂ (lme4's ``ranef(condVar = TRUE)``). Computed by
+        selected inversion (Takahashi's recurrences) from the bottom of L up:
+        for a chain level j with ancestors A (the level containing it in each
+        later chain term, and the dense terms),
+
+            Σ_{A,j} = −Σ_{A,A} L_{A,j} L_jj⁻¹,   Σ_jj = L_jj⁻ᵀ (I + L_{A,j}ᵀ Σ_{A,A} L_{A,j}) L_jj⁻¹,
+
+        and Σ_{A,A} only involves blocks already computed for the ancestors, so
+        the work stays linear in the number of levels for nested designs.
+        """
+        st = self.st
+        nc, qd = st.n_chain, st.q_dense
+        out: list[np.ndarray | None] = [None] * len(st.terms)
+        sigma_dd = None
+        if qd:
+            inv_l = _solve_lower(self.tail[:qd, :qd], np.eye(qd))
+            sigma_dd = inv_l.T @ inv_l
+            for d in st.dense:
+                t, off = st.terms[d], st.dense_offsets[d]
+                block = sigma_dd[off : off + t.n_levels * t.k, off : off + t.n_levels * t.k]
+                blocks = block.reshape(t.n_levels, t.k, t.n_levels, t.k)
+                out[d] = np.einsum("iaib->abi", blocks).copy()
+        cross: dict[tuple[int, int], np.ndarray] = {}  # (u, t): Σ between level map_tu(i) of u and level i of t
+        ydense: dict[int, np.ndarray] = {}  # t: Σ between the dense columns and level i of t, (qd, k_t, q_t)
+        for s in range(nc - 1, -1, -1):
+            ks, qs = st.terms[s].k, st.terms[s].n_levels
+            linv = linalg.inv_lower(self.lss[s])
+            anc = list(range(s + 1, nc))
+            at = {t: st.maps[(s, t)] for t in anc}
+            ld = None
+            if qd:
+                # L_{D,j} for every level j: the dense rows of column j of L, (qd, k_s, q_s)
+                ld = np.asarray(self.wd[s].todense()).reshape(qs, ks, qd).transpose(2, 1, 0)
+            g_chain = {}
+            for t in anc:
+                acc = None
+                for u in anc:
+                    if t == u:
+                        sig = out[t][:, :, at[t]]
+                    elif t < u:
+                        sig = cross[(u, t)][:, :, at[t]].transpose(1, 0, 2)
+                    else:
+                        sig = cross[(t, u)][:, :, at[u]]
+                    term = linalg.matmul(sig, self.l[(u, s)])
+                    acc = term if acc is None else acc + term
+                if qd:
+                    acc = acc + np.einsum("dam,dbm->abm", ydense[t][:, :, at[t]], ld)
+                g_chain[t] = acc
+            g_dense = None
+            if qd:
+                g_dense = (sigma_dd @ ld.reshape(qd, -1)).reshape(qd, ks, qs)
+                for u in anc:
+                    g_dense = g_dense + np.einsum("dum,usm->dsm", ydense[u][:, :, at[u]], self.l[(u, s)])
+            quad = None
+            for t in anc:
+                term = linalg.matmul(self.l[(t, s)].transpose(1, 0, 2), g_chain[t])
+                quad = term if quad is None else quad + term
+            if qd:
+                term = np.einsum("dam,dbm->abm", ld, g_dense)
+                quad = term if quad is None else quad + term
+            inner = linalg.add_identity(np.zeros((ks, ks, qs)) if quad is None else quad.copy())
+            out[s] = linalg.matmul(linalg.matmul(linv.transpose(1, 0, 2), inner), linv)
+            for t in anc:
+                cross[(t, s)] = -linalg.matmul(g_chain[t], linv)
+            if qd:
+                ydense[s] = -np.einsum("dbm,bcm->dcm", g_dense, linv)
+        return out
+
     def modes(self, beta: np.ndarray) -> list[np.ndarray]:
         """Conditional modes b = Λu per term, as (q_t, k_t) arrays."""
         return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.lam)]
