@@ -16,17 +16,62 @@ from .errors import MixcliError
 
 
 class _Group(click.Group):
-    """Turns mixcli's own errors into one line on stderr and the right exit code."""
+    """Every way a command can end badly becomes one line on stderr and an exit code.
+
+    mixcli's own errors print their message (exit 1 or 2); Ctrl-C prints
+    ``mixcli: interrupted`` (exit 130); a closed output pipe ends quietly (141,
+    as a C tool killed by SIGPIPE); Python warnings print as one
+    ``mixcli: warning:`` line; anything else is a bug in mixcli and says so in
+    one line (exit 1; set MIXCLI_DEBUG=1 for the traceback).
+    """
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except MixcliError as err:
-            click.echo(f"mixcli: error: {err}", err=True)
-            ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("mixcli: interrupted", err=True)
-            ctx.exit(130)
+        import os
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except MixcliError as err:
+                _error(str(err))
+                ctx.exit(err.exit_code)
+            except KeyboardInterrupt:
+                click.echo("mixcli: interrupted", err=True)
+                ctx.exit(130)
+            except BrokenPipeError:
+                _silence_stdout()
+                ctx.exit(141)
+            except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+                raise
+            except MemoryError:
+                _error("out of memory; try a smaller data set or a simpler model")
+                ctx.exit(1)
+            except Exception as err:
+                if os.environ.get("MIXCLI_DEBUG"):
+                    raise
+                _error(f"internal error ({type(err).__name__}: {err}); this is a bug in mixcli, please report it "
+                       "with the command that caused it (MIXCLI_DEBUG=1 shows the traceback)")
+                ctx.exit(1)
+
+
+def _error(message: str):
+    click.echo("mixcli: error: " + " ".join(message.split("\n")), err=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Python warnings (numpy's, a library's) as one ``mixcli: warning:`` line, not two lines of source."""
+    _warn(" ".join(str(message).split("\n")))
+
+
+def _silence_stdout():
+    """After a broken pipe: point stdout at /dev/null so that the final flush cannot fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,18 +25,22 @@ class FormulaError(UsageError):
 
     ``position`` is the 0-based offset in ``formula`` of the offending text, or
     None when the problem has no single place (an empty right-hand side, say).
-    The message reads ``<what> at column <position+1> in formula: <formula>``.
+    The message reads ``<what> at column <position+1> in formula: <formula>``,
+    followed by ``; <hint>`` when there is a fix to suggest.
     """
 
-    def __init__(self, message: str, formula: str = "", position: int | None = None):
+    def __init__(self, message: str, formula: str = "", position: int | None = None, hint: str = ""):
         self.reason = message
         self.formula = formula
         self.position = position
+        self.hint = hint
         text = message
         if position is not None:
             text += f" at column {position + 1}"
         if formula:
             text += f" in formula: {formula}"
+        if hint:
+            text += f"; {hint}"
         super().__init__(text)
 
 

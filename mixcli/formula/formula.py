@@ -62,7 +62,8 @@ def parse_formula(text: str) -> Formula:
     if "~" not in text:
         if not text.strip():
             raise FormulaError("empty formula", text)
-        raise FormulaError("no '~' in formula: write the response first, as in y ~ x", text)
+        raise FormulaError("no '~' in formula", text, hint="write the response, then '~', then the terms, "
+                           "as in y ~ x + (1 | g)")
     root = parse_syntax(text)
     if not (root.kind == "binary" and root.op == "~"):
         tilde = _first_tilde(root)
