@@ -13,10 +13,11 @@ up front, so that errors point at the place in the formula.
 from __future__ import annotations
 
 import difflib
+import re
 
 import numpy as np
 
-from ..errors import FormulaError
+from ..errors import DataError, FormulaError
 from ..table import Table, TextColumn
 from .exprs import BinOp, Call, Expr, Num, Paren, UnaryOp, Var
 
@@ -108,10 +109,53 @@ def check_variables(formula, table: Table) -> None:
             close = difflib.get_close_matches(occ.name, table.names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise FormulaError(f"no column '{occ.name}' in the data{hint}", formula.text, occ.position)
-        if occ.role in ("response", "value") and isinstance(table[occ.name], TextColumn):
-            what = "the response" if occ.role == "response" else "arithmetic or a function"
+        if occ.role == "response" and isinstance(table[occ.name], TextColumn):
+            raise DataError(_text_response_message(occ.name, table))
+        if occ.role == "value" and isinstance(table[occ.name], TextColumn):
+            what = "arithmetic or a function"
             raise FormulaError(
                 f"column '{occ.name}' is text, not numbers, so it cannot be used in {what}",
                 formula.text,
                 occ.position,
             )
+
+
+# What pyarrow's CSV reader (and pandas) accept as a number; anything else makes a column text.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|Inf|INF|nan|NaN|NAN)")
+# Spellings of "missing" that mixcli reads as text (only empty fields and NA are missing).
+_MISSING_LOOKALIKES = {"n/a", "na", "nan", "null", "none", ".", "-", "--", "?", "missing", "#n/a", "nil"}
+
+
+def where_in_data(table: Table, index: int) -> str:
+    """Where row ``index`` (0-based) of ``table`` is, for a message: ``line 7`` of a file
+    (counting the header as line 1), ``row 6`` of an in-memory table."""
+    if table.source == "<data>":
+        return f"row {index + 1}"
+    return f"line {index + 2}"
+
+
+def _text_response_message(name: str, table: Table) -> str:
+    """Why a text column cannot be the response: its first value that is not a number, and where."""
+    column = table[name]
+    labels = column.labels
+    bad_label = np.array([_NUMBER.fullmatch(str(lab)) is None for lab in labels], dtype=bool)
+    codes = column.codes
+    bad_rows = np.flatnonzero((codes >= 0) & bad_label[np.maximum(codes, 0)])
+    if len(bad_rows) == 0:  # every value looks like a number (cannot happen with mixcli's readers)
+        return f"the response '{name}' is a text column; a linear mixed model needs a numeric response"
+    row = int(bad_rows[0])
+    value = str(labels[codes[row]])
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    numeric = int(((codes >= 0) & ~bad_label[np.maximum(codes, 0)]).sum())
+    if value.strip().lower() in _MISSING_LOOKALIKES:
+        hint = "; missing values must be empty fields or NA"
+    elif value != value.strip() and _NUMBER.fullmatch(value.strip()):
+        hint = "; remove the spaces around the number"
+    elif "," in value and _NUMBER.fullmatch(value.replace(",", ".", 1)):
+        hint = "; use '.' as the decimal mark"
+    elif numeric == 0:
+        hint = "; a linear mixed model needs a numeric response (a text column is a factor)"
+    else:
+        hint = "; fix the value or make it an empty field (missing)"
+    return (f"the response '{name}' is not numeric: {where_in_data(table, row)} has {shown!r} "
+            f"({len(bad_rows)} non-numeric value{'s' if len(bad_rows) != 1 else ''}){hint}")
