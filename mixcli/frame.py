@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,12 +24,19 @@ import numpy as np
 from .design import complete_rows, model_matrix
 from .engine.structure import ReTerm
 from .errors import DataError, FormulaError
-from .formula import Formula, parse_formula, r_sort_key
-from .formula.evaluate import check_variables, evaluate
+from .formula import Formula, Var, parse_formula, r_sort_key
+from .formula.evaluate import check_variables, evaluate, where_in_data
 from .table import Table, TextColumn
 
 # lme4's tolerance for aliased columns (base R's qr(), LINPACK dqrdc2).
 RANK_TOL = 1e-7
+# A residual norm below this fraction of the response's norm is an exact fit (rounding only).
+EXACT_FIT_TOL = 1e-12
+# lme4's check.scaleX: warn when a predictor's SD, or the ratio of two, is beyond this factor.
+SCALE_TOL = 1e3
+# Columns whose norm is outside this range would overflow or underflow in the
+# engine's sums of squares and cross-products (float64 ends near 1.8e308 and 2.2e-308).
+NORM_RANGE = (1e-150, 1e150)
 
 
 @dataclass
@@ -105,28 +113,42 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     n = int(rows.sum())
     n_dropped = table.nrows - n
     if n == 0:
-        raise DataError(
-            f"no rows left: all {table.nrows} rows have a missing value in a column the formula uses"
-        )
+        raise DataError(_no_rows_message(formula, table))
     messages: list[str] = []
 
     y = evaluate(formula.response, table)[rows]
-    if not np.all(np.isfinite(y)):
-        bad = int(np.flatnonzero(~np.isfinite(y))[0])
-        row = int(np.flatnonzero(rows)[bad]) + 2  # 1-based, after the header line
-        raise DataError(f"the response {formula.response.label} is infinite on line {row} of the data")
+    label = formula.response.label
+    _check_finite(y[:, None], [label], rows, table, "the response")
+    _check_magnitude(y[:, None], [label], "the response")
+    if np.all(y == y[0]):
+        raise DataError(
+            f"the response {label} has the same value ({_r_number(float(y[0]))}) in all {n} rows used, "
+            "so there is no variation to model"
+        )
 
     design = model_matrix(formula.intercept, formula.terms, table, rows)
-    X, names, dropped = _drop_aliased(design.X, design.names)
+    _check_finite(design.X, design.names, rows, table, "the fixed-effect column")
+    _check_magnitude(design.X, design.names, "the fixed-effect column")
+    X, names, dropped, residual = _drop_aliased(design.X, design.names, y)
     if dropped:
         k = len(dropped)
         messages.append(
             f"fixed-effect model matrix is rank deficient so dropping {k} column{'s' if k > 1 else ''} / "
             f"coefficient{'s' if k > 1 else ''} ({', '.join(dropped)})"
         )
-    if not np.all(np.isfinite(X)):
-        col = names[int(np.flatnonzero(~np.all(np.isfinite(X), axis=0))[0])]
-        raise DataError(f"the fixed-effect column {col} has infinite values")
+    if X.shape[1] >= n:
+        raise DataError(
+            f"{X.shape[1]} fixed effects for {n} observations: the model needs fewer fixed effects "
+            "than observations (drop terms, or check the data)"
+        )
+    if residual <= EXACT_FIT_TOL * _safe_norm(y):
+        raise DataError(
+            f"the fixed effects ({', '.join(names)}) fit the response {label} exactly (every residual is 0), "
+            "so no variance is left for the random effects or the residual; is the response also a predictor?"
+        )
+    scale = _scale_message(X, names)
+    if scale:
+        messages.append(scale)
 
     factors: dict[str, GroupingFactor] = {}
     engine_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -141,8 +163,8 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         zm = model_matrix(rt.intercept, rt.terms, table, rows)
         if zm.X.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
-        if not np.all(np.isfinite(zm.X)):
-            raise DataError(f"the random-effects term ({rt.label}) has infinite values")
+        _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
+        _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
         terms.append(
             ReTerm(
                 codes=engine_codes[key][0], n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
@@ -157,6 +179,8 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         ordered_factors.setdefault(t.factor, factors[t.factor])
         t.levels_to_r = engine_codes[t.factor][1]
     _check_levels(terms, ordered_factors, n)
+    messages.extend(_double_bar_factor_messages(formula, table))
+    messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
     return ModelFrame(
         formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
         rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
@@ -192,20 +216,31 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+def _drop_aliased(
+    X: np.ndarray, names: list[str], y: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str], list[str], float]:
     """Drop columns that are linear combinations of earlier ones (lme4's check.rankX).
 
     |R_jj| of an unpivoted QR is the norm of column j's part orthogonal to the
     columns before it; relative to the column's own norm, below 1e-7 means
     aliased. This matches base R's limited-pivoting QR, which moves exactly
     those columns to the end and so drops the later of two collinear columns.
+
+    Also returns the norm of the residual of ``y`` regressed on the kept
+    columns (the norm of ``y`` when there are none; NaN without ``y``).
+    Columns are scaled to unit maximum first: the test is scale-free, and
+    huge values cannot overflow.
     """
-    if X.shape[1] == 0:
-        return X, names, []
-    norms = np.linalg.norm(X, axis=0)
-    # One O(n p²) QR of X; thereafter X[:, cols] = Q R[:, cols], so each test
-    # is a QR of the small p × |cols| matrix R[:, cols].
-    r_full = np.linalg.qr(X, mode="r")
+    if y is None:
+        full = X
+    else:
+        full = np.column_stack([X, y])
+    peaks = np.max(np.abs(full), axis=0) if full.shape[0] else np.zeros(full.shape[1])
+    full = full / np.where(peaks > 0, peaks, 1.0)
+    norms = np.linalg.norm(full, axis=0)
+    # One O(n p²) QR; thereafter X[:, cols] = Q R[:, cols], so each test is a QR
+    # of the small matrix R[:, cols].
+    r_full = np.linalg.qr(full, mode="r") if full.shape[1] else np.empty((0, 0))
     keep: list[int] = []
     for j in range(X.shape[1]):
         if norms[j] == 0.0:
@@ -213,8 +248,77 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
         r = np.linalg.qr(r_full[:, keep + [j]], mode="r")
         if abs(r[-1, -1]) > RANK_TOL * norms[j]:
             keep.append(j)
+    residual = math.nan
+    if y is not None:
+        p = X.shape[1]
+        r = np.linalg.qr(r_full[:, keep + [p]], mode="r")
+        residual = abs(r[-1, -1]) * peaks[p] if r.size else 0.0
     dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
-    return X[:, keep], [names[j] for j in keep], dropped
+    return X[:, keep], [names[j] for j in keep], dropped, residual
+
+
+def _safe_norm(v: np.ndarray) -> float:
+    """Euclidean norm without overflow or underflow in the squares."""
+    peak = float(np.max(np.abs(v))) if v.size else 0.0
+    if peak == 0.0 or not math.isfinite(peak):
+        return peak
+    return peak * float(np.linalg.norm(v / peak))
+
+
+def _check_finite(M: np.ndarray, names: list[str], rows: np.ndarray, table: Table, what: str) -> None:
+    """R's model.frame keeps ±Inf (only NA/NaN are missing) and lm() then stops: so does mixcli,
+    naming the column and where the value is."""
+    bad = ~np.isfinite(M)
+    if not bad.any():
+        return
+    i, j = (int(k[0]) for k in np.nonzero(bad))  # row-major: the first row with a bad value
+    row = int(np.flatnonzero(rows)[i])
+    value = M[i, j]
+    shown = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+    raise DataError(
+        f"{what} {names[j]} is {shown} on {where_in_data(table, row)}; infinite values cannot be fitted: "
+        "correct the value, or make it missing (an empty field or NA)"
+    )
+
+
+def _check_magnitude(M: np.ndarray, names: list[str], what: str) -> None:
+    """Refuse columns so large (or so small) that their squares overflow (underflow) in float64."""
+    low, high = NORM_RANGE
+    for j, name in enumerate(names):
+        norm = _safe_norm(M[:, j])
+        if norm == 0.0 or low <= norm <= high:
+            continue
+        peak = float(np.max(np.abs(M[:, j])))
+        size = "large" if norm > high else "small"
+        raise DataError(
+            f"{what} {name} has values too {size} to fit in double precision (largest {peak:.3g}); "
+            f"rescale it, e.g. I({name} {'/' if size == 'large' else '*'} 1e{abs(int(math.log10(peak)))}) "
+            "or scale(...)"
+        )
+
+
+def _scale_message(X: np.ndarray, names: list[str]) -> str | None:
+    """lme4's check.scaleX: SDs of the non-0/1 columns beyond 1e3 or 1e-3, or 1e3 apart."""
+    sds = {}
+    for j, name in enumerate(names):
+        col = X[:, j]
+        if np.all((col == 0) | (col == 1)) or len(col) < 2:
+            continue
+        peak = float(np.max(np.abs(col)))
+        sd = peak * float(np.std(col / peak, ddof=1))
+        if sd > 0:
+            sds[name] = sd
+    if not sds:
+        return None
+    logs = {k: math.log(v) for k, v in sds.items()}
+    spread = max(logs.values()) - min(logs.values())
+    if spread <= math.log(SCALE_TOL) and all(abs(v) <= math.log(SCALE_TOL) for v in logs.values()):
+        return None
+    big = max(sds, key=sds.get)
+    small = min(sds, key=sds.get)
+    shown = f"SD of {big} {sds[big]:.3g}" + (f", of {small} {sds[small]:.3g}" if small != big else "")
+    return (f"some predictor variables are on very different scales: consider rescaling ({shown}); "
+            "scale() or a change of units keeps the optimiser accurate")
 
 
 def _grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np.ndarray, messages) -> GroupingFactor:
@@ -279,8 +383,10 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
     """lme4's checkNlevels and checkZdims (both 'stop' by default)."""
     few = [name for name, f in factors.items() if f.n_levels < 2]
     if few:
+        only = factors[few[0]].labels()[:1]
+        value = f": {few[0]} has the single value {only[0]!r} in the rows used" if only else ""
         raise DataError(
-            f"grouping factors must have > 1 sampled level (problems: {', '.join(few)})"
+            f"grouping factors must have > 1 sampled level (problems: {', '.join(few)}){value}"
         )
     many = [name for name, f in factors.items() if f.n_levels >= n]
     if many:
@@ -296,3 +402,76 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
                 f"({' + '.join(t.names)} | {t.factor}); the random-effects parameters and the "
                 "residual variance are probably unidentifiable"
             )
+
+
+def _no_rows_message(formula: Formula, table: Table) -> str:
+    """Why no row is complete: the variables with missing values, the emptiest first."""
+    counts = []
+    for expr in dict.fromkeys(formula.frame_variables):
+        if isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn):
+            missing = int((table[expr.name].codes < 0).sum())
+        else:
+            missing = int(np.isnan(evaluate(expr, table)).sum())
+        if missing:
+            counts.append((missing, expr.label))
+    counts.sort(key=lambda c: -c[0])
+    total = table.nrows
+    if counts and counts[0][0] == total:
+        return (f"no rows left: {counts[0][1]} is missing in all {total} rows "
+                "(empty fields and NA are missing values)")
+    listed = ", ".join(f"{name}: {k} missing" for k, name in counts[:4])
+    return f"no rows left: each of the {total} rows has a missing value in a variable of the formula ({listed})"
+
+
+def _bar_text(formula: Formula, span: tuple[int, int]) -> str:
+    return formula.text[span[0]:span[1]] if span != (0, 0) else ""
+
+
+def _double_bar_factor_messages(formula: Formula, table: Table) -> list[str]:
+    """lme4's (f || g) with a factor f does not give uncorrelated per-level effects: say so."""
+    out = []
+    seen = set()
+    for rt in formula.random:
+        if not rt.double_bar or rt.span in seen:
+            continue
+        factors = [v.name for t in rt.terms for v in t
+                   if isinstance(v, Var) and isinstance(table.columns.get(v.name), TextColumn)]
+        if not factors:
+            continue
+        seen.add(rt.span)
+        f = factors[0]
+        group = rt.group_label or rt.lme4_group_name
+        out.append(
+            f"{_bar_text(formula, rt.span) or rt.label}: {f} is a factor (text column), so '||' does not make its "
+            f"effects uncorrelated: as in lme4, (0 + {f} | {group}) estimates correlations among {f}'s levels; "
+            f"for independent effects use (1 | {group}) + (1 | {group}:{f})"
+        )
+    return out
+
+
+def _repeated_effect_messages(formula: Formula, terms: list[ReTerm], term_sources: list[int]) -> list[str]:
+    """The same effect (column) of the same grouping factor in two terms: lme4 fits both, but only the
+    sum of their variances is identified; warn (R's terms() would not drop it: lme4 keeps it too)."""
+    out = []
+    first: dict[tuple[str, str], int] = {}
+    reported = set()
+    for t, source in sorted(zip(terms, term_sources), key=lambda pair: pair[1]):
+        for name in t.names:
+            key = (t.factor, name)
+            if key not in first:
+                first[key] = source
+                continue
+            if (key, first[key], source) in reported:
+                continue
+            reported.add((key, first[key], source))
+            a, b = formula.random[first[key]], formula.random[source]
+            text_a = _bar_text(formula, a.span) or f"({a.label})"
+            text_b = _bar_text(formula, b.span) or f"({b.label})"
+            where = f"appears twice, in {text_a}" if a.span == b.span else f"is in both {text_a} and {text_b}"
+            if text_a == text_b and a.span != b.span:
+                where = f"appears twice ({text_a} is repeated)"
+            out.append(
+                f"the random effect {name} for {t.factor} {where}: as in lme4 both are fitted, "
+                "but only the sum of their variances is identified; remove one"
+            )
+    return out

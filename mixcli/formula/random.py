@@ -36,6 +36,8 @@ class RandomTerm:
     span: tuple[int, int] = field(default=(0, 0), compare=False)
     lhs_label: str = field(default="", compare=False)
     group_label: str = field(default="", compare=False)
+    #: Made by expanding ``(lhs || group)``: lme4 splits it into uncorrelated terms.
+    double_bar: bool = field(default=False, compare=False)
 
     @property
     def group_name(self) -> str:
@@ -117,7 +119,8 @@ class RandomExpander:
         for has_intercept, terms, lhs_label in parts:
             for g in groups:
                 self.terms.append(
-                    RandomTerm(has_intercept, terms, g.names, span, lhs_label=lhs_label, group_label=g.label)
+                    RandomTerm(has_intercept, terms, g.names, span, lhs_label=lhs_label, group_label=g.label,
+                               double_bar=bar.op == "||")
                 )
 
     # -- grouping side ---------------------------------------------------------
