@@ -157,7 +157,18 @@ class Parser:
         # roll back so that unexpected() sees the right previous token
         if tok.kind == "end":
             raise self.unexpected(tok)
-        raise self.error(f"unexpected {tok.describe()}", tok.start)
+        raise self.error(f"unexpected {tok.describe()}{self._missing_operand(tok)}", tok.start)
+
+    def _missing_operand(self, tok: Token) -> str:
+        """Why ``tok`` cannot start a term: the operand an operator lacks, for the message."""
+        prev = self.tokens[self.i - 2] if self.i >= 2 else None
+        if tok.kind == "op" and tok.text in BINARY:
+            return ": it needs a term on each side"
+        if tok.kind == "op" and tok.text in (")", ",") and prev is not None and prev.kind == "op":
+            if prev.text == "(":
+                return ": empty parentheses"
+            return f": '{prev.text}' needs a term after it"
+        return ""
 
     def call(self, name: Token) -> Node:
         open_tok = self.advance()  # "("
