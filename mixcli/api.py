@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .engine.factor import evaluate
+from .engine.factor import criterion, evaluate
 from .engine.optimize import minimize_theta
 from .engine.structure import ModelStructure
 from .frame import ModelFrame, model_frame
@@ -34,11 +34,14 @@ class Model:
     """A model frame with its θ-free structure, ready to be fitted by REML or ML (and refitted)."""
 
     def __init__(self, frame: ModelFrame):
+        from .engine.memory import keep_freed_memory
+
+        keep_freed_memory()
         self.frame = frame
         self.structure = ModelStructure(frame.terms, np.column_stack([frame.X, frame.y]))
 
     def criterion(self, theta: np.ndarray, reml: bool) -> float:
-        return evaluate(self.structure, theta).criterion(reml)
+        return criterion(self.structure, theta, reml)
 
     def fit(self, reml: bool = True, start: np.ndarray | None = None, progress: Progress | None = None) -> LmmResult:
         st = self.structure

@@ -51,7 +51,10 @@ class GroupingFactor:
     name: str
     codes: np.ndarray
     n_levels: int
-    parts: list[tuple[list[str], np.ndarray]]  # per column: sorted level labels, level index per level of this factor
+    # per column: its sorted levels (a list of labels, or the distinct numbers of a
+    # numeric column, formatted only when labels are asked for) and each level of
+    # this factor's index into them
+    parts: list[tuple[object, np.ndarray]]
 
     def engine_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Codes numbered by first appearance in the data, and each such level's R index.
@@ -61,14 +64,16 @@ class GroupingFactor:
         arithmetic and identical fits, and data sorted by group make the
         nesting maps monotone.
         """
-        _, first = np.unique(self.codes, return_index=True)
+        n = len(self.codes)
+        first = np.empty(self.n_levels, dtype=np.int64)
+        first[self.codes[::-1]] = np.arange(n - 1, -1, -1)  # the last write, the earliest row, wins
         to_r = np.argsort(first, kind="stable")
         rank = np.empty(self.n_levels, dtype=np.int64)
         rank[to_r] = np.arange(self.n_levels)
         return rank[self.codes], to_r
 
     def labels(self) -> list[str]:
-        cols = [np.asarray(labels, dtype=object)[idx] for labels, idx in self.parts]
+        cols = [np.asarray(_level_labels(levels), dtype=object)[idx] for levels, idx in self.parts]
         if len(cols) == 1:
             return list(cols[0])
         return [":".join(items) for items in zip(*cols)]
@@ -330,12 +335,8 @@ def _grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np
         combined = index.astype(np.int64) if combined is None else combined * len(levels) + index
     if len(columns) == 1:
         levels, index = parts[0]
-        used = np.unique(index)
-        if len(used) == len(levels):
-            return GroupingFactor(name, index.astype(np.int64), len(levels), [(levels, np.arange(len(levels)))])
-        codes = np.searchsorted(used, index)
-        return GroupingFactor(name, codes, len(used), [(levels, used)])
-    used, codes = np.unique(combined, return_inverse=True)
+        return GroupingFactor(name, index.astype(np.int64), len(levels), [(levels, np.arange(len(levels)))])
+    used, codes = _dense_codes(combined)
     # decode each used combination into its per-column level indices
     idx_parts = []
     rem = used
@@ -353,23 +354,52 @@ def _factor_codes(table: Table, col: str, rows: np.ndarray, messages) -> tuple[l
     """Levels (sorted as R's factor() sorts them) and per-row level index of one grouping column."""
     column = table[col]
     if isinstance(column, TextColumn):
-        codes = column.codes[rows]
-        present = np.unique(codes)
+        present, index = _dense_codes(column.codes[rows].astype(np.int64))
         labels = [str(column.labels[c]) for c in present]
         order = sorted(range(len(labels)), key=lambda i: r_sort_key(labels[i]))
-        lookup = np.empty(len(column.labels), dtype=np.int64)
-        lookup[present[order]] = np.arange(len(order))
-        return [labels[i] for i in order], lookup[codes]
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return [labels[i] for i in order], rank[index]
     values = column[rows]
-    uniq, index = np.unique(values, return_inverse=True)
-    if len(uniq) and not np.all(np.isfinite(uniq)):
+    if not np.all(np.isfinite(values)):
         raise DataError(f"the grouping column '{col}' has infinite values")
-    if np.any(uniq != np.round(uniq)):
-        messages.append(
-            f"grouping factor '{col}' has non-integer values; it is treated as categorical with "
-            f"{len(uniq)} levels (is it really a grouping variable?)"
-        )
-    return [_r_number(v) for v in uniq], index.ravel()
+    as_int = values.astype(np.int64)
+    if np.array_equal(as_int, values):
+        uniq, index = _dense_codes(as_int)
+        return uniq.astype(np.float64), index
+    uniq, index = np.unique(values, return_inverse=True)
+    messages.append(
+        f"grouping factor '{col}' has non-integer values; it is treated as categorical with "
+        f"{len(uniq)} levels (is it really a grouping variable?)"
+    )
+    return uniq, index.ravel()
+
+
+def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of an int64 array and each value's rank among them.
+
+    O(n) through a presence table when the values span a range comparable to
+    their number (IDs usually do); np.unique's O(n log n) sort otherwise.
+    """
+    if len(values) == 0:
+        return values, values
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if span <= 4 * len(values) + 1024:
+        shifted = values - lo
+        present = np.zeros(span, dtype=bool)
+        present[shifted] = True
+        rank = np.cumsum(present) - 1
+        return np.flatnonzero(present) + lo, rank[shifted]
+    uniq, index = np.unique(values, return_inverse=True)
+    return uniq, index.ravel()
+
+
+def _level_labels(levels) -> list[str]:
+    """Level labels: text levels as they are, numeric levels as R's as.character() writes them."""
+    if isinstance(levels, np.ndarray) and levels.dtype.kind == "f":
+        return [_r_number(v) for v in levels]
+    return list(levels)
 
 
 def _r_number(v: float) -> str:

@@ -43,50 +43,76 @@ class Factorization:
     criterion, not warnings or exceptions.
     """
 
-    def __init__(self, st: ModelStructure, theta: np.ndarray):
+    def __init__(self, st: ModelStructure, theta: np.ndarray, full: bool = True):
         self.st = st
         self.theta = np.array(theta, dtype=float)
         self.lam = st.lambdas(self.theta)
         self.ok = True
-        self._factor_chain()
-        self._factor_tail()
+        self.full = full
+        self.logdet0 = 0.0  # log|D₀| of an eliminated first term
+        elim = _elimination(st) if not full else None
+        if elim is None:
+            self._factor_chain(0, st.gram, st.cross, st.zxy)
+            self._factor_tail(st.xtx)
+        else:
+            self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(float(self.lam[0][0, 0]))
+            self._factor_chain(1, gram, cross, zxy)
+            self._factor_tail(xtx, dense)
 
     # ---------------------------------------------------------------- factor
-    def _factor_chain(self):
+    def _factor_chain(self, first: int, gram, cross, zxy):
+        """Chain terms first..n_chain−1 from the given θ-free sums (reduced ones after elimination)."""
         st, lam = self.st, self.lam
         nc = st.n_chain
-        self.lss: list[np.ndarray] = []
+        self.lss: list[np.ndarray | None] = [None] * nc
         self.l: dict[tuple[int, int], np.ndarray] = {}
-        self.w: list[np.ndarray] = []
-        for s in range(nc):
-            d = linalg.add_identity(linalg.sandwich(lam[s], st.gram[s]))
-            for r in range(s):
+        self.w: list[np.ndarray | None] = [None] * nc
+        for s in range(first, nc):
+            d = linalg.add_identity(linalg.sandwich(lam[s], gram[s]))
+            for r in range(first, s):
                 lsr = self.l[(s, r)]
                 d -= st.segments[(r, s)].sum(linalg.matmul_t(lsr, lsr))
             lss = linalg.chol_blocks(d)
-            self.lss.append(lss)
+            self.lss[s] = lss
             for t in range(s + 1, nc):
-                y = linalg.sandwich(lam[t], st.cross[(s, t)], lam[s])
-                for r in range(s):
+                y = linalg.sandwich(lam[t], cross[(s, t)], lam[s])
+                for r in range(first, s):
                     y -= st.segments[(r, s)].sum(linalg.matmul_t(self.l[(t, r)], self.l[(s, r)]))
                 self.l[(t, s)] = linalg.right_solve_lower_t(y, lss)
-            wx = linalg.left_lambda(lam[s], st.zxy[s])
-            for r in range(s):
+            wx = linalg.left_lambda(lam[s], zxy[s])
+            for r in range(first, s):
                 wx = wx - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], self.w[r]))
-            self.w.append(linalg.solve_lower(lss, wx))
+            self.w[s] = linalg.solve_lower(lss, wx)
 
-    def _factor_tail(self):
+    def _factor_tail(self, xtx: np.ndarray, reduced_dense=None):
         st = self.st
-        sxx = st.xtx.copy()
+        sxx = xtx.copy()
         for w in self.w:
+            if w is None:
+                continue
             for wa in w:
                 sxx -= wa @ wa.T
-        tail = self._dense_schur(sxx) if st.dense else sxx
+        if not st.dense:
+            tail = sxx
+        elif reduced_dense is not None:
+            tail = self._reduced_dense_tail(sxx, *reduced_dense)
+        else:
+            tail = self._dense_schur(sxx)
         try:
             self.tail = np.linalg.cholesky(tail)
         except np.linalg.LinAlgError:
             self.ok = False
             self.tail = np.full_like(tail, np.nan)
+
+    def _reduced_dense_tail(self, sxx, gram_dd, zx_correction):
+        """[dense terms, Xy] after eliminating the only chain term (see eliminate)."""
+        st, lam = self.st, self.lam
+        lam_d = _block_diag_lambda(st, lam)
+        add = lam_d.T @ gram_dd @ lam_d
+        add[np.diag_indices(st.q_dense)] += 1.0
+        zx = np.concatenate([_rows(st.zxy[d]) for d in st.dense]) + zx_correction
+        sdx = lam_d.T @ zx
+        return np.block([[add, sdx], [sdx.T, sxx]])
 
     def _dense_schur(self, sxx: np.ndarray) -> np.ndarray:
         """Schur complement of the chain in [dense terms, Xy], dense terms first.
@@ -118,7 +144,7 @@ class Factorization:
     @property
     def logdet_z(self) -> float:
         """log |L_Z|² = log det(ΛᵀZᵀZΛ + I)."""
-        ld = sum(linalg.logdet_blocks(l) for l in self.lss)
+        ld = self.logdet0 + sum(linalg.logdet_blocks(l) for l in self.lss if l is not None)
         qd = self.st.q_dense
         if qd:
             ld += 2.0 * float(np.sum(np.log(np.diag(self.tail)[:qd])))
@@ -270,10 +296,29 @@ class Factorization:
         return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.lam)]
 
 
-def evaluate(st: ModelStructure, theta: np.ndarray) -> Factorization:
-    """Factor for θ with floating-point warnings silenced (see Factorization)."""
+def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True) -> Factorization:
+    """Factor for θ with floating-point warnings silenced (see Factorization).
+
+    ``full=False`` is for the criterion only: a scalar first term may then be
+    eliminated in closed form (``eliminate``), and the estimates (β, modes,
+    conditional variances) are not available.
+    """
     with np.errstate(all="ignore"):
-        return Factorization(st, theta)
+        return Factorization(st, theta, full=full)
+
+
+def criterion(st: ModelStructure, theta: np.ndarray, reml: bool) -> float:
+    """The profiled criterion at θ, by the fastest path."""
+    return evaluate(st, theta, full=False).criterion(reml)
+
+
+def _elimination(st: ModelStructure):
+    """The model's FirstTermElimination, built on first use (None if not applicable)."""
+    if not hasattr(st, "_elimination"):
+        from .eliminate import FirstTermElimination, eliminable
+
+        st._elimination = FirstTermElimination(st) if eliminable(st) else None
+    return st._elimination
 
 
 # Triangular solves of the small dense blocks, done once per fit: np.linalg.solve

