@@ -30,6 +30,10 @@ class FixedEffect:
     estimate: float
     se: float
     t: float
+    df: float | None = None  # denominator df of the t test (Satterthwaite), once computed
+    p: float | None = None  # Pr(>|t|) with those df
+    lower: float | None = None  # confidence bounds, when asked for (see LmmResult.ci_method)
+    upper: float | None = None
 
 
 @dataclass
@@ -91,6 +95,23 @@ class LmmResult:
     frame: ModelFrame = field(repr=False)
     structure: ModelStructure = field(repr=False)
     factorization: Factorization = field(repr=False)
+    ddf: str | None = None  # "Satterthwaite" once FixedEffect.df and .p are filled in
+    ci_method: str | None = None  # "Wald" or "profile" once FixedEffect.lower/.upper are filled in
+    ci_level: float | None = None
+    intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
+
+    def add_satterthwaite(self) -> "LmmResult":
+        """Fill in Satterthwaite df and p-values of the fixed effects (lmerTest's t tests)."""
+        from .inference import add_satterthwaite
+
+        return add_satterthwaite(self)
+
+    def add_confint(self, level: float = 0.95, method: str = "wald", progress=None) -> "LmmResult":
+        """Fill in confidence intervals: ``wald`` (fixed effects) or ``profile`` (fixed effects
+        and variance parameters, lme4's ``confint(method = "profile")``)."""
+        from .inference import add_confint
+
+        return add_confint(self, level, method, progress)
 
     @property
     def method(self) -> str:

@@ -1,0 +1,63 @@
+"""Inference on fitted models: t tests with Satterthwaite df, confidence intervals, bootstrap LRTs.
+
+* ``satterthwaite``: lmerTest's denominator degrees of freedom and p-values;
+* ``profile``: lme4's profile-likelihood intervals (``confint(method = "profile")``);
+* ``bootstrap``: parametric bootstrap of the likelihood-ratio statistic;
+* ``wald_intervals`` here: β̂ ± z·SE (``confint(method = "Wald")``).
+
+The ``add_*`` functions fill in the optional fields of an ``LmmResult``
+(``FixedEffect.df/p/lower/upper``, ``LmmResult.ddf/ci_*/intervals``) and
+return it; ``LmmResult.add_satterthwaite`` and ``LmmResult.add_confint`` call them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .distributions import norm_ppf
+
+CI_METHODS = ("wald", "profile")
+
+
+def add_satterthwaite(m):
+    """Satterthwaite df and Pr(>|t|) for every fixed effect of ``m``."""
+    from .satterthwaite import fixef_tests
+
+    df, pvals, notes = fixef_tests(m)
+    for f, d, p in zip(m.fixef, df, pvals):
+        f.df, f.p = float(d), float(p)
+    m.ddf = "Satterthwaite"
+    for note in notes:
+        if note not in m.warnings:
+            m.warnings.append(note)
+    return m
+
+
+def wald_bounds(estimate: float, se: float, level: float) -> tuple[float, float]:
+    z = norm_ppf(0.5 + level / 2.0)
+    return estimate - z * se, estimate + z * se
+
+
+def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
+    """Confidence intervals at ``level``: Wald for the fixed effects, or profile likelihood for
+    the fixed effects and every variance parameter (SDs, correlations, σ)."""
+    method = method.lower()
+    if method not in CI_METHODS:
+        raise ValueError(f"unknown confidence-interval method {method!r} (use wald or profile)")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be between 0 and 1, not {level}")
+    if method == "wald":
+        for f in m.fixef:
+            f.lower, f.upper = wald_bounds(f.estimate, f.se, level) if math.isfinite(f.se) else (math.nan, math.nan)
+        m.intervals = []
+    else:
+        from .profile import profile_intervals
+
+        ivs = profile_intervals(m, level, progress=progress)
+        fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
+        for f in m.fixef:
+            iv = fixed.get(f.term)
+            f.lower, f.upper = (iv.lower, iv.upper) if iv else (math.nan, math.nan)
+        m.intervals = [iv for iv in ivs if iv.kind != "fixef"]
+    m.ci_method, m.ci_level = ("Wald" if method == "wald" else "profile"), level
+    return m

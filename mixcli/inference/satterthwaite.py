@@ -1,0 +1,137 @@
+"""Satterthwaite's denominator degrees of freedom for fixed-effect t tests, as lmerTest computes them.
+
+For a contrast L β̂ with variance v(φ) = L C(φ) Lᵀ, where C = Var(β̂) is a
+function of the variance parameters φ = (θ, σ),
+
+    df = 2 v² / (gᵀ A g),    g = ∂v/∂φ,    A = 2 H⁻¹ = the asymptotic covariance of φ̂,
+
+with H the Hessian of the deviance in φ, *not* profiled over σ (lmerTest's
+parameterisation, σ not σ²):
+
+    d(θ, σ) = a(θ) + m·log(2πσ²) + r²(θ)/σ²,   a = log|L_Z|² [+ log|R_X|²],   m = n [− p],
+
+the REML criterion for REML fits (bracketed terms) and the ML deviance for ML
+fits, and C(θ, σ) = σ² V(θ) with V = (R_XᵀR_X)⁻¹.
+
+Only a(θ), r²(θ) and V(θ) depend on θ, so they are differentiated once, as one
+vector-valued function of θ (central differences with Richardson
+extrapolation, see ``derivatives``), and the σ parts are exact:
+
+    ∂²d/∂θᵢ∂θⱼ = aᵢⱼ + r²ᵢⱼ/σ²,   ∂²d/∂θᵢ∂σ = −2 r²ᵢ/σ³,   ∂²d/∂σ² = −2m/σ² + 6r²/σ⁴,
+    ∂C/∂θᵢ = σ² Vᵢ,               ∂C/∂σ = 2σ V.
+
+H is inverted as lmerTest does: through its eigen-decomposition, keeping
+eigenvalues above 1e-8 (a Moore–Penrose inverse), with a note when some are
+negative or near zero (a fit that has not converged, or is on a boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine.factor import evaluate
+from .derivatives import gradient_hessian
+from .distributions import t_two_sided
+from .response import with_response
+
+EIGEN_TOL = 1e-8  # lmerTest's tolerance for zero eigenvalues of H
+
+
+@dataclass
+class Satterthwaite:
+    """Derivatives of Var(β̂) and the covariance of the variance parameters at the estimate."""
+
+    varpar: np.ndarray  # (θ..., σ)
+    hessian: np.ndarray  # H, (k+1) × (k+1)
+    vcov_varpar: np.ndarray  # A = 2 H⁺
+    jacobian: np.ndarray  # ∂C/∂φᵢ, shape (k+1, p, p)
+    vcov: np.ndarray  # C = Var(β̂)
+    notes: list[str] = field(default_factory=list)
+
+    def df(self, contrast) -> float:
+        """Denominator df of the t test of L β̂ for one contrast vector L (length p)."""
+        ell = np.asarray(contrast, dtype=float)
+        v = float(ell @ self.vcov @ ell)
+        g = np.einsum("i,kij,j->k", ell, self.jacobian, ell)
+        denom = float(g @ self.vcov_varpar @ g)
+        if not denom > 0.0:
+            return math.inf if denom == 0.0 and v > 0 else math.nan
+        return 2.0 * v * v / denom
+
+    def fixef_df(self) -> np.ndarray:
+        """df of each coefficient's t test (L = eᵢ)."""
+        p = self.vcov.shape[0]
+        return np.array([self.df(np.eye(p)[i]) for i in range(p)])
+
+
+def satterthwaite(m) -> Satterthwaite:
+    """The Satterthwaite machinery for a fitted model (``LmmResult``)."""
+    st, reml = m.structure, m.reml
+    n, p = st.n, st.p
+    if p:  # centre y at Xβ̂: the same criteria, with far less cancellation in r²
+        beta = np.array([f.estimate for f in m.fixef])
+        st = with_response(st, st.xy[:, p] - st.xy[:, :p] @ beta)
+    mult = n - p if reml else n
+    sigma = float(m.sigma)
+    theta = np.asarray(m.theta, dtype=float)
+    iu = np.triu_indices(p)
+
+    def pieces(th: np.ndarray) -> np.ndarray:
+        fac = evaluate(st, th)
+        a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
+        v = fac.rx_inverse()[iu] if p else np.zeros(0)
+        return np.concatenate([[a, fac.pwrss], v])
+
+    f0, grad, hess = gradient_hessian(pieces, theta)
+    k = len(theta)
+    r2, r2_g, r2_h = f0[1], grad[1], hess[1]
+    s2 = sigma * sigma
+    h = np.empty((k + 1, k + 1))
+    h[:k, :k] = hess[0] + r2_h / s2
+    h[:k, k] = h[k, :k] = -2.0 * r2_g / (s2 * sigma)
+    h[k, k] = -2.0 * mult / s2 + 6.0 * r2 / (s2 * s2)
+
+    notes = []
+    vals, vecs = np.linalg.eigh(h)
+    neg, zero = vals < -EIGEN_TOL, np.abs(vals) <= EIGEN_TOL
+    if neg.any():
+        notes.append(
+            f"Satterthwaite: the Hessian of the {'REML criterion' if reml else 'deviance'} has "
+            f"{int(neg.sum())} negative eigenvalue(s) ({', '.join(f'{v:.1e}' for v in vals[neg])}): "
+            "the fit may not have converged"
+        )
+    if zero.any():
+        notes.append(
+            f"Satterthwaite: the Hessian has {int(zero.sum())} eigenvalue(s) close to zero "
+            f"({', '.join(f'{v:.1e}' for v in vals[zero])}); df use its generalised inverse"
+        )
+    pos = vals > EIGEN_TOL
+    a_cov = 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+
+    jac = np.zeros((k + 1, p, p))
+    v0 = _unpack(f0[2:], p)
+    for i in range(k):
+        jac[i] = s2 * _unpack(grad[2:, i], p)
+    jac[k] = 2.0 * sigma * v0
+    return Satterthwaite(
+        varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=np.asarray(m.vcov), notes=notes
+    )
+
+
+def _unpack(upper: np.ndarray, p: int) -> np.ndarray:
+    out = np.zeros((p, p))
+    out[np.triu_indices(p)] = upper
+    return out + np.triu(out, 1).T
+
+
+def fixef_tests(m) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Satterthwaite df and two-sided p-values ``Pr(>|t|)`` of every coefficient, and notes."""
+    if not m.fixef:
+        return np.zeros(0), np.zeros(0), []
+    sat = satterthwaite(m)
+    df = sat.fixef_df()
+    pvals = np.array([t_two_sided(f.t, d) for f, d in zip(m.fixef, df)])
+    return df, pvals, sat.notes
