@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import ModelStructure
+from .structure import WIDE_LIMIT, ModelStructure
 
 
 def eliminable(st: ModelStructure) -> bool:
@@ -53,10 +53,19 @@ class FirstTermElimination:
             self.dense_c = self._dense_cross(t0)
 
     def _dense_cross(self, t0):
-        """Sparse (q0 × q_dense) θ-free Z₀ᵀZ_D."""
+        """θ-free Z₀ᵀZ_D (q0 × q_dense): a dense array when small (BLAS, and no scipy
+        import), else sparse (one entry per co-occurring pair of levels)."""
+        st = self.st
+        if t0.n_levels * st.q_dense <= WIDE_LIMIT:
+            c = np.zeros((t0.n_levels, st.q_dense))
+            for d in st.dense:
+                kd = st.terms[d].k
+                rows, cols, sums = st.chain_dense_pairs[(0, d)]
+                for b in range(kd):
+                    c[rows, st.dense_offsets[d] + cols * kd + b] = sums[0, b]
+            return c
         import scipy.sparse as sp
 
-        st = self.st
         rows_all, cols_all, vals_all = [], [], []
         for d in st.dense:
             kd = st.terms[d].k
@@ -89,10 +98,9 @@ class FirstTermElimination:
         wz = self.zxy0 * w[:, None]
         xtx = st.xtx - self.zxy0.T @ wz
         dense = None
-        if self.dense_c is not None:
-            c = self.dense_c
-            scaled = c.multiply(w[:, None]).tocsr()
-            gram_dd = st.dense_gram - (c.T @ scaled).toarray()
-            zx_d = -(c.T @ wz)
-            dense = (gram_dd, zx_d)
+        c = self.dense_c
+        if isinstance(c, np.ndarray):
+            dense = (st.dense_gram - c.T @ (c * w[:, None]), -(c.T @ wz))
+        elif c is not None:
+            dense = (st.dense_gram - (c.T @ c.multiply(w[:, None]).tocsr()).toarray(), -(c.T @ wz))
         return logdet0, gram, cross, zxy, xtx, dense

@@ -121,14 +121,16 @@ class Factorization:
         entry per co-occurring pair of levels), so they go through scipy.sparse;
         the crossed terms' own block is dense.
         """
-        import scipy.sparse as sp
-
         st, lam = self.st, self.lam
         qd = st.q_dense
         lam_d = _block_diag_lambda(st, lam)
         add = lam_d.T @ st.dense_gram @ lam_d
         add[np.diag_indices(qd)] += 1.0
         sdx = np.concatenate([_rows(linalg.left_lambda(lam[d], st.zxy[d])) for d in st.dense])
+        if st.wide:
+            return self._dense_schur_wide(add, sdx, sxx)
+        import scipy.sparse as sp
+
         self.wd = []
         for s in range(st.n_chain):
             rhs = _chain_dense_matrix(st, s, lam)
@@ -139,6 +141,29 @@ class Factorization:
             add -= (wd.T @ wd).toarray()
             sdx -= wd.T @ _rows(self.w[s])
         return np.block([[add, sdx], [sdx.T, sxx]])
+
+    def _dense_schur_wide(self, add, sdx, sxx):
+        """As _dense_schur, with the chain-to-dense blocks as dense (k_s, q_dense, q_s) stacks."""
+        st, lam = self.st, self.lam
+        self.wdd = []
+        for s in range(st.n_chain):
+            rhs = linalg.left_lambda(lam[s], _right_dense_lambda(st, st.zd_wide[s], lam))
+            for r in range(s):
+                rhs = rhs - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], self.wdd[r]))
+            wd = linalg.solve_lower(self.lss[s], rhs)
+            self.wdd.append(wd)
+            for wa, xa in zip(wd, self.w[s]):
+                add -= wa @ wa.T
+                sdx -= wa @ xa.T
+        return np.block([[add, sdx], [sdx.T, sxx]])
+
+    def _dense_rows(self, s: int) -> np.ndarray:
+        """L's rows for the dense terms in the columns of chain term s, as (q_dense, k_s, q_s)."""
+        st = self.st
+        if st.wide:
+            return self.wdd[s].transpose(1, 0, 2)
+        qs, ks = st.terms[s].n_levels, st.terms[s].k
+        return np.asarray(self.wd[s].todense()).reshape(qs, ks, st.q_dense).transpose(2, 1, 0)
 
     # ------------------------------------------------------------- criteria
     @property
@@ -214,8 +239,7 @@ class Factorization:
                 ut = u[t][:, st.maps[(s, t)]]  # (k_t, q_s)
                 v = v - np.einsum("tsm,tm->sm", self.l[(t, s)], ut)
             if ud is not None:
-                ks = st.terms[s].k
-                v = v - (self.wd[s] @ ud).reshape(-1, ks).T
+                v = v - np.einsum("dkm,d->km", self._dense_rows(s), ud)
             u[s] = linalg.solve_lower_t(self.lss[s], v[:, None, :])[:, 0, :]
         return u
 
@@ -255,7 +279,7 @@ class Factorization:
             ld = None
             if qd:
                 # L_{D,j} for every level j: the dense rows of column j of L, (qd, k_s, q_s)
-                ld = np.asarray(self.wd[s].todense()).reshape(qs, ks, qd).transpose(2, 1, 0)
+                ld = self._dense_rows(s)
             g_chain = {}
             for t in anc:
                 acc = None
@@ -335,6 +359,22 @@ def _rows(blocks: np.ndarray) -> np.ndarray:
     """Entry-major (k, c, q) stack → (q·k, c) matrix with row index level·k + entry."""
     k, c, q = blocks.shape
     return blocks.transpose(2, 0, 1).reshape(q * k, c)
+
+
+def _right_dense_lambda(st: ModelStructure, zd: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
+    """Z Λ_D for a (k, q_dense, m) stack whose middle axis runs over the dense terms' columns."""
+    out = np.empty_like(zd)
+    k, _, m = zd.shape
+    for d in st.dense:
+        t, off = st.terms[d], st.dense_offsets[d]
+        size = t.n_levels * t.k
+        block = zd[:, off : off + size, :]
+        if t.k == 1:
+            out[:, off : off + size, :] = block * lam[d][0, 0]
+        else:
+            b = block.reshape(k, t.n_levels, t.k, m)
+            out[:, off : off + size, :] = np.einsum("slbm,bc->slcm", b, lam[d]).reshape(k, size, m)
+    return out
 
 
 def _block_diag_lambda(st: ModelStructure, lam: list[np.ndarray]) -> np.ndarray:

@@ -209,8 +209,9 @@ class Segments:
                 self._indicator = sp.csr_matrix(
                     (np.ones(n), (self.target, np.arange(n))), shape=(self.n_targets, n)
                 )
-                self._order = np.argsort(self.target, kind="stable")  # CSR data order
-            self._indicator.data[:] = w[self._order]
+                order = np.argsort(self.target, kind="stable")  # CSR data order
+                self._order = None if np.array_equal(order, np.arange(n)) else order
+            self._indicator.data[:] = w if self._order is None else w[self._order]
             return np.ascontiguousarray((self._indicator @ products).T)
         out = np.empty((products.shape[1], self.n_targets))
         for e in range(products.shape[1]):

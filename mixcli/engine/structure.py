@@ -54,6 +54,10 @@ class ReTerm:
         return self.k * (self.k + 1) // 2
 
 
+# Largest chain-levels × dense-columns product kept as dense stacks (32 MB).
+WIDE_LIMIT = 4_000_000
+
+
 def lower_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of a k×k lower triangle, column by column (lme4's θ order)."""
     cols, rows = np.triu_indices(k)
@@ -170,6 +174,21 @@ class ModelStructure:
                 uniq, inv = np.unique(key, return_inverse=True)
                 sums = grouped_cross(inv.ravel(), len(uniq), ts.z, td.z)
                 self.chain_dense_pairs[(s, d)] = (uniq // td.n_levels, uniq % td.n_levels, sums)
+        # Small enough crossed designs keep the chain-to-dense blocks as dense
+        # (k_s, q_dense, q_s) stacks: then the dense columns ride along with Xy
+        # through the same blocked kernels, with no sparse matrices per evaluation.
+        self.wide = sum(terms[s].k * terms[s].n_levels for s in range(self.n_chain)) * self.q_dense <= WIDE_LIMIT
+        self.zd_wide = {}
+        if self.wide:
+            for s in range(self.n_chain):
+                ts = terms[s]
+                zd = np.zeros((ts.k, self.q_dense, ts.n_levels))
+                for d in self.dense:
+                    rows, cols, sums = self.chain_dense_pairs[(s, d)]
+                    kd = terms[d].k
+                    for b in range(kd):
+                        zd[:, self.dense_offsets[d] + cols * kd + b, rows] = sums[:, b, :]
+                self.zd_wide[s] = zd
         q = self.q_dense
         gram = np.zeros((q, q))
         for d in self.dense:
