@@ -32,9 +32,10 @@ class _Group(click.Group):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
             except MixcliError as err:
-                _error(str(err))
+                notes = ctx.meta.pop(_DATA_NOTES, [])
+                _error(str(err) + "".join(f" (note: {n})" for n in notes))
                 ctx.exit(err.exit_code)
             except KeyboardInterrupt:
                 click.echo("mixcli: interrupted", err=True)
@@ -53,6 +54,15 @@ class _Group(click.Group):
                 _error(f"internal error ({type(err).__name__}: {err}); this is a bug in mixcli, please report it "
                        "with the command that caused it (MIXCLI_DEBUG=1 shows the traceback)")
                 ctx.exit(1)
+            else:
+                for note in ctx.meta.pop(_DATA_NOTES, []):
+                    _warn(note)
+                return result
+
+
+# Where _read_data keeps the reader's warnings: printed after a successful command, or
+# folded into the error line, so that a failing command still prints one line.
+_DATA_NOTES = "mixcli.data_notes"
 
 
 def _error(message: str):
@@ -90,7 +100,8 @@ def main():
 
 
 def _read_data(data: str, sep: str | None):
-    """Read DATA into a Table, passing reader warnings to stderr as one line each."""
+    """Read DATA into a Table. The reader's warnings (a legacy encoding, say) are kept for the
+    end: one ``mixcli: warning:`` line each if the command succeeds, part of the error line if not."""
     import warnings
 
     from .io import read_table
@@ -98,8 +109,8 @@ def _read_data(data: str, sep: str | None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = read_table(data, sep=sep)
-    for w in caught:
-        _warn(str(w.message))
+    notes = click.get_current_context().meta.setdefault(_DATA_NOTES, [])
+    notes.extend(" ".join(str(w.message).split("\n")) for w in caught)
     return table
 
 

@@ -270,6 +270,7 @@ def _read_csv_arrow(data: bytes, sep: str, name: str) -> "Table":
 
     try:
         table = _arrow_csv(data, sep)
+        table.column_names  # decoded lazily: a header that is not UTF-8 fails here, not in read_csv
     except UnicodeDecodeError:  # the header itself is not UTF-8
         table = None
     except pa.ArrowInvalid as err:
