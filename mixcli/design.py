@@ -141,12 +141,13 @@ def model_matrix(
                 levels, index = factor(v)
                 first = 1 if code == 1 else 0
                 parts = [(v.label + levels[i], (index == i).astype(np.float64)) for i in range(first, len(levels))]
-            # the earlier variables vary fastest
-            block = [
-                (f"{n1}:{n2}" if n1 else n2, v2 if v1 is None else v1 * v2)
-                for n2, v2 in parts
-                for n1, v1 in block
-            ]
+            # the earlier variables vary fastest; Inf * 0 gives NaN quietly (the caller reports it)
+            with np.errstate(invalid="ignore", over="ignore"):
+                block = [
+                    (f"{n1}:{n2}" if n1 else n2, v2 if v1 is None else v1 * v2)
+                    for n2, v2 in parts
+                    for n1, v1 in block
+                ]
         for name, values in block:
             names.append(name)
             columns.append(values)

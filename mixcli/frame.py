@@ -34,6 +34,9 @@ RANK_TOL = 1e-7
 EXACT_FIT_TOL = 1e-12
 # lme4's check.scaleX: warn when a predictor's SD, or the ratio of two, is beyond this factor.
 SCALE_TOL = 1e3
+# Above this many multiply-adds, the exact-fit check with the random effects is skipped
+# (it is a dense least-squares problem; large data sets cannot be fitted exactly by chance).
+DENSE_CHECK_FLOPS = 5e7
 # Columns whose norm is outside this range would overflow or underflow in the
 # engine's sums of squares and cross-products (float64 ends near 1.8e308 and 2.2e-308).
 NORM_RANGE = (1e-150, 1e150)
@@ -127,7 +130,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     _check_magnitude(y[:, None], [label], "the response")
     if np.all(y == y[0]):
         raise DataError(
-            f"the response {label} has the same value ({_r_number(float(y[0]))}) in all {n} rows used, "
+            f"the response '{label}' has the same value ({_r_number(float(y[0]))}) in all {n} rows used, "
             "so there is no variation to model"
         )
 
@@ -148,12 +151,9 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         )
     if residual <= EXACT_FIT_TOL * _safe_norm(y):
         raise DataError(
-            f"the fixed effects ({', '.join(names)}) fit the response {label} exactly (every residual is 0), "
+            f"the fixed effects ({', '.join(names)}) fit the response '{label}' exactly (every residual is 0), "
             "so no variance is left for the random effects or the residual; is the response also a predictor?"
         )
-    scale = _scale_message(X, names)
-    if scale:
-        messages.append(scale)
 
     factors: dict[str, GroupingFactor] = {}
     engine_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -184,6 +184,14 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         ordered_factors.setdefault(t.factor, factors[t.factor])
         t.levels_to_r = engine_codes[t.factor][1]
     _check_levels(terms, ordered_factors, n)
+    _check_residual_left(X, y, terms, label)
+    predictors = {name: X[:, j] for j, name in enumerate(names)}
+    for t in terms:  # lme4 checks X only; a random slope on a wild scale hurts the optimiser as much
+        for a, name in enumerate(t.names):
+            predictors.setdefault(name, t.z[:, a])
+    scale = _scale_message(predictors)
+    if scale:
+        messages.append(scale)
     messages.extend(_double_bar_factor_messages(formula, table))
     messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
     return ModelFrame(
@@ -247,8 +255,9 @@ def _drop_aliased(
     # of the small matrix R[:, cols].
     r_full = np.linalg.qr(full, mode="r") if full.shape[1] else np.empty((0, 0))
     keep: list[int] = []
+    rank_max = r_full.shape[0]  # min(n, columns): once that many are kept, every further column is aliased
     for j in range(X.shape[1]):
-        if norms[j] == 0.0:
+        if norms[j] == 0.0 or len(keep) >= rank_max:
             continue
         r = np.linalg.qr(r_full[:, keep + [j]], mode="r")
         if abs(r[-1, -1]) > RANK_TOL * norms[j]:
@@ -256,10 +265,59 @@ def _drop_aliased(
     residual = math.nan
     if y is not None:
         p = X.shape[1]
-        r = np.linalg.qr(r_full[:, keep + [p]], mode="r")
-        residual = abs(r[-1, -1]) * peaks[p] if r.size else 0.0
+        if len(keep) >= rank_max:
+            residual = 0.0
+        else:
+            r = np.linalg.qr(r_full[:, keep + [p]], mode="r")
+            residual = abs(r[-1, -1]) * peaks[p]
     dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
     return X[:, keep], [names[j] for j in keep], dropped, residual
+
+
+def _check_residual_left(X: np.ndarray, y: np.ndarray, terms: list[ReTerm], label: str) -> None:
+    """Refuse a response that the fixed and random effects reproduce exactly.
+
+    Then the residual variance is zero: the criterion decreases without end as θ
+    grows, and any 'fit' is an artefact of where the optimiser stopped. The
+    usual cause is a response that does not vary within the groups (a
+    group-level variable); on small problems, also too few observations for
+    the effects.
+    """
+    for t in terms:
+        if "(Intercept)" not in t.names:
+            continue
+        order = np.argsort(t.codes, kind="stable")
+        codes, values = t.codes[order], y[order]
+        same = codes[1:] == codes[:-1]
+        if same.any() and np.all(values[1:][same] == values[:-1][same]):
+            raise DataError(
+                f"the response '{label}' does not vary within the levels of {t.factor}: the {t.factor} effects "
+                "reproduce it exactly and no residual variation is left; model the group values instead "
+                f"(one row per {t.factor})"
+            )
+    n = len(y)
+    q = sum(t.n_levels * t.k for t in terms)
+    width = X.shape[1] + q
+    if n * width * min(n, width) > DENSE_CHECK_FLOPS:
+        return
+    design = np.zeros((n, width))
+    design[:, : X.shape[1]] = X
+    offset = X.shape[1]
+    for t in terms:
+        for a in range(t.k):
+            design[np.arange(n), offset + t.codes * t.k + a] = t.z[:, a]
+        offset += t.n_levels * t.k
+    peaks = np.max(np.abs(design), axis=0)
+    design /= np.where(peaks > 0, peaks, 1.0)
+    scale = float(np.max(np.abs(y)))
+    coef = np.linalg.lstsq(design, y / scale, rcond=None)[0]
+    residual = _safe_norm(y / scale - design @ coef) * scale
+    if residual <= 1e-10 * _safe_norm(y):
+        raise DataError(
+            f"the fixed and random effects reproduce the response '{label}' exactly ({n} observations for "
+            f"{X.shape[1]} fixed and {q} random effects): no residual variation is left to estimate; "
+            "use more data or fewer effects"
+        )
 
 
 def _safe_norm(v: np.ndarray) -> float:
@@ -279,9 +337,9 @@ def _check_finite(M: np.ndarray, names: list[str], rows: np.ndarray, table: Tabl
     i, j = (int(k[0]) for k in np.nonzero(bad))  # row-major: the first row with a bad value
     row = int(np.flatnonzero(rows)[i])
     value = M[i, j]
-    shown = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+    shown = "NaN (Inf times 0)" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
     raise DataError(
-        f"{what} {names[j]} is {shown} on {where_in_data(table, row)}; infinite values cannot be fitted: "
+        f"{what} '{names[j]}' has the value {shown} on {where_in_data(table, row)}; infinite values cannot be fitted: "
         "correct the value, or make it missing (an empty field or NA)"
     )
 
@@ -296,17 +354,16 @@ def _check_magnitude(M: np.ndarray, names: list[str], what: str) -> None:
         peak = float(np.max(np.abs(M[:, j])))
         size = "large" if norm > high else "small"
         raise DataError(
-            f"{what} {name} has values too {size} to fit in double precision (largest {peak:.3g}); "
-            f"rescale it, e.g. I({name} {'/' if size == 'large' else '*'} 1e{abs(int(math.log10(peak)))}) "
+            f"{what} '{name}' has values too {size} to fit in double precision (largest {peak:.3g}); "
+            f"rescale it, e.g. I({name} {'/' if size == 'large' else '*'} 1e{abs(math.floor(math.log10(peak)))}) "
             "or scale(...)"
         )
 
 
-def _scale_message(X: np.ndarray, names: list[str]) -> str | None:
+def _scale_message(columns: dict[str, np.ndarray]) -> str | None:
     """lme4's check.scaleX: SDs of the non-0/1 columns beyond 1e3 or 1e-3, or 1e3 apart."""
     sds = {}
-    for j, name in enumerate(names):
-        col = X[:, j]
+    for name, col in columns.items():
         if np.all((col == 0) | (col == 1)) or len(col) < 2:
             continue
         peak = float(np.max(np.abs(col)))
