@@ -38,7 +38,7 @@ class FormulaError(UsageError):
         if position is not None:
             text += f" at column {position + 1}"
         if formula:
-            text += f" in formula: {formula}"
+            text += f": {formula}" if text.endswith(" in formula") else f" in formula: {formula}"
         if hint:
             text += f"; {hint}"
         super().__init__(text)
