@@ -420,15 +420,17 @@ def _factor_codes(table: Table, col: str, rows: np.ndarray, messages) -> tuple[l
     values = column[rows]
     if not np.all(np.isfinite(values)):
         raise DataError(f"the grouping column '{col}' has infinite values")
-    as_int = values.astype(np.int64)
-    if np.array_equal(as_int, values):
-        uniq, index = _dense_codes(as_int)
-        return uniq.astype(np.float64), index
+    if len(values) and np.abs(values).max() < 2.0**62:  # beyond, the cast to int64 is undefined
+        as_int = values.astype(np.int64)
+        if np.array_equal(as_int, values):
+            uniq, index = _dense_codes(as_int)
+            return uniq.astype(np.float64), index
     uniq, index = np.unique(values, return_inverse=True)
-    messages.append(
-        f"grouping factor '{col}' has non-integer values; it is treated as categorical with "
-        f"{len(uniq)} levels (is it really a grouping variable?)"
-    )
+    if np.any(uniq != np.round(uniq)):
+        messages.append(
+            f"grouping factor '{col}' has non-integer values; it is treated as categorical with "
+            f"{len(uniq)} levels (is it really a grouping variable?)"
+        )
     return uniq, index.ravel()
 
 
