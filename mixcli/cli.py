@@ -145,17 +145,48 @@ _PROGRESS = click.option(
 )
 
 
+class _CiSpec(click.ParamType):
+    """``--ci``: LEVEL, wald[:LEVEL] or profile[:LEVEL] → (method, level)."""
+
+    name = "ci"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().lower()
+        method, _, level_text = text.partition(":")
+        if method not in ("wald", "profile"):
+            method, level_text = "wald", text
+        try:
+            level = float(level_text) if level_text else 0.95
+        except ValueError:
+            self.fail(f"{value!r} is not a level (like 0.95), wald[:LEVEL] or profile[:LEVEL]", param, ctx)
+        if not 0.0 < level < 1.0:
+            self.fail(f"confidence level {level_text} is not between 0 and 1", param, ctx)
+        return method, level
+
+
 @main.command("fit")
 @click.argument("data", metavar="DATA")
 @click.argument("formulas", nargs=-1, required=True, metavar="FORMULA...")
 @click.option("--ml", is_flag=True, help="Maximum likelihood instead of REML.")
+@click.option("--ddf", type=click.Choice(["satterthwaite", "none"], case_sensitive=False), default="satterthwaite",
+              show_default=True,
+              help="Denominator degrees of freedom for the fixed-effect t tests: Satterthwaite's, as "
+                   "lmerTest (adds df and Pr(>|t|)), or none (t values only, as lme4).")
+@click.option("--ci", "ci", type=_CiSpec(), default=None, metavar="LEVEL|wald[:LEVEL]|profile[:LEVEL]",
+              help="Confidence intervals. A level (0.95) or 'wald' gives Wald intervals for the fixed "
+                   "effects (estimate ± z·SE, lme4's confint(method = \"Wald\")); 'profile' gives "
+                   "profile-likelihood intervals for the fixed effects, the SDs, correlations and "
+                   "sigma (lme4's confint(method = \"profile\"); slower: seconds to a minute). "
+                   "Default level 0.95.")
 @click.option("--ranef", is_flag=True,
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ranef, fmt, sep, progress):
+def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
     """Fit linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -169,6 +200,8 @@ def fit_command(data, formulas, ml, ranef, fmt, sep, progress):
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --format json | jq .sigma
       mixcli simulate | mixcli fit - "mathscore ~ ses + (1 | schoolid)" --format csv
       mixcli fit classroom.csv "mathscore ~ ses + (1 | classid)" --ranef --format csv
+      mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --ci 0.95 --ddf none
+      mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ci profile
     """
     from .api import fit_frame
     from .frame import model_frame
@@ -180,8 +213,11 @@ def fit_command(data, formulas, ml, ranef, fmt, sep, progress):
     results = []
     for i, frame in enumerate(frames, start=1):
         meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
-        results.append(fit_frame(frame, reml=not ml, progress=meter))
+        m = fit_frame(frame, reml=not ml, progress=meter)
         meter.done()
+        if not ranef:
+            _add_inference(m, ddf, ci, progress, i, len(frames))
+        results.append(m)
     if ranef:
         _render_ranef(results, fmt)
         return
@@ -206,6 +242,54 @@ def fit_command(data, formulas, ml, ranef, fmt, sep, progress):
                 console.print()
             for r in fit_renderables(m, source):
                 console.print(r)
+
+
+def _add_inference(m, ddf, ci, progress, i, n):
+    """Satterthwaite t tests and confidence intervals, as asked, on one fitted model."""
+    if ddf.lower() == "satterthwaite":
+        m.add_satterthwaite()
+    if ci is None:
+        return
+    method, level = ci
+    if method == "profile":
+        label = f"profiling model {i}/{n}" if n > 1 else "profiling"
+        with _Bar(progress, label) as bar:
+            m.add_confint(level, "profile", progress=bar.update)
+    else:
+        m.add_confint(level, "wald")
+
+
+class _Bar:
+    """A rich progress bar on stderr, shown only when stderr is a terminal (or when asked), and
+    removed when done, so pipelines and logs stay clean."""
+
+    def __init__(self, enabled: bool | None, description: str):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.description = description
+        self._bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                                 transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=None)
+        return self
+
+    def update(self, done: int, total: int, text: str | None = None):
+        if self._bar is not None:
+            desc = f"{self.description} {text}" if text else self.description
+            self._bar.update(self._task, completed=done, total=total, description=desc)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False
 
 
 def _render_ranef(results, fmt):

@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "mixcli" / "data" / "classroom_sim.csv"
 M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
 JSON_KEYS = [
     "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
-    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings",
+    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings", "ddf",
 ]
 
 
@@ -37,7 +37,7 @@ def test_json_has_exactly_the_documented_keys_and_lme4s_numbers():
     assert rec["method"] == "REML" and rec["nobs"] == 1190 and rec["npar"] == 7
     assert rec["ngroups"] == {"classid": 312, "schoolid": 107}
     assert [f["term"] for f in rec["fixef"]] == ["(Intercept)", "ses"]
-    assert set(rec["fixef"][0]) == {"term", "estimate", "se", "t"}
+    assert set(rec["fixef"][0]) == {"term", "estimate", "se", "t", "df", "p"}
     assert rec["varcorr"][-1]["group"] == "Residual" and rec["varcorr"][-1]["term"] is None
     assert [(v["group"], v["term"]) for v in rec["varcorr"]] == [
         ("classid", "(Intercept)"), ("schoolid", "(Intercept)"), ("schoolid", "ses"), ("Residual", None)
@@ -65,7 +65,7 @@ def test_csv_is_tidy_fixed_effects():
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [r["term"] for r in rows] == ["(Intercept)", "ses"]
-    assert set(rows[0]) == {"formula", "method", "term", "estimate", "se", "t"}
+    assert set(rows[0]) == {"formula", "method", "term", "estimate", "se", "t", "df", "p"}
     assert float(rows[1]["t"]) == pytest.approx(float(rows[1]["estimate"]) / float(rows[1]["se"]))
 
 

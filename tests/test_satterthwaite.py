@@ -108,3 +108,35 @@ def test_normal_quantile():
     assert norm_ppf(0.975) == pytest.approx(1.959963984540054, rel=1e-14)
     assert norm_ppf(0.5) == 0.0
     assert norm_ppf(0.0) == -math.inf
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from mixcli.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_reports_df_and_p_and_ddf_none_turns_them_off():
+    import json
+
+    data = str(FIXTURES / "data" / "categorical.csv")
+    formula = "y ~ recipe + (1 | batch)"
+    ref = load_json(FIXTURES / "lme4_inference.json")["models"]["categorical_5"]["satterthwaite"]
+    out = _cli("fit", data, formula, "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["ddf"] == "Satterthwaite"
+    for f in rec["fixef"]:
+        assert f["df"] == pytest.approx(ref[f["term"]]["df"], rel=DF_RTOL)
+        assert f["p"] == pytest.approx(ref[f["term"]]["Pr(>|t|)"], abs=P_ATOL)
+    table = _cli("fit", data, formula).stdout
+    assert "df  t value  Pr(>|t|)" in table and "Signif. codes" in table
+
+    out = _cli("fit", data, formula, "--ddf", "none", "--format", "json")
+    rec = json.loads(out.stdout)
+    assert rec["ddf"] is None and all(f["df"] is None and f["p"] is None for f in rec["fixef"])
+    assert "Pr(>|t|)" not in _cli("fit", data, formula, "--ddf", "none").stdout
+    csv_out = _cli("fit", data, formula, "--ddf", "none", "--format", "csv").stdout
+    assert csv_out.splitlines()[1].endswith(",,")  # df and p empty

@@ -7,6 +7,7 @@ is computed by the fit, nothing is rounded before it is stored.
 
 from __future__ import annotations
 
+from .compare_out import stars
 from .numbers import aligned
 
 
@@ -67,18 +68,70 @@ def fit_renderables(m, source: str | None = None):
     out.append(Text("Fixed effects:", style="bold"))
     fe = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
     fe.add_column("", header_style="bold")
-    for col in ("Estimate", "Std. Error", "t value"):
+    has_df = any(f.df is not None for f in m.fixef)
+    has_ci = m.ci_method is not None
+    cols = ["Estimate", "Std. Error"] + (["df"] if has_df else []) + ["t value"] + (["Pr(>|t|)"] if has_df else [])
+    if has_ci:
+        cols += [_percent((1 - m.ci_level) / 2), _percent((1 + m.ci_level) / 2)]
+    for col in cols:
         fe.add_column(col, justify="right", header_style="bold")
+    if has_df:
+        fe.add_column("", justify="left")
     # Estimates and standard errors share their decimals, as in R's printCoefmat.
     both = aligned([f.estimate for f in m.fixef] + [f.se for f in m.fixef], 4)
     est, se = both[: len(m.fixef)], both[len(m.fixef) :]
     tv = [f"{f.t:.2f}" for f in m.fixef]
-    for f, a, b, c in zip(m.fixef, est, se, tv):
-        fe.add_row(f.term, a, b, c)
+    bounds = aligned([b for f in m.fixef for b in (f.lower, f.upper)], 4) if has_ci else []
+    for i, (f, a, b, c) in enumerate(zip(m.fixef, est, se, tv)):
+        row = [f.term, a, b]
+        if has_df:
+            row.append("" if f.df is None else f"{f.df:.2f}")
+        row.append(c)
+        if has_df:
+            row.append(format_p_coef(f.p))
+        if has_ci:
+            row += bounds[2 * i : 2 * i + 2]
+        if has_df:
+            row.append(stars(f.p))
+        fe.add_row(*row)
     out.append(fe)
+    if has_df:
+        out.append(Text("---"))
+        out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
+        out.append(Text(f"t tests use {m.ddf}'s method for the degrees of freedom (as lmerTest)"))
+    if has_ci:
+        what = "Wald (normal quantile)" if m.ci_method == "Wald" else "profile likelihood"
+        out.append(Text(f"{m.ci_level:.0%} confidence intervals: {what}"))
+    if m.intervals:
+        out.append(Text(""))
+        out.append(Text(f"Profile confidence intervals of the variance parameters ({m.ci_level:.0%}):", style="bold"))
+        vt = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+        vt.add_column("", header_style="bold")
+        vt.add_column(_percent((1 - m.ci_level) / 2), justify="right", header_style="bold")
+        vt.add_column(_percent((1 + m.ci_level) / 2), justify="right", header_style="bold")
+        vals = aligned([b for iv in m.intervals for b in (iv.lower, iv.upper)], 4)
+        for i, iv in enumerate(m.intervals):
+            vt.add_row(iv.parameter, vals[2 * i], vals[2 * i + 1])
+        out.append(vt)
+        if m.reml:
+            out.append(Text("(profiles of the ML deviance, as lme4's confint(method = \"profile\") also for REML fits)"))
     notes = m.notes()
     if notes:
         out.append(Text(""))
         for line in notes:
             out.append(Text(line, style="yellow"))
     return out
+
+
+def format_p_coef(p: float | None) -> str:
+    """A p-value as R's printCoefmat shows it: 3 significant digits, '< 2e-16' below machine precision."""
+    if p is None or p != p:
+        return ""
+    if p < 2.2e-16:
+        return "< 2e-16"
+    return f"{p:.3g}"
+
+
+def _percent(q: float) -> str:
+    """R's column names for confidence bounds: '2.5 %', '97.5 %'."""
+    return f"{100 * q:.3g} %"

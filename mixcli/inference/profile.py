@@ -1,0 +1,457 @@
+"""Profile-likelihood confidence intervals, as lme4's ``confint(method = "profile")``.
+
+What lme4 does, and so what this module does:
+
+* The deviance profiled is the **ML** deviance, also for REML fits (lme4's
+  ``profile()`` starts with ``refitML``); intervals for a REML fit are those
+  of its ML refit.
+* Variance parameters are profiled on the standard-deviation/correlation
+  scale: for each term, ``sd_<effect>|<group>`` and ``cor_<e2>.<e1>|<group>``
+  in θ's order, then ``sigma``; then every fixed effect, by name.
+* For each parameter ψ, ζ(ψ) = sign(ψ − ψ̂)·√(d̃(ψ) − d̂), where d̃(ψ) is the
+  deviance minimised over all other parameters with ψ held fixed, and d̂ the
+  minimum. The interval is {ψ : |ζ(ψ)| ≤ z₁₋α/₂}; when ζ does not reach the
+  cut-off before the parameter's bound (an SD of zero, a correlation of ±1),
+  the bound is the end of the interval, as lme4 reports it.
+
+lme4 tabulates ζ on a grid and interpolates with splines; here each end is
+found by a secant search on ζ itself (ζ is nearly linear in ψ) finished by
+Brent's method once bracketed, so the ends are exact up to the inner
+optimiser's tolerance: 4–6 profiled deviances per end. Where the two differ
+by more than ~1e-5 it is lme4 that is off (tests/test_profile.py checks
+mixcli's ζ at lme4's own profile points): its spline is coarse where a
+profile bends (an SD near zero: 3.5% on the classroom M17's class SD), its
+inner optimiser sometimes stops short, and at a correlation of exactly ±1
+whose second SD is the larger, its pivoted Cholesky (``safe_chol``) builds a
+different covariance, which is how its profile of the M17 school slope SD
+turns non-monotonic.
+
+The inner minimisations, with ψ fixed:
+
+* fixed effect βⱼ = b: for given θ, minimising r² over the other coefficients
+  gives r²(θ) + (b − β̂ⱼ(θ))² / Vⱼⱼ(θ) with V = (R_XᵀR_X)⁻¹, and σ̂² = that / n;
+  so the profiled deviance is a function of θ alone, minimised by BOBYQA;
+* σ = s: the deviance log|L_Z|² + n·log(2πs²) + r²(θ)/s² over θ;
+* an SD or correlation of term t: the deviance over σ, the θ of the other
+  terms (whose SDs scale with σ, a one-to-one change of variables) and the
+  SDs and correlations of term t other than ψ, from which Λₜ = chol(DRD)/σ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..engine.factor import evaluate
+from ..engine.optimize import minimize_theta
+from ..engine.structure import lower_indices
+from .distributions import norm_ppf
+
+INNER_FTOL = 1e-8  # on the deviance: ζ² is a deviance difference, so ζ is good to ~1e-9
+INNER_XTOL = 1e-7
+INNER_MAXEVAL = 20_000
+ZETA_TOL = 2e-6  # |ζ − target| at which an end is accepted (≈ 1e-6 standard errors in ψ)
+MAX_STEPS = 80  # evaluations of ζ per end of an interval
+
+
+@dataclass
+class ProfileParameter:
+    """One profiled parameter, with lme4's name."""
+
+    name: str  # sd_(Intercept)|g, cor_x.(Intercept)|g, sigma, or a coefficient name
+    kind: str  # "sd", "cor", "sigma" or "fixef"
+    group: str | None  # grouping factor (sd, cor)
+    term1: str | None  # effect (sd), first effect (cor), coefficient (fixef)
+    term2: str | None  # second effect (cor)
+    estimate: float  # at the ML optimum
+    lower_bound: float  # of the parameter space
+    upper_bound: float
+    term_index: int = -1  # random-effects term (sd, cor)
+    entry: int = -1  # position in that term's θ slice (sd, cor)
+    fixef_index: int = -1
+
+
+@dataclass
+class ProfileInterval:
+    parameter: str
+    kind: str
+    group: str | None
+    term1: str | None
+    term2: str | None
+    estimate: float  # ML estimate (lme4 profiles the ML deviance, also for REML fits)
+    lower: float
+    upper: float
+    level: float
+    lower_at_bound: bool = False  # ζ did not reach the cut-off before the parameter's bound
+    upper_at_bound: bool = False
+
+
+class Profiler:
+    """ML profiles of every parameter of a fitted model."""
+
+    def __init__(self, m):
+        self.m = m
+        st = self.st = m.structure
+        self.n, self.p = st.n, st.p
+        if m.reml:
+            opt = minimize_theta(lambda th: evaluate(st, th).criterion(False), np.asarray(m.theta, float), st.theta_lower)
+            theta, base = np.asarray(opt.theta, float), float(opt.fmin)
+        else:
+            theta, base = np.asarray(m.theta, float), float(m.criterion)
+        fac = evaluate(st, theta)
+        self.theta = theta
+        self.base = min(base, fac.criterion(False))
+        self.sigma = math.sqrt(fac.pwrss / self.n)
+        self.beta = fac.fixef()
+        self.se = self.sigma * np.sqrt(np.diag(fac.rx_inverse())) if self.p else np.zeros(0)
+        self.params = self._parameters()
+
+    # ------------------------------------------------------------ parameters
+    def _parameters(self) -> list[ProfileParameter]:
+        out = []
+        lams = self.st.lambdas(self.theta)
+        for ti, (term, lam) in enumerate(zip(self.m.frame.terms, lams)):
+            cov = self.sigma**2 * (lam @ lam.T)
+            sd = np.sqrt(np.diag(cov))
+            rows, cols = lower_indices(term.k)
+            for e, (i, j) in enumerate(zip(rows, cols)):
+                if i == j:
+                    out.append(ProfileParameter(f"sd_{term.names[i]}|{term.factor}", "sd", term.factor, term.names[i],
+                                                None, float(sd[i]), 0.0, math.inf, ti, e))
+                else:
+                    den = sd[i] * sd[j]
+                    c = float(cov[i, j] / den) if den > 0 else 0.0
+                    out.append(ProfileParameter(f"cor_{term.names[i]}.{term.names[j]}|{term.factor}", "cor",
+                                                term.factor, term.names[j], term.names[i], c, -1.0, 1.0, ti, e))
+        out.append(ProfileParameter("sigma", "sigma", None, None, None, self.sigma, 0.0, math.inf))
+        for j, f in enumerate(self.m.fixef):
+            out.append(ProfileParameter(f.term, "fixef", None, f.term, None, float(self.beta[j]), -math.inf, math.inf,
+                                        fixef_index=j))
+        return out
+
+    # ------------------------------------------------------- profiled deviance
+    def _ml_deviance(self, theta: np.ndarray, sigma: float) -> float:
+        fac = evaluate(self.st, theta)
+        if not fac.ok or not sigma > 0:
+            return math.inf
+        val = fac.logdet_z + self.n * math.log(2.0 * math.pi * sigma * sigma) + fac.pwrss / (sigma * sigma)
+        return val if math.isfinite(val) else math.inf
+
+    def objective(self, par: ProfileParameter, value: float):
+        """(f, x0, lower, upper, step, unpack): the inner problem with ``par`` fixed at ``value``."""
+        st, theta0 = self.st, self.theta
+        if par.kind == "fixef":
+            j, n = par.fixef_index, self.n
+
+            def f(th):
+                fac = evaluate(st, th)
+                if not fac.ok:
+                    return math.inf
+                v = fac.rx_inverse()[j, j]
+                r2 = fac.pwrss + (value - fac.fixef()[j]) ** 2 / v
+                val = fac.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+                return val if math.isfinite(val) else math.inf
+
+            return f, theta0.copy(), st.theta_lower.copy(), np.full(len(theta0), math.inf), _theta_steps(theta0)
+        if par.kind == "sigma":
+            return (lambda th: self._ml_deviance(th, value)), theta0.copy(), st.theta_lower.copy(), \
+                np.full(len(theta0), math.inf), _theta_steps(theta0)
+        return self._variance_objective(par, value)
+
+    def _variance_objective(self, par: ProfileParameter, value: float):
+        """Free: σ, the θ of the other terms, the SDs/correlations of ``par``'s term other than ``par``."""
+        st = self.st
+        t = par.term_index
+        sl = st.theta_slices[t]
+        term = self.m.frame.terms[t]
+        k = term.k
+        rows, cols = lower_indices(k)
+        # the term's SDs and correlations at the ML estimate, in θ order
+        lam_t = st.lambdas(self.theta)[t]
+        sdcor0 = _sdcor(self.sigma**2 * (lam_t @ lam_t.T), rows, cols)
+        other = np.ones(st.n_theta, bool)
+        other[sl] = False
+        free_t = np.ones(len(sdcor0), bool)
+        free_t[par.entry] = False
+        diag_t = rows == cols
+        x0 = np.concatenate([[self.sigma], self.theta[other], sdcor0[free_t]])
+        lo = np.concatenate([[0.0], st.theta_lower[other], np.where(diag_t, 0.0, -1.0)[free_t]])
+        hi = np.concatenate([[math.inf], np.full(int(other.sum()), math.inf), np.where(diag_t, math.inf, 1.0)[free_t]])
+        step = np.concatenate([[0.05 * self.sigma], _theta_steps(self.theta[other]),
+                               np.where(diag_t, np.maximum(0.05 * np.abs(sdcor0), 0.01 * self.sigma), 0.05)[free_t]])
+        n_other = int(other.sum())
+
+        def unpack(x):
+            sigma = x[0]
+            theta = np.empty(st.n_theta)
+            theta[other] = x[1 : 1 + n_other]
+            sdcor = np.empty(len(sdcor0))
+            sdcor[free_t] = x[1 + n_other :]
+            sdcor[par.entry] = value
+            chol = _sdcor_chol(sdcor, k, rows, cols)
+            if chol is None or not sigma > 0:
+                return None, sigma
+            theta[sl] = (chol / sigma)[rows, cols]
+            return theta, sigma
+
+        def f(x):
+            theta, sigma = unpack(x)
+            return math.inf if theta is None else self._ml_deviance(theta, sigma)
+
+        return f, x0, lo, hi, step
+
+    def deviance(self, par: ProfileParameter, value: float, start: np.ndarray | None = None):
+        """The profiled deviance at ψ = value, and the minimiser (for warm starts).
+
+        A warm start (the solution at a nearby ψ, extrapolated) is close, so
+        BOBYQA starts with a trust region a fifth of the cold one.
+        """
+        f, x0, lo, hi, step = self.objective(par, value)
+        if start is not None:
+            x0, step = start, 0.2 * step
+        x, fval = _bobyqa(f, x0, lo, hi, step)
+        return fval, x
+
+    # -------------------------------------------------------------- intervals
+    def interval(self, par: ProfileParameter, level: float = 0.95) -> ProfileInterval:
+        z = norm_ppf(0.5 + level / 2.0)
+        lower, lo_bound = self._end(par, -1.0, z)
+        upper, up_bound = self._end(par, +1.0, z)
+        return ProfileInterval(par.name, par.kind, par.group, par.term1, par.term2, par.estimate, lower, upper, level,
+                               lo_bound, up_bound)
+
+    def _end(self, par: ProfileParameter, side: float, z: float) -> tuple[float, bool]:
+        """Where ζ = side·z on one side of the estimate, or the parameter's bound if ζ stays inside.
+
+        The search warm-starts each inner optimisation from the solutions at
+        points between the estimate and the new point (a continuation outwards,
+        as lme4 steps). A warm start can leave BOBYQA stuck where an SD is
+        pinned at zero; so the end found is checked with a cold start (from the
+        ML estimate), and if that reaches a lower deviance the search is redone
+        with cold starts only.
+        """
+        est = par.estimate
+        bound = par.upper_bound if side > 0 else par.lower_bound
+        if est == bound:
+            return bound, True
+        x, at_bound, dev = self._search(par, side, z, cold=False)
+        if math.isfinite(x):
+            cold_dev, _ = self.deviance(par, x, None)
+            if cold_dev < dev - 1e-6:
+                x, at_bound, dev = self._search(par, side, z, cold=True)
+        return x, at_bound
+
+    def _search(self, par: ProfileParameter, side: float, z: float, cold: bool):
+        est = par.estimate
+        bound = par.upper_bound if side > 0 else par.lower_bound
+        target = side * z
+        solutions: dict[float, np.ndarray] = {}
+        devs: dict[float, float] = {}
+
+        def zeta(x):
+            dev, sol = self.deviance(par, x, None if cold else _warm_start(solutions, x, est))
+            solutions[x], devs[x] = sol, dev
+            d = max(dev - self.base, 0.0)
+            return math.copysign(math.sqrt(d), x - est)
+
+        # first step: about the end for a fixed effect (z standard errors), else a probe
+        if par.kind == "fixef":
+            step = z * self.se[par.fixef_index]
+        elif par.kind == "cor":
+            step = 0.05
+        else:
+            step = 0.1 * (est if est > 0 else self.sigma)
+        xs, zs = [est], [0.0]
+        x = est + side * step
+        for _ in range(MAX_STEPS):
+            if side * (x - bound) >= 0:
+                x = bound
+            zx = zeta(x)
+            xs.append(x)
+            zs.append(zx)
+            if abs(zx - target) < ZETA_TOL:
+                return x, False, devs[x]
+            if side * (zx - target) > 0:  # crossed: the end is between the last two points
+                root = _brent(lambda v: zeta(v) - target, xs[-2], zs[-2] - target, x, zx - target)
+                return root, False, devs[root]
+            if x == bound:
+                return bound, True, devs[x]
+            # secant step towards the target (ζ is nearly linear in ψ), 2% past it so that the
+            # next point brackets the end; at most twice the last step, and a doubling if ζ is flat
+            prev = abs(xs[-1] - xs[-2])
+            slope = (zs[-1] - zs[-2]) / (xs[-1] - xs[-2])
+            if slope > 0:  # ζ increases with ψ
+                dist = min(max(abs(target - zx) / slope * 1.02, 0.01 * prev), 2.0 * prev)
+            else:
+                dist = 2.0 * prev
+            x = x + side * dist
+        return math.nan, False, math.nan
+
+
+def _brent(f, a: float, fa: float, b: float, fb: float) -> float:
+    """A root of f in the bracket [a, b] (fa, fb of opposite signs) by Brent's method.
+
+    Stops when |f| < ZETA_TOL or the bracket is below 1e-12 relative.
+    """
+    if abs(fa) < abs(fb):
+        a, b, fa, fb = b, a, fb, fa
+    c, fc = a, fa
+    d = e = b - a
+    for _ in range(MAX_STEPS):
+        if abs(fb) < ZETA_TOL:
+            return b
+        if (fb > 0) == (fc > 0):
+            c, fc = a, fa
+            d = e = b - a
+        if abs(fc) < abs(fb):
+            a, b, c = b, c, b
+            fa, fb, fc = fb, fc, fb
+        tol = 1e-12 * max(1.0, abs(b))
+        m = 0.5 * (c - b)
+        if abs(m) <= tol:
+            return b
+        if abs(e) >= tol and abs(fa) > abs(fb):
+            s = fb / fa
+            if a == c:  # secant
+                p, q = 2.0 * m * s, 1.0 - s
+            else:  # inverse quadratic interpolation
+                q, r = fa / fc, fb / fc
+                p = s * (2.0 * m * q * (q - r) - (b - a) * (r - 1.0))
+                q = (q - 1.0) * (r - 1.0) * (s - 1.0)
+            if p > 0:
+                q = -q
+            else:
+                p = -p
+            if 2.0 * p < min(3.0 * m * q - abs(tol * q), abs(e * q)):
+                e, d = d, p / q
+            else:
+                d = e = m
+        else:
+            d = e = m
+        a, fa = b, fb
+        b = b + (d if abs(d) > tol else math.copysign(tol, m))
+        fb = f(b)
+    return b
+
+
+def profile_intervals(m, level: float = 0.95, which=None, progress: Callable | None = None) -> list[ProfileInterval]:
+    """Profile confidence intervals of every parameter (or those named in ``which``), lme4's order.
+
+    ``progress(done, total, name)`` is called before each parameter and once at the end.
+    """
+    prof = Profiler(m)
+    params = [par for par in prof.params if which is None or par.name in which]
+    out = []
+    for i, par in enumerate(params):
+        if progress is not None:
+            progress(i, len(params), par.name)
+        out.append(prof.interval(par, level))
+    if progress is not None:
+        progress(len(params), len(params), "")
+    return out
+
+
+# ----------------------------------------------------------------- helpers
+def _warm_start(solutions: dict, x: float, est: float):
+    """A start for the inner problem at ψ = x: the solutions at the two solved points nearest to x
+    between the estimate and x, extrapolated linearly (None, a cold start, if there are none)."""
+    inner = sorted((v for v in solutions if (v - est) * (x - est) >= 0 and abs(v - est) < abs(x - est)),
+                   key=lambda v: abs(x - v))
+    if not inner:
+        return None
+    a = inner[0]
+    if len(inner) == 1:
+        return solutions[a]
+    b = inner[1]
+    w = (x - a) / (a - b)
+    if abs(w) > 2.0:
+        return solutions[a]
+    return solutions[a] + w * (solutions[a] - solutions[b])
+
+
+def _theta_steps(theta: np.ndarray) -> np.ndarray:
+    return np.maximum(0.1 * np.abs(theta), 0.02)
+
+
+def _sdcor(cov: np.ndarray, rows, cols) -> np.ndarray:
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    out = np.empty(len(rows))
+    for e, (i, j) in enumerate(zip(rows, cols)):
+        if i == j:
+            out[e] = sd[i]
+        else:
+            den = sd[i] * sd[j]
+            out[e] = cov[i, j] / den if den > 0 else 0.0
+    return out
+
+
+def _sdcor_chol(sdcor: np.ndarray, k: int, rows, cols) -> np.ndarray | None:
+    """Lower Cholesky factor of the covariance D R D given SDs and correlations (θ order).
+
+    Positive semi-definite matrices (a correlation of ±1, an SD of 0) get the
+    factor with zero columns where the pivots vanish; an indefinite matrix
+    (correlations inconsistent with each other, k ≥ 3) gives None.
+    """
+    sd = np.zeros(k)
+    cor = np.eye(k)
+    for e, (i, j) in enumerate(zip(rows, cols)):
+        if i == j:
+            sd[i] = sdcor[e]
+        else:
+            cor[i, j] = cor[j, i] = sdcor[e]
+    cov = cor * np.outer(sd, sd)
+    if k == 1:
+        return np.array([[sd[0]]])
+    L = np.zeros((k, k))
+    scale = max(float(np.max(np.abs(np.diag(cov)))), 1e-300)
+    for j in range(k):
+        d = cov[j, j] - L[j, :j] @ L[j, :j]
+        if d < -1e-10 * scale:
+            return None
+        if d <= 1e-14 * scale:
+            L[j, j] = 0.0
+            for i in range(j + 1, k):
+                if abs(cov[i, j] - L[i, :j] @ L[j, :j]) > 1e-7 * math.sqrt(scale * max(cov[i, i], 0.0) + 1e-300):
+                    return None
+            continue
+        L[j, j] = math.sqrt(d)
+        for i in range(j + 1, k):
+            L[i, j] = (cov[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
+    return L
+
+
+def _bobyqa(f, x0, lower, upper, step):
+    """Minimise f from x0 within [lower, upper] with NLopt's BOBYQA; returns (x, f(x))."""
+    import nlopt
+
+    n = len(x0)
+    x0 = np.clip(np.asarray(x0, float), lower, upper)
+    best = [math.inf, x0.copy()]
+
+    def obj(x, grad=None):
+        v = f(np.asarray(x, float))
+        if v < best[0]:
+            best[0], best[1] = v, np.array(x, float)
+        return v if math.isfinite(v) else 1e300
+
+    if n == 0:
+        return x0, f(x0)
+    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
+    opt.set_min_objective(obj)
+    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -1e300))
+    opt.set_upper_bounds(np.where(np.isfinite(upper), upper, 1e300))
+    opt.set_ftol_abs(INNER_FTOL)
+    opt.set_xtol_rel(INNER_XTOL)
+    opt.set_maxeval(INNER_MAXEVAL)
+    # steps must fit between the bounds
+    room = np.minimum(x0 - lower, upper - x0)
+    st = np.where(np.isfinite(room) & (room > 0), np.minimum(step, np.maximum(room, 1e-8)), step)
+    opt.set_initial_step(np.maximum(st, 1e-6))
+    try:
+        opt.optimize(x0)
+    except (nlopt.RoundoffLimited, ValueError, RuntimeError):
+        pass
+    return best[1], best[0]
