@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test fuzz bench clean
+.PHONY: demo test fuzz errors-table bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,13 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Many more generated formulas, data frames and CSV files than the test suite's
+# seeded run, freshly drawn each time (a few minutes). FUZZ_EXAMPLES sets how many.
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	MIXCLI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
+
+# Regenerate README.md's "What mixcli says when..." table from tests/catalogue.py.
+errors-table: $(STAMP)
+	$(BIN)/python tests/catalogue.py --write

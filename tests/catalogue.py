@@ -1,0 +1,437 @@
+"""The catalogue of bad input: every case run through the real command line.
+
+Each ``Case`` is a command a user might type on a file they might have, with
+what mixcli must answer: the exit code, and the one line it prints on stderr
+(``mixcli: error: ...``, or ``mixcli: warning: ...`` next to a successful
+fit). ``tests/test_errors.py`` runs every case as a subprocess and checks it;
+the README's "What mixcli says when…" table is rendered from the same runs,
+and a test fails when the README differs, so the table cannot drift.
+
+Regenerate the README table after changing a message:
+
+    .venv/bin/python tests/catalogue.py --write      (or: make errors-table)
+
+A few cases need a condition a test cannot create with a file alone (the
+optimiser's evaluation limit, a permission error when running as root, a
+Ctrl-C at a known moment): they run ``mixcli`` in a Python process that sets
+the condition up first (``Case.setup``), and the table says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+START = "<!-- errors:start -->"
+END = "<!-- errors:end -->"
+
+# ---------------------------------------------------------------- data
+
+
+def _normal(rng: random.Random) -> float:
+    """A standard normal from ``random()`` only (its stream is the one Python guarantees across versions)."""
+    u1, u2 = 1.0 - rng.random(), rng.random()
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def study_rows(groups: int = 30, per_group: int = 8, seed: int = 7) -> list[dict[str, object]]:
+    """A small, well-behaved study: y depends on x, with school (g) intercepts and slopes and
+    school-by-f effects, so that the models the cases fit are not singular."""
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for gi in range(groups):
+        b0, bx = 2.0 * _normal(rng), 0.5 * _normal(rng)
+        bf = {"a": 1.5 * _normal(rng), "b": 1.5 * _normal(rng)}
+        for k in range(per_group):
+            x = round(_normal(rng), 2)
+            z = round(_normal(rng), 2)
+            f = "ab"[k % 2]
+            y = 10 + 2 * x + 0.5 * z + b0 + bx * x + bf[f] + 0.7 * _normal(rng)
+            rows.append({
+                "y": f"{y:.3f}", "x": f"{x:.2f}", "z": f"{z:.2f}", "g": f"s{gi + 1:02d}", "f": f,
+                "site": f"{gi + 1.5}", "id": str(len(rows) + 1), "x100": f"{100 * x:.0f}",
+                "income": f"{round(4e11 + 1e11 * _normal(rng), -6):.0f}", "dose": f"{0.002 + 0.0005 * _normal(rng):.6f}",
+                "one": "1",
+            })
+    return rows
+
+
+def csv_text(rows, columns=None, sep=",", transform=None) -> str:
+    columns = columns or list(rows[0])
+    lines = [sep.join(columns)]
+    for i, row in enumerate(rows):
+        row = dict(row)
+        if transform is not None:
+            transform(i, row)
+        lines.append(sep.join(str(row[c]) for c in columns))
+    return "\n".join(lines) + "\n"
+
+
+ROWS = study_rows()
+STUDY = csv_text(ROWS)
+
+
+def _set(index: int, column: str, value: str):
+    def transform(i, row):
+        if i == index:
+            row[column] = value
+    return transform
+
+
+def _every_other_missing(i, row):
+    row["y" if i % 2 else "x"] = "NA"
+
+
+# ---------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    section: str  # File, Formula, Data, Fit, Interrupt
+    name: str  # what the user did, for the table
+    args: list[str]  # mixcli's arguments
+    code: int  # expected exit code
+    expect: str  # text the stderr line must contain ("" = no stderr at all)
+    files: dict[str, bytes | str] = field(default_factory=dict)
+    kind: str = "error"  # error | warning | ok
+    setup: str = ""  # Python run before mixcli's main() in the same process
+    shown: str = ""  # the command as the table shows it (default: from args)
+    note: str = ""  # condition the table adds after the command
+    leaves_no: tuple[str, ...] = ()  # files that must not exist afterwards (no partial output)
+    more_warnings: bool = False  # other warnings may follow the expected one (consequences of it)
+
+    @property
+    def id(self) -> str:
+        return f"{self.section}: {self.name}"
+
+
+STUDY_FILES = {"study.csv": STUDY}
+FIT = ["fit", "study.csv"]
+
+# Sends Ctrl-C (a real SIGINT) to mixcli itself at a known point: during the fit (the 3rd evaluation
+# of the criterion) or while an output file is half written.
+_SIGINT_SELF = "import os, signal; os.kill(os.getpid(), signal.SIGINT)"
+_INTERRUPT_FIT = f"""
+import mixcli.api as _api
+_criterion, _calls = _api.Model.criterion, [0]
+def _interrupting(self, theta, reml):
+    _calls[0] += 1
+    if _calls[0] == 3:
+        {_SIGINT_SELF}
+    return _criterion(self, theta, reml)
+_api.Model.criterion = _interrupting
+"""
+_INTERRUPT_SIMULATE = f"""
+import mixcli.simulate as _sim
+_write = _sim.write_csv
+def _interrupting(columns, dest, **kw):
+    dest.write(b"mathscore,ses,classid,schoolid,classid2\\n481,-0.77,1,1,1\\n")
+    dest.flush()
+    {_SIGINT_SELF}
+    _write(columns, dest, **kw)
+_sim.write_csv = _interrupting
+"""
+_INTERRUPT_NEST = f"""
+import mixcli.nest as _nest
+_write = _nest._Target.write
+def _interrupting(self, data):
+    _write(self, data)
+    if self.output is not None:
+        self.handle.flush()
+        {_SIGINT_SELF}
+_nest._Target.write = _interrupting
+"""
+_NO_PERMISSION = """
+import builtins, mixcli.io as _io
+def _open(path, *a, **kw):
+    if str(path).endswith("study.csv"):
+        raise PermissionError(13, "Permission denied", str(path))
+    return builtins.open(path, *a, **kw)
+_io.open = _open
+"""
+
+CASES: list[Case] = [
+    # -- files ------------------------------------------------------------------------------
+    Case("File", "the file does not exist (a typo)", ["fit", "studdy.csv", "y ~ x + (1 | g)"], 1,
+         "studdy.csv: no such file; did you mean study.csv?", STUDY_FILES),
+    Case("File", "the file cannot be read (no permission)", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: permission denied (the file is not readable)", STUDY_FILES, setup=_NO_PERMISSION,
+         shown='chmod 000 study.csv; mixcli fit study.csv "y ~ x + (1 | g)"'),
+    Case("File", "DATA is a directory", ["fit", "data", "y ~ x + (1 | g)"], 1,
+         "data: is a directory, not a data file", {"data/study.csv": STUDY}),
+    Case("File", "the file is empty", FIT + ["y ~ x + (1 | g)"], 1, "study.csv: the file is empty",
+         {"study.csv": ""}),
+    Case("File", "only a header line", FIT + ["y ~ x + (1 | g)"], 1, "study.csv: has a header but no data rows",
+         {"study.csv": "y,x,g\n"}),
+    Case("File", "a row with too few fields", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: line 4 has 2 fields but the header has 3",
+         {"study.csv": "y,x,g\n1,2,a\n2,3,b\n4,5\n"}),
+    Case("File", "a binary file", ["fit", "study.rds", "y ~ x + (1 | g)"], 1,
+         "study.rds: does not look like a text file (it contains binary data)",
+         {"study.rds": b"X\n\x00\x00\x00\x03\x00\x04\x02\x01\x00\x03\x05\x00\x00\x00\x00\x05UTF-8"}),
+    Case("File", "an Excel workbook", ["fit", "study.xlsx", "y ~ x + (1 | g)"], 1,
+         "study.xlsx: this is a ZIP archive (an Excel .xlsx workbook?), not a CSV file; export it as CSV",
+         {"study.xlsx": b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00"}),
+    Case("File", "semicolons, not commas (one column found)", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: found a single column 'y;x;z;g;f;site;id;x100;income;dose;one' using separator ',', "
+         "but the header contains ';'; try --sep ';'",
+         {"study.csv": csv_text(ROWS, sep=";")}),
+    Case("File", "two columns with the same name", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: duplicate column name 'x' in the header", {"study.csv": "y,x,x,g\n1,2,3,a\n"}),
+    Case("File", "a quote that is never closed", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: a quoted field in column 'g' starting on line 3 is never closed",
+         {"study.csv": 'y,x,g\n1,2,a\n2,3,"b\n4,5,c\n'}),
+    Case("File", "saved as UTF-16", FIT + ["y ~ x + (1 | g)"], 1,
+         "study.csv: the file is UTF-16 encoded; save it as UTF-8 (CSV UTF-8 in Excel)",
+         {"study.csv": STUDY.encode("utf-16")}),
+    Case("File", "a UTF-8 byte-order mark (Excel's CSV UTF-8)", FIT + ["y ~ x + (1 | g)", "--format", "csv"], 0, "",
+         {"study.csv": b"\xef\xbb\xbf" + STUDY.encode()}, kind="ok"),
+    Case("File", "Windows-1252 text (not UTF-8)", FIT + ["y ~ x + (1 | g)", "--format", "csv"], 0,
+         "study.csv: not valid UTF-8; read as Windows-1252 (Latin-1)",
+         {"study.csv": csv_text(ROWS, transform=lambda i, r: r.update(g=f"\u00e9cole{r['g']}")).encode("cp1252")},
+         kind="warning"),
+    # -- formulas ---------------------------------------------------------------------------
+    Case("Formula", "no '~'", FIT + ["y x + (1 | g)"], 2,
+         "no '~' in formula: y x + (1 | g); write the response, then '~', then the terms, as in y ~ x + (1 | g)",
+         STUDY_FILES),
+    Case("Formula", "nothing after '~'", FIT + ["y ~ "], 2, "empty right-hand side: nothing after '~'", STUDY_FILES),
+    Case("Formula", "nothing before '~'", FIT + ["~ x + (1 | g)"], 2, "missing response before '~'", STUDY_FILES),
+    Case("Formula", "a '(' never closed", FIT + ["y ~ x + (1 | g"], 2,
+         "unclosed '(' at column 9 in formula: y ~ x + (1 | g", STUDY_FILES),
+    Case("Formula", "one ')' too many", FIT + ["y ~ x + (1 | g))"], 2,
+         "unexpected ')' at column 16 in formula: y ~ x + (1 | g))", STUDY_FILES),
+    Case("Formula", "a quote never closed", FIT + ['y ~ x + (1 | g) + "z'], 2,
+         "unclosed string: no closing \" at column 19", STUDY_FILES),
+    Case("Formula", "a bar term outside parentheses", FIT + ["y ~ x + 1 | g"], 2,
+         "'|' must be inside parentheses, as in (1 | group) at column 11", STUDY_FILES),
+    Case("Formula", "'||' outside parentheses", FIT + ["y ~ x || g"], 2,
+         "'||' must be inside parentheses, as in (1 || group) at column 7", STUDY_FILES),
+    Case("Formula", "a bar inside a bar", FIT + ["y ~ x + (1 | g || f)"], 2,
+         "random-effects term inside another random-effects term at column 12", STUDY_FILES),
+    Case("Formula", "'/' with nothing after it", FIT + ["y ~ x + (1 | g/)"], 2,
+         "unexpected ')': '/' needs a term after it at column 16", STUDY_FILES),
+    Case("Formula", "a random term combined with '/'", FIT + ["y ~ x / (1 | g)"], 2,
+         "a random-effects term can only be added to the model with '+' at column 9", STUDY_FILES),
+    Case("Formula", "an unknown function", FIT + ["y ~ poly(x, 2) + (1 | g)"], 2,
+         "unknown function 'poly'; supported: abs, exp, I, log, log10, log2, scale, sqrt at column 5", STUDY_FILES),
+    Case("Formula", "a misspelt column", FIT + ["y ~ xx + (1 | g)"], 2,
+         "no column 'xx' in the data (did you mean 'x'?) at column 5", STUDY_FILES),
+    Case("Formula", "a random slope for a column not in the data", FIT + ["y ~ x + (zz | g)"], 2,
+         "no column 'zz' in the data (did you mean 'z'?) at column 10", STUDY_FILES),
+    Case("Formula", "no random-effects term", FIT + ["y ~ x"], 2,
+         "no random-effects terms; add one such as (1 | group)", STUDY_FILES),
+    Case("Formula", "a text column inside a function", FIT + ["y ~ log(f) + (1 | g)"], 2,
+         "column 'f' is text, not numbers, so it cannot be used in arithmetic or a function at column 9",
+         STUDY_FILES),
+    Case("Formula", "a numeric grouping column with non-integer values", FIT + ["y ~ x + (1 | site)", "--format", "csv"],
+         0, "grouping factor 'site' has non-integer values; it is treated as categorical with 30 levels",
+         STUDY_FILES, kind="warning"),
+    Case("Formula", "a repeated fixed term", FIT + ["y ~ x + x + (1 | g)", "--format", "csv"], 0, "", STUDY_FILES,
+         kind="ok", note="fits y ~ x + (1 | g): R's terms() drops the repeat"),
+    Case("Formula", "a repeated random term", FIT + ["y ~ x + (1 | g) + (1 | g)", "--format", "csv"], 0,
+         "the random effect (Intercept) for g appears twice ((1 | g) is repeated): as in lme4 both are fitted, "
+         "but only the sum of their variances is identified; remove one", STUDY_FILES, kind="warning"),
+    Case("Formula", "an effect in two terms", FIT + ["y ~ x + (x || g) + (1 | g)", "--format", "csv"], 0,
+         "the random effect (Intercept) for g is in both (x || g) and (1 | g)", STUDY_FILES, kind="warning"),
+    # -- data -------------------------------------------------------------------------------
+    Case("Data", "a non-numeric value in the response", FIT + ["y ~ x + (1 | g)"], 1,
+         "the response 'y' is not numeric: line 6 has 'n/a' (1 non-numeric value); "
+         "missing values must be empty fields or NA",
+         {"study.csv": csv_text(ROWS, transform=_set(4, "y", "n/a"))}),
+    Case("Data", "a text column as the response", FIT + ["f ~ x + (1 | g)"], 1,
+         "the response 'f' is not numeric: line 2 has 'a'", STUDY_FILES),
+    Case("Data", "a response with no variance", FIT + ["one ~ x + (1 | g)"], 1,
+         "the response 'one' has the same value (1) in all 240 rows used, so there is no variation to model",
+         STUDY_FILES),
+    Case("Data", "a response that is a predictor in disguise", FIT + ["x100 ~ x + (1 | g)"], 1,
+         "the fixed effects ((Intercept), x) fit the response 'x100' exactly", STUDY_FILES),
+    Case("Data", "every row has a missing value", FIT + ["y ~ x + (1 | g)"], 1,
+         "no rows left: each of the 240 rows has a missing value in a variable of the formula "
+         "(y: 120 missing, x: 120 missing)",
+         {"study.csv": csv_text(ROWS, transform=_every_other_missing)}),
+    Case("Data", "a grouping factor with one level", FIT + ["y ~ x + (1 | one)"], 1,
+         "grouping factors must have > 1 sampled level (problems: one): one has the single value '1'", STUDY_FILES),
+    Case("Data", "a grouping factor with a level per observation", FIT + ["y ~ x + (1 | id)"], 1,
+         "number of levels of each grouping factor must be < number of observations (problems: id)", STUDY_FILES),
+    Case("Data", "more random effects than observations", ["fit", "small.csv", "y ~ x + (x + z | g)"], 1,
+         "number of observations (=12) <= number of random effects (=12) for term ((Intercept) + x + z | g)",
+         {"small.csv": csv_text(ROWS[:12], columns=["y", "x", "z", "g"],
+                                transform=lambda i, r: r.update(g=f"s{i // 3}"))}),
+    Case("Data", "aliased fixed effects (x in m and in cm)", FIT + ["y ~ x + x100 + (1 | g)", "--format", "csv"], 0,
+         "fixed-effect model matrix is rank deficient so dropping 1 column / coefficient (x100)", STUDY_FILES,
+         kind="warning"),
+    Case("Data", "an infinite value", FIT + ["y ~ x + (1 | g)"], 1,
+         "the fixed-effect column 'x' has the value Inf on line 9; infinite values cannot be fitted",
+         {"study.csv": csv_text(ROWS, transform=_set(7, "x", "inf"))}),
+    Case("Data", "predictors on very different scales", FIT + ["y ~ x + income + dose + (1 | g)", "--format", "csv"],
+         0, "some predictor variables are on very different scales: consider rescaling (SD of income 9.69e+10, "
+         "of dose 0.000447)", STUDY_FILES,
+         kind="warning"),
+    Case("Data", "values too large for double precision", FIT + ["y ~ x + (1 | g)"], 1,
+         "the fixed-effect column 'x' has values too large to fit in double precision (largest 1e+300)",
+         {"study.csv": csv_text(ROWS, transform=_set(0, "x", "1e300"))}),
+    Case("Data", "a text column in '||'", FIT + ["y ~ x + (f || g)", "--format", "csv"], 0,
+         "(f || g): f is a factor (text column), so '||' does not make its effects uncorrelated", STUDY_FILES,
+         kind="warning"),
+    # -- fitting ----------------------------------------------------------------------------
+    Case("Fit", "the optimiser reaches its evaluation limit", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
+         "the optimiser stopped after 5 evaluations without converging; try a simpler random-effects structure "
+         "or rescaling predictors", STUDY_FILES, kind="warning",
+         setup="import mixcli.engine.optimize as _o; _o.MAX_EVAL = 5", note="with the limit set to 5 evaluations",
+         more_warnings=True),
+    # -- Ctrl-C -----------------------------------------------------------------------------
+    Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
+         setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),
+    Case("Interrupt", "Ctrl-C while nest writes -o FILE", ["nest", "study.csv", "g:f", "-o", "out.csv"], 130,
+         "mixcli: interrupted", STUDY_FILES, setup=_INTERRUPT_NEST, note="Ctrl-C after the first write",
+         leaves_no=("out.csv", ".out.csv.*")),
+    Case("Interrupt", "Ctrl-C while simulate writes -o FILE", ["simulate", "-o", "sim.csv"], 130,
+         "mixcli: interrupted", {}, setup=_INTERRUPT_SIMULATE, note="Ctrl-C after the first write",
+         leaves_no=("sim.csv", ".mixcli-*")),
+]
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    left: list[str]  # files matching the case's leaves_no patterns after the run
+
+
+_PRELUDE = "import sys\n{setup}\nfrom mixcli.cli import main\nmain(prog_name='mixcli')\n"
+
+
+def command(case: Case) -> list[str]:
+    if case.setup:
+        return [sys.executable, "-c", _PRELUDE.format(setup=case.setup), *case.args]
+    return [sys.executable, "-m", "mixcli", *case.args]
+
+
+def run_case(case: Case, workdir: Path | None = None) -> Outcome:
+    """Run ``case`` in a fresh directory holding its files; SIGINT is restored to its default
+    so that Ctrl-C cases work even under a shell that ignores it."""
+    import glob
+    import signal
+
+    with tempfile.TemporaryDirectory(prefix="mixcli-case-") as tmp:
+        where = Path(workdir or tmp)
+        for name, content in case.files.items():
+            path = where / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.encode() if isinstance(content, str) else content)
+        env = dict(os.environ, NO_COLOR="1", PYTHONWARNINGS="")
+        env.pop("MIXCLI_DEBUG", None)
+        proc = subprocess.run(
+            command(case), cwd=where, capture_output=True, text=True, env=env, timeout=300,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        left = sorted(os.path.basename(p) for pattern in case.leaves_no for p in glob.glob(str(where / pattern)))
+        return Outcome(proc.returncode, proc.stdout, proc.stderr, left)
+
+
+def run_all(cases=None, workers: int | None = None) -> dict[str, Outcome]:
+    cases = CASES if cases is None else cases
+    workers = workers or min(8, (os.cpu_count() or 2) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(run_case, cases))
+    return {case.id: out for case, out in zip(cases, outcomes)}
+
+
+# ---------------------------------------------------------------- the README table
+
+
+def shown_command(case: Case) -> str:
+    if case.shown:
+        return case.shown
+    parts = ["mixcli"]
+    for arg in case.args:
+        if arg and all(ch.isalnum() or ch in "-_./:=," for ch in arg):
+            parts.append(arg)
+        elif '"' not in arg:
+            parts.append(f'"{arg}"')
+        else:
+            parts.append(f"'{arg}'")
+    return " ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def message_of(case: Case, out: Outcome) -> str:
+    lines = out.stderr.splitlines()
+    if not lines:
+        return "(fits; nothing on stderr)" if out.code == 0 else "(nothing)"
+    if case.more_warnings:  # the case's own warning comes first; what follows depends on the fit's state
+        return lines[0]
+    return " / ".join(lines)
+
+
+def render_table(outcomes: dict[str, Outcome]) -> str:
+    blocks = [START, "<!-- generated by tests/catalogue.py from the runs that tests/test_errors.py checks; "
+                     "regenerate with: make errors-table -->"]
+    for section in dict.fromkeys(c.section for c in CASES):
+        blocks.append("")
+        blocks.append(f"**{section}**")
+        blocks.append("")
+        blocks.append("| When | Command | Exit | What mixcli says |")
+        blocks.append("|---|---|---|---|")
+        for case in (c for c in CASES if c.section == section):
+            out = outcomes[case.id]
+            cmd = f"`{_cell(shown_command(case))}`" + (f" ({_cell(case.note)})" if case.note else "")
+            blocks.append(f"| {_cell(case.name)} | {cmd} | {out.code} | `{_cell(message_of(case, out))}` |"
+                          if out.stderr else f"| {_cell(case.name)} | {cmd} | {out.code} | "
+                          f"{_cell(message_of(case, out))} |")
+    blocks.append("")
+    blocks.append(END)
+    return "\n".join(blocks)
+
+
+def readme_table(text: str | None = None) -> str | None:
+    """The generated block currently in the README (markers included), or None if absent."""
+    text = README.read_text(encoding="utf-8") if text is None else text
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0:
+        return None
+    return text[start:end + len(END)]
+
+
+def write_readme(table: str) -> bool:
+    text = README.read_text(encoding="utf-8")
+    current = readme_table(text)
+    if current is None:
+        raise SystemExit(f"{README}: no {START} ... {END} markers")
+    if current == table:
+        return False
+    README.write_text(text.replace(current, table), encoding="utf-8")
+    return True
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update the table in README.md")
+    args = parser.parse_args(argv)
+    table = render_table(run_all())
+    if args.write:
+        print("README.md updated" if write_readme(table) else "README.md already up to date")
+        return 0
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

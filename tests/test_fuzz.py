@@ -1,0 +1,256 @@
+"""Fuzzing: whatever formula and data come in, mixcli fits a correct model or raises one of its own errors.
+
+Formulas are generated from lme4's grammar (valid ones) and then mutated
+character by character; data frames are small, with text and numeric
+groupings, missing, infinite and huge values. The property: ``mixcli.fit``
+either returns a result whose criterion equals a dense linear-algebra
+recomputation at the returned θ (``tests/test_engine_dense.py``'s oracle), or
+raises a ``MixcliError`` with a one-line message — nothing else (no other
+exception, no numpy warning). CSV input gets the same treatment: random
+bytes, truncated and re-encoded files either read or raise ``DataError`` /
+``UsageError``, and through the command line end in exit 0, 1 or 2 with one
+stderr line and no traceback.
+
+CI runs a bounded, derandomized number of examples (a few seconds); ``make
+fuzz`` runs many more with fresh random seeds:
+
+    MIXCLI_FUZZ_EXAMPLES=3000 .venv/bin/python -m pytest tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mixcli.api import fit_frame
+from mixcli.cli import main
+from mixcli.errors import DataError, MixcliError, UsageError
+from mixcli.frame import model_frame
+from mixcli.io import read_table
+from mixcli.table import Table, TextColumn
+from test_engine_dense import dense_criterion, dense_pieces
+
+EXAMPLES = int(os.environ.get("MIXCLI_FUZZ_EXAMPLES", "0"))
+DEEP = EXAMPLES > 0
+FUZZ = settings(
+    max_examples=EXAMPLES or 60,
+    derandomize=not DEEP,  # CI: the same examples every run
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    print_blob=True,
+)
+
+# ---------------------------------------------------------------- data
+
+
+@st.composite
+def frames(draw):
+    """A small table: numeric y, x, z, n (integer ids), text g, h (crossed), f (factor), s (mostly text)."""
+    n = draw(st.integers(2, 36))
+    n_g = draw(st.integers(1, 8))
+    n_h = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    g = rng.integers(0, n_g, size=n)
+    h = rng.integers(0, n_h, size=n)
+    x = np.round(rng.normal(size=n), draw(st.sampled_from([0, 1, 3])))
+    z = rng.normal(loc=draw(st.sampled_from([0.0, 5.0, 1e6])), scale=draw(st.sampled_from([1.0, 1e-4, 1e5])), size=n)
+    y = 2 + x + rng.normal(size=n_g)[g] + rng.normal(scale=draw(st.sampled_from([0.0, 0.1, 1.0])), size=n)
+    if draw(st.booleans()):
+        y = np.round(y, draw(st.sampled_from([0, 2])))
+    cols = {"y": y, "x": x, "z": z, "n": g.astype(float) + draw(st.sampled_from([0.0, 0.5]))}
+    # damage: missing, infinite, huge or tiny values in a numeric column
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(["y", "x", "z", "n"]))
+        row = draw(st.integers(0, n - 1))
+        cols[name] = cols[name].copy()
+        cols[name][row] = draw(st.sampled_from([math.nan, math.inf, -math.inf, 1e200, 1e-200, 0.0, 1e15]))
+    text = {
+        "g": [f"g{v}" for v in g],
+        "h": [f"h{v}" for v in h],
+        "f": [draw(st.sampled_from(["a", "b", "c"])) if draw(st.booleans()) else "a" for _ in range(n)],
+        "s": [str(v) for v in np.round(y, 1)],
+    }
+    if draw(st.booleans()):
+        text["s"][draw(st.integers(0, n - 1))] = draw(st.sampled_from(["n/a", "NULL", "12,5", " 3", "x"]))
+    if draw(st.booleans()):
+        text["g"][draw(st.integers(0, n - 1))] = None
+    columns = dict(cols)
+    for name, values in text.items():
+        columns[name] = TextColumn.from_values(values)
+    return Table(columns)
+
+
+# ---------------------------------------------------------------- formulas
+
+RESPONSES = ["y", "y", "y", "x", "log(y)", "I(y * 2)", "s", "f", "q"]
+FIXED = ["x", "z", "f", "x:f", "x * z", "I(x^2)", "log(z)", "scale(x)", "0", "1", "-1", "n", "x + x", "(x + z)^2",
+         "h", "g"]
+RANDOM = ["(1 | g)", "(x | g)", "(x || g)", "(0 + x | g)", "(1 | g/h)", "(1 | g:h)", "(f || g)", "(1 | h)",
+          "(z | h)", "(1 | n)", "(1 | f)", "(1 | g) + (1 | g)", "(x + z | g)", "(1 | s)", "(1 | zz)"]
+MUTATION_CHARS = list("()|~+*-/:^ ,.xyzgh01\"'`%$") + ["||", "(1", "|)", "~ ~", "log("]
+
+
+@st.composite
+def formulas(draw):
+    response = draw(st.sampled_from(RESPONSES))
+    fixed = draw(st.lists(st.sampled_from(FIXED), max_size=3))
+    random_terms = draw(st.lists(st.sampled_from(RANDOM), min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=3))
+    text = f"{response} ~ {' + '.join(fixed + random_terms) or '1'}"
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3]))):  # mutate: delete, insert or swap
+        if not text:
+            break
+        i = draw(st.integers(0, len(text) - 1))
+        op = draw(st.sampled_from(["delete", "insert", "swap"]))
+        if op == "delete":
+            text = text[:i] + text[i + 1:]
+        elif op == "insert":
+            text = text[:i] + draw(st.sampled_from(MUTATION_CHARS)) + text[i:]
+        elif i + 1 < len(text):
+            text = text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    return text
+
+
+def fit_or_error(table: Table, formula: str, reml: bool):
+    """Fit, turning numpy warnings into failures: a warning means an unchecked corner of the data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            frame = model_frame(table, formula)
+            return frame, fit_frame(frame, reml=reml), None
+        except MixcliError as err:
+            return None, None, err
+
+
+def badly_scaled(frame) -> bool:
+    """Predictor columns whose SDs are beyond 1e6 (or 1e-6), or 1e6 apart: double precision then
+    cannot give the criterion to 1e-7 (condition numbers near 1e30), neither the engine nor the
+    dense oracle, and mixcli has said so (lme4's scale warning)."""
+    cols = [frame.X[:, j] for j in range(frame.X.shape[1])] + [t.z[:, a] for t in frame.terms for a in range(t.k)]
+    sds = [float(np.std(c)) for c in cols if not np.all((c == 0) | (c == 1))]
+    sds = [s for s in sds if s > 0]
+    return bool(sds) and (max(sds) > 1e6 or min(sds) < 1e-6 or max(sds) > 1e6 * min(sds))
+
+
+def pls_condition(frame, st, theta) -> float:
+    """Condition number of the penalised least-squares system both computations solve."""
+    zl = dense_pieces(frame, st, theta)
+    X = frame.X
+    m = np.block([[zl.T @ zl + np.eye(zl.shape[1]), zl.T @ X], [X.T @ zl, X.T @ X]])
+    return float(np.linalg.cond(m))
+
+
+def check_against_dense(frame, result, reml):
+    assert math.isfinite(result.criterion), result.criterion
+    assert math.isfinite(result.sigma) and result.sigma > 0
+    if badly_scaled(frame):
+        assert any("on very different scales: consider rescaling" in m for m in result.notes())
+        return
+    expected, beta, _ = dense_criterion(frame, result.structure, result.theta, reml)
+    # Both sides are backward stable: their difference may grow with the system's condition number.
+    kappa = pls_condition(frame, result.structure, result.theta)
+    slack = 10 * kappa * np.finfo(float).eps * (frame.n + len(beta) + sum(t.n_levels * t.k for t in frame.terms))
+    assert result.criterion == pytest.approx(expected, rel=1e-7, abs=max(1e-7, slack))
+    if len(beta):
+        np.testing.assert_allclose([f.estimate for f in result.fixef], beta, rtol=max(1e-5, slack),
+                                   atol=max(1e-7, slack) * (1 + np.abs(beta).max()))
+
+
+@FUZZ
+@given(table=frames(), formula=formulas(), reml=st.booleans())
+def test_fit_gives_a_correct_model_or_a_declared_error(table, formula, reml):
+    frame, result, err = fit_or_error(table, formula, reml)
+    if err is not None:
+        message = str(err)
+        assert message and "\n" not in message
+        assert err.exit_code in (1, 2)
+        return
+    check_against_dense(frame, result, reml)
+
+
+@FUZZ
+@given(table=frames(), formula=st.sampled_from(["y ~ x + (1 | g)", "y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)",
+                                                "y ~ z + (1 | g/h)", "y ~ x + (x || g)"]))
+def test_valid_formulas_on_damaged_data(table, formula):
+    """The same, with only valid formulas: the data are what goes wrong."""
+    frame, result, err = fit_or_error(table, formula, True)
+    if err is not None:
+        assert isinstance(err, DataError) and "\n" not in str(err)
+        return
+    check_against_dense(frame, result, True)
+
+
+# ---------------------------------------------------------------- CSV input
+
+GOOD_CSV = "y,x,g\n" + "".join(f"{1.5 * i % 7 + (i % 3):.2f},{i % 5 - 2},g{i % 4}\n" for i in range(24))
+
+
+@st.composite
+def csv_bytes(draw):
+    kind = draw(st.sampled_from(["random", "truncated", "encoded", "edited", "separator"]))
+    if kind == "random":
+        return draw(st.binary(max_size=300))
+    base = GOOD_CSV
+    if kind == "truncated":
+        return base.encode()[: draw(st.integers(0, len(base)))]
+    if kind == "encoded":
+        text = base.replace("g1", draw(st.sampled_from(["é1", "ü1", "€1", "日本", "\u00a0g1"])))
+        encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16", "utf-16-le", "utf-32"]))
+        return text.encode(encoding, errors="replace")
+    if kind == "separator":
+        return base.replace(",", draw(st.sampled_from([";", "\t", "|", " ", ",,"]))).encode()
+    data = bytearray(base.encode())
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, len(data) - 1))
+        data[i:i + 1] = draw(st.sampled_from([b"", b'"', b",", b"\n", b"\r", b"\x00", b"NA", b"\xff", b"inf", b"\r\n"]))
+    return bytes(data)
+
+
+@FUZZ
+@given(data=csv_bytes(), sep=st.sampled_from([None, None, ";", "\t", "tab", "ab", '"']))
+def test_any_bytes_read_or_raise_a_data_error(tmp_path_factory, data, sep):
+    path = tmp_path_factory.mktemp("csv") / "data.csv"
+    path.write_bytes(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # DataWarning: the legacy-encoding note
+            warnings.simplefilter("error", RuntimeWarning)
+            table = read_table(str(path), sep=sep)
+    except (DataError, UsageError) as err:
+        assert str(err) and "\n" not in str(err)
+        return
+    assert table.nrows > 0 and len(table.names) > 0
+    assert len(set(table.names)) == len(table.names)
+
+
+@FUZZ
+@given(data=csv_bytes())
+def test_any_bytes_through_the_command_line(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "data.csv").write_bytes(data)
+    result = CliRunner().invoke(main, ["fit", str(folder / "data.csv"), "y ~ x + (1 | g)", "--format", "csv"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2)
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    if result.exit_code:
+        assert result.stdout == ""
+        assert len(lines) == 1 and lines[0].startswith("mixcli: error: ")
+    else:
+        assert result.stdout.startswith("formula,method,term,estimate,se,t")
+        assert all(line.startswith("mixcli: warning: ") for line in lines)
+
+
+def test_the_ci_run_is_bounded_and_seeded():
+    """CI runs a fixed set of examples; MIXCLI_FUZZ_EXAMPLES (make fuzz) asks for more, freshly drawn."""
+    if DEEP:
+        assert FUZZ.max_examples == EXAMPLES and not FUZZ.derandomize
+    else:
+        assert FUZZ.max_examples == 60 and FUZZ.derandomize
