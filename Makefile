@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Whole-process timing of mixcli next to Rscript + lme4; takes many minutes and
+# needs R with lme4. Not part of `make test` or CI. Writes bench/RESULTS.md.
+# Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
 
