@@ -45,12 +45,15 @@ def records(comp) -> list[dict]:
             "df": r.df,
             "p": num(r.p),
             "p_mixture": num(r.p_mixture),
+            "p_boot": num(r.p_boot),
         })
     return out
 
 
 def render_json(comp) -> str:
-    return json.dumps({"refit": comp.refit, "models": records(comp)}, allow_nan=False) + "\n"
+    boot = getattr(comp, "bootstrap", None)
+    meta = None if boot is None else {"n": boot["n"], "seed": boot["seed"], "failed": boot["failed"]}
+    return json.dumps({"refit": comp.refit, "models": records(comp), "bootstrap": meta}, allow_nan=False) + "\n"
 
 
 def render_csv(comp) -> str:
@@ -74,6 +77,15 @@ def notes(comp) -> list[str]:
             "variance components tested at their boundary (zero): the χ² p-value is conservative; "
             "Pr(mix) uses the 50:50 mixture of χ²(Df−1) and χ²(Df) as the null distribution"
         )
+    boot = getattr(comp, "bootstrap", None)
+    if boot is not None:
+        fit = "ML" if comp.refit else "REML"
+        out.append(
+            f"Pr(boot): parametric bootstrap, {boot['n']} responses simulated from the smaller model of each "
+            f"test and both refitted by {fit} (seed {boot['seed']}); Pr(boot) = (1 + #{{T* ≥ Chisq}}) / (N + 1)"
+        )
+        if boot["failed"]:
+            out.append(f"Pr(boot): {boot['failed']} bootstrap refits failed and were left out")
     return out
 
 
@@ -93,6 +105,9 @@ def table_renderables(comp, source: str | None = None):
     mix = comp.boundary_tests
     if mix:
         headers.append("Pr(mix)")
+    boot = getattr(comp, "bootstrap", None) is not None
+    if boot:
+        headers.append("Pr(boot)")
     for h in headers:
         t.add_column(h, justify="right", header_style="bold")
     t.add_column("", justify="left")
@@ -106,6 +121,8 @@ def table_renderables(comp, source: str | None = None):
         ]
         if mix:
             cells.append(format_p(r.p_mixture))
+        if boot:
+            cells.append(format_p(r.p_boot))
         cells.append(stars(r.p))
         t.add_row(*cells)
     out.append(t)
