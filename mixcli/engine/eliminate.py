@@ -66,6 +66,8 @@ class FirstTermElimination:
             return c
         import scipy.sparse as sp
 
+        self._pairs = None
+
         rows_all, cols_all, vals_all = [], [], []
         for d in st.dense:
             kd = st.terms[d].k
@@ -74,10 +76,12 @@ class FirstTermElimination:
                 rows_all.append(rows)
                 cols_all.append(st.dense_offsets[d] + cols * kd + b)
                 vals_all.append(sums[0, b])
-        return sp.csr_matrix(
+        c = sp.csr_matrix(
             (np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))),
             shape=(t0.n_levels, st.q_dense),
         )
+        self._pairs = _row_pairs(c, st.q_dense)
+        return c
 
     def reduce(self, lam0: float):
         """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums."""
@@ -102,5 +106,43 @@ class FirstTermElimination:
         if isinstance(c, np.ndarray):
             dense = (st.dense_gram - c.T @ (c * w[:, None]), -(c.T @ wz))
         elif c is not None:
-            dense = (st.dense_gram - (c.T @ c.multiply(w[:, None]).tocsr()).toarray(), -(c.T @ wz))
+            if self._pairs is not None:
+                index, row, prod = self._pairs
+                qd = st.q_dense
+                upper = np.bincount(index, weights=prod * w[row], minlength=qd * qd).reshape(qd, qd)
+                ctwc = upper + upper.T
+                ctwc[np.diag_indices(qd)] *= 0.5
+            else:
+                ctwc = (c.T @ c.multiply(w[:, None]).tocsr()).toarray()
+            dense = (st.dense_gram - ctwc, -(c.T @ wz))
         return logdet0, gram, cross, zxy, xtx, dense
+
+
+# Most pairs of entries precomputed for CᵀWC (8 bytes of product, 8 of index, 4 of row each).
+MAX_ROW_PAIRS = 10_000_000
+
+
+def _row_pairs(c, q: int):
+    """For CᵀWC = Σᵢ wᵢ cᵢcᵢᵀ with sparse rows cᵢ: every pair a ≤ b of one row's entries,
+    as (flat index a·q+b, row i, c_ia·c_ib), so that each evaluation is one weighted
+    bincount into a dense q×q upper triangle. scipy's sparse product rebuilds the
+    nearly dense q×q result's structure every time and was 5-10x slower on an
+    InstEval-size design. None when the pairs would take too much memory."""
+    counts = np.diff(c.indptr)
+    if int(np.sum(counts * (counts + 1) // 2)) > MAX_ROW_PAIRS:
+        return None
+    index, rows, prods = [], [], []
+    for k in np.unique(counts):
+        if k == 0:
+            continue
+        sel = np.flatnonzero(counts == k)  # rows with k entries, handled together
+        starts = c.indptr[sel]
+        cols = c.indices[starts[:, None] + np.arange(k)]  # (rows, k)
+        vals = c.data[starts[:, None] + np.arange(k)]
+        a, b = np.triu_indices(k)
+        ca, cb = cols[:, a], cols[:, b]
+        lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
+        index.append((lo * q + hi).ravel())
+        rows.append(np.repeat(sel, len(a)))
+        prods.append((vals[:, a] * vals[:, b]).ravel())
+    return np.concatenate(index), np.concatenate(rows), np.concatenate(prods)

@@ -107,11 +107,10 @@ class Factorization:
     def _reduced_dense_tail(self, sxx, gram_dd, zx_correction):
         """[dense terms, Xy] after eliminating the only chain term (see eliminate)."""
         st, lam = self.st, self.lam
-        lam_d = _block_diag_lambda(st, lam)
-        add = lam_d.T @ gram_dd @ lam_d
+        add = _lambda_rows(st, _lambda_cols(st, gram_dd, lam), lam)
         add[np.diag_indices(st.q_dense)] += 1.0
         zx = np.concatenate([_rows(st.zxy[d]) for d in st.dense]) + zx_correction
-        sdx = lam_d.T @ zx
+        sdx = _lambda_rows(st, zx, lam)
         return np.block([[add, sdx], [sdx.T, sxx]])
 
     def _dense_schur(self, sxx: np.ndarray) -> np.ndarray:
@@ -123,8 +122,7 @@ class Factorization:
         """
         st, lam = self.st, self.lam
         qd = st.q_dense
-        lam_d = _block_diag_lambda(st, lam)
-        add = lam_d.T @ st.dense_gram @ lam_d
+        add = _lambda_rows(st, _lambda_cols(st, st.dense_gram, lam), lam)
         add[np.diag_indices(qd)] += 1.0
         sdx = np.concatenate([_rows(linalg.left_lambda(lam[d], st.zxy[d])) for d in st.dense])
         if st.wide:
@@ -377,14 +375,28 @@ def _right_dense_lambda(st: ModelStructure, zd: np.ndarray, lam: list[np.ndarray
     return out
 
 
-def _block_diag_lambda(st: ModelStructure, lam: list[np.ndarray]) -> np.ndarray:
-    qd = st.q_dense
-    out = np.zeros((qd, qd))
+def _lambda_cols(st: ModelStructure, m: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
+    """M Λ_D for a matrix whose columns run over the dense terms' random effects.
+
+    Λ_D is block-diagonal (one k×k Λ per level), so this is a per-term scaling
+    of column groups: O(rows × q_dense), never a dense q_dense² product.
+    """
+    out = np.empty_like(m)
     for d in st.dense:
         t, off = st.terms[d], st.dense_offsets[d]
         size = t.n_levels * t.k
-        out[off : off + size, off : off + size] = np.kron(np.eye(t.n_levels), lam[d])
+        block = m[:, off : off + size]
+        if t.k == 1:
+            out[:, off : off + size] = block * lam[d][0, 0]
+        else:
+            b = block.reshape(m.shape[0], t.n_levels, t.k)
+            out[:, off : off + size] = (b @ lam[d]).reshape(m.shape[0], size)
     return out
+
+
+def _lambda_rows(st: ModelStructure, m: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
+    """Λ_Dᵀ M for a matrix whose rows run over the dense terms' random effects."""
+    return _lambda_cols(st, np.ascontiguousarray(m.T), lam).T
 
 
 def _block_diag_matrix(blocks: np.ndarray):

@@ -54,8 +54,12 @@ class ReTerm:
         return self.k * (self.k + 1) // 2
 
 
-# Largest chain-levels × dense-columns product kept as dense stacks (32 MB).
-WIDE_LIMIT = 4_000_000
+# Largest chain-levels × dense-columns product kept as dense arrays. Dense
+# products cost q_chain·q_dense² per evaluation against roughly the number of
+# co-occurring pairs for sparse ones, so dense pays only while small: a 60 × 40
+# crossed design is 100x faster dense, an InstEval-size one (3,000 × 1,100)
+# 1000x faster sparse.
+WIDE_LIMIT = 250_000
 
 
 def lower_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
