@@ -170,8 +170,6 @@ def test_non_finite_criterion_never_crashes():
         json.loads(out.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/optimize.py replaces a non-finite criterion by 1e300 and reports "
-                                       "the fit as converged; see the report for the fix (not this module's file)")
 def test_non_finite_criterion_is_reported_as_not_converged():
     out = fit_cli("y ~ x + (x | g)", STUDY_FILES, "--format", "json", setup=NAN_CRITERION)
     rec = json.loads(out.stdout)

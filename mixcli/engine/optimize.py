@@ -32,6 +32,7 @@ NEAR_BOUNDARY = 1e-3
 # reached to ~1e-10): within it, the boundary (a singular fit) is preferred.
 BOUNDARY_SLACK = 1e-9
 EDGE_STEP = 1e-5  # lme4's step off the boundary in restart_edge
+NONFINITE = 1e300  # what the optimiser sees where the criterion is NaN or infinite
 
 
 @dataclass
@@ -48,6 +49,7 @@ class OptSummary:
     fmin: float = math.inf
     evaluations: int = 0
     converged: bool = True
+    nonfinite: int = 0  # evaluations where the criterion was not finite
     stages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -66,7 +68,8 @@ class _Objective:
         f = self.fn(np.asarray(x, dtype=float))
         self.summary.evaluations += 1
         if not math.isfinite(f):
-            f = 1e300  # BOBYQA cannot handle inf; a huge value steers it away
+            self.summary.nonfinite += 1
+            f = NONFINITE  # BOBYQA cannot handle inf or NaN; a huge value steers it away
         if f < self.best_f:
             self.best_f, self.best_x = f, np.array(x, dtype=float)
         if self.progress is not None:
@@ -154,6 +157,14 @@ def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None) -> O
                 x, f = xr, fr
     summary.theta = x
     summary.fmin = f
+    if f >= NONFINITE:
+        summary.fmin = math.nan
+        summary.converged = False
+        summary.warnings.append(
+            f"the criterion was not finite at any of the {summary.evaluations} parameter values tried, so "
+            "nothing was fitted; check the data for extreme values, rescale predictors, or simplify the "
+            "random effects"
+        )
     return summary
 
 
