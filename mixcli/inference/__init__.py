@@ -48,7 +48,8 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
         raise ValueError(f"confidence level must be between 0 and 1, not {level}")
     if method == "wald":
         for f in m.fixef:
-            f.lower, f.upper = wald_bounds(f.estimate, f.se, level) if math.isfinite(f.se) else (math.nan, math.nan)
+            lo, hi = wald_bounds(f.estimate, f.se, level) if math.isfinite(f.se) else (math.nan, math.nan)
+            f.lower, f.upper = float(lo), float(hi)
         m.intervals = []
     else:
         from .profile import profile_intervals
@@ -57,7 +58,7 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:
             iv = fixed.get(f.term)
-            f.lower, f.upper = (iv.lower, iv.upper) if iv else (math.nan, math.nan)
+            f.lower, f.upper = (float(iv.lower), float(iv.upper)) if iv else (math.nan, math.nan)
         m.intervals = [iv for iv in ivs if iv.kind != "fixef"]
     m.ci_method, m.ci_level = ("Wald" if method == "wald" else "profile"), level
     return m

@@ -201,6 +201,9 @@ class Profiler:
             theta, sigma = unpack(x)
             return math.inf if theta is None else self._ml_deviance(theta, sigma)
 
+        # positions in x of the term's free correlations: shrunk towards 0 when a start would
+        # make the term's correlation matrix indefinite (k ≥ 3 and ψ a correlation near ±1)
+        f.cor_index = 1 + n_other + np.flatnonzero(~diag_t[free_t])
         return f, x0, lo, hi, step
 
     def deviance(self, par: ProfileParameter, value: float, start: np.ndarray | None = None):
@@ -212,6 +215,14 @@ class Profiler:
         f, x0, lo, hi, step = self.objective(par, value)
         if start is not None:
             x0, step = start, 0.2 * step
+        x0 = np.clip(np.asarray(x0, float), lo, hi)
+        cors = getattr(f, "cor_index", ())
+        if len(cors) and not math.isfinite(f(x0)):
+            x0 = x0.copy()
+            for _ in range(60):
+                x0[cors] *= 0.5
+                if math.isfinite(f(x0)):
+                    break
         x, fval = _bobyqa(f, x0, lo, hi, step)
         return fval, x
 
@@ -220,8 +231,8 @@ class Profiler:
         z = norm_ppf(0.5 + level / 2.0)
         lower, lo_bound = self._end(par, -1.0, z)
         upper, up_bound = self._end(par, +1.0, z)
-        return ProfileInterval(par.name, par.kind, par.group, par.term1, par.term2, par.estimate, lower, upper, level,
-                               lo_bound, up_bound)
+        return ProfileInterval(par.name, par.kind, par.group, par.term1, par.term2, float(par.estimate), float(lower),
+                               float(upper), level, lo_bound, up_bound)
 
     def _end(self, par: ProfileParameter, side: float, z: float) -> tuple[float, bool]:
         """Where ζ = side·z on one side of the estimate, or the parameter's bound if ζ stays inside.
