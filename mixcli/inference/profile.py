@@ -26,6 +26,12 @@ whose second SD is the larger, its pivoted Cholesky (``safe_chol``) builds a
 different covariance, which is how its profile of the M17 school slope SD
 turns non-monotonic.
 
+Limitation: for a term with three or more effects (correlations that
+constrain each other), the inner problem can have several local minima; one
+warm start and one cold start per end are used, so such profiles — of
+correlations, and of SDs near zero — can come out slightly too high and the
+intervals slightly too narrow (lme4 warns about the same profiles).
+
 The inner minimisations, with ψ fixed:
 
 * fixed effect βⱼ = b: for given θ, minimising r² over the other coefficients
