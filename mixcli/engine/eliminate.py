@@ -38,19 +38,30 @@ class FirstTermElimination:
         self.st = st
         t0 = st.terms[0]
         self.g0 = st.gram[0][0, 0]  # (q0,)
-        self.zxy0 = np.ascontiguousarray(st.zxy[0][0].T)  # (q0, p+1)
-        chain = range(1, st.n_chain)
         # c_s[i] = Z_sᵀz₀ over level i of term 0: cross[(0, s)] is (k_s, 1, q0)
         self.pair = {}  # (t, s), t ≥ s: (q0, k_t·k_s) products c_t c_sᵀ
-        self.zpair = {}  # s: (q0, k_s·(p+1)) products c_s zxy₀ᵀ
-        for s in chain:
-            cs = st.cross[(0, s)]
+        for s in range(1, st.n_chain):
             for t in range(s, st.n_chain):
-                self.pair[(t, s)] = _products(st.cross[(0, t)], cs)
-            self.zpair[s] = _products(cs, self.zxy0.T[:, None, :])
+                self.pair[(t, s)] = _products(st.cross[(0, t)], st.cross[(0, s)])
+        self._response_products()
         self.dense_c = None
         if st.dense:
             self.dense_c = self._dense_cross(t0)
+
+    def _response_products(self):
+        """The products that involve Xy (recomputed for a new response)."""
+        st = self.st
+        self.zxy0 = np.ascontiguousarray(st.zxy[0][0].T)  # (q0, p+1)
+        self.zpair = {s: _products(st.cross[(0, s)], self.zxy0.T[:, None, :]) for s in range(1, st.n_chain)}
+
+    def with_response(self, st: ModelStructure) -> "FirstTermElimination":
+        """This elimination for ``st``, the same model with another response."""
+        import copy
+
+        new = copy.copy(self)
+        new.st = st
+        new._response_products()
+        return new
 
     def _dense_cross(self, t0):
         """θ-free Z₀ᵀZ_D (q0 × q_dense): a dense array when small (BLAS, and no scipy

@@ -204,23 +204,33 @@ class Factorization:
         qd, p = self.st.q_dense, self.st.p
         return self.tail[qd : qd + p, qd : qd + p]  # R_Xᵀ
 
-    def fixef(self) -> np.ndarray:
-        """β̂ from R_X β̂ = c_β (back-substitution in the tail factor)."""
+    def _fixef_centred(self) -> np.ndarray:
         qd, p = self.st.q_dense, self.st.p
         return _solve_upper(self._rx_lower().T, self.tail[-1, qd : qd + p])
+
+    def fixef(self) -> np.ndarray:
+        """β̂ from R_X β̂ = c_β (back-substitution in the tail factor), for the original y.
+
+        Available from the fast (``full=False``) factor too: the tail holds R_X.
+        """
+        return self._fixef_centred() + self.st.beta_shift
 
     def rx_inverse(self) -> np.ndarray:
         """(R_XᵀR_X)⁻¹, the unscaled covariance of β̂."""
         inv_l = _solve_lower(self._rx_lower(), np.eye(self.st.p))
         return inv_l.T @ inv_l
 
-    def spherical_modes(self, beta: np.ndarray) -> list[np.ndarray]:
-        """Conditional modes of the spherical random effects u, per term as (k_t, q_t) arrays.
+    def spherical_modes(self, beta: np.ndarray | None = None) -> list[np.ndarray]:
+        """Conditional modes of the spherical random effects u, per term as (k_t, q_t) arrays,
+        at β (default β̂).
 
         Back-substitution Lᵀ [u; β] = c, from the bottom of L: the dense
-        terms first, then the chain in reverse.
+        terms first, then the chain in reverse. Needs the full factor.
         """
+        if not self.full:
+            raise ValueError("conditional modes need the full factorisation (evaluate(..., full=True))")
         st, p, nc = self.st, self.st.p, self.st.n_chain
+        beta = self._fixef_centred() if beta is None else np.asarray(beta, float) - st.beta_shift
         u: list[np.ndarray | None] = [None] * len(st.terms)
         ud = None
         if st.dense:
@@ -255,6 +265,8 @@ class Factorization:
         and Σ_{A,A} only involves blocks already computed for the ancestors, so
         the work stays linear in the number of levels for nested designs.
         """
+        if not self.full:
+            raise ValueError("conditional covariances need the full factorisation (evaluate(..., full=True))")
         st = self.st
         nc, qd = st.n_chain, st.q_dense
         out: list[np.ndarray | None] = [None] * len(st.terms)
@@ -313,8 +325,8 @@ class Factorization:
                 ydense[s] = -np.einsum("dbm,bcm->dcm", g_dense, linv)
         return out
 
-    def modes(self, beta: np.ndarray) -> list[np.ndarray]:
-        """Conditional modes b = Λu per term, as (q_t, k_t) arrays."""
+    def modes(self, beta: np.ndarray | None = None) -> list[np.ndarray]:
+        """Conditional modes b = Λu per term, as (q_t, k_t) arrays, at β (default β̂)."""
         return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.lam)]
 
 
