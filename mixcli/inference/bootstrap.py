@@ -113,7 +113,7 @@ def _refit(spec: _Spec, y: np.ndarray, reml: bool) -> float:
     if _fast_criterion is not None:
         fn = lambda th: _fast_criterion(st, th, reml)  # noqa: E731
     else:  # pragma: no cover
-        fn = lambda th: evaluate(st, th).criterion(reml)  # noqa: E731
+        fn = lambda th: evaluate(st, th, full=False).criterion(reml)  # noqa: E731
     return _minimize(fn, spec.theta, st.theta_lower)
 
 

@@ -103,11 +103,11 @@ class Profiler:
         st = self.st = m.structure
         self.n, self.p = st.n, st.p
         if m.reml:
-            opt = minimize_theta(lambda th: evaluate(st, th).criterion(False), np.asarray(m.theta, float), st.theta_lower)
+            opt = minimize_theta(lambda th: evaluate(st, th, full=False).criterion(False), np.asarray(m.theta, float), st.theta_lower)
             theta, base = np.asarray(opt.theta, float), float(opt.fmin)
         else:
             theta, base = np.asarray(m.theta, float), float(m.criterion)
-        fac = evaluate(st, theta)
+        fac = evaluate(st, theta, full=False)
         self.theta = theta
         self.base = min(base, fac.criterion(False))
         self.sigma = math.sqrt(fac.pwrss / self.n)
@@ -140,7 +140,7 @@ class Profiler:
 
     # ------------------------------------------------------- profiled deviance
     def _ml_deviance(self, theta: np.ndarray, sigma: float) -> float:
-        fac = evaluate(self.st, theta)
+        fac = evaluate(self.st, theta, full=False)
         if not fac.ok or not sigma > 0:
             return math.inf
         val = fac.logdet_z + self.n * math.log(2.0 * math.pi * sigma * sigma) + fac.pwrss / (sigma * sigma)
@@ -153,7 +153,7 @@ class Profiler:
             j, n = par.fixef_index, self.n
 
             def f(th):
-                fac = evaluate(st, th)
+                fac = evaluate(st, th, full=False)
                 if not fac.ok:
                     return math.inf
                 v = fac.rx_inverse()[j, j]

@@ -83,7 +83,7 @@ def satterthwaite(m) -> Satterthwaite:
     iu = np.triu_indices(p)
 
     def pieces(th: np.ndarray) -> np.ndarray:
-        fac = evaluate(st, th)
+        fac = evaluate(st, th, full=False)
         a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
         v = fac.rx_inverse()[iu] if p else np.zeros(0)
         return np.concatenate([[a, fac.pwrss], v])
