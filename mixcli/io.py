@@ -237,7 +237,12 @@ def read_table(source: str, sep: str | None = None) -> "Table":
         import pyarrow.csv  # noqa: F401
     except ImportError:
         return _read_csv_pandas(data, sep, name)
-    return _read_csv_arrow(data, sep, name)
+    table = _read_csv_arrow(data, sep, name)
+    del data
+    # pyarrow's mimalloc pool keeps what it freed (~2x the file size) for
+    # reuse; mixcli is done with arrow now, so hand it back before fitting.
+    pyarrow.default_memory_pool().release_unused()
+    return table
 
 
 # ---------------------------------------------------------------- pyarrow
