@@ -52,6 +52,13 @@ class _Group(click.Group):
             except BrokenPipeError:
                 _silence_stdout()
                 ctx.exit(141)
+            except click.exceptions.NoArgsIsHelpError:
+                raise  # 'mixcli' alone: click prints the help
+            except click.UsageError as err:  # bad options or arguments: one line too, not click's three
+                where = err.ctx.command_path if err.ctx is not None else "mixcli"
+                text = err.format_message().removesuffix(".")
+                _error(f"{text[:1].lower()}{text[1:]} (see '{where} --help')")
+                ctx.exit(err.exit_code)
             except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
                 raise
             except MemoryError:
