@@ -96,7 +96,7 @@ def _every_other_missing(i, row):
 
 @dataclass
 class Case:
-    section: str  # File, Formula, Data, Fit, Interrupt
+    section: str  # Usage, File, Formula, Data, Fit, Interrupt
     name: str  # what the user did, for the table
     args: list[str]  # mixcli's arguments
     code: int  # expected exit code
@@ -150,6 +150,10 @@ def _interrupting(self, data):
         {_SIGINT_SELF}
 _nest._Target.write = _interrupting
 """
+_NAN_CRITERION = """
+import mixcli.api as _api
+_api.Model.criterion = lambda self, theta, reml: float("nan")
+"""
 _NO_PERMISSION = """
 import builtins, mixcli.io as _io
 def _open(path, *a, **kw):
@@ -160,6 +164,16 @@ _io.open = _open
 """
 
 CASES: list[Case] = [
+    # -- the command line ---------------------------------------------------------------------
+    Case("Usage", "a misspelt command", ["fitt", "study.csv", "y ~ x + (1 | g)"], 2,
+         "no such command 'fitt'. Did you mean 'fit'? (see 'mixcli --help')", STUDY_FILES),
+    Case("Usage", "no formula", ["fit", "study.csv"], 2, "missing argument 'FORMULA...' (see 'mixcli fit --help')",
+         STUDY_FILES),
+    Case("Usage", "an unknown output format", FIT + ["y ~ x + (1 | g)", "--format", "xml"], 2,
+         "invalid value for '--format': 'xml' is not one of 'table', 'json', 'csv' (see 'mixcli fit --help')",
+         STUDY_FILES),
+    Case("Usage", "a separator of two characters", FIT + ["y ~ x + (1 | g)", "--sep", ";;"], 2,
+         "--sep must be a single character, got ';;'", STUDY_FILES),
     # -- files ------------------------------------------------------------------------------
     Case("File", "the file does not exist (a typo)", ["fit", "studdy.csv", "y ~ x + (1 | g)"], 1,
          "studdy.csv: no such file; did you mean study.csv?", STUDY_FILES),
@@ -288,6 +302,9 @@ CASES: list[Case] = [
          "or rescaling predictors", STUDY_FILES, kind="warning",
          setup="import mixcli.engine.optimize as _o; _o.MAX_EVAL = 5", note="with the limit set to 5 evaluations",
          more_warnings=True),
+    Case("Fit", "the criterion is never finite", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
+         "the criterion was not finite at any of the", STUDY_FILES, kind="warning",
+         setup=_NAN_CRITERION, note="with a criterion that is always NaN", more_warnings=True),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),
@@ -314,9 +331,11 @@ _PRELUDE = "import sys\n{setup}\nfrom mixcli.cli import main\nmain(prog_name='mi
 
 
 def command(case: Case) -> list[str]:
-    if case.setup:
+    """The installed ``mixcli`` script; with a setup, the same ``main`` after the setup code."""
+    script = Path(sys.executable).with_name("mixcli")
+    if case.setup or not script.exists():
         return [sys.executable, "-c", _PRELUDE.format(setup=case.setup), *case.args]
-    return [sys.executable, "-m", "mixcli", *case.args]
+    return [str(script), *case.args]
 
 
 def run_case(case: Case, workdir: Path | None = None) -> Outcome:
