@@ -38,21 +38,28 @@ class FirstTermElimination:
         self.st = st
         t0 = st.terms[0]
         self.g0 = st.gram[0][0, 0]  # (q0,)
-        # c_s[i] = Z_sᵀz₀ over level i of term 0: cross[(0, s)] is (k_s, 1, q0)
-        self.pair = {}  # (t, s), t ≥ s: (q0, k_t·k_s) products c_t c_sᵀ
+        # For each later chain term s, side by side so that one weighted sum per term
+        # serves them all: c_t c_sᵀ for t ≥ s (its Gram and cross blocks), then
+        # c_s zxy₀ᵀ (its Xy block), with c_s[i] = Z_sᵀz₀ over level i of term 0
+        # (cross[(0, s)] is (k_s, 1, q0)). The Xy columns come last, to be
+        # replaced for a new response.
+        self.combined = {}
         for s in range(1, st.n_chain):
-            for t in range(s, st.n_chain):
-                self.pair[(t, s)] = _products(st.cross[(0, t)], st.cross[(0, s)])
+            parts = [_products(st.cross[(0, t)], st.cross[(0, s)]) for t in range(s, st.n_chain)]
+            parts.append(np.zeros((t0.n_levels, st.terms[s].k * (st.p + 1))))
+            self.combined[s] = np.ascontiguousarray(np.hstack(parts))
         self._response_products()
         self.dense_c = None
         if st.dense:
             self.dense_c = self._dense_cross(t0)
 
     def _response_products(self):
-        """The products that involve Xy (recomputed for a new response)."""
+        """The products that involve Xy: zxy₀ and the last columns of ``combined``."""
         st = self.st
         self.zxy0 = np.ascontiguousarray(st.zxy[0][0].T)  # (q0, p+1)
-        self.zpair = {s: _products(st.cross[(0, s)], self.zxy0.T[:, None, :]) for s in range(1, st.n_chain)}
+        for s, comb in self.combined.items():
+            width = st.terms[s].k * (st.p + 1)
+            comb[:, -width:] = _products(st.cross[(0, s)], self.zxy0.T[:, None, :])
 
     def with_response(self, st: ModelStructure) -> "FirstTermElimination":
         """This elimination for ``st``, the same model with another response."""
@@ -60,6 +67,7 @@ class FirstTermElimination:
 
         new = copy.copy(self)
         new.st = st
+        new.combined = {s: comb.copy() for s, comb in self.combined.items()}
         new._response_products()
         return new
 
@@ -103,13 +111,18 @@ class FirstTermElimination:
         w = l2 / d0
         gram, cross, zxy = {}, {}, {}
         for s in range(1, st.n_chain):
-            seg = st.segments[(0, s)]
             ks = st.terms[s].k
-            gram[s] = st.gram[s] - seg.weighted(w, self.pair[(s, s)]).reshape(ks, ks, -1)
-            zxy[s] = st.zxy[s] - seg.weighted(w, self.zpair[s]).reshape(ks, st.p + 1, -1)
-            for t in range(s + 1, st.n_chain):
+            sums = st.segments[(0, s)].weighted(w, self.combined[s])  # (entries, q_s)
+            at = 0
+            for t in range(s, st.n_chain):
                 kt = st.terms[t].k
-                cross[(s, t)] = st.cross[(s, t)] - seg.weighted(w, self.pair[(t, s)]).reshape(kt, ks, -1)
+                block = sums[at : at + kt * ks].reshape(kt, ks, -1)
+                at += kt * ks
+                if t == s:
+                    gram[s] = st.gram[s] - block
+                else:
+                    cross[(s, t)] = st.cross[(s, t)] - block
+            zxy[s] = st.zxy[s] - sums[at:].reshape(ks, st.p + 1, -1)
         wz = self.zxy0 * w[:, None]
         xtx = st.xtx - self.zxy0.T @ wz
         dense = None

@@ -37,7 +37,6 @@ import numpy as np
 from ..engine.factor import evaluate
 from .derivatives import gradient_hessian
 from .distributions import t_two_sided
-from .response import with_response
 
 EIGEN_TOL = 1e-8  # lmerTest's tolerance for zero eigenvalues of H
 NOISE = 1e-6  # relative size of an eigenvalue of H indistinguishable from zero here
@@ -74,9 +73,8 @@ def satterthwaite(m) -> Satterthwaite:
     """The Satterthwaite machinery for a fitted model (``LmmResult``)."""
     st, reml = m.structure, m.reml
     n, p = st.n, st.p
-    if p:  # centre y at Xβ̂: the same criteria, with far less cancellation in r²
-        beta = np.array([f.estimate for f in m.fixef])
-        st = with_response(st, st.xy[:, p] - st.xy[:, :p] @ beta)
+    # (the structure's sums already use a least-squares-centred response, so r²
+    # has no cancellation of yᵀy to amplify in second differences)
     mult = n - p if reml else n
     sigma = float(m.sigma)
     theta = np.asarray(m.theta, dtype=float)
