@@ -371,9 +371,8 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
         raise click.UsageError("compare needs at least two formulas")
     labels = [n.strip() for n in names.split(",")] if names else None
     table = _read_data(data, sep)
-    if refit:
-        click.echo("refitting models with ML (instead of REML)", err=True)
-    comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress))
+    comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
+                          announce=lambda message: click.echo(message, err=True))
     if n_boot is not None:
         from .compare import add_bootstrap
 

@@ -62,7 +62,10 @@ class Comparison:
         return any(r.p_mixture is not None for r in self.rows)
 
 
-def compare_models(table, formulas, names=None, refit: bool = True, progress=None) -> Comparison:
+def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None) -> Comparison:
+    """Fit and test the models; ``announce(message)``, if given, hears what is about to be
+    done once every formula has been checked against the data (lme4's "refitting models
+    with ML" note, which should not precede an error)."""
     from .api import Model
 
     formulas = list(formulas)
@@ -77,6 +80,8 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     _check_same_rows(frames, names)
     if not refit:
         _check_same_fixed(frames, names)
+    if refit and announce is not None:
+        announce("refitting models with ML (instead of REML)")
     models = []
     for i, (name, frame) in enumerate(zip(names, frames), start=1):
         if progress is not None:

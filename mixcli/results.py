@@ -184,6 +184,13 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     theta = np.array(opt.theta, dtype=float)
     singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
     warnings = list(opt.warnings)
+    converged = opt.converged
+    if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):
+        converged = False
+        warnings.append(
+            "the fit broke down numerically (the residual standard deviation is "
+            f"{sigma:.3g}); rescale the predictors, especially random-slope variables, or simplify the model"
+        )
     if singular:
         from .singular import singular_fit_warnings
 
@@ -204,7 +211,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
         criterion=float(opt.fmin),
         npar=p + st.n_theta + 1,
         singular=singular,
-        converged=opt.converged,
+        converged=converged,
         warnings=warnings,
         messages=list(frame.messages),
         optsummary=opt,

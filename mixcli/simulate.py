@@ -269,9 +269,20 @@ def write_csv(columns: Mapping[str, np.ndarray], dest, *, decimals: int = 2) -> 
         dest.write(data.decode())
     else:
         try:
-            dest.write(data)
+            _write_all(dest, data)
         except TypeError:  # a text stream that is not an io.TextIOBase
             dest.write(data.decode())
+
+
+def _write_all(dest, data: bytes) -> None:
+    """Write every byte: a raw stream (stdout under PYTHONUNBUFFERED) may take only part
+    of a large write, and silently dropping the rest would truncate the CSV."""
+    view = memoryview(data)
+    while view:
+        written = dest.write(view)
+        if written is None:  # a buffered stream took it all (or a non-blocking one took nothing)
+            return
+        view = view[written:]
 
 
 def example_path() -> Path:
