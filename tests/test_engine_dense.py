@@ -193,3 +193,36 @@ def test_centring_the_response_keeps_criterion_and_estimates():
     np.testing.assert_allclose(fac.fixef(), beta, rtol=1e-10)
     got_u = np.concatenate([m.T.ravel() for m in fac.spherical_modes()])
     np.testing.assert_allclose(got_u, u, rtol=1e-8, atol=1e-10)
+
+
+def test_sparse_grouped_sums_agree_with_bincounts(monkeypatch):
+    """Large models group through a CSR indicator product; force it on a small one."""
+    from mixcli.engine import linalg
+
+    frame = model_frame(read_table(str(FIXTURES / "data" / "nested3.csv")), "y ~ x + (1 | district/school/class)")
+    theta = np.array([0.4, 0.7, 1.3])
+    expected = evaluate(ModelStructure(frame.terms, np.column_stack([frame.X, frame.y])), theta, full=False)
+    monkeypatch.setattr(linalg.Segments, "SPARSE_FROM", 0)
+    st = ModelStructure(frame.terms, np.column_stack([frame.X, frame.y]))
+    got = evaluate(st, theta, full=False)
+    assert any(hasattr(seg, "_indicator") for seg in st.segments.values())
+    for reml in (True, False):
+        assert got.criterion(reml) == pytest.approx(expected.criterion(reml), rel=1e-12)
+
+
+def test_warm_start_from_a_subsample_reaches_the_same_optimum(monkeypatch):
+    """Large fits start from a tenth of the outermost groups; the optimum must not move."""
+    import mixcli.api as api
+    from mixcli.simulate import simulate_classroom
+    from mixcli.table import Table
+
+    data = Table.from_mapping(simulate_classroom(n_schools=3000, seed=4))
+    frame = model_frame(data, "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
+    monkeypatch.setattr(api, "WARM_START_ROWS", 10**12)
+    cold = api.Model(frame).fit()
+    monkeypatch.setattr(api, "WARM_START_ROWS", 1000)
+    warm = api.Model(frame).fit()
+    assert "subsample" in warm.optsummary.stages[0] and "subsample" not in cold.optsummary.stages[0]
+    assert warm.criterion == pytest.approx(cold.criterion, abs=1e-6)
+    np.testing.assert_allclose(warm.theta, cold.theta, rtol=1e-4, atol=1e-6)
+    assert warm.optsummary.evaluations < cold.optsummary.evaluations

@@ -212,7 +212,9 @@ class Segments:
                 order = np.argsort(self.target, kind="stable")  # CSR data order
                 self._order = None if np.array_equal(order, np.arange(n)) else order
             self._indicator.data[:] = w if self._order is None else w[self._order]
-            return np.ascontiguousarray((self._indicator @ products).T)
+            # a transposed view: callers subtract it from entry-major stacks, which
+            # reads it once; an explicit transposed copy cost as much as the product
+            return (self._indicator @ products).T
         out = np.empty((products.shape[1], self.n_targets))
         for e in range(products.shape[1]):
             out[e] = np.bincount(self.target, weights=w * products[:, e], minlength=self.n_targets)

@@ -113,17 +113,23 @@ def _bobyqa(obj: _Objective, x0: np.ndarray, lower: np.ndarray, upper: np.ndarra
     return np.asarray(x, dtype=float), float(f), status
 
 
-def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None) -> OptSummary:
-    """Minimise ``fn`` over θ ≥ ``lower`` from ``start`` and return the summary."""
+def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None, step: np.ndarray | None = None,
+                   stage: str = "bobyqa from start") -> OptSummary:
+    """Minimise ``fn`` over θ ≥ ``lower`` from ``start`` and return the summary.
+
+    ``step`` is BOBYQA's initial step per parameter (its first trust region);
+    by default MixedModels.jl's: 0.75 of a non-zero start value, 1 otherwise.
+    A start known to be close (a warm start) wants smaller steps.
+    """
     summary = OptSummary(start=np.array(start, float), lower=np.array(lower, float))
     obj = _Objective(fn, summary, progress)
     upper = np.full(len(start), np.inf)
     diag = np.isfinite(lower)
-    # MixedModels.jl's initial steps: 0.75 of a non-zero start value, 1 otherwise.
-    step = np.where(start != 0, 0.75 * np.abs(start), 1.0)
+    if step is None:
+        step = np.where(start != 0, 0.75 * np.abs(start), 1.0)
 
     x, f, status = _bobyqa(obj, start, lower, upper, step)
-    summary.stages.append(f"bobyqa from start: {f:.10f} ({status})")
+    summary.stages.append(f"{stage}: {f:.10f} ({status})")
     _note_status(summary, status)
 
     # lme4's check.boundary, with a wider net: a diagonal θ near zero is tried

@@ -107,6 +107,18 @@ class ModelStructure:
         self._sums_xy = np.column_stack([x, self.y_centred])
         self.xtx = self._sums_xy.T @ self._sums_xy
 
+    def subset(self, rows: np.ndarray) -> "ModelStructure":
+        """The same model on a subset of the rows (levels renumbered densely)."""
+        terms = []
+        for t in self.terms:
+            codes = t.codes[rows]
+            present = np.zeros(t.n_levels, dtype=bool)
+            present[codes] = True
+            rank = np.cumsum(present) - 1
+            terms.append(ReTerm(codes=rank[codes], n_levels=int(present.sum()), z=t.z[rows], group=t.group,
+                                names=t.names, factor=t.factor))
+        return ModelStructure(terms, self.xy[rows])
+
     def with_response(self, y: np.ndarray) -> "ModelStructure":
         """The same model with another response (same rows, X and terms), for the cost
         of the y-dependent sums only: one bincount per effect. For the parametric
