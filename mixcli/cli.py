@@ -225,6 +225,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
 
     table = _read_data(data, sep)
     frames = [model_frame(table, f) for f in formulas]  # check every formula before fitting any
+    del table  # the frames hold what the fits need; let the fits reuse the memory
     meter = FitProgress(progress)
     results = []
     for i, frame in enumerate(frames, start=1):

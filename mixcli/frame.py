@@ -47,33 +47,34 @@ class GroupingFactor:
     """Integer codes of a (possibly interaction) grouping factor over the kept rows.
 
     Levels are ordered as R orders ``factor(a:b)``: by the first column's
-    level, then the next; only combinations that occur are levels. Labels
-    are built on demand (a million Python strings is not free).
+    level, then the next; only combinations that occur are levels. The codes,
+    however, number the levels by first appearance in the data, which is the
+    order the engine works in: two codings of the same partition of the rows
+    (``classid`` and ``schoolid:classid2``) then give bit-identical arithmetic
+    and identical fits, and data sorted by group make the nesting maps
+    monotone. ``to_r[c]`` is R's index of level ``c``. Labels are built on
+    demand (a million Python strings is not free).
     """
 
     name: str
     codes: np.ndarray
     n_levels: int
     # per column: its sorted levels (a list of labels, or the distinct numbers of a
-    # numeric column, formatted only when labels are asked for) and each level of
-    # this factor's index into them
+    # numeric column, formatted only when labels are asked for) and each R-ordered
+    # level of this factor's index into them
     parts: list[tuple[object, np.ndarray]]
+    to_r: np.ndarray
 
-    def engine_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Codes numbered by first appearance in the data, and each such level's R index.
-
-        The engine works in this order: two codings of the same partition of the
-        rows (``classid`` and ``schoolid:classid2``) then give bit-identical
-        arithmetic and identical fits, and data sorted by group make the
-        nesting maps monotone.
-        """
-        n = len(self.codes)
-        first = np.empty(self.n_levels, dtype=np.int64)
-        first[self.codes[::-1]] = np.arange(n - 1, -1, -1)  # the last write, the earliest row, wins
+    @classmethod
+    def from_r_codes(cls, name: str, r_codes: np.ndarray, n_levels: int, parts) -> "GroupingFactor":
+        """Renumber R-ordered codes by first appearance (O(n): one scatter, one sort of the levels)."""
+        n = len(r_codes)
+        first = np.empty(n_levels, dtype=np.int64)
+        first[r_codes[::-1]] = np.arange(n - 1, -1, -1)  # the last write, the earliest row, wins
         to_r = np.argsort(first, kind="stable")
-        rank = np.empty(self.n_levels, dtype=np.int64)
-        rank[to_r] = np.arange(self.n_levels)
-        return rank[self.codes], to_r
+        rank = np.empty(n_levels, dtype=np.int64)
+        rank[to_r] = np.arange(n_levels)
+        return cls(name, rank[r_codes], n_levels, parts, to_r)
 
     def labels(self) -> list[str]:
         cols = [np.asarray(_level_labels(levels), dtype=object)[idx] for levels, idx in self.parts]
@@ -156,15 +157,12 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         )
 
     factors: dict[str, GroupingFactor] = {}
-    engine_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     terms: list[ReTerm] = []
     for rt in formula.random:
         key = rt.lme4_group_name
         if key not in factors:
             factors[key] = _grouping_factor(table, rt.group, key, rows, messages)
         gf = factors[key]
-        if key not in engine_codes:
-            engine_codes[key] = gf.engine_codes()
         zm = model_matrix(rt.intercept, rt.terms, table, rows)
         if zm.X.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
@@ -172,7 +170,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
         _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
         terms.append(
             ReTerm(
-                codes=engine_codes[key][0], n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+                codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
             )
         )
     order = lme4_term_order([t.n_levels for t in terms])
@@ -182,7 +180,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     ordered_factors = {}
     for t in terms:
         ordered_factors.setdefault(t.factor, factors[t.factor])
-        t.levels_to_r = engine_codes[t.factor][1]
+        t.levels_to_r = factors[t.factor].to_r
     _check_levels(terms, ordered_factors, n)
     _check_residual_left(X, y, terms, label)
     predictors = {name: X[:, j] for j, name in enumerate(names)}
@@ -392,7 +390,7 @@ def _grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np
         combined = index.astype(np.int64) if combined is None else combined * len(levels) + index
     if len(columns) == 1:
         levels, index = parts[0]
-        return GroupingFactor(name, index.astype(np.int64), len(levels), [(levels, np.arange(len(levels)))])
+        return GroupingFactor.from_r_codes(name, index.astype(np.int64), len(levels), [(levels, np.arange(len(levels)))])
     used, codes = _dense_codes(combined)
     # decode each used combination into its per-column level indices
     idx_parts = []
@@ -402,7 +400,7 @@ def _grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np
         idx_parts.append(rem % size)
         rem = rem // size
     idx_parts.reverse()
-    return GroupingFactor(
+    return GroupingFactor.from_r_codes(
         name, codes.ravel().astype(np.int64), len(used), [(levels, idx) for (levels, _), idx in zip(parts, idx_parts)]
     )
 

@@ -92,6 +92,7 @@ class ModelStructure:
         self._centre_response()
         self._chain_sums()
         self._dense_sums()
+        del self._sums_xy  # only needed for the sums (a copy of X and y)
 
     def _centre_response(self):
         """Sums are made with y − X b (b: least squares), not y.
@@ -132,6 +133,7 @@ class ModelStructure:
         new.xy = self.xy.copy()
         new.xy[:, self.p] = y
         new._centre_response()
+        del new._sums_xy
         yc = new.y_centred
         new.zxy = []
         for t, old in zip(self.terms, self.zxy):
