@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test fuzz errors-table bench clean
+.PHONY: readme demo test fuzz errors-table bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,7 @@ fuzz: $(STAMP)
 # Regenerate README.md's "What mixcli says when..." table from tests/catalogue.py.
 errors-table: $(STAMP)
 	$(BIN)/python tests/catalogue.py --write
+
+# Re-run the README's shell examples and paste in their real output (needs ../shared).
+readme: $(STAMP)
+	$(BIN)/python tools/readme_examples.py
