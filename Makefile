@@ -47,4 +47,4 @@ errors-table: $(STAMP)
 
 # Re-run the README's shell examples and paste in their real output (needs ../shared).
 readme: $(STAMP)
-	$(BIN)/python tools/readme_examples.py
+	$(BIN)/python tests/readme_examples.py

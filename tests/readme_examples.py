@@ -8,7 +8,7 @@ and everything after the command in the block is replaced by its combined
 stdout and stderr. So the README shows real output, and ``git diff`` shows
 what a change to mixcli changed in it.
 
-    make readme          # or: .venv/bin/python tools/readme_examples.py
+    make readme          # or: .venv/bin/python tests/readme_examples.py
 """
 
 from __future__ import annotations
