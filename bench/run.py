@@ -695,11 +695,25 @@ def details_lines(jobs: list[Job]) -> tuple[list[str], list[str]]:
                     better = f"{who} lower" if delta < 0 else "lme4 lower"
                     flags.append(f"{j.name} {d['model']} ({d['method']}): |Δ| = {abs(delta):.2e} > 1e-6 ({better})")
             me = "–" if d["mixcli_evals"] is None else str(d["mixcli_evals"])
+            sub = [int(m) for st in d.get("stages", []) for m in re.findall(r"subsample.*?\((\d+) evaluations", st)]
+            if sub:
+                me += f" (+{sum(sub)} on a subsample)"
             le = "–" if d["lme4_evals"] is None else str(d["lme4_evals"])
             lines.append(
                 f"| {j.name} | {d['model']} | {d['method']} | {_fmt_crit(a)} | {_fmt_crit(b)} | {diff} | {me} | {le} |"
             )
     return lines, flags
+
+
+def stages_lines(jobs: list[Job]) -> list[str]:
+    """mixcli's optimiser stages where there was more than one plain BOBYQA run."""
+    out = []
+    for j in jobs:
+        for d in j.details:
+            st = d.get("stages", [])
+            if len(st) > 1 or any(not s.startswith("bobyqa from start") for s in st):
+                out.append(f"- {j.name} {d['model']} ({d['method']}): " + "; ".join(st))
+    return out
 
 
 HEADER = """\
@@ -760,6 +774,10 @@ def write_report(path: Path, jobs: list[Job], env: dict, notes: list[str], args)
         parts += ["Flagged:", "", *[f"- {f}" for f in flags], ""]
     else:
         parts += ["All criteria agree to 1e-6.", ""]
+    stages = stages_lines(jobs)
+    if stages:
+        parts += ["mixcli's optimiser stages (from the untimed run) where it did more than one plain BOBYQA run:", "",
+                  *stages, ""]
     parts += ["## Every run", "", *runs_lines(jobs), ""]
     parts += ["## Notes", "", *[f"- {n}" for n in notes]]
     for j in jobs:
@@ -768,6 +786,52 @@ def write_report(path: Path, jobs: list[Job], env: dict, notes: list[str], args)
     if path is not None:
         path.write_text(text)
     return text
+
+
+def save_results(path: Path, jobs: list[Job], env: dict, notes: list[str]) -> None:
+    """Everything the report is made of, so that `--render` can rewrite it without re-running."""
+
+    def tool(t: Tool) -> dict:
+        runs = [{k: v for k, v in vars(r).items() if k not in ("stdout", "stderr")} for r in t.runs]
+        return {"name": t.name, "steps": t.steps, "models": t.models, "runs": runs}
+
+    keys = ("name", "title", "reps", "target", "ratio_goal", "memory_goal", "seconds_goal", "rows", "notes", "details")
+    data = {
+        "env": env,
+        "notes": notes,
+        "jobs": [
+            {**{k: getattr(j, k) for k in keys}, "data": str(j.data), "tools": [tool(t) for t in (j.mixcli, j.lme4, *j.extra)]}
+            for j in jobs
+        ],
+    }
+    path.write_text(json.dumps(data, indent=1))
+
+
+def load_results(path: Path) -> tuple[list[Job], dict, list[str]]:
+    data = json.loads(path.read_text())
+
+    def tool(d: dict) -> Tool:
+        runs = [Run(stdout="", stderr="", **r) for r in d["runs"]]
+        return Tool(d["name"], d["steps"], None, runs=runs, models=d["models"])
+
+    jobs = []
+    for d in data["jobs"]:
+        tools = [tool(t) for t in d.pop("tools")]
+        d["data"] = Path(d["data"])
+        jobs.append(Job(mixcli=tools[0], lme4=tools[1], extra=tools[2:], **d))
+    return jobs, data["env"], data["notes"]
+
+
+def lme4_warnings(job: Job) -> None:
+    """lme4's convergence and singularity messages, once each, into the job's notes."""
+    seen = []
+    for run in job.lme4.runs:
+        for line in run.stderr.splitlines():
+            line = line.strip()
+            if re.search(r"converge|singular|Hessian", line) and line not in seen:
+                seen.append(line)
+    if seen:
+        job.notes.append("lme4 said: " + " | ".join(f"`{s}`" for s in seen))
 
 
 # ---------------------------------------------------------------------------
@@ -785,6 +849,8 @@ def main(argv=None) -> int:
     ap.add_argument("--large-schools", type=int, default=LARGE_SCHOOLS)
     ap.add_argument("--statsmodels-python", help="interpreter with statsmodels (default: the project's venv)")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not write bench/RESULTS.md")
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="only rewrite the report from a saved bench/out/results.json (no runs)")
     ap.add_argument("--worktree", action="store_true",
                     help="time the working tree's mixcli/ as it is (default: a snapshot of the committed HEAD)")
     ap.add_argument("--idle-limit", type=float, default=0.3,
@@ -792,6 +858,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-wait", type=float, default=30,
                     help="longest wait for the machine to quieten before a run, seconds (default 30)")
     args = ap.parse_args(argv)
+    if args.render:
+        jobs, env, notes = load_results(Path(args.render))
+        text = write_report(None if args.no_write else BENCH / "RESULTS.md", jobs, env, notes, args)
+        print(text[text.index("## Machine"):])
+        return 0
     reps, reps_large = (1, 1) if args.quick else (args.reps, args.reps_large)
     wanted = set(args.jobs.split(",")) if args.jobs else set(JOB_NAMES)
     unknown = wanted - set(JOB_NAMES)
@@ -865,6 +936,7 @@ def main(argv=None) -> int:
                     j.notes.append(f"{tool.name} {rec.get('statsmodels', '')} warnings: " + " | ".join(rec["warnings"]))
                 j.notes.append(f"{tool.name}: converged = {rec.get('converged')}")
         collect_details(j, compare_mode=j.name.startswith("compare"))
+        lme4_warnings(j)
 
     exposed = any("evaluations" in m for j in jobs for m in j.mixcli.models.values())
     notes.insert(
@@ -898,6 +970,7 @@ def main(argv=None) -> int:
     )
 
     env = environment(source)
+    save_results(OUT / "results.json", jobs, env, notes)
     text = write_report(None if args.no_write else BENCH / "RESULTS.md", jobs, env, notes, args)
     print()
     print(text[text.index("## Machine"):])
