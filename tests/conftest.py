@@ -42,6 +42,22 @@ def load_json(path: Path):
     return json.loads(need(path).read_text())
 
 
+_tables: dict = {}
+
+
+def cached_table(path):
+    """A data file read once per test session (a fixtures/data name, or any path)."""
+    from mixcli.io import read_table
+
+    path = Path(path)
+    if not path.is_absolute():
+        path = FIXTURES / "data" / path
+    path = need(path)
+    if path not in _tables:
+        _tables[path] = read_table(str(path))
+    return _tables[path]
+
+
 @pytest.fixture(scope="session")
 def classroom_table():
     from mixcli.io import read_table

@@ -8,28 +8,19 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, need
+from conftest import CLASSROOM, FIXTURES, cached_table
 from mixcli.api import Model
 from mixcli.engine.factor import evaluate
 from mixcli.engine.structure import ModelStructure
 from mixcli.frame import model_frame
 from mixcli.inference.bootstrap import bootstrap_lrt, make_job, simulate_response
 from mixcli.inference.response import with_response
-from mixcli.io import read_table
 
 SLOPES = FIXTURES / "data" / "slopes.csv"
-_tables = {}
-
-
-def _table(path):
-    path = need(path)
-    if path not in _tables:
-        _tables[path] = read_table(str(path))
-    return _tables[path]
 
 
 def _ml(path, formula):
-    return Model(model_frame(_table(path), formula)).fit(reml=False)
+    return Model(model_frame(cached_table(path), formula)).fit(reml=False)
 
 
 @pytest.mark.parametrize("path,formula", [
@@ -41,7 +32,7 @@ def _ml(path, formula):
 def test_new_response_gives_the_criteria_of_a_fresh_structure(path, formula):
     from mixcli.engine import factor
 
-    m = mixcli.fit(_table(path), formula)
+    m = mixcli.fit(cached_table(path), formula)
     st = m.structure
     if hasattr(factor, "criterion"):
         factor.criterion(st, m.theta, True)  # let the engine build whatever it caches on st

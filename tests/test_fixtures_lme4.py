@@ -5,25 +5,17 @@ from __future__ import annotations
 import pytest
 
 import mixcli
-from conftest import FIXTURES, load_json
+from conftest import FIXTURES, cached_table, load_json
 from lme4_checks import assert_matches_lme4
-from mixcli.io import read_table
 
 REF = {k: v for k, v in load_json(FIXTURES / "lme4_reference.json").items() if not k.startswith("_")}
 CASES = [(mid, method) for mid in sorted(REF) for method in ("REML", "ML") if REF[mid].get(method)]
-_tables = {}
-
-
-def table(name):
-    if name not in _tables:
-        _tables[name] = read_table(str(FIXTURES / "data" / name))
-    return _tables[name]
 
 
 @pytest.mark.parametrize("mid,method", CASES)
 def test_matches_lme4(mid, method):
     ref = REF[mid]
-    m = mixcli.fit(table(ref["csv"]), ref["formula"], reml=method == "REML")
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], reml=method == "REML")
     assert_matches_lme4(m, ref[method], mid)
     assert m.n_dropped == ref.get("n_dropped", m.n_dropped)
     if any("rank deficient" in msg for msg in ref.get("messages", [])):

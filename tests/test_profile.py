@@ -22,23 +22,14 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, load_json, need
+from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 from mixcli.inference.profile import Profiler, _sdcor_chol, profile_intervals
-from mixcli.io import read_table
 
 INFERENCE = FIXTURES / "lme4_inference.json"
 CLASSROOM_INFERENCE = FIXTURES / "classroom_inference.json"
 PROFILES = FIXTURES / "lme4_profiles.json"
 RTOL = 1e-3
 
-_tables = {}
-
-
-def _table(path):
-    path = need(path)
-    if path not in _tables:
-        _tables[path] = read_table(str(path))
-    return _tables[path]
 
 
 def _ref(mid):
@@ -65,7 +56,7 @@ CLEAN = ["nested3_3", "categorical_2", "categorical_5", "slopes_1", "slopes_2", 
 @pytest.mark.parametrize("mid", CLEAN)
 def test_intervals_match_lme4(mid):
     ref = _ref(mid)
-    m = mixcli.fit(_table(_data(ref)), ref["formula"])
+    m = mixcli.fit(cached_table(_data(ref)), ref["formula"])
     ivs = profile_intervals(m)
     assert [iv.parameter for iv in ivs] == [r["parameter"] for r in ref["confint"]]
     scale = m.sigma
@@ -76,7 +67,7 @@ def test_intervals_match_lme4(mid):
 
 def test_crossed_factors_dense_path():
     ref = _ref("crossed_1")
-    m = mixcli.fit(_table(_data(ref)), ref["formula"])
+    m = mixcli.fit(cached_table(_data(ref)), ref["formula"])
     which = ["sd_(Intercept)|item", "condb"]
     ivs = profile_intervals(m, which=which)
     refs = {r["parameter"]: r for r in ref["confint"]}
@@ -90,7 +81,7 @@ def test_classroom_m17():
     """Every interval of the issue's model; lme4's own are reliable for all but three ends
     (their profiles are checked point by point in test_profile_at_lme4s_points)."""
     ref = _ref("M17")
-    m = mixcli.fit(_table(CLASSROOM), ref["formula"]).add_confint(method="profile")
+    m = mixcli.fit(cached_table(CLASSROOM), ref["formula"]).add_confint(method="profile")
     assert m.ci_method == "profile" and m.ci_level == 0.95
     ours = {iv.parameter: (iv.lower, iv.upper) for iv in m.intervals}
     ours.update({f.term: (f.lower, f.upper) for f in m.fixef})
@@ -117,7 +108,7 @@ def _profile_cases():
 def test_profile_at_lme4s_points(cid):
     case = load_json(PROFILES)["cases"][cid]
     data = CLASSROOM if case["csv"] == "classroom.csv" else FIXTURES / "data" / case["csv"]
-    m = mixcli.fit(_table(data), case["formula"])
+    m = mixcli.fit(cached_table(data), case["formula"])
     prof = Profiler(m)
     par = next(p for p in prof.params if p.name == case["parameter"])
     cors = [k for k in case["rows"][0] if k.startswith("cor_")]
@@ -144,7 +135,7 @@ def test_profile_at_lme4s_points(cid):
 
 def test_reml_fit_is_profiled_on_the_ml_deviance():
     """lme4's profile() refits a REML fit by ML first: same intervals from either fit."""
-    t = _table(FIXTURES / "data" / "categorical.csv")
+    t = cached_table(FIXTURES / "data" / "categorical.csv")
     a = profile_intervals(mixcli.fit(t, "y ~ recipe + (1 | batch)"))
     b = profile_intervals(mixcli.fit(t, "y ~ recipe + (1 | batch)", reml=False))
     for x, y in zip(a, b):

@@ -8,20 +8,12 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, load_json, need
+from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 from mixcli.inference.distributions import norm_ppf, t_sf, t_two_sided
-from mixcli.io import read_table
 
 DF_RTOL = 1e-3  # the issue's tolerances
 P_ATOL = 1e-4
 
-_tables = {}
-
-
-def _table(path):
-    if path not in _tables:
-        _tables[path] = read_table(str(need(path)))
-    return _tables[path]
 
 
 def _cases():
@@ -38,7 +30,7 @@ def _cases():
 
 @pytest.mark.parametrize("csv,ref", _cases())
 def test_df_and_p_match_lmertest(csv, ref):
-    m = mixcli.fit(_table(csv), ref["formula"]).add_satterthwaite()
+    m = mixcli.fit(cached_table(csv), ref["formula"]).add_satterthwaite()
     assert m.ddf == "Satterthwaite"
     assert [f.term for f in m.fixef] == list(ref["satterthwaite"])
     for f in m.fixef:
@@ -51,7 +43,7 @@ def test_df_and_p_match_lmertest(csv, ref):
 
 
 def test_classroom_m17_issue_values():
-    m = mixcli.fit(_table(CLASSROOM), "mathscore ~ ses + (ses | schoolid) + (1 | classid)").add_satterthwaite()
+    m = mixcli.fit(cached_table(CLASSROOM), "mathscore ~ ses + (ses | schoolid) + (1 | classid)").add_satterthwaite()
     df = {f.term: f.df for f in m.fixef}
     assert round(df["(Intercept)"], 1) == 101.0
     assert round(df["ses"], 1) == 71.3
@@ -60,7 +52,7 @@ def test_classroom_m17_issue_values():
 def test_boundary_fit_gives_residual_df():
     """A random intercept estimated at zero: Var(β̂) does not move with θ there (the criterion
     is even in θ, as lmerTest's symmetric differences see it), so df = n − p exactly."""
-    m = mixcli.fit(_table(FIXTURES / "data" / "singular.csv"), "y ~ x + (1 | g)").add_satterthwaite()
+    m = mixcli.fit(cached_table(FIXTURES / "data" / "singular.csv"), "y ~ x + (1 | g)").add_satterthwaite()
     assert m.singular
     for f in m.fixef:
         assert f.df == pytest.approx(m.nobs - len(m.fixef), rel=1e-9)
@@ -71,7 +63,7 @@ def test_ml_fit_uses_the_ml_deviance():
     from the REML fit's, and the σ–σ curvature is 4n/σ̂² at the optimum."""
     from mixcli.inference.satterthwaite import satterthwaite
 
-    t = _table(FIXTURES / "data" / "categorical.csv")
+    t = cached_table(FIXTURES / "data" / "categorical.csv")
     ml = mixcli.fit(t, "y ~ recipe + (1 | batch)", reml=False)
     s = satterthwaite(ml)
     assert s.hessian[-1, -1] == pytest.approx(4 * ml.nobs / ml.sigma**2, rel=1e-6)
@@ -82,7 +74,7 @@ def test_ml_fit_uses_the_ml_deviance():
 def test_contrast_df_reduces_to_coefficient_df():
     from mixcli.inference.satterthwaite import satterthwaite
 
-    m = mixcli.fit(_table(FIXTURES / "data" / "categorical.csv"), "y ~ recipe + (1 | batch)")
+    m = mixcli.fit(cached_table(FIXTURES / "data" / "categorical.csv"), "y ~ recipe + (1 | batch)")
     s = satterthwaite(m)
     assert s.df([0, 1, 0]) == pytest.approx(s.fixef_df()[1], rel=1e-12)
     # the df of a scaled contrast do not depend on the scale
