@@ -236,29 +236,21 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
             _add_inference(m, ddf, ci, progress, i, len(frames))
         results.append(m)
     if ranef:
-        _render_ranef(results, fmt)
-        return
-    if fmt == "json":
-        from .render.fit_json import render_fits
+        from .render import ranef_out
 
-        sys.stdout.write(render_fits(results))
-    elif fmt == "csv":
-        from .render.fit_csv import render_fits
-
-        sys.stdout.write(render_fits(results))
-        for m in results:
-            for line in m.notes():
-                _warn(line)
+        _write(fmt, lambda: ranef_out.render_json(results), lambda: ranef_out.render_csv(results),
+               lambda: [ranef_out.table_renderables(m) for m in results])
+        notes = [line for m in results for line in m.notes()]
     else:
-        from .render.fit_table import fit_renderables
+        from .render import fit_csv, fit_json, fit_table
 
-        console = _console()
         source = "standard input" if data == "-" else data
-        for i, m in enumerate(results):
-            if i:
-                console.print()
-            for r in fit_renderables(m, source):
-                console.print(r)
+        _write(fmt, lambda: fit_json.render_fits(results), lambda: fit_csv.render_fits(results),
+               lambda: [fit_table.fit_renderables(m, source) for m in results])
+        # JSON carries the notes in its "warnings" key and the table prints them under it
+        notes = [line for m in results for line in m.notes()] if fmt == "csv" else []
+    for line in notes:
+        _warn(line)
 
 
 def _add_inference(m, ddf, ci, progress, i, n):
@@ -310,23 +302,20 @@ class _Bar:
         return False
 
 
-def _render_ranef(results, fmt):
-    from .render import ranef_out
-
+def _write(fmt: str, as_json, as_csv, as_tables):
+    """Results on stdout in the chosen format; ``as_tables`` gives one list of rich
+    renderables per result, printed with a blank line between results."""
     if fmt == "json":
-        sys.stdout.write(ranef_out.render_json(results))
+        sys.stdout.write(as_json())
     elif fmt == "csv":
-        sys.stdout.write(ranef_out.render_csv(results))
+        sys.stdout.write(as_csv())
     else:
         console = _console()
-        for i, m in enumerate(results):
+        for i, renderables in enumerate(as_tables()):
             if i:
                 console.print()
-            for r in ranef_out.table_renderables(m):
+            for r in renderables:
                 console.print(r)
-    for m in results:
-        for line in m.notes():
-            _warn(line)
 
 
 @main.command("compare")
@@ -382,17 +371,12 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
                           progress=lambda done, total, label: bar.update(done, total, label[len("bootstrap "):]))
     elif seed is not None or jobs is not None:
         raise click.UsageError("--seed and --jobs are options of --bootstrap")
-    if fmt == "json":
-        sys.stdout.write(compare_out.render_json(comp))
-    elif fmt == "csv":
-        sys.stdout.write(compare_out.render_csv(comp))
-    else:
-        console = _console()
-        for r in compare_out.table_renderables(comp, "standard input" if data == "-" else data):
-            console.print(r)
-        return
-    for line in compare_out.notes(comp):
-        _warn(line)
+    source = "standard input" if data == "-" else data
+    _write(fmt, lambda: compare_out.render_json(comp), lambda: compare_out.render_csv(comp),
+           lambda: [compare_out.table_renderables(comp, source)])
+    if fmt != "table":  # the table prints its notes under it
+        for line in compare_out.notes(comp):
+            _warn(line)
 
 
 @main.command()
