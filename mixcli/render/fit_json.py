@@ -35,7 +35,6 @@ def fit_record(m) -> dict:
         "singular": m.singular,
         "converged": m.converged,
         "warnings": m.notes(),
-        "ddf": m.ddf,
     }
     if m.ci_method is not None:
         rec["ci"] = {
