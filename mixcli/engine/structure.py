@@ -270,12 +270,3 @@ class ModelStructure:
                 gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
         self.dense_gram = gram
 
-    # -- sizes ----------------------------------------------------------------
-    @property
-    def q_total(self) -> int:
-        return sum(t.n_levels * t.k for t in self.terms)
-
-    def describe(self) -> str:
-        chain = ", ".join(self.terms[i].group for i in range(self.n_chain))
-        dense = ", ".join(self.terms[i].group for i in self.dense) or "none"
-        return f"block-diagonal chain: {chain}; dense: {dense}"
