@@ -26,6 +26,7 @@ CASES = [
     ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (ses | classid)"),
     ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (ses || classid)"),
     ("crossed.csv", "rt ~ cond * freq + (1 + freq | subj) + (1 | item)"),
+    ("crossed.csv", "rt ~ cond + (1 + cond | subj) + (1 + freq | item)"),  # a vector-valued crossed term
     ("slopes.csv", "y ~ x + (1 | a) + (1 | b) + (1 | a:b)"),
     ("slopes.csv", "y ~ x + z + (x + z | g)"),
     ("categorical.csv", "y ~ 0 + recipe + (1 | batch)"),

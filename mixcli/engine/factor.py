@@ -104,13 +104,19 @@ class Factorization:
             self.ok = False
             self.tail = np.full_like(tail, np.nan)
 
+    def _dense_blocks(self, gram_dd: np.ndarray, zx_correction=None):
+        """Λ_DᵀG_DDΛ_D + I and Λ_DᵀZ_DᵀXy, before the chain's contribution is subtracted."""
+        st, lam = self.st, self.lam
+        add = _lambda_d(st, _lambda_d(st, gram_dd, lam, 1), lam, 0)
+        add[np.diag_indices(st.q_dense)] += 1.0
+        zx = np.concatenate([_rows(st.zxy[d]) for d in st.dense])
+        if zx_correction is not None:
+            zx = zx + zx_correction
+        return add, _lambda_d(st, zx, lam, 0)
+
     def _reduced_dense_tail(self, sxx, gram_dd, zx_correction):
         """[dense terms, Xy] after eliminating the only chain term (see eliminate)."""
-        st, lam = self.st, self.lam
-        add = _lambda_rows(st, _lambda_cols(st, gram_dd, lam), lam)
-        add[np.diag_indices(st.q_dense)] += 1.0
-        zx = np.concatenate([_rows(st.zxy[d]) for d in st.dense]) + zx_correction
-        sdx = _lambda_rows(st, zx, lam)
+        add, sdx = self._dense_blocks(gram_dd, zx_correction)
         return np.block([[add, sdx], [sdx.T, sxx]])
 
     def _dense_schur(self, sxx: np.ndarray) -> np.ndarray:
@@ -121,10 +127,7 @@ class Factorization:
         the crossed terms' own block is dense.
         """
         st, lam = self.st, self.lam
-        qd = st.q_dense
-        add = _lambda_rows(st, _lambda_cols(st, st.dense_gram, lam), lam)
-        add[np.diag_indices(qd)] += 1.0
-        sdx = np.concatenate([_rows(linalg.left_lambda(lam[d], st.zxy[d])) for d in st.dense])
+        add, sdx = self._dense_blocks(st.dense_gram)
         if st.wide:
             return self._dense_schur_wide(add, sdx, sxx)
         import scipy.sparse as sp
@@ -145,7 +148,7 @@ class Factorization:
         st, lam = self.st, self.lam
         self.wdd = []
         for s in range(st.n_chain):
-            rhs = linalg.left_lambda(lam[s], _right_dense_lambda(st, st.zd_wide[s], lam))
+            rhs = linalg.left_lambda(lam[s], _lambda_d(st, st.zd_wide[s], lam, 1))
             for r in range(s):
                 rhs = rhs - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], self.wdd[r]))
             wd = linalg.solve_lower(self.lss[s], rhs)
@@ -371,44 +374,25 @@ def _rows(blocks: np.ndarray) -> np.ndarray:
     return blocks.transpose(2, 0, 1).reshape(q * k, c)
 
 
-def _right_dense_lambda(st: ModelStructure, zd: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
-    """Z Λ_D for a (k, q_dense, m) stack whose middle axis runs over the dense terms' columns."""
-    out = np.empty_like(zd)
-    k, _, m = zd.shape
-    for d in st.dense:
-        t, off = st.terms[d], st.dense_offsets[d]
-        size = t.n_levels * t.k
-        block = zd[:, off : off + size, :]
-        if t.k == 1:
-            out[:, off : off + size, :] = block * lam[d][0, 0]
-        else:
-            b = block.reshape(k, t.n_levels, t.k, m)
-            out[:, off : off + size, :] = np.einsum("slbm,bc->slcm", b, lam[d]).reshape(k, size, m)
-    return out
-
-
-def _lambda_cols(st: ModelStructure, m: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
-    """M Λ_D for a matrix whose columns run over the dense terms' random effects.
+def _lambda_d(st: ModelStructure, m: np.ndarray, lam: list[np.ndarray], axis: int) -> np.ndarray:
+    """Λ_D applied along ``axis`` of ``m``, which runs over the dense terms' random effects:
+    out[…, j, …] = Σᵢ m[…, i, …] Λ_D[i, j] (M Λ_D for columns, Λ_Dᵀ M for rows).
 
     Λ_D is block-diagonal (one k×k Λ per level), so this is a per-term scaling
-    of column groups: O(rows × q_dense), never a dense q_dense² product.
+    of index groups: O(size of m), never a dense q_dense² product.
     """
-    out = np.empty_like(m)
+    src = np.moveaxis(m, axis, -1)
+    out = np.empty_like(src)
+    lead = src.shape[:-1]
     for d in st.dense:
         t, off = st.terms[d], st.dense_offsets[d]
         size = t.n_levels * t.k
-        block = m[:, off : off + size]
+        block = src[..., off : off + size]
         if t.k == 1:
-            out[:, off : off + size] = block * lam[d][0, 0]
+            out[..., off : off + size] = block * lam[d][0, 0]
         else:
-            b = block.reshape(m.shape[0], t.n_levels, t.k)
-            out[:, off : off + size] = (b @ lam[d]).reshape(m.shape[0], size)
-    return out
-
-
-def _lambda_rows(st: ModelStructure, m: np.ndarray, lam: list[np.ndarray]) -> np.ndarray:
-    """Λ_Dᵀ M for a matrix whose rows run over the dense terms' random effects."""
-    return _lambda_cols(st, np.ascontiguousarray(m.T), lam).T
+            out[..., off : off + size] = (block.reshape(*lead, t.n_levels, t.k) @ lam[d]).reshape(*lead, size)
+    return np.moveaxis(out, -1, axis)
 
 
 def _block_diag_matrix(blocks: np.ndarray):
