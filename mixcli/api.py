@@ -93,7 +93,6 @@ class Model:
             return None
         return opt.theta, opt.evaluations
 
-
     def result_at(self, theta: np.ndarray, reml: bool = True) -> LmmResult:
         """The fitted-model quantities at a given θ, without optimising (for references and profiles)."""
         from .engine.optimize import OptSummary
