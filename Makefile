@@ -24,6 +24,7 @@ demo: $(STAMP)
 		"mathscore ~ ses + (ses | schoolid) + (ses || classid)"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Whole-process timing of mixcli next to Rscript + lme4; takes many minutes and

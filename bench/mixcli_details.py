@@ -36,9 +36,9 @@ def _record(name: str, result, seconds: float) -> dict:
 
 def main(argv: list[str]) -> int:
     mode, path, *specs = argv
-    from mixcli.api import fit_frame
     from mixcli.frame import model_frame
     from mixcli.io import read_table
+    from mixcli.model import fit_frame
 
     table = read_table(path)
     if mode == "fit":

@@ -35,7 +35,6 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx):
-        import os
         import warnings
 
         with warnings.catch_warnings():
@@ -92,8 +91,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _silence_stdout():
     """After a broken pipe: point stdout at /dev/null so that the final flush cannot fail again."""
-    import os
-
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
@@ -136,8 +133,6 @@ def _warn(message: str):
 
 def _console():
     """A rich console on stdout: plain text when piped or when NO_COLOR is set."""
-    import os
-
     from rich.console import Console
 
     tty = sys.stdout.isatty()
@@ -219,8 +214,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --ci 0.95 --ddf none
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ci profile
     """
-    from .api import fit_frame
     from .frame import model_frame
+    from .model import fit_frame
     from .progress import FitProgress
 
     table = _read_data(data, sep)
@@ -236,17 +231,17 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
             _add_inference(m, ddf, ci, progress, i, len(frames))
         results.append(m)
     if ranef:
-        from .render import ranef_out
+        from .render import ranef as render
 
-        _write(fmt, lambda: ranef_out.render_json(results), lambda: ranef_out.render_csv(results),
-               lambda: [ranef_out.table_renderables(m) for m in results])
+        _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results),
+               lambda: [render.table_renderables(m) for m in results])
         notes = [line for m in results for line in m.notes()]
     else:
-        from .render import fit_csv, fit_json, fit_table
+        from .render import fit as render
 
         source = "standard input" if data == "-" else data
-        _write(fmt, lambda: fit_json.render_fits(results), lambda: fit_csv.render_fits(results),
-               lambda: [fit_table.fit_renderables(m, source) for m in results])
+        _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results),
+               lambda: [render.table_renderables(m, source) for m in results])
         # JSON carries the notes in its "warnings" key and the table prints them under it
         notes = [line for m in results for line in m.notes()] if fmt == "csv" else []
     for line in notes:
@@ -280,8 +275,14 @@ class _Bar:
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
@@ -353,9 +354,9 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
       mixcli compare classroom.csv "mathscore ~ ses + (ses | schoolid)" \\
           "mathscore ~ ses + (ses | schoolid) + (1 | classid)" --bootstrap 1000 --seed 1
     """
-    from .compare import compare_models
+    from .compare import add_bootstrap, compare_models
     from .progress import FitProgress
-    from .render import compare_out
+    from .render import compare as render
 
     if len(formulas) < 2:
         raise click.UsageError("compare needs at least two formulas")
@@ -364,18 +365,16 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
                           announce=lambda message: click.echo(message, err=True))
     if n_boot is not None:
-        from .compare import add_bootstrap
-
         with _Bar(progress, "bootstrap") as bar:
             add_bootstrap(comp, n_boot, seed=seed, workers=jobs,
                           progress=lambda done, total, label: bar.update(done, total, label[len("bootstrap "):]))
     elif seed is not None or jobs is not None:
         raise click.UsageError("--seed and --jobs are options of --bootstrap")
     source = "standard input" if data == "-" else data
-    _write(fmt, lambda: compare_out.render_json(comp), lambda: compare_out.render_csv(comp),
-           lambda: [compare_out.table_renderables(comp, source)])
+    _write(fmt, lambda: render.render_json(comp), lambda: render.render_csv(comp),
+           lambda: [render.table_renderables(comp, source)])
     if fmt != "table":  # the table prints its notes under it
-        for line in compare_out.notes(comp):
+        for line in render.notes(comp):
             _warn(line)
 
 
@@ -399,36 +398,13 @@ def simulate(n_schools, seed, output):
       mixcli simulate --schools 50000 --seed 7 -o big.csv
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
     """
-    import os
-    import tempfile
-
-    from .errors import DataError
+    from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv
 
     columns = simulate_classroom(n_schools=n_schools, seed=seed)
-    if output is None:
-        write_csv(columns, getattr(sys.stdout, "buffer", sys.stdout))
-        return
-    target = os.path.abspath(output)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".mixcli-", suffix=".tmp", dir=os.path.dirname(target))
-    except OSError as err:
-        raise DataError(f"cannot write {output}: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_csv(columns, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write {output}: {err.strerror or err}") from err
-        raise
+    with AtomicOutput(output) as target:
+        write_csv(columns, target)
+        target.commit()
 
 
 @main.command("nest")
@@ -465,16 +441,7 @@ def nest_command(data, specs, names, output, check, sep):
 
     if check and output is not None:
         raise UsageError("--check writes no data; leave out -o")
-    try:
-        stats = nest(data, specs, names, output, sep=sep, check=check)
-    except BrokenPipeError:  # e.g. piped into head: stop quietly, as a killed C tool would
-        import os
-
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        sys.exit(141)
+    stats = nest(data, specs, names, output, sep=sep, check=check)
     if check:
         click.echo(check_report(stats, data))
         return

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chisq import chi2_sf
 from .errors import DataError, UsageError
 from .frame import model_frame
+from .inference.bootstrap import bootstrap_lrt
+from .inference.distributions import chi2_sf
+from .model import Model
 from .results import LmmResult
-
+from .table import Table
 
 # Criteria are minimised to ~1e-9; a likelihood-ratio statistic below this is
 # optimiser noise between two fits of equivalent models (M16 vs M17 on the
@@ -62,12 +64,15 @@ class Comparison:
         return any(r.p_mixture is not None for r in self.rows)
 
 
+def compare(data, formulas, names=None, refit: bool = True, **options) -> Comparison:
+    """``compare_models`` on a DataFrame, a mapping of columns or a Table (the library entry point)."""
+    return compare_models(Table.from_mapping(data), formulas, names=names, refit=refit, **options)
+
+
 def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None) -> Comparison:
     """Fit and test the models; ``announce(message)``, if given, hears what is about to be
     done once every formula has been checked against the data (lme4's "refitting models
     with ML" note, which should not precede an error)."""
-    from .api import Model
-
     formulas = list(formulas)
     if len(formulas) < 2:
         raise UsageError("compare needs at least two formulas")
@@ -113,8 +118,6 @@ def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: in
     recorded in ``comp.bootstrap`` so that the run can be repeated. ``progress(done, total,
     label)`` is called as replicates complete.
     """
-    from .inference.bootstrap import bootstrap_lrt
-
     if n < 1:
         raise UsageError("--bootstrap needs at least 1 replicate")
     if seed is None:

@@ -1,9 +1,14 @@
 """Read a data file (CSV, TSV, Parquet; a path or ``-`` for stdin) into a ``Table``.
 
-The fast path is pyarrow's multithreaded CSV reader: numeric columns (integer
-or floating) become float64 arrays with NaN for missing values, every other
-column becomes a dictionary-encoded ``TextColumn``. Nothing loops over rows in
-Python. Without pyarrow, pandas reads the file instead, with the same result.
+This is mixcli's one reader of delimited text. ``read_table`` uses pyarrow's
+multithreaded CSV reader: numeric columns (integer or floating) become float64
+arrays with NaN for missing values, every other column becomes a
+dictionary-encoded ``TextColumn``. Nothing loops over rows in Python.
+``mixcli nest``, which edits files byte for byte instead of reading them into
+a table, asks this module for the pieces it needs: the header record
+(``read_header``), chosen columns as raw bytes (``binary_columns``) and, for
+files pyarrow cannot map one record to one line range, the records one by one
+(``records``) — with the same missing values, separators and errors.
 
 Decisions, so that every command sees the same data:
 
@@ -30,14 +35,18 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .table import Table
 
-NULL_VALUES = ("", "NA")
+# numpy, pyarrow and the table module are imported where they are needed: importing this
+# module stays free, for commands (nest) that may never build a table.
+
+NULL_VALUES = ("", "NA")  # the only spellings of a missing value, for every command
 
 _TAB_EXTENSIONS = (".tsv", ".tab")
 _COMPRESSED_EXTENSIONS = (".gz",)
@@ -232,11 +241,8 @@ def read_table(source: str, sep: str | None = None) -> "Table":
     header = _first_line(data)
     header_text = decode_text(header)[0]
     check_header_sep(_parse_fields(header_text, sep), header_text, sep, name)
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.csv  # noqa: F401
-    except ImportError:
-        return _read_csv_pandas(data, sep, name)
+    import pyarrow
+
     table = _read_csv_arrow(data, sep, name)
     del data
     # pyarrow's mimalloc pool keeps what it freed (~2x the file size) for
@@ -454,11 +460,8 @@ def _arrow_text(column):
 
 
 def _read_parquet(data: bytes, name: str) -> "Table":
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{name}: reading Parquet files needs pyarrow (pip install pyarrow)") from None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as err:
@@ -469,43 +472,158 @@ def _read_parquet(data: bytes, name: str) -> "Table":
     return _arrow_to_table(table, name)
 
 
-# ---------------------------------------------------------------- pandas fallback
+# ---------------------------------------------------------------- records, for byte-exact editing
 
 
-def _read_csv_pandas(data: bytes, sep: str, name: str) -> "Table":
-    import io
-    import warnings
+@dataclass
+class Header:
+    """The header record of a delimited file, located in its bytes."""
 
-    import numpy as np
-    import pandas as pd
+    start: int  # byte offset of the header record (after any blank lines)
+    end: int  # byte offset just past its line ending
+    line: int  # physical line number of its last line
+    columns: list[str]
+    encoding: str  # "utf-8", or "cp1252" for the legacy decoding
 
-    from .table import Table, TextColumn
 
-    encoding = "utf-8-sig"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        data = decode_legacy(data).encode("utf-8")
-        warnings.warn(f"{name}: not valid UTF-8; read as Windows-1252 (Latin-1)", DataWarning, stacklevel=3)
-    header_text = _first_line(data).decode("utf-8")
-    _check_names(_parse_fields(header_text, sep), name)
-    try:
-        frame = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, na_values=list(NULL_VALUES),
-                            keep_default_na=False, encoding=encoding, skip_blank_lines=True, engine="c")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{name}: the file is empty") from None
-    except (pd.errors.ParserError, ValueError) as err:
-        raise DataError(f"{name}: cannot parse the file: {str(err).strip().splitlines()[-1]}") from None
-    if len(frame) == 0:
-        raise DataError(f"{name}: has a header but no data rows")
-    columns: dict[str, object] = {}
-    for col in frame.columns:
-        series = frame[col]
+def line_body(line: bytes) -> bytes:
+    """``line`` without its line ending (CRLF, LF, or none on a last line)."""
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith(b"\n"):
+        return line[:-1]
+    return line
+
+
+class _Feed:
+    """Physical lines for the csv module, decoded as Latin-1 (byte-exact), keeping the raw bytes read."""
+
+    __slots__ = ("lines", "raw", "number", "ran_out")
+
+    def __init__(self, lines: Iterator[bytes], number: int = 0):
+        self.lines = lines
+        self.raw: list[bytes] = []
+        self.number = number
+        self.ran_out = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
         try:
-            columns[str(col)] = pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
-        except (ValueError, TypeError):
-            codes, uniques = pd.factorize(series, use_na_sentinel=True)
-            labels = np.empty(len(uniques), dtype=object)
-            labels[:] = list(uniques)
-            columns[str(col)] = TextColumn(codes=codes.astype(np.int64), labels=labels)
-    return Table(columns=columns, source=name, nrows=len(frame))
+            line = next(self.lines)
+        except StopIteration:
+            self.ran_out = True
+            raise
+        self.number += 1
+        self.raw.append(line)
+        return line.decode("latin-1")
+
+
+def _csv_reader(lines, sep: str):
+    import csv
+
+    return csv.reader(lines, delimiter=sep, quotechar='"', doublequote=True, strict=False)
+
+
+def _bare_cr(name: str, line: int) -> DataError:
+    return DataError(f"{name}: line {line}: a carriage return not followed by a newline (old Mac line "
+                     "endings?); convert the line endings to \\n or \\r\\n first")
+
+
+def _next_record(reader, feed: _Feed, name: str) -> tuple[int, bytes, list[str]] | None:
+    """(first line number, raw bytes, fields) of the next record, None at the end."""
+    import csv
+
+    start = feed.number + 1
+    try:
+        fields = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        if "new-line character" in str(err):
+            raise _bare_cr(name, feed.number) from None
+        raise DataError(f"{name}: cannot parse the record on line {start}: {err}") from None
+    if feed.ran_out:
+        raise DataError(f"{name}: a quoted field starting on line {start} is never closed (it runs to the end of the file)")
+    raw = feed.raw[0] if len(feed.raw) == 1 else b"".join(feed.raw)
+    feed.raw.clear()
+    return start, raw, fields
+
+
+def read_header(data: bytes, sep: str, name: str) -> Header:
+    """The first non-blank record of ``data``, its place and its column names (decoded as
+    ``read_table`` decodes them); DataError for data that is not delimited text."""
+    import io
+
+    check_text_start(data[:65536], name)
+    feed = _Feed(iter(io.BytesIO(data)))
+    reader = _csv_reader(feed, sep)
+    offset = 0
+    while True:
+        record = _next_record(reader, feed, name)
+        if record is None:
+            raise DataError(f"{name}: the file contains only blank lines")
+        line_no, raw, fields = record
+        if fields:
+            break
+        offset += len(raw)
+    body = line_body(raw)
+    if b"\r" in body and not any("\r" in f for f in fields):
+        raise _bare_cr(name, line_no)
+    raw_fields = [f.encode("latin-1") for f in fields]
+    if raw_fields[0].startswith(b"\xef\xbb\xbf"):
+        raw_fields[0] = raw_fields[0][3:]
+    text, encoding = decode_text(b"\x00".join(raw_fields))
+    columns = text.split("\x00")
+    check_header_sep(columns, decode_text(body.removeprefix(b"\xef\xbb\xbf"))[0], sep, name)
+    return Header(start=offset, end=offset + len(raw), line=feed.number, columns=columns, encoding=encoding)
+
+
+def records(data: bytes, header: Header, sep: str, name: str) -> Iterator[tuple[int, bytes, bytes, list[bytes] | None]]:
+    """The data records after ``header``, one by one: (line number, raw bytes, raw bytes without
+    the line ending, fields as raw bytes — None for a blank line). ``bytes.split`` when the data
+    has no quotes, else the csv module; exact line numbers in every error."""
+    import io
+
+    stream = io.BytesIO(data)
+    stream.seek(header.end)
+    sepb = sep.encode("latin-1")
+    if data.find(b'"', header.end) < 0:
+        for line_no, line in enumerate(stream, header.line + 1):
+            body = line_body(line)
+            if not body:
+                yield line_no, line, body, None
+                continue
+            if b"\r" in body:
+                raise _bare_cr(name, line_no)
+            yield line_no, line, body, body.split(sepb)
+        return
+    feed = _Feed(iter(stream), header.line)
+    reader = _csv_reader(feed, sep)
+    while (record := _next_record(reader, feed, name)) is not None:
+        line_no, line, text = record
+        yield line_no, line, line_body(line), ([f.encode("latin-1") for f in text] if text else None)
+
+
+def binary_columns(buf, sep: str, ncols: int, wanted: list[int], quoted: bool):
+    """Columns ``wanted`` (indices) of headerless delimited data ``buf`` (a pyarrow buffer) as
+    pyarrow binary arrays, missing values as nulls; None if pyarrow cannot parse the data
+    (ragged rows and the like: the caller then reads ``records`` one by one)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{i}" for i in range(ncols)]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(buf),
+            read_options=pacsv.ReadOptions(use_threads=True, column_names=names),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=quoted, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[names[i] for i in wanted],
+                column_types={names[i]: pa.binary() for i in wanted},
+                null_values=list(NULL_VALUES), strings_can_be_null=True, quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return {i: table.column(names[i]).combine_chunks() for i in wanted}

@@ -10,41 +10,42 @@ that is needed at all.
 The file is edited as raw bytes, not parsed and rewritten: every original
 column, value, quote, line ending and the row order are kept byte for byte, and
 the new field is appended at the end of each record (quoted only if it must be).
-pyarrow locates the two fields of every record and the output is spliced
-together from zero-copy slices of the input, with no Python loop over rows; files
-pyarrow cannot map one record to one line-range (stray quotes inside unquoted
-fields, bare carriage returns, ragged rows) go through a line-by-line path using
-``bytes.split`` and the csv module, which gives the same bytes and exact line
-numbers in errors. Missing values are the same as ``read_table``'s: an empty
+The reader (``mixcli.io``) locates the header and the two fields of every
+record, and the output is spliced together from zero-copy slices of the input,
+with no Python loop over rows; files pyarrow cannot map one record to one
+line-range (stray quotes inside unquoted fields, bare carriage returns, ragged
+rows) are read record by record (``io.records``), which gives the same bytes and
+exact line numbers in errors. Missing values are ``read_table``'s: an empty
 field or ``NA``; if either part is missing the new field is empty.
 
-Output goes to a temporary file (beside ``-o FILE``, or a spooled buffer for
-stdout) that replaces the target only when everything succeeded: an error or an
-interrupt leaves no partial output and never touches the input.
+Output goes through ``output.AtomicOutput``: to ``-o FILE`` only once
+everything succeeded (an error or an interrupt leaves no partial output and
+never touches the input).
 """
 
 from __future__ import annotations
 
-import csv
-import os
-import sys
 from collections import Counter
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Sequence
 
 from .errors import DataError, UsageError
 from .io import (
-    check_header_sep,
-    check_text_start,
+    NULL_VALUES,
+    Header,
+    binary_columns,
     decode_text,
     describe_sep,
     display_name,
+    line_body,
     read_bytes,
+    read_header,
+    records,
     resolve_sep,
 )
+from .output import AtomicOutput
 
-MISSING_TEXT = ("", "NA")  # the same as read_table's
-MISSING = frozenset(v.encode() for v in MISSING_TEXT)
+MISSING = frozenset(v.encode() for v in NULL_VALUES)
 _QUOTE = b'"'
 
 
@@ -179,7 +180,7 @@ def nest(
         raise UsageError(f"nest needs a one-byte (ASCII) separator, got {sep!r}")
     sepb = sep.encode("ascii")
     data = read_bytes(source, stdin)
-    header = _read_header(data, sep, name)
+    header = read_header(data, sep, name)
     resolved = resolve_specs(specs, names, header.columns, name)
     for spec in resolved:
         for col in (spec.outer, spec.inner):
@@ -205,109 +206,14 @@ def nest(
             raise DataError(f"{name}: the identifiers for {st.spec.text} would be ambiguous: values contain ':' "
                             f"so different combinations both give {st.ambiguous!r}")
     raw = data[header.start:header.end]
-    body = _body(raw)
-    with _Target(output, stdout) as target:
+    body = line_body(raw)
+    with AtomicOutput(output, stdout) as target:
         target.write(data[: header.start])
         target.write(body + new_names + raw[len(body):])
         for piece in pieces:
             target.write(piece)
         target.commit()
     return stats
-
-
-def _body(line: bytes) -> bytes:
-    """``line`` without its line ending (CRLF, LF, or none on a last line)."""
-    if line.endswith(b"\r\n"):
-        return line[:-2]
-    if line.endswith(b"\n"):
-        return line[:-1]
-    return line
-
-
-@dataclass
-class _Header:
-    start: int  # byte offset of the header record (after any blank lines)
-    end: int  # byte offset just past its line ending
-    line: int  # physical line number of its last line
-    columns: list[str]
-    encoding: str
-
-
-class _Feed:
-    """Physical lines for the csv module, decoded as Latin-1 (byte-exact), keeping the raw bytes read."""
-
-    __slots__ = ("lines", "raw", "number", "ran_out")
-
-    def __init__(self, lines: Iterator[bytes], number: int = 0):
-        self.lines = lines
-        self.raw: list[bytes] = []
-        self.number = number
-        self.ran_out = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        try:
-            line = next(self.lines)
-        except StopIteration:
-            self.ran_out = True
-            raise
-        self.number += 1
-        self.raw.append(line)
-        return line.decode("latin-1")
-
-
-def _csv_reader(feed: _Feed, sep: str):
-    return csv.reader(feed, delimiter=sep, quotechar='"', doublequote=True, strict=False)
-
-
-def _next_record(reader, feed: _Feed, name: str) -> tuple[int, bytes, list[str]] | None:
-    """(first line number, raw bytes, fields) of the next record, None at the end."""
-    start = feed.number + 1
-    try:
-        fields = next(reader)
-    except StopIteration:
-        return None
-    except csv.Error as err:
-        if "new-line character" in str(err):
-            raise DataError(f"{name}: line {feed.number}: a carriage return not followed by a newline (old Mac "
-                            "line endings?); convert the line endings to \\n or \\r\\n first") from None
-        raise DataError(f"{name}: cannot parse the record on line {start}: {err}") from None
-    if feed.ran_out:
-        raise DataError(f"{name}: a quoted field starting on line {start} is never closed (it runs to the end of the file)")
-    raw = feed.raw[0] if len(feed.raw) == 1 else b"".join(feed.raw)
-    feed.raw.clear()
-    return start, raw, fields
-
-
-def _read_header(data: bytes, sep: str, name: str) -> _Header:
-    import io
-
-    check_text_start(data[:65536], name)
-    stream = io.BytesIO(data)
-    feed = _Feed(iter(stream))
-    reader = _csv_reader(feed, sep)
-    offset = 0
-    while True:
-        record = _next_record(reader, feed, name)
-        if record is None:
-            raise DataError(f"{name}: the file contains only blank lines")
-        line_no, raw, fields = record
-        if fields:
-            break
-        offset += len(raw)
-    body = _body(raw)
-    if b"\r" in body and not any("\r" in f for f in fields):
-        raise DataError(f"{name}: line {line_no}: a carriage return not followed by a newline (old Mac line "
-                        "endings?); convert the line endings to \\n or \\r\\n first")
-    raw_fields = [f.encode("latin-1") for f in fields]
-    if raw_fields[0].startswith(b"\xef\xbb\xbf"):
-        raw_fields[0] = raw_fields[0][3:]
-    text, encoding = decode_text(b"\x00".join(raw_fields))
-    columns = text.split("\x00")
-    check_header_sep(columns, decode_text(body.removeprefix(b"\xef\xbb\xbf"))[0], sep, name)
-    return _Header(start=offset, end=offset + len(raw), line=feed.number, columns=columns, encoding=encoding)
 
 
 def _quote(value: bytes, sepb: bytes) -> bytes:
@@ -321,7 +227,7 @@ def _ragged(name: str, line: int, got: int, want: int, sep: str) -> DataError:
                      f"(separator {describe_sep(sep)}; check the separator and quoting)")
 
 
-def _scan_arrow(data: bytes, header: _Header, sep: str, positions, write: bool):
+def _scan_arrow(data: bytes, header: Header, sep: str, positions, write: bool):
     """The data records, vectorised with pyarrow; None when the file needs the line-by-line path.
 
     Applies when pyarrow parses the file cleanly into as many records as there
@@ -331,13 +237,10 @@ def _scan_arrow(data: bytes, header: _Header, sep: str, positions, write: bool):
     every record's content, and each piece is joined with that record's new fields.
     Returns (pieces to write, distinct pairs per spec, missing counts, rows).
     """
-    try:
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.csv as pacsv
-    except ImportError:
-        return None
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if data.find(b"\r", header.end) >= 0 and data.count(b"\r", header.end) != data.count(b"\r\n", header.end):
         return None
     has_quotes = data.find(_QUOTE, header.end) >= 0
@@ -365,23 +268,10 @@ def _scan_arrow(data: bytes, header: _Header, sep: str, positions, write: bool):
         return [data[header.end:]], [set() for _ in positions], [0] * len(positions), 0
 
     wanted = sorted({i for pair in positions for i in pair})
-    col = {i: f"c{i}" for i in wanted}
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(buf),
-            read_options=pacsv.ReadOptions(use_threads=True, column_names=[f"c{i}" for i in range(ncols)]),
-            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=has_quotes, ignore_empty_lines=True),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=[col[i] for i in wanted],
-                column_types={col[i]: pa.binary() for i in wanted},
-                null_values=list(MISSING_TEXT), strings_can_be_null=True, quoted_strings_can_be_null=True),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return None  # ragged rows and the like: the line-by-line path says exactly where
-    if table.num_rows != nrecords:
-        return None  # a stray quote, or a whitespace-only line: line by line
+    columns = binary_columns(buf, sep, ncols, wanted, has_quotes)
+    if columns is None or len(columns[wanted[0]]) != nrecords:
+        return None  # ragged rows, a stray quote, a whitespace-only line: record by record
 
-    columns = {i: table.column(col[i]).combine_chunks() for i in wanted}
     # (pa.scalar and pa.array would import pandas: constants are built from buffers)
     colon = _repeat(b":", nrecords)
     nothing = _repeat(b"", nrecords)
@@ -466,70 +356,32 @@ def _codes(array):
     return codes, encoded.dictionary.to_pylist()
 
 
-def _scan_python(data: bytes, header: _Header, sep: str, positions, write: bool, name: str):
-    """The data records, line by line: bytes.split when the data has no quotes, else the csv module."""
-    import io
-
+def _scan_python(data: bytes, header: Header, sep: str, positions, write: bool, name: str):
+    """The data records one by one (``io.records``), for files the vectorised path cannot take."""
     sepb = sep.encode("ascii")
     ncols = len(header.columns)
     pairs: list[set] = [set() for _ in positions]
     missing = [0] * len(positions)
     out: list[bytes] = []
     rows = 0
-    stream = io.BytesIO(data)
-    stream.seek(header.end)
     quoted = data.find(_QUOTE, header.end) >= 0
-    if quoted:
-        feed = _Feed(iter(stream), header.line)
-        reader = _csv_reader(feed, sep)
-        records = iter(lambda: _next_record(reader, feed, name), None)
-    else:
-        records = enumerate(stream, header.line + 1)
-    single = positions[0] if len(positions) == 1 else None
-    for record in records:
-        if quoted:
-            line_no, line, text = record
-            if not text:  # blank line: readers skip it, so do we
-                out.append(line)
-                continue
-            fields = [f.encode("latin-1") for f in text]
-            body = _body(line)
-        else:
-            line_no, line = record
-            if line[-1:] == b"\n":
-                body = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
-            else:
-                body = line
-            if not body:
-                out.append(line)
-                continue
-            if b"\r" in body:
-                raise DataError(f"{name}: line {line_no}: a carriage return not followed by a newline; "
-                                "convert the line endings to \\n or \\r\\n first")
-            fields = body.split(sepb)
+    for line_no, line, body, fields in records(data, header, sep, name):
+        if fields is None:  # blank line: readers skip it, so do we
+            out.append(line)
+            continue
         if len(fields) != ncols:
             raise _ragged(name, line_no, len(fields), ncols, sep)
         rows += 1
-        if single is not None:
-            outer = fields[single[0]]
-            inner = fields[single[1]]
+        extra = b""
+        for k, (o, i) in enumerate(positions):
+            outer = fields[o]
+            inner = fields[i]
             if outer in MISSING or inner in MISSING:
-                missing[0] += 1
-                extra = sepb
+                missing[k] += 1
+                extra += sepb
             else:
-                pairs[0].add((outer, inner))
-                extra = sepb + (_quote(outer + b":" + inner, sepb) if quoted else outer + b":" + inner)
-        else:
-            extra = b""
-            for k, (o, i) in enumerate(positions):
-                outer = fields[o]
-                inner = fields[i]
-                if outer in MISSING or inner in MISSING:
-                    missing[k] += 1
-                    extra += sepb
-                else:
-                    pairs[k].add((outer, inner))
-                    extra += sepb + _quote(outer + b":" + inner, sepb)
+                pairs[k].add((outer, inner))
+                extra += sepb + (_quote(outer + b":" + inner, sepb) if quoted else outer + b":" + inner)
         if write:
             out.append(body + extra + line[len(body):])
     if not write:
@@ -567,89 +419,6 @@ def _stats(specs: list[NestSpec], pairs: list[set], missing: list[int], rows: in
             ambiguous=ambiguous,
         ))
     return result
-
-
-# ---------------------------------------------------------------- output
-
-
-class _Target:
-    """Where the output goes: standard output, or a temporary file beside ``output``.
-
-    Everything that can fail on the data has failed before a ``_Target`` is
-    opened. For a file, ``commit()`` moves the temporary file into place
-    (``os.replace``, so even ``-o`` onto the input is safe); leaving the ``with``
-    block without committing (a write error, Ctrl-C) deletes it and leaves the
-    target untouched.
-    """
-
-    def __init__(self, output: str | None, stdout: BinaryIO | None):
-        self.output = None if output in (None, "-") else output
-        self.stdout = stdout
-        self.tmp: str | None = None
-        self.handle = None
-
-    def __enter__(self):
-        import tempfile
-
-        if self.output is None:
-            self.handle = self.stdout if self.stdout is not None else sys.stdout.buffer
-            return self
-        self.target = os.path.realpath(self.output)
-        if os.path.isdir(self.target):
-            raise DataError(f"{self.output}: is a directory; -o needs a file name")
-        folder, base = os.path.split(self.target)
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
-        except OSError as err:
-            raise DataError(f"{self.output}: cannot write there: {err.strerror or err}") from None
-        self.handle = os.fdopen(fd, "wb")
-        return self
-
-    def write(self, data) -> None:
-        if self.output is None:
-            self.handle.write(data)  # a broken pipe is the caller's to handle
-            return
-        try:
-            self.handle.write(data)
-        except OSError as err:
-            raise DataError(f"{self.output}: cannot write: {err.strerror or err}") from None
-
-    def commit(self) -> None:
-        if self.output is None:
-            self.handle.flush()
-            return
-        try:
-            self.handle.flush()
-            os.fchmod(self.handle.fileno(), _mode_for(self.target))
-            os.fsync(self.handle.fileno())
-            self.handle.close()
-            os.replace(self.tmp, self.target)
-        except OSError as err:
-            raise DataError(f"{self.output}: cannot write: {err.strerror or err}") from None
-        self.tmp = None
-
-    def __exit__(self, *exc) -> None:
-        if self.output is None:
-            return
-        if not self.handle.closed:
-            self.handle.close()
-        if self.tmp is not None:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
-
-
-def _mode_for(target: str) -> int:
-    """Permissions for the new file: those of the file it replaces, else the usual ones under the umask."""
-    import stat
-
-    try:
-        return stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 # ---------------------------------------------------------------- reports

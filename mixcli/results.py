@@ -20,6 +20,7 @@ from .engine.factor import Factorization
 from .engine.optimize import OptSummary
 from .engine.structure import ModelStructure, lower_indices
 from .frame import ModelFrame
+from .singular import singular_fit_warnings
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular() default
 
@@ -73,6 +74,27 @@ class RanefTerm:
 
 @dataclass
 class LmmResult:
+    """A fitted linear mixed model, as ``summary(lmer(...))`` reports it.
+
+    * ``formula``, ``reml`` (REML or ML), ``nobs`` rows used, ``n_dropped`` rows
+      dropped for missing values, ``ngroups`` (levels per grouping factor, lme4's order);
+    * ``fixef`` (one ``FixedEffect`` per coefficient: estimate, se, t, and once
+      computed df, p, lower, upper), ``vcov`` Var(β̂);
+    * ``theta`` (lme4's θ) and ``theta_names`` (lme4's names), ``sigma`` σ̂,
+      ``varcorr`` (``VarComp`` rows: each term's variances and SDs, then the
+      residual), ``correlations``;
+    * ``criterion`` (REML criterion or ML deviance), ``npar``; ``loglik``, ``aic``,
+      ``bic``, ``deviance`` are derived from them;
+    * ``singular``, ``converged``, ``warnings`` (about the fit) and ``messages``
+      (about the data: dropped columns, scales), ``notes()`` for both;
+    * ``optsummary`` — the optimiser's ``OptSummary``;
+    * ``frame``, ``structure``, ``factorization`` — the model frame, θ-free
+      structure and the factor at θ̂, for inference (ranef, Satterthwaite,
+      profiles, bootstrap);
+    * ``ddf``, ``ci_method``, ``ci_level``, ``intervals`` — filled in by
+      ``add_satterthwaite`` and ``add_confint``.
+    """
+
     formula: str
     reml: bool
     nobs: int
@@ -192,8 +214,6 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
             f"{sigma:.3g}); rescale the predictors, especially random-slope variables, or simplify the model"
         )
     if singular:
-        from .singular import singular_fit_warnings
-
         warnings.extend(singular_fit_warnings(frame, fac.lam, varcorr, correlations))
     return LmmResult(
         formula=frame.formula.text,

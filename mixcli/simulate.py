@@ -30,7 +30,7 @@ import io
 import os
 from importlib import resources
 from pathlib import Path
-from typing import IO, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -236,32 +236,14 @@ def _csv_bytes_pyarrow(cols: dict[str, object]) -> bytes:
     return buf.getvalue()
 
 
-def _csv_bytes_pandas(cols: dict[str, object]) -> bytes:
-    import pandas as pd
-
-    data = {}
-    for name, col in cols.items():
-        if isinstance(col, tuple):
-            labels, codes = col
-            data[name] = pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object))
-        else:
-            data[name] = col
-    return pd.DataFrame(data).to_csv(index=False, lineterminator="\n").encode()
-
-
 def write_csv(columns: Mapping[str, np.ndarray], dest, *, decimals: int = 2) -> None:
     """Write equal-length columns as CSV to ``dest``: a path, or a binary or text file object.
 
     Integer columns are written as integers, float columns with exactly
     ``decimals`` decimals (missing as an empty field), anything else as text.
-    Uses pyarrow's CSV writer when it is importable, pandas otherwise; both
-    give the same bytes (``\\n`` line ends, a header row, no index, no quotes).
+    Uses pyarrow's CSV writer (``\\n`` line ends, a header row, no index, no quotes).
     """
-    cols = _formatted(columns, decimals)
-    try:
-        data = _csv_bytes_pyarrow(cols)
-    except ImportError:
-        data = _csv_bytes_pandas(cols)
+    data = _csv_bytes_pyarrow(_formatted(columns, decimals))
     if isinstance(dest, (str, os.PathLike)):
         with open(dest, "wb") as fh:
             fh.write(data)

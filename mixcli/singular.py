@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from .formula import RandomTerm
+from .formula import RandomTerm, term_label
 
 ZERO_SD = 1e-4  # relative to σ, the scale of θ (lme4's isSingular tolerance)
 
@@ -111,8 +111,6 @@ def _lhs(rt: RandomTerm) -> str:
 
 def _without(rt: RandomTerm, effects: set[str]) -> str | None:
     """Render ``rt`` without the named effects ('' if nothing is left, None if impossible)."""
-    from .formula import term_label
-
     intercept = rt.intercept and "(Intercept)" not in effects
     labels = {term_label(t): t for t in rt.terms}
     unknown = effects - set(labels) - {"(Intercept)"}

@@ -121,14 +121,14 @@ FIT = ["fit", "study.csv"]
 # of the criterion) or while an output file is half written.
 _SIGINT_SELF = "import os, signal; os.kill(os.getpid(), signal.SIGINT)"
 _INTERRUPT_FIT = f"""
-import mixcli.api as _api
-_criterion, _calls = _api.Model.criterion, [0]
+import mixcli.model as _model
+_criterion, _calls = _model.Model.criterion, [0]
 def _interrupting(self, theta, reml):
     _calls[0] += 1
     if _calls[0] == 3:
         {_SIGINT_SELF}
     return _criterion(self, theta, reml)
-_api.Model.criterion = _interrupting
+_model.Model.criterion = _interrupting
 """
 _INTERRUPT_SIMULATE = f"""
 import mixcli.simulate as _sim
@@ -141,18 +141,18 @@ def _interrupting(columns, dest, **kw):
 _sim.write_csv = _interrupting
 """
 _INTERRUPT_NEST = f"""
-import mixcli.nest as _nest
-_write = _nest._Target.write
+import mixcli.output as _output
+_write = _output.AtomicOutput.write
 def _interrupting(self, data):
     _write(self, data)
     if self.output is not None:
         self.handle.flush()
         {_SIGINT_SELF}
-_nest._Target.write = _interrupting
+_output.AtomicOutput.write = _interrupting
 """
 _NAN_CRITERION = """
-import mixcli.api as _api
-_api.Model.criterion = lambda self, theta, reml: float("nan")
+import mixcli.model as _model
+_model.Model.criterion = lambda self, theta, reml: float("nan")
 """
 _NO_PERMISSION = """
 import builtins, mixcli.io as _io
@@ -313,7 +313,7 @@ CASES: list[Case] = [
          leaves_no=("out.csv", ".out.csv.*")),
     Case("Interrupt", "Ctrl-C while simulate writes -o FILE", ["simulate", "-o", "sim.csv"], 130,
          "mixcli: interrupted", {}, setup=_INTERRUPT_SIMULATE, note="Ctrl-C after the first write",
-         leaves_no=("sim.csv", ".mixcli-*")),
+         leaves_no=("sim.csv", ".sim.csv.*")),
 ]
 
 # ---------------------------------------------------------------- running

@@ -7,23 +7,20 @@ The real classroom data and lme4's results on it live outside the project
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-import os
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 
 
 def _shared() -> Path:
-    """``../shared`` next to the checkout, or $MIXCLI_SHARED, or the workplace's /work/shared."""
-    candidates = [os.environ.get("MIXCLI_SHARED"), ROOT.parent / "shared", "/work/shared"]
-    for c in candidates:
-        if c and (Path(c) / "reference").is_dir():
-            return Path(c)
-    return ROOT.parent / "shared"
+    """$MIXCLI_SHARED if set, else ``../shared`` next to the checkout (it may not exist: tests skip)."""
+    return Path(os.environ.get("MIXCLI_SHARED") or ROOT.parent / "shared")
 
 
 SHARED = _shared()
@@ -34,7 +31,7 @@ CLASSROOM_ANOVA = SHARED / "reference" / "classroom_anova_M14_M17_M16.json"
 
 def need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} not available")
+        pytest.skip(f"{path} not available (the shared reference data: ../shared or $MIXCLI_SHARED)")
     return path
 
 
@@ -63,3 +60,10 @@ def classroom_table():
     from mixcli.io import read_table
 
     return read_table(str(need(CLASSROOM)))
+
+
+def run_cli(*args, stdin=None):
+    """``mixcli ARGS`` in a subprocess from the repository root (a CompletedProcess with text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mixcli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
+    )

@@ -25,9 +25,9 @@ BLOCK = re.compile(r"```\n(\$ mixcli .*?)```", re.S)
 
 
 def classroom() -> Path:
-    for candidate in (os.environ.get("MIXCLI_SHARED"), ROOT.parent / "shared", "/work/shared"):
-        if candidate and (Path(candidate) / "data" / "classroom.csv").exists():
-            return Path(candidate) / "data" / "classroom.csv"
+    path = Path(os.environ.get("MIXCLI_SHARED") or ROOT.parent / "shared") / "data" / "classroom.csv"
+    if path.exists():
+        return path
     sys.exit("readme_examples: the classroom data (../shared/data/classroom.csv) is not available")
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import mixcli
+
 from conftest import FIXTURES, load_json
 from lme4_checks import assert_matches_lme4
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, cached_table
-from mixcli.api import Model
 from mixcli.engine.factor import evaluate
 from mixcli.engine.structure import ModelStructure
 from mixcli.frame import model_frame
 from mixcli.inference.bootstrap import bootstrap_lrt, make_job, simulate_response
-from mixcli.inference.response import with_response
+from mixcli.model import Model
+
+from conftest import CLASSROOM, FIXTURES, cached_table
 
 SLOPES = FIXTURES / "data" / "slopes.csv"
 
@@ -38,7 +38,7 @@ def test_new_response_gives_the_criteria_of_a_fresh_structure(path, formula):
         factor.criterion(st, m.theta, True)  # let the engine build whatever it caches on st
     rng = np.random.default_rng(3)
     y = st.xy[:, -1] + rng.normal(scale=st.xy[:, -1].std(), size=st.n)
-    cheap = with_response(st, y)
+    cheap = st.with_response(y)
     fresh = ModelStructure(st.terms, np.column_stack([st.xy[:, :-1], y]))
     for _ in range(3):
         th = m.theta * rng.uniform(0.5, 1.5, size=len(m.theta))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mixcli
+
 from conftest import CLASSROOM_REF, load_json
 from lme4_checks import assert_matches_lme4
 
@@ -42,8 +43,9 @@ def test_nested_ids_m18_m19_m20_identical(fits, method):
     since the sums are accumulated in a different level order), and the same
     printed summary apart from the group names.
     """
-    from mixcli.render.fit_table import fit_renderables
     from rich.console import Console
+
+    from mixcli.render.fit import table_renderables as fit_renderables
 
     m18, m19, m20 = (fits[(n, method)] for n in ("M18", "M19", "M20"))
     for other in (m18, m19):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import CLASSROOM, CLASSROOM_REF, ROOT, load_json, need
+from conftest import run_cli as run
 
 EXAMPLE = ROOT / "mixcli" / "data" / "classroom_sim.csv"
 M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
@@ -18,12 +19,6 @@ JSON_KEYS = [
     "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
     "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings",
 ]
-
-
-def run(*args, stdin=None):
-    return subprocess.run(
-        [sys.executable, "-m", "mixcli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
-    )
 
 
 def test_json_has_exactly_the_documented_keys_and_lme4s_numbers():

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from conftest import CLASSROOM, CLASSROOM_ANOVA, load_json, need
-from mixcli.chisq import chi2_sf
 from mixcli.compare import compare_models
 from mixcli.errors import DataError, UsageError
+from mixcli.inference.distributions import chi2_sf
 from mixcli.table import Table, TextColumn
-from test_cli_fit import run
+
+from conftest import CLASSROOM, CLASSROOM_ANOVA, load_json, need
+from conftest import run_cli as run
 
 M14 = "mathscore ~ ses + (ses | schoolid)"
 M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"

@@ -14,11 +14,13 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
 from mixcli.engine.factor import evaluate
 from mixcli.engine.structure import ModelStructure
 from mixcli.frame import model_frame
 from mixcli.io import read_table
+
+from conftest import FIXTURES
+from dense_oracle import dense_criterion, dense_pieces
 
 CASES = [
     ("nested3.csv", "y ~ x + (1 | district/school/class)"),
@@ -31,44 +33,6 @@ CASES = [
     ("slopes.csv", "y ~ x + z + (x + z | g)"),
     ("categorical.csv", "y ~ 0 + recipe + (1 | batch)"),
 ]
-
-
-def dense_pieces(frame, st, theta):
-    n = frame.n
-    blocks_z, blocks_l = [], []
-    for term, lam in zip(frame.terms, st.lambdas(theta)):
-        q, k = term.n_levels, term.k
-        z = np.zeros((n, q * k))
-        for a in range(k):
-            z[np.arange(n), term.codes * k + a] = term.z[:, a]
-        blocks_z.append(z)
-        blocks_l.append(np.kron(np.eye(q), lam))
-    z = np.hstack(blocks_z)
-    size = sum(b.shape[0] for b in blocks_l)
-    lam = np.zeros((size, size))
-    off = 0
-    for b in blocks_l:
-        lam[off : off + b.shape[0], off : off + b.shape[0]] = b
-        off += b.shape[0]
-    return z @ lam
-
-
-def dense_criterion(frame, st, theta, reml):
-    X, y = frame.X, frame.y
-    n, p = X.shape
-    zl = dense_pieces(frame, st, theta)
-    q = zl.shape[1]
-    a = zl.T @ zl + np.eye(q)
-    m = np.block([[a, zl.T @ X], [X.T @ zl, X.T @ X]])
-    sol = np.linalg.solve(m, np.concatenate([zl.T @ y, X.T @ y]))
-    u, beta = sol[:q], sol[q:]
-    r2 = np.sum((y - zl @ u - X @ beta) ** 2) + np.sum(u**2)
-    logdet_z = np.linalg.slogdet(a)[1]
-    if not reml:
-        return logdet_z + n * (1 + np.log(2 * np.pi * r2 / n)), beta, u
-    schur = X.T @ X - X.T @ zl @ np.linalg.solve(a, zl.T @ X)
-    logdet_x = np.linalg.slogdet(schur)[1]
-    return logdet_z + logdet_x + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p))), beta, u
 
 
 @pytest.mark.parametrize("csv,formula", CASES)
@@ -213,7 +177,7 @@ def test_sparse_grouped_sums_agree_with_bincounts(monkeypatch):
 
 def test_warm_start_from_a_subsample_reaches_the_same_optimum(monkeypatch):
     """Large fits start from a tenth of the outermost groups; the optimum must not move."""
-    import mixcli.api as api
+    import mixcli.model as api
     from mixcli.simulate import simulate_classroom
     from mixcli.table import Table
 

@@ -16,17 +16,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-import catalogue
-from catalogue import CASES, STUDY, STUDY_FILES, Case, run_case
-from conftest import ROOT
 from mixcli.errors import DataError, FormulaError, MixcliError
 from mixcli.frame import model_frame
 from mixcli.table import Table, TextColumn
+
+import catalogue
+from catalogue import CASES, STUDY, STUDY_FILES, Case, run_case
+from conftest import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -226,16 +226,28 @@ def test_closed_output_pipe_ends_quietly():
 # ---------------------------------------------------------------- Ctrl-C
 
 
+# Every evaluation after the first takes a second, and progress is shown from the first: the
+# fit is still running, whatever the machine's speed, when the first progress line arrives.
+_SLOW_FIT = """
+import time
+import mixcli.model as _model, mixcli.progress as _progress
+_progress.FitProgress.DELAY = 0.0
+_criterion, _calls = _model.Model.criterion, [0]
+def _slow(self, theta, reml):
+    _calls[0] += 1
+    if _calls[0] > 1:
+        time.sleep(1.0)
+    return _criterion(self, theta, reml)
+_model.Model.criterion = _slow
+"""
+
+
 def test_ctrl_c_from_outside_during_a_long_fit(tmp_path):
-    """A real SIGINT sent to `mixcli fit` on a large simulated file once it reports fitting progress."""
-    big = tmp_path / "big.csv"
-    made = subprocess.run([sys.executable, "-m", "mixcli", "simulate", "--schools", "20000", "-o", str(big)],
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    """A real SIGINT sent to `mixcli fit` by another process while it reports fitting progress."""
+    (tmp_path / "study.csv").write_text(STUDY)
+    case = Case("t", "t", FIT_ARGS, 130, "", setup=_SLOW_FIT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mixcli", "fit", str(big), "mathscore ~ ses + (ses | schoolid) + (1 | classid)",
-         "--format", "json", "--progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        catalogue.command(case), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = proc.stderr.readline()  # the first progress line: the optimiser is running
@@ -246,6 +258,9 @@ def test_ctrl_c_from_outside_during_a_long_fit(tmp_path):
     assert out == ""
     tail = [line for line in rest.splitlines() if not line.startswith("fitting: ")]
     assert tail == ["mixcli: interrupted"]
+
+
+FIT_ARGS = ["fit", "study.csv", "y ~ x + (x | g)", "--format", "json", "--progress"]
 
 
 def test_ctrl_c_while_nest_overwrites_its_input_keeps_the_input(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mixcli
+
 from conftest import FIXTURES, cached_table, load_json
 from lme4_checks import assert_matches_lme4
 

@@ -29,13 +29,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mixcli.api import fit_frame
 from mixcli.cli import main
 from mixcli.errors import DataError, MixcliError, UsageError
 from mixcli.frame import model_frame
 from mixcli.io import read_table
+from mixcli.model import fit_frame
 from mixcli.table import Table, TextColumn
-from test_engine_dense import dense_criterion, dense_pieces
+
+from dense_oracle import dense_criterion, dense_pieces
 
 EXAMPLES = int(os.environ.get("MIXCLI_FUZZ_EXAMPLES", "0"))
 DEEP = EXAMPLES > 0

@@ -197,60 +197,6 @@ def test_utf8_file_gives_no_warning(tmp_path):
         read_table(write(tmp_path, "d.csv", "g\ncafé\n"))
 
 
-_WITHOUT_PYARROW = """
-import json, sys
-sys.modules["pyarrow"] = None  # as if pyarrow were not installed
-from mixcli.errors import DataError
-from mixcli.io import read_table
-from mixcli.table import TextColumn
-results = []
-for path in sys.argv[1:]:
-    try:
-        table = read_table(path)
-    except DataError as err:
-        results.append({"error": str(err)})
-    else:
-        results.append({name: (list(col.values()) if isinstance(col, TextColumn)
-                               else [None if v != v else v for v in col.tolist()])
-                        for name, col in table.columns.items()})
-print(json.dumps(results))
-"""
-
-
-def read_without_pyarrow(*paths):
-    """read_table in a fresh interpreter where pyarrow cannot be imported (pandas then never loads it)."""
-    import json
-
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_PYARROW, *paths], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def test_pandas_fallback_gives_same_table(tmp_path):
-    pytest.importorskip("pandas")
-    content = "y,g,d,m,b\n1,a,2020-01-01,1,TRUE\n2.5,,2020-01-02,x,false\nNA,b,2020-01-03,3,TRUE\n"
-    path = write(tmp_path, "d.csv", content)
-    expected = read_table(path)
-    [got] = read_without_pyarrow(path)
-    assert list(got) == expected.names
-    assert got["y"] == [1.0, 2.5, None]
-    for col in ("g", "d", "m", "b"):
-        assert got[col] == text_values(expected[col])
-
-
-def test_pandas_fallback_errors(tmp_path):
-    pytest.importorskip("pandas")
-    dup = write(tmp_path, "dup.csv", "a,a\n1,2\n")
-    header_only = write(tmp_path, "h.csv", "a,b\n")
-    ragged = write(tmp_path, "r.csv", "a,b\n1,2\n3,4,5\n")
-    latin = write(tmp_path, "l.csv", "g\ncafé\n".encode("cp1252"))
-    got = read_without_pyarrow(dup, header_only, ragged, latin)
-    assert "duplicate column name 'a'" in got[0]["error"]
-    assert "no data rows" in got[1]["error"]
-    assert "line 3" in got[2]["error"]
-    assert got[3] == {"g": ["café"]}
-
-
 def test_importing_io_does_not_import_heavy_modules():
     code = "import sys, mixcli.io; print(sorted(m for m in ('numpy', 'pandas', 'pyarrow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

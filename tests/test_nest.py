@@ -15,10 +15,12 @@ from mixcli.cli import main
 from mixcli.errors import DataError, UsageError
 from mixcli.io import read_table
 from mixcli.nest import check_report, nest, summary_lines
+from mixcli.output import AtomicOutput
 from mixcli.table import TextColumn
 
 # The real classroom data, read in place (its licence keeps it out of the repository).
-from conftest import CLASSROOM  # noqa: E402  (../shared, $MIXCLI_SHARED or /work/shared)
+from conftest import CLASSROOM  # noqa: E402  (../shared or $MIXCLI_SHARED)
+
 needs_classroom = pytest.mark.skipif(not CLASSROOM.exists(), reason=f"{CLASSROOM} not available")
 
 
@@ -163,7 +165,7 @@ def test_interrupt_while_writing_leaves_input_and_no_temp_file(tmp_path, monkeyp
             raise KeyboardInterrupt
         self.handle.write(chunk)
 
-    monkeypatch.setattr(nest_module._Target, "write", interrupted_write)
+    monkeypatch.setattr(AtomicOutput, "write", interrupted_write)
     code, out, err = run(data, "s:c", "-o", data)
     assert code == 130 and "interrupted" in err
     assert data.read_bytes() == content
@@ -398,16 +400,3 @@ def test_importing_nest_stays_light():
     code = "import sys, mixcli.nest; print(sorted(m for m in ('numpy', 'pandas', 'pyarrow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_works_without_pyarrow(tmp_path):
-    import subprocess
-    import sys
-
-    data = write(tmp_path, "q.csv", QUOTED_CRLF)
-    code = ("import sys; sys.modules['pyarrow'] = None\n"
-            "from mixcli.nest import nest\n"
-            "nest(sys.argv[1], ['school, name:class'], ['sc'], sys.argv[2])\n")
-    subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / "out.csv")], check=True)
-    _, expected, _ = run(data, "school, name:class", "--name", "sc")
-    assert (tmp_path / "out.csv").read_bytes() == expected

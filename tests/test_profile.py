@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 from mixcli.inference.profile import Profiler, _sdcor_chol, profile_intervals
+
+from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 
 INFERENCE = FIXTURES / "lme4_inference.json"
 CLASSROOM_INFERENCE = FIXTURES / "classroom_inference.json"

@@ -10,11 +10,12 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, load_json
-from mixcli.api import Model
 from mixcli.frame import model_frame
 from mixcli.io import read_table
-from test_cli_fit import run
+from mixcli.model import Model
+
+from conftest import FIXTURES, load_json
+from conftest import run_cli as run
 
 INF = load_json(FIXTURES / "lme4_inference.json")["models"]
 REF = load_json(FIXTURES / "lme4_reference.json")

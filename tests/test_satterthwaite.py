@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import mixcli
-from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 from mixcli.inference.distributions import norm_ppf, t_sf, t_two_sided
+
+from conftest import CLASSROOM, FIXTURES, cached_table, load_json
 
 DF_RTOL = 1e-3  # the tolerances
 P_ATOL = 1e-4

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mixcli import simulate as sim
 from mixcli.cli import main
 from mixcli.simulate import example_path, simulate_classroom, write_csv
 
@@ -127,11 +126,6 @@ def test_write_csv_plain_text_and_destinations(tmp_path):
     assert text.getvalue() == expected
     with pytest.raises(ValueError):
         write_csv({"a": np.arange(2), "b": np.arange(3)}, io.BytesIO())
-
-
-def test_write_csv_pandas_fallback_gives_same_bytes():
-    cols = sim._formatted(simulate_classroom(n_schools=300, seed=4), 2)
-    assert sim._csv_bytes_pandas(cols) == sim._csv_bytes_pyarrow(cols)
 
 
 def test_cli_stdout_and_file(tmp_path):

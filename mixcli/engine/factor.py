@@ -32,11 +32,26 @@ import math
 import numpy as np
 
 from . import linalg
+from .eliminate import FirstTermElimination, eliminable
 from .structure import ModelStructure
 
 
 class Factorization:
     """L for one θ, and the quantities the criteria and estimates are made of.
+
+    Fields (blocks of L, see the module docstring):
+
+    * ``st`` the structure, ``theta``, ``lam`` (Λₜ of every term);
+    * ``full`` — False when the criterion-only path eliminated a scalar first
+      term (``logdet0`` is then its log|D₀|, and its blocks are absent);
+    * ``lss[s]`` chain term s's diagonal blocks (k_s, k_s, q_s); ``l[(t, s)]`` the
+      blocks below them for a later chain term t (k_t, k_s, q_s); ``w[s]`` the
+      transposed blocks towards Xy (k_s, p+1, q_s);
+    * ``wd`` / ``wdd`` (crossed designs) the blocks towards the dense terms,
+      sparse or as dense stacks (``wide``);
+    * ``tail`` — the dense Cholesky factor of [dense terms, X, y] after the chain:
+      its X part is R_Xᵀ, its last diagonal entry √r²;
+    * ``ok`` — False when a Cholesky failed (the criterion is then +∞).
 
     Run under ``np.errstate(all="ignore")`` (``evaluate`` does): a θ at which
     the system is numerically indefinite yields NaNs and an infinite
@@ -352,8 +367,6 @@ def criterion(st: ModelStructure, theta: np.ndarray, reml: bool) -> float:
 def _elimination(st: ModelStructure):
     """The model's FirstTermElimination, built on first use (None if not applicable)."""
     if not hasattr(st, "_elimination"):
-        from .eliminate import FirstTermElimination, eliminable
-
         st._elimination = FirstTermElimination(st) if eliminable(st) else None
     return st._elimination
 

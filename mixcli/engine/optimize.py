@@ -1,14 +1,18 @@
-"""Minimising the profiled criterion over θ: BOBYQA, then lme4's care at the boundary.
+"""The one optimiser: NLopt driven from one settings record, and lme4's care at the boundary.
 
 BOBYQA (Powell's bounded quadratic-model method, via NLopt's C implementation)
-is what lme4's default ``nloptwrap`` and MixedModels.jl use. A derivative-free
-optimiser can stop a hair inside the boundary when the optimum is on it (lme4's
-default stops at θ = 2.5e-4 for a classroom model whose optimum is θ = 0), so
-after convergence every diagonal θ close to zero is tried at zero, with the
-other parameters re-optimised, and the lower criterion is kept; then the
-optimiser is restarted from the edge in case leaving it helps. ``OptSummary``
-records the settings, the start, every stage and the result, so a fit can be
-explained afterwards.
+is what lme4's default ``nloptwrap`` and MixedModels.jl use. Every
+minimisation in mixcli — a fit, the warm start of a large fit, bootstrap
+refits, the inner problems of profiles — is described by an ``OptSummary``
+(algorithm, bounds, start, steps, tolerances, evaluation limit) and run by
+``run``, which records in the same summary what was done and found.
+
+``minimize_theta`` is the fit's strategy on top: a derivative-free optimiser
+can stop a hair inside the boundary when the optimum is on it (lme4's default
+stops at θ = 2.5e-4 for a classroom model whose optimum is θ = 0), so after
+convergence every diagonal θ close to zero is tried at zero, with the other
+parameters re-optimised, and the lower criterion is kept; then the optimiser
+is restarted from the edge in case leaving it helps.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+ALGORITHM = "LN_BOBYQA"
 # Stopping rules: far tighter than lme4's nloptwrap (1e-8), because the
 # criterion must reach the best of lme4's optimisers to 1e-6 even on flat,
 # near-singular surfaces.
@@ -43,26 +48,66 @@ NONFINITE = 1e300  # what the optimiser sees where the criterion is NaN or infin
 
 @dataclass
 class OptSummary:
-    """What the optimiser was asked, what it did and what it found."""
+    """Everything about one minimisation: what it was asked, what it did, what it found.
+
+    Settings (``None`` takes the module's default at construction time):
+
+    * ``start``, ``lower``, ``upper`` — the first point and the bounds (``upper``
+      defaults to +∞ everywhere);
+    * ``algorithm`` — NLopt's name of the algorithm (``LN_BOBYQA``);
+    * ``initial_step`` — per parameter, the first trust region (BOBYQA's rhobeg);
+      default MixedModels.jl's: 0.75 of a non-zero start value, 1 otherwise;
+    * ``ftol_abs``, ``ftol_rel``, ``xtol_abs``, ``xtol_rel`` — NLopt's stopping rules
+      (0 turns one off);
+    * ``max_eval`` — the most evaluations allowed, over all of ``run``'s calls.
+
+    Results:
+
+    * ``theta``, ``fmin`` — the best point and criterion found;
+    * ``evaluations`` — criterion evaluations, every stage included;
+      ``nonfinite`` — how many of them were not finite;
+    * ``status`` — NLopt's ending of the last run (``ok``, ``maxeval``, ``roundoff``,
+      ``failure: ...``); ``converged`` — False after an evaluation limit, a failure or
+      a criterion that was never finite;
+    * ``stages`` — one line per stage of the strategy (start, boundary checks,
+      restarts), with the criterion after it; ``warnings`` — what the user must know.
+    """
 
     start: np.ndarray
     lower: np.ndarray
-    optimizer: str = "LN_BOBYQA (NLopt)"
-    ftol_abs: float = FTOL_ABS
-    ftol_rel: float = FTOL_REL
-    xtol_abs: float = XTOL_ABS
-    max_eval: int = MAX_EVAL
+    upper: np.ndarray | None = None
+    algorithm: str = ALGORITHM
+    initial_step: np.ndarray | None = None
+    ftol_abs: float | None = None
+    ftol_rel: float | None = None
+    xtol_abs: float | None = None
+    xtol_rel: float = 0.0
+    max_eval: int | None = None
     theta: np.ndarray | None = None
     fmin: float = math.inf
     evaluations: int = 0
+    nonfinite: int = 0
+    status: str = ""
     converged: bool = True
-    nonfinite: int = 0  # evaluations where the criterion was not finite
     stages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.start = np.array(self.start, dtype=float)
+        self.lower = np.array(self.lower, dtype=float)
+        self.upper = np.full(len(self.start), np.inf) if self.upper is None else np.array(self.upper, dtype=float)
+        if self.initial_step is None:
+            self.initial_step = np.where(self.start != 0, 0.75 * np.abs(self.start), 1.0)
+        # read now, not at import: a setting changed at run time is what is used and reported
+        self.ftol_abs = FTOL_ABS if self.ftol_abs is None else self.ftol_abs
+        self.ftol_rel = FTOL_REL if self.ftol_rel is None else self.ftol_rel
+        self.xtol_abs = XTOL_ABS if self.xtol_abs is None else self.xtol_abs
+        self.max_eval = MAX_EVAL if self.max_eval is None else self.max_eval
+
 
 class _Objective:
-    """Wraps the criterion for NLopt: counts calls, keeps the best point, reports progress."""
+    """Wraps the criterion for NLopt: counts calls, keeps the best point of the current run,
+    reports progress."""
 
     def __init__(self, fn: Callable[[np.ndarray], float], summary: OptSummary, progress=None):
         self.fn = fn
@@ -84,20 +129,41 @@ class _Objective:
         return f
 
 
-def _bobyqa(obj: _Objective, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: np.ndarray):
+def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=None, step=None,
+        objective: _Objective | None = None) -> tuple[np.ndarray, float, str]:
+    """Minimise ``fn`` with NLopt as ``summary`` says; returns (x, f, status) and records it.
+
+    ``x0``, ``lower``, ``upper`` and ``step`` override the summary's start, bounds and
+    initial step for this run only (the fit's strategy re-runs from nearby points
+    with some parameters fixed). Evaluations count against ``summary.max_eval``
+    over all runs on the same summary. The best point ever evaluated is returned,
+    also when NLopt stops on a round-off or a failure.
+    """
     import nlopt
 
+    obj = objective if objective is not None else _Objective(fn, summary, progress)
+    # the best point of this run only: a run with some parameters fixed must not return a
+    # point of an earlier run where they were free
+    obj.best_x, obj.best_f = None, math.inf
+    x0 = summary.start if x0 is None else np.asarray(x0, dtype=float)
+    lower = summary.lower if lower is None else lower
+    upper = summary.upper if upper is None else upper
+    step = summary.initial_step if step is None else step
+    x0 = np.clip(x0, lower, upper)
     n = len(x0)
-    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
+    if n == 0:
+        f = obj(x0)
+        return x0, f, "ok"
+    opt = nlopt.opt(getattr(nlopt, summary.algorithm), n)
     opt.set_min_objective(obj)
     opt.set_lower_bounds(lower)
     opt.set_upper_bounds(upper)
-    opt.set_ftol_abs(FTOL_ABS)
-    opt.set_ftol_rel(FTOL_REL)
-    opt.set_xtol_abs(XTOL_ABS)
-    opt.set_maxeval(max(MAX_EVAL - obj.summary.evaluations, 1))
+    opt.set_ftol_abs(summary.ftol_abs)
+    opt.set_ftol_rel(summary.ftol_rel)
+    opt.set_xtol_abs(summary.xtol_abs)
+    opt.set_xtol_rel(summary.xtol_rel)
+    opt.set_maxeval(max(summary.max_eval - summary.evaluations, 1))
     opt.set_initial_step(step)
-    x0 = np.clip(x0, lower, upper)
     status = "ok"
     try:
         x = opt.optimize(x0)
@@ -108,27 +174,22 @@ def _bobyqa(obj: _Objective, x0: np.ndarray, lower: np.ndarray, upper: np.ndarra
         x, f, status = obj.best_x, obj.best_f, "roundoff"
     except (ValueError, RuntimeError) as err:  # NLopt's "generic failure" and friends
         x, f, status = obj.best_x, obj.best_f, f"failure: {err}"
+    if x is None:  # failed before any evaluation
+        x, f = x0, obj(x0)
     if obj.best_x is not None and obj.best_f < f:
         x, f = obj.best_x, obj.best_f
+    summary.status = status
     return np.asarray(x, dtype=float), float(f), status
 
 
-def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None, step: np.ndarray | None = None,
-                   stage: str = "bobyqa from start") -> OptSummary:
-    """Minimise ``fn`` over θ ≥ ``lower`` from ``start`` and return the summary.
-
-    ``step`` is BOBYQA's initial step per parameter (its first trust region);
-    by default MixedModels.jl's: 0.75 of a non-zero start value, 1 otherwise.
-    A start known to be close (a warm start) wants smaller steps.
-    """
-    summary = OptSummary(start=np.array(start, float), lower=np.array(lower, float))
+def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa from start") -> OptSummary:
+    """Minimise the profiled criterion ``fn`` over θ as ``summary`` says, with lme4's
+    boundary checks, and return the summary filled in."""
     obj = _Objective(fn, summary, progress)
-    upper = np.full(len(start), np.inf)
+    lower, upper = summary.lower, summary.upper
     diag = np.isfinite(lower)
-    if step is None:
-        step = np.where(start != 0, 0.75 * np.abs(start), 1.0)
 
-    x, f, status = _bobyqa(obj, start, lower, upper, step)
+    x, f, status = run(summary, fn, objective=obj)
     summary.stages.append(f"{stage}: {f:.10f} ({status})")
     _note_status(summary, status)
 
@@ -141,17 +202,16 @@ def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None, step
         trial[i] = lower[i]
         ft = obj(trial)
         if ft <= f + BOUNDARY_SLACK:
-            x, f = trial, min(f, ft) if ft <= f else ft
+            x, f = trial, ft
             pinned.append(i)
     if pinned:
         summary.stages.append(f"{len(pinned)} parameter(s) set to their bound: {f:.10f}")
         # re-optimise the others with those fixed (a short run from nearby)
         fixed = np.zeros(len(x), bool)
         fixed[pinned] = True
-        lo = np.where(fixed, lower, lower)
         hi = np.where(fixed, lower, upper)
         small = np.where(fixed, 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
-        xb, fb, _ = _bobyqa(obj, x, lo, hi, small)
+        xb, fb, _ = run(summary, fn, objective=obj, x0=x, upper=hi, step=small)
         summary.stages.append(f"re-optimised with them fixed: {fb:.10f}")
         if fb <= f:
             x, f = xb, fb
@@ -165,7 +225,7 @@ def minimize_theta(fn, start: np.ndarray, lower: np.ndarray, progress=None, step
             leaving.append(obj(trial) < f)
         if any(leaving):
             small = np.where(diag & (x == lower), 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
-            xr, fr, _ = _bobyqa(obj, x, lower, upper, small)
+            xr, fr, _ = run(summary, fn, objective=obj, x0=x, step=small)
             summary.stages.append(f"restart from the boundary: {fr:.10f}")
             if fr < f - BOUNDARY_SLACK:
                 x, f = xr, fr

@@ -31,9 +31,15 @@ from .linalg import Segments, grouped_cross
 class ReTerm:
     """One random-effects term ``(z₁ + … + z_k | g)`` after expansion.
 
-    ``codes`` are 0-based level indices per row, ``z`` the term's model matrix
-    (n × k). ``group`` and ``names`` are what lme4 prints (``classid``,
-    ``["(Intercept)", "ses"]``); ``levels`` are the level labels in code order.
+    * ``codes`` — each row's level of the grouping factor, 0-based, numbered by
+      first appearance (the engine's order);
+    * ``n_levels`` — the number of levels;
+    * ``z`` — the term's model matrix (n × k);
+    * ``group`` — the name lme4 prints for the term (``classid``, ``g.1`` for the
+      second term on ``g``); ``names`` — its effects (``["(Intercept)", "ses"]``);
+    * ``factor`` — the grouping factor's name (the same for both halves of ``x || g``);
+    * ``levels_to_r`` — R's index of each engine level (levels sorted as R sorts
+      them), for output in lme4's order.
     """
 
     codes: np.ndarray
@@ -41,9 +47,8 @@ class ReTerm:
     z: np.ndarray
     group: str = ""
     names: list[str] = field(default_factory=list)
-    levels: list[str] | None = None
-    factor: str = ""  # the grouping factor's name (the same for both halves of ``x || g``)
-    levels_to_r: np.ndarray | None = None  # R's level index of each engine level (for output)
+    factor: str = ""
+    levels_to_r: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -78,7 +83,29 @@ def nested_map(inner: np.ndarray, n_inner: int, outer: np.ndarray) -> np.ndarray
 
 
 class ModelStructure:
-    """θ layout, block structure and the θ-free sums of one model."""
+    """θ layout, block structure and the θ-free sums of one model.
+
+    Built once per model from its terms (in lme4's order) and ``xy`` (X with the
+    response as last column); read-only afterwards. Fields:
+
+    * ``terms`` (list of ``ReTerm``), ``xy``, ``n`` rows, ``p`` fixed effects;
+    * θ: ``n_theta``, ``theta_slices[t]`` (term t's part of θ), ``theta_lower``
+      (0 for diagonal entries, −∞ otherwise), ``theta_start`` (lme4's: 1 on the
+      diagonal, 0 elsewhere), ``theta_is_diag``;
+    * the chain: ``n_chain`` leading terms, each nested in every later one;
+      ``maps[(r, s)]`` the level of chain term s containing each level of r, and
+      ``segments[(r, s)]`` the grouped sums along that map;
+    * chain sums (entry-major stacks, see ``linalg``): ``gram[t]`` ZₜᵀZₜ per level
+      (k_t, k_t, q_t), ``zxy[t]`` ZₜᵀXy per level (k_t, p+1, q_t), ``cross[(r, s)]``
+      Z_sᵀZ_r per level of r (k_s, k_r, q_r);
+    * the dense tail: ``dense`` (indices of the crossed terms), ``dense_offsets``,
+      ``q_dense`` (their total width), ``dense_gram`` (Z_DᵀZ_D, q_dense²),
+      ``chain_dense_pairs[(s, d)]`` (co-occurring level pairs and their sums), and
+      for small designs (``wide``) ``zd_wide[s]`` the same as dense stacks;
+    * ``xtx`` the cross-products of [X, y − X·beta_shift]; ``beta_shift`` the
+      least-squares β the response is centred by, ``y_centred`` (see
+      ``_centre_response``).
+    """
 
     def __init__(self, terms: list[ReTerm], xy: np.ndarray):
         if not terms:

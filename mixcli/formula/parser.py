@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FormulaError
+from .exprs import format_number, quote_name
 from .tokens import Token, tokenize
 
 
@@ -210,8 +211,6 @@ def deparse(node: Node) -> str:
     """``node`` as R's ``deparse()`` prints it: spaces around ``+ - * ~ | || %in%``,
     none around ``/ ^ :``, names backticked when not syntactic, numbers in R's format,
     the user's parentheses kept."""
-    from .exprs import format_number, quote_name
-
     k = node.kind
     if k == "name":
         return quote_name(node.value)

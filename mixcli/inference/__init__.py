@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 
 from .distributions import norm_ppf
+from .profile import profile_intervals
+from .satterthwaite import fixef_tests
 
 CI_METHODS = ("wald", "profile")
 
 
 def add_satterthwaite(m):
     """Satterthwaite df and Pr(>|t|) for every fixed effect of ``m``."""
-    from .satterthwaite import fixef_tests
-
     df, pvals, notes = fixef_tests(m)
     for f, d, p in zip(m.fixef, df, pvals):
         f.df, f.p = float(d), float(p)
@@ -52,8 +52,6 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
             f.lower, f.upper = float(lo), float(hi)
         m.intervals = []
     else:
-        from .profile import profile_intervals
-
         ivs = profile_intervals(m, level, progress=progress)
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:

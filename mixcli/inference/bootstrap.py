@@ -16,7 +16,7 @@ is valid where the χ² reference is not, notably for variance components on
 the boundary.
 
 Refits are cheap: only y changes, so each model's θ-free structure is reused
-with its y-dependent sums recomputed (``response.with_response``), and the
+with its y-dependent sums recomputed (``ModelStructure.with_response``), and the
 optimiser (BOBYQA) starts from the model's own estimate, as lme4's
 ``refit`` does, with a small trust region and a tolerance of 1e-8 on the
 criterion: T* is then within ~1e-6 of a fit to the engine's full precision
@@ -39,16 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.factor import evaluate
-from .response import with_response
-
-try:  # the engine's criterion-only fast path, where available
-    from ..engine.factor import criterion as _fast_criterion
-except ImportError:  # pragma: no cover
-    _fast_criterion = None
+from ..engine.factor import criterion
+from ..engine.optimize import OptSummary, run
 
 CHUNK = 8  # replicates per task sent to a worker
 FTOL = 1e-8  # on the criterion, per refit
+XTOL = 1e-8
+MAX_EVAL = 20_000
 
 
 @dataclass
@@ -109,40 +106,13 @@ def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
 
 
 def _refit(spec: _Spec, y: np.ndarray, reml: bool) -> float:
-    st = with_response(spec.structure, y)
-    if _fast_criterion is not None:
-        fn = lambda th: _fast_criterion(st, th, reml)  # noqa: E731
-    else:  # pragma: no cover
-        fn = lambda th: evaluate(st, th, full=False).criterion(reml)  # noqa: E731
-    return _minimize(fn, spec.theta, st.theta_lower)
-
-
-def _minimize(fn, start: np.ndarray, lower: np.ndarray) -> float:
-    """BOBYQA from a warm start; the minimum criterion found."""
-    import nlopt
-
-    n = len(start)
-    best = [math.inf]
-
-    def obj(x, grad=None):
-        v = fn(np.asarray(x, float))
-        if v < best[0]:
-            best[0] = v
-        return v if math.isfinite(v) else 1e300
-
-    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
-    opt.set_min_objective(obj)
-    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -1e300))
-    opt.set_upper_bounds(np.full(n, 1e300))
-    opt.set_ftol_abs(FTOL)
-    opt.set_xtol_abs(1e-8)
-    opt.set_maxeval(20_000)
-    opt.set_initial_step(np.maximum(0.2 * np.abs(start), 0.02))
-    try:
-        opt.optimize(np.maximum(start, lower))
-    except (nlopt.RoundoffLimited, ValueError, RuntimeError):
-        pass
-    return best[0]
+    """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
+    st = spec.structure.with_response(y)
+    start = np.maximum(spec.theta, st.theta_lower)
+    summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
+                         ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+    _, f, _ = run(summary, lambda th: criterion(st, th, reml))
+    return f if f < 1e300 else math.nan
 
 
 def replicate(job: _Job, i: int) -> float:

@@ -6,7 +6,10 @@
   (p ~ 1e-150 for the classroom intercepts);
 * ``norm_ppf`` / ``norm_cdf``: the normal quantile and distribution function
   from the standard library (``statistics.NormalDist`` implements Wichura's
-  AS 241, as R's ``qnorm``).
+  AS 241, as R's ``qnorm``);
+* ``chi2_sf(x, df)``: the upper tail of χ² for integer df, in closed form
+  (likelihood-ratio tests only need integer df: even df give a Poisson sum,
+  odd df erfc plus a sum).
 """
 
 from __future__ import annotations
@@ -127,3 +130,28 @@ def t_two_sided(t: float, df: float) -> float:
     if math.isnan(t):
         return math.nan
     return min(1.0, 2.0 * t_sf(abs(t), df))
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(χ²_df ≥ x); df = 0 is the point mass at 0."""
+    if df < 0 or int(df) != df:
+        raise ValueError("df must be a non-negative integer")
+    if math.isnan(x):
+        return math.nan
+    if x <= 0:
+        return 1.0
+    if df == 0:
+        return 0.0
+    half = x / 2.0
+    if df % 2 == 0:
+        # Q = e^{-x/2} Σ_{j<k/2} (x/2)^j / j!, summed in logs to avoid overflow
+        terms = [j * math.log(half) - math.lgamma(j + 1) for j in range(df // 2)]
+        top = max(terms)
+        return min(1.0, math.exp(-half + top) * sum(math.exp(t - top) for t in terms))
+    # odd: Q = erfc(√(x/2)) + e^{-x/2} Σ_{j=1}^{(k-1)/2} (x/2)^{j-1/2} / Γ(j+1/2)
+    base = math.erfc(math.sqrt(half))
+    if df == 1:
+        return base
+    terms = [(j - 0.5) * math.log(half) - math.lgamma(j + 0.5) for j in range(1, (df - 1) // 2 + 1)]
+    top = max(terms)
+    return min(1.0, base + math.exp(-half + top) * sum(math.exp(t - top) for t in terms))

@@ -51,8 +51,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.factor import evaluate
-from ..engine.optimize import minimize_theta
+from ..engine.factor import criterion, evaluate
+from ..engine.optimize import OptSummary, minimize_theta, run
 from ..engine.structure import lower_indices
 from .distributions import norm_ppf
 
@@ -103,7 +103,8 @@ class Profiler:
         st = self.st = m.structure
         self.n, self.p = st.n, st.p
         if m.reml:
-            opt = minimize_theta(lambda th: evaluate(st, th, full=False).criterion(False), np.asarray(m.theta, float), st.theta_lower)
+            opt = minimize_theta(lambda th: criterion(st, th, False),
+                                 OptSummary(start=np.asarray(m.theta, float), lower=st.theta_lower))
             theta, base = np.asarray(opt.theta, float), float(opt.fmin)
         else:
             theta, base = np.asarray(m.theta, float), float(m.criterion)
@@ -441,34 +442,13 @@ def _sdcor_chol(sdcor: np.ndarray, k: int, rows, cols) -> np.ndarray | None:
 
 
 def _bobyqa(f, x0, lower, upper, step):
-    """Minimise f from x0 within [lower, upper] with NLopt's BOBYQA; returns (x, f(x))."""
-    import nlopt
-
-    n = len(x0)
+    """Minimise f from x0 within [lower, upper] (the inner problem); returns (x, f(x))."""
     x0 = np.clip(np.asarray(x0, float), lower, upper)
-    best = [math.inf, x0.copy()]
-
-    def obj(x, grad=None):
-        v = f(np.asarray(x, float))
-        if v < best[0]:
-            best[0], best[1] = v, np.array(x, float)
-        return v if math.isfinite(v) else 1e300
-
-    if n == 0:
-        return x0, f(x0)
-    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
-    opt.set_min_objective(obj)
-    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -1e300))
-    opt.set_upper_bounds(np.where(np.isfinite(upper), upper, 1e300))
-    opt.set_ftol_abs(INNER_FTOL)
-    opt.set_xtol_rel(INNER_XTOL)
-    opt.set_maxeval(INNER_MAXEVAL)
     # steps must fit between the bounds
     room = np.minimum(x0 - lower, upper - x0)
     st = np.where(np.isfinite(room) & (room > 0), np.minimum(step, np.maximum(room, 1e-8)), step)
-    opt.set_initial_step(np.maximum(st, 1e-6))
-    try:
-        opt.optimize(x0)
-    except (nlopt.RoundoffLimited, ValueError, RuntimeError):
-        pass
-    return best[1], best[0]
+    summary = OptSummary(start=x0, lower=lower, upper=upper, initial_step=np.maximum(st, 1e-6),
+                         ftol_abs=INNER_FTOL, ftol_rel=0.0, xtol_abs=0.0, xtol_rel=INNER_XTOL,
+                         max_eval=INNER_MAXEVAL)
+    x, fx, _ = run(summary, f)
+    return x, (fx if fx < 1e300 else math.inf)

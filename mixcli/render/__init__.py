@@ -1,4 +1,13 @@
 """Output formats: ``table`` (rich, for people), ``json`` and ``csv`` (for pipelines).
 
+One module per kind of result, each with the same three functions:
+``table_renderables(...)`` (a list of rich renderables), ``render_json(...)``
+and ``render_csv(...)`` (text):
+
+* ``fit`` — fitted models (``summary(lmer)``);
+* ``ranef`` — conditional modes of the random effects;
+* ``compare`` — likelihood-ratio comparisons (``anova``);
+* ``numbers`` — number formatting shared by all of them.
+
 Renderers take result objects and return text; nothing here fits or reads data.
 """

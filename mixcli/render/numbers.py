@@ -41,3 +41,31 @@ def aligned(values: list[float], digits: int = 4) -> list[str]:
         else:
             out.append(f"{v:.{decimals}f}")
     return out
+
+
+def stars(p: float | None) -> str:
+    """R's significance codes."""
+    if p is None or math.isnan(p):
+        return ""
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
+
+
+def format_p(p: float | None) -> str:
+    """R's format.pval: 4 significant digits, '< 2.2e-16' below machine precision."""
+    if p is None or math.isnan(p):
+        return ""
+    if p < 2.2e-16:
+        return "< 2.2e-16"
+    return f"{p:.4g}" if p >= 1e-4 else f"{p:.3e}"
+
+
+def format_p_coef(p: float | None) -> str:
+    """A p-value as R's printCoefmat shows it: 3 significant digits, '< 2e-16' below machine precision."""
+    if p is None or p != p:
+        return ""
+    if p < 2.2e-16:
+        return "< 2e-16"
+    return f"{p:.3g}"

@@ -5,28 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 
+from .numbers import format_p, stars
 from .numbers import json_number as num
-
-
-def stars(p: float | None) -> str:
-    """R's significance codes."""
-    if p is None or math.isnan(p):
-        return ""
-    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
-        if p < cut:
-            return mark
-    return ""
-
-
-def format_p(p: float | None) -> str:
-    """R's format.pval: 4 significant digits, '< 2.2e-16' below machine precision."""
-    if p is None or math.isnan(p):
-        return ""
-    if p < 2.2e-16:
-        return "< 2.2e-16"
-    return f"{p:.4g}" if p >= 1e-4 else f"{p:.3e}"
 
 
 def records(comp) -> list[dict]:

@@ -1,17 +1,97 @@
-"""``summary(lmer)``-style tables for people, drawn with rich.
+"""A fitted model for people and for scripts: ``summary(lmer)``-style table, JSON lines, tidy CSV.
 
-Numbers are formatted the way lme4 prints them (4 significant digits for
-variance components, aligned decimals for fixed effects); everything shown
-is computed by the fit, nothing is rounded before it is stored.
+* ``table_renderables(m, source)`` — rich renderables: numbers formatted the way
+  lme4 prints them (4 significant digits for variance components, aligned
+  decimals for fixed effects); everything shown is computed by the fit;
+* ``render_json(models)`` — one object per model per line, with a fixed set of
+  keys scripts rely on;
+* ``render_csv(models)`` — one row per model and coefficient: formula, method,
+  term, estimate, se, t, df, p (Satterthwaite; empty with ``--ddf none``), and
+  lower, upper when confidence intervals were asked for.
 """
 
 from __future__ import annotations
 
-from .compare_out import stars
-from .numbers import aligned
+import csv
+import io
+import json
+
+from .numbers import aligned, format_p_coef, stars
+from .numbers import json_number as num
 
 
-def fit_renderables(m, source: str | None = None):
+def fit_record(m) -> dict:
+    """The JSON object of one fit (keys and their order are part of mixcli's interface).
+
+    Each fixed effect has ``df`` and ``p`` (Satterthwaite; null with ``--ddf none``) and, when
+    intervals were asked for, ``lower``/``upper``; the object then also has ``ci`` with the
+    method, level and (profile) the intervals of the variance parameters."""
+    rec = {
+        "formula": m.formula,
+        "method": m.method,
+        "nobs": m.nobs,
+        "ngroups": dict(m.ngroups),
+        "fixef": [_fixef_record(f, m.ci_method is not None) for f in m.fixef],
+        "varcorr": [
+            {"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)} for v in m.varcorr
+        ],
+        "correlations": [
+            {"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)} for c in m.correlations
+        ],
+        "theta": [num(t) for t in m.theta],
+        "sigma": num(m.sigma),
+        "criterion": num(m.criterion),
+        "loglik": num(m.loglik),
+        "aic": num(m.aic),
+        "bic": num(m.bic),
+        "npar": m.npar,
+        "singular": m.singular,
+        "converged": m.converged,
+        "warnings": m.notes(),
+    }
+    if m.ci_method is not None:
+        rec["ci"] = {
+            "method": m.ci_method,
+            "level": m.ci_level,
+            "intervals": [
+                {"parameter": iv.parameter, "kind": iv.kind, "group": iv.group, "term": iv.term1, "term2": iv.term2,
+                 "lower": num(iv.lower), "upper": num(iv.upper)}
+                for iv in m.intervals
+            ],
+        }
+    return rec
+
+
+def _fixef_record(f, ci: bool) -> dict:
+    rec = {"term": f.term, "estimate": num(f.estimate), "se": num(f.se), "t": num(f.t), "df": num(f.df), "p": num(f.p)}
+    if ci:
+        rec["lower"], rec["upper"] = num(f.lower), num(f.upper)
+    return rec
+
+
+def render_json(models) -> str:
+    return "".join(json.dumps(fit_record(m), allow_nan=False) + "\n" for m in models)
+
+
+def render_csv(models) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    ci = any(m.ci_method is not None for m in models)
+    w.writerow(["formula", "method", "term", "estimate", "se", "t", "df", "p"] + (["lower", "upper"] if ci else []))
+    for m in models:
+        for f in m.fixef:
+            row = [m.formula, m.method, f.term, repr(f.estimate), repr(f.se), repr(f.t), _cell(f.df), _cell(f.p)]
+            if ci:
+                row += [_cell(f.lower), _cell(f.upper)]
+            w.writerow(row)
+    return buf.getvalue()
+
+
+def _cell(x) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def table_renderables(m, source: str | None = None):
     """A list of rich renderables for one fit."""
     from rich.table import Table
     from rich.text import Text
@@ -121,15 +201,6 @@ def fit_renderables(m, source: str | None = None):
         for line in notes:
             out.append(Text(line, style="yellow"))
     return out
-
-
-def format_p_coef(p: float | None) -> str:
-    """A p-value as R's printCoefmat shows it: 3 significant digits, '< 2e-16' below machine precision."""
-    if p is None or p != p:
-        return ""
-    if p < 2.2e-16:
-        return "< 2e-16"
-    return f"{p:.3g}"
 
 
 def _percent(q: float) -> str:

@@ -1,0 +1,102 @@
+"""The optimiser on its own: one NLopt driver, lme4's boundary care, and honest reporting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mixcli.engine import optimize
+from mixcli.engine.optimize import OptSummary, minimize_theta, run
+
+
+def quadratic(centre, weights=None):
+    centre = np.asarray(centre, float)
+    weights = np.ones_like(centre) if weights is None else np.asarray(weights, float)
+    return lambda x: float(np.sum(weights * (x - centre) ** 2))
+
+
+def test_run_reaches_an_interior_minimum_and_counts_evaluations():
+    s = OptSummary(start=[1.0, 1.0], lower=[0.0, -np.inf])
+    x, f, status = run(s, quadratic([2.0, -3.0]))
+    assert status == "ok" and f < 1e-12
+    np.testing.assert_allclose(x, [2.0, -3.0], atol=1e-6)
+    assert s.evaluations > 0 and s.status == "ok"
+
+
+def test_settings_are_read_when_the_summary_is_made_not_at_import(monkeypatch):
+    monkeypatch.setattr(optimize, "MAX_EVAL", 7)
+    monkeypatch.setattr(optimize, "FTOL_ABS", 1e-3)
+    s = OptSummary(start=[1.0], lower=[0.0])
+    assert s.max_eval == 7 and s.ftol_abs == 1e-3
+    assert OptSummary(start=[1.0], lower=[0.0], max_eval=9).max_eval == 9
+
+
+def test_the_evaluation_limit_is_reported_as_not_converged():
+    s = OptSummary(start=[1.0, 1.0, 1.0], lower=[0.0, 0.0, 0.0], max_eval=5)
+    minimize_theta(quadratic([2.0, 3.0, 4.0]), s)
+    assert s.max_eval == 5 and s.status in ("maxeval", "ok")
+    assert not s.converged
+    assert any("stopped after" in w and "evaluations without converging" in w for w in s.warnings)
+
+
+def test_a_diagonal_parameter_near_zero_is_pinned_to_its_bound():
+    # the minimum is on the boundary: BOBYQA stops a hair inside it, the check puts it on it
+    s = OptSummary(start=[1.0, 1.0], lower=[0.0, 0.0])
+    minimize_theta(lambda x: (x[0] - 2.0) ** 2 + x[1] ** 3, s)  # flat at 0: BOBYQA stops inside the boundary
+    assert s.theta[1] == 0.0
+    assert any("set to their bound" in line for line in s.stages)
+    assert s.fmin == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_pinned_parameter_stays_unless_leaving_the_boundary_clearly_helps():
+    # the optimum is at 1e-4, only 1e-10 below the boundary's criterion: within the slack, the
+    # boundary (a singular fit) is preferred; moving off it lowers the criterion, so the
+    # optimiser is restarted from the edge, and its answer is not better by more than the slack
+    s = OptSummary(start=[1.0, 1.0], lower=[0.0, 0.0])
+    minimize_theta(quadratic([2.0, 1e-4], [1.0, 1e-2]), s)
+    assert any("restart from the boundary" in line for line in s.stages)
+    assert s.theta[1] == 0.0
+
+
+def test_restart_from_the_edge_is_kept_when_it_is_clearly_better():
+    s = OptSummary(start=[1.0, 1.0], lower=[0.0, 0.0])
+    # a criterion that is flat on the first run's scale but prefers x1 = 5e-4 by far more than the slack
+    fn = lambda x: (x[0] - 2.0) ** 2 + 1e3 * (x[1] - 5e-4) ** 2
+    minimize_theta(fn, s)
+    assert s.theta[1] == pytest.approx(5e-4, rel=1e-3)
+
+
+def test_off_diagonal_parameters_are_never_pinned():
+    s = OptSummary(start=[1.0, 0.0], lower=[0.0, -np.inf])
+    minimize_theta(quadratic([2.0, 1e-5]), s)
+    assert s.theta[1] != 0.0 and s.theta[1] == pytest.approx(1e-5, abs=1e-7)
+
+
+def test_a_criterion_that_is_never_finite_is_not_a_fit():
+    s = OptSummary(start=[1.0], lower=[0.0])
+    minimize_theta(lambda x: math.nan, s)
+    assert not s.converged and math.isnan(s.fmin) and s.nonfinite == s.evaluations > 0
+    assert any("not finite at any" in w for w in s.warnings)
+
+
+def test_infinite_values_steer_the_optimiser_away():
+    s = OptSummary(start=[1.0], lower=[0.0])
+    minimize_theta(lambda x: math.inf if x[0] > 3 else (x[0] - 2.5) ** 2, s)
+    assert s.converged and s.theta[0] == pytest.approx(2.5, abs=1e-5)
+
+
+def test_a_run_with_overrides_counts_against_one_limit():
+    s = OptSummary(start=[1.0, 1.0], lower=[0.0, 0.0], max_eval=30)
+    fn = quadratic([2.0, 3.0])
+    run(s, fn)
+    first = s.evaluations
+    run(s, fn, x0=np.array([5.0, 5.0]), upper=np.array([np.inf, 5.0]), step=np.array([0.1, 0.1]))
+    assert first < s.evaluations <= 30
+
+
+def test_no_parameters():
+    s = OptSummary(start=[], lower=[])
+    x, f, status = run(s, lambda x: 4.0)
+    assert len(x) == 0 and f == 4.0 and status == "ok"
