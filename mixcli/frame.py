@@ -34,9 +34,6 @@ RANK_TOL = 1e-7
 EXACT_FIT_TOL = 1e-12
 # lme4's check.scaleX: warn when a predictor's SD, or the ratio of two, is beyond this factor.
 SCALE_TOL = 1e3
-# Above this many multiply-adds, the exact-fit check with the random effects is skipped
-# (it is a dense least-squares problem; large data sets cannot be fitted exactly by chance).
-DENSE_CHECK_FLOPS = 5e7
 # Columns whose norm is outside this range would overflow or underflow in the
 # engine's sums of squares and cross-products (float64 ends near 1.8e308 and 2.2e-308).
 NORM_RANGE = (1e-150, 1e150)
@@ -273,13 +270,15 @@ def _drop_aliased(
 
 
 def _check_residual_left(X: np.ndarray, y: np.ndarray, terms: list[ReTerm], label: str) -> None:
-    """Refuse a response that the fixed and random effects reproduce exactly.
+    """Refuse a response that does not vary within the levels of a random intercept's factor.
 
-    Then the residual variance is zero: the criterion decreases without end as θ
-    grows, and any 'fit' is an artefact of where the optimiser stopped. The
-    usual cause is a response that does not vary within the groups (a
-    group-level variable); on small problems, also too few observations for
-    the effects.
+    Then that term reproduces it exactly and no residual variation is left: the
+    criterion decreases without end as the term's variance grows, and any 'fit'
+    is an artefact of where the optimiser stopped. The usual cause is a
+    group-level variable used as the response. (That the fixed and random
+    effects together *could* reproduce the response, as whenever p + q ≥ n, is
+    no reason to refuse: the penalised residual is not zero, and lme4 fits such
+    models, checking only each term's q against n, as ``_check_levels`` does.)
     """
     for t in terms:
         if "(Intercept)" not in t.names:
@@ -293,29 +292,6 @@ def _check_residual_left(X: np.ndarray, y: np.ndarray, terms: list[ReTerm], labe
                 "reproduce it exactly and no residual variation is left; model the group values instead "
                 f"(one row per {t.factor})"
             )
-    n = len(y)
-    q = sum(t.n_levels * t.k for t in terms)
-    width = X.shape[1] + q
-    if n * width * min(n, width) > DENSE_CHECK_FLOPS:
-        return
-    design = np.zeros((n, width))
-    design[:, : X.shape[1]] = X
-    offset = X.shape[1]
-    for t in terms:
-        for a in range(t.k):
-            design[np.arange(n), offset + t.codes * t.k + a] = t.z[:, a]
-        offset += t.n_levels * t.k
-    peaks = np.max(np.abs(design), axis=0)
-    design /= np.where(peaks > 0, peaks, 1.0)
-    scale = float(np.max(np.abs(y)))
-    coef = np.linalg.lstsq(design, y / scale, rcond=None)[0]
-    residual = _safe_norm(y / scale - design @ coef) * scale
-    if residual <= 1e-10 * _safe_norm(y):
-        raise DataError(
-            f"the fixed and random effects reproduce the response '{label}' exactly ({n} observations for "
-            f"{X.shape[1]} fixed and {q} random effects): no residual variation is left to estimate; "
-            "use more data or fewer effects"
-        )
 
 
 def _safe_norm(v: np.ndarray) -> float:

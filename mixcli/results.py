@@ -176,7 +176,7 @@ class LmmResult:
         modes = fac.modes(beta)
         covs = fac.conditional_covariances() if cond_var else [None] * len(modes)
         out = []
-        for term, b, cov, lam in zip(self.frame.terms, modes, covs, fac.lam):
+        for term, b, cov, lam in zip(self.frame.terms, modes, covs, fac.user_lam):
             gf = self.frame.factors[term.factor]
             to_r = term.levels_to_r  # the engine numbers levels by first appearance
             values = np.empty_like(b)
@@ -202,8 +202,9 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
         FixedEffect(name, float(b), float(s), float(b / s) if s > 0 else math.nan)
         for name, b, s in zip(frame.fixef_names, beta, se)
     ]
-    varcorr, correlations = variance_components(frame, fac.lam, sigma)
-    theta = np.array(opt.theta, dtype=float)
+    user_lam = fac.user_lam
+    varcorr, correlations = variance_components(frame, user_lam, sigma)
+    theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
     singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
     warnings = list(opt.warnings)
     converged = opt.converged
@@ -214,7 +215,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
             f"{sigma:.3g}); rescale the predictors, especially random-slope variables, or simplify the model"
         )
     if singular:
-        warnings.extend(singular_fit_warnings(frame, fac.lam, varcorr, correlations))
+        warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
     return LmmResult(
         formula=frame.formula.text,
         reml=reml,
@@ -228,7 +229,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
         sigma=sigma,
         varcorr=varcorr,
         correlations=correlations,
-        criterion=float(opt.fmin),
+        criterion=_criterion(fac, opt, reml),
         npar=p + st.n_theta + 1,
         singular=singular,
         converged=converged,
@@ -239,6 +240,13 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
         structure=st,
         factorization=fac,
     )
+
+
+def _criterion(fac: Factorization, opt: OptSummary, reml: bool) -> float:
+    """The criterion at the reported θ (the optimiser's value at its θ̃ agrees to rounding);
+    the optimiser's if that is not finite (a fit that broke down says so elsewhere)."""
+    value = fac.criterion(reml)
+    return float(value) if math.isfinite(value) else float(opt.fmin)
 
 
 def variance_components(frame: ModelFrame, lams: list[np.ndarray], sigma: float):

@@ -39,7 +39,7 @@ def test_new_response_gives_the_criteria_of_a_fresh_structure(path, formula):
     rng = np.random.default_rng(3)
     y = st.xy[:, -1] + rng.normal(scale=st.xy[:, -1].std(), size=st.n)
     cheap = st.with_response(y)
-    fresh = ModelStructure(st.terms, np.column_stack([st.xy[:, :-1], y]))
+    fresh = ModelStructure(m.frame.terms, np.column_stack([st.xy[:, :-1], y]))
     for _ in range(3):
         th = m.theta * rng.uniform(0.5, 1.5, size=len(m.theta))
         for reml in (True, False):

@@ -41,7 +41,9 @@ class Factorization:
 
     Fields (blocks of L, see the module docstring):
 
-    * ``st`` the structure, ``theta``, ``lam`` (Λₜ of every term);
+    * ``st`` the structure, ``theta`` (the user's θ, or with ``working`` the optimiser's
+      θ̃), ``lam`` (the blocks the engine uses for the standardised columns, see
+      ``ModelStructure.engine_lambdas``), ``user_lam`` (lme4's Λₜ);
     * ``full`` — False when the criterion-only path eliminated a scalar first
       term (``logdet0`` is then its log|D₀|, and its blocks are absent);
     * ``lss[s]`` chain term s's diagonal blocks (k_s, k_s, q_s); ``l[(t, s)]`` the
@@ -58,10 +60,11 @@ class Factorization:
     criterion, not warnings or exceptions.
     """
 
-    def __init__(self, st: ModelStructure, theta: np.ndarray, full: bool = True):
+    def __init__(self, st: ModelStructure, theta: np.ndarray, full: bool = True, working: bool = False):
         self.st = st
         self.theta = np.array(theta, dtype=float)
-        self.lam = st.lambdas(self.theta)
+        self.working = working
+        self.lam = st.engine_lambdas(self.theta, working)
         self.ok = True
         self.full = full
         self.logdet0 = 0.0  # log|D₀| of an eliminated first term
@@ -343,25 +346,32 @@ class Factorization:
                 ydense[s] = -np.einsum("dbm,bcm->dcm", g_dense, linv)
         return out
 
+    @property
+    def user_lam(self) -> list[np.ndarray]:
+        """lme4's Λₜ (for the user's columns) of every term."""
+        return self.st.lambdas(self.st.to_user(self.theta) if self.working else self.theta)
+
     def modes(self, beta: np.ndarray | None = None) -> list[np.ndarray]:
-        """Conditional modes b = Λu per term, as (q_t, k_t) arrays, at β (default β̂)."""
-        return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.lam)]
+        """Conditional modes b = Λu per term (the user's columns), as (q_t, k_t) arrays, at β
+        (default β̂)."""
+        return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.user_lam)]
 
 
-def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True) -> Factorization:
-    """Factor for θ with floating-point warnings silenced (see Factorization).
+def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True, working: bool = False) -> Factorization:
+    """Factor for the user's θ (or, with ``working``, the optimiser's θ̃) with floating-point
+    warnings silenced (see Factorization).
 
     ``full=False`` is for the criterion only: a scalar first term may then be
     eliminated in closed form (``eliminate``), and the estimates (β, modes,
     conditional variances) are not available.
     """
     with np.errstate(all="ignore"):
-        return Factorization(st, theta, full=full)
+        return Factorization(st, theta, full=full, working=working)
 
 
-def criterion(st: ModelStructure, theta: np.ndarray, reml: bool) -> float:
-    """The profiled criterion at θ, by the fastest path."""
-    return evaluate(st, theta, full=False).criterion(reml)
+def criterion(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool = False) -> float:
+    """The profiled criterion at θ (the user's, or the optimiser's θ̃), by the fastest path."""
+    return evaluate(st, theta, full=False, working=working).criterion(reml)
 
 
 def _elimination(st: ModelStructure):

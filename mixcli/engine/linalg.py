@@ -130,30 +130,31 @@ def matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def left_lambda(lam: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    """Λᵀ B for every block B (k, c, m), with Λ (k, k) lower triangular."""
+    """Λᵀ B for every block B (k, c, m), with Λ (k, k) any matrix (zeros are skipped: a
+    lower-triangular Λ costs half a full one)."""
     k = lam.shape[0]
     if k == 1:
         return blocks * lam[0, 0]
     out = np.empty_like(blocks)
     for a in range(k):
         acc = lam[a, a] * blocks[a]
-        for b in range(a + 1, k):
-            if lam[b, a] != 0.0:
+        for b in range(k):
+            if b != a and lam[b, a] != 0.0:
                 acc += lam[b, a] * blocks[b]
         out[a] = acc
     return out
 
 
 def right_lambda(blocks: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """B Λ for every block B (r, k, m), with Λ (k, k) lower triangular."""
+    """B Λ for every block B (r, k, m), with Λ (k, k) any matrix (zeros are skipped)."""
     k = lam.shape[0]
     if k == 1:
         return blocks * lam[0, 0]
     out = np.empty_like(blocks)
     for d in range(k):
         acc = blocks[:, d] * lam[d, d]
-        for c in range(d + 1, k):
-            if lam[c, d] != 0.0:
+        for c in range(k):
+            if c != d and lam[c, d] != 0.0:
                 acc += blocks[:, c] * lam[c, d]
         out[:, d] = acc
     return out

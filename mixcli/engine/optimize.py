@@ -44,6 +44,9 @@ NEAR_BOUNDARY = 1e-3
 BOUNDARY_SLACK = 1e-9
 EDGE_STEP = 1e-5  # lme4's step off the boundary in restart_edge
 NONFINITE = 1e300  # what the optimiser sees where the criterion is NaN or infinite
+# An optimum must not improve when every parameter is doubled; if it does by more than
+# this, the criterion has no minimum in that direction (the residual variance collapses).
+RAY_SLACK = 1e-6
 
 
 @dataclass
@@ -70,7 +73,9 @@ class OptSummary:
       ``failure: ...``); ``converged`` — False after an evaluation limit, a failure or
       a criterion that was never finite;
     * ``stages`` — one line per stage of the strategy (start, boundary checks,
-      restarts), with the criterion after it; ``warnings`` — what the user must know.
+      restarts), with the criterion after it; ``warnings`` — what the user must know;
+    * ``unbounded`` — the criterion still decreases when every parameter grows (see
+      ``decreases_along_ray``): no start reached a minimum.
     """
 
     start: np.ndarray
@@ -91,18 +96,25 @@ class OptSummary:
     converged: bool = True
     stages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unbounded: bool = False
 
     def __post_init__(self):
         self.start = np.array(self.start, dtype=float)
         self.lower = np.array(self.lower, dtype=float)
         self.upper = np.full(len(self.start), np.inf) if self.upper is None else np.array(self.upper, dtype=float)
         if self.initial_step is None:
-            self.initial_step = np.where(self.start != 0, 0.75 * np.abs(self.start), 1.0)
+            self.initial_step = default_step(self.start)
         # read now, not at import: a setting changed at run time is what is used and reported
         self.ftol_abs = FTOL_ABS if self.ftol_abs is None else self.ftol_abs
         self.ftol_rel = FTOL_REL if self.ftol_rel is None else self.ftol_rel
         self.xtol_abs = XTOL_ABS if self.xtol_abs is None else self.xtol_abs
         self.max_eval = MAX_EVAL if self.max_eval is None else self.max_eval
+
+
+def default_step(start: np.ndarray) -> np.ndarray:
+    """MixedModels.jl's first trust region: 0.75 of a non-zero start value, 1 otherwise."""
+    start = np.asarray(start, dtype=float)
+    return np.where(start != 0, 0.75 * np.abs(start), 1.0)
 
 
 class _Objective:
@@ -182,14 +194,23 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
     return np.asarray(x, dtype=float), float(f), status
 
 
-def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa from start") -> OptSummary:
+def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa from start",
+                   start: np.ndarray | None = None, step: np.ndarray | None = None) -> OptSummary:
     """Minimise the profiled criterion ``fn`` over θ as ``summary`` says, with lme4's
-    boundary checks, and return the summary filled in."""
+    boundary checks, and return the summary filled in.
+
+    ``start`` (with ``step``, by default ``default_step(start)``) replaces the
+    summary's for a further start on the same summary: its evaluations, stages and
+    limit carry on, and ``theta``/``fmin`` become this start's result (the caller
+    chooses among its starts).
+    """
+    if start is not None and step is None:
+        step = default_step(start)
     obj = _Objective(fn, summary, progress)
     lower, upper = summary.lower, summary.upper
     diag = np.isfinite(lower)
 
-    x, f, status = run(summary, fn, objective=obj)
+    x, f, status = run(summary, fn, objective=obj, x0=start, step=step)
     summary.stages.append(f"{stage}: {f:.10f} ({status})")
     _note_status(summary, status)
 
@@ -252,3 +273,17 @@ def _note_status(summary: OptSummary, status: str):
     elif status.startswith("failure"):
         summary.converged = False
         summary.warnings.append(f"the optimiser failed ({status[9:]}); the estimates may not be optimal")
+
+
+def decreases_along_ray(fn, x: np.ndarray, f: float) -> bool:
+    """Whether the criterion is lower at 2x than at x (beyond rounding): then x is no minimum.
+
+    The profiled criteria of a mixed model can decrease without end as every
+    relative variance grows together — the random effects then reproduce the
+    response and σ → 0 (a term with about one level per observation, or p + q ≥ n)
+    — and an optimiser stops wherever the decrease flattens out. At a minimum,
+    doubling every parameter cannot help; there, it does.
+    """
+    if x is None or not math.isfinite(f) or not np.any(x != 0):
+        return False
+    return fn(2.0 * np.asarray(x, dtype=float)) < f - RAY_SLACK * max(1.0, abs(f))

@@ -12,7 +12,19 @@ column, this module
   dense;
 * reduces the rows to per-level sums (ZᵀZ, ZᵀX, Zᵀy, XᵀX) with weighted
   ``np.bincount``, so that each evaluation of the criterion touches arrays of
-  the size of the number of levels, never of the number of rows.
+  the size of the number of levels, never of the number of rows;
+* works in a unit-free basis (``TermBasis``): each term's columns are centred
+  (when the term has an intercept) and scaled, so that the optimiser's θ does
+  not depend on the units of a random slope.
+
+Two parameterisations of the same covariances are therefore in use. The
+*user's* θ is lme4's: Λₜ lower triangular for the columns as the user gave
+them. The *working* θ̃ gives Λ̃ₜ, lower triangular for the standardised
+columns Z̃ₜ = Zₜ Mₜ⁻¹; the optimiser works in θ̃ (its start, steps, bounds and
+tolerances then mean the same thing for any units). The engine evaluates
+either: the user's Λₜ enters as the (full) matrix MₜΛₜ, the working one as
+Λ̃ₜ itself; only ΛΛᵀ matters, so the criteria agree exactly. ``to_user`` and
+``to_working`` convert between the two (a QR factorisation per term).
 
 Nesting is read off the integer codes: factor s is nested in factor t when
 each level of s occurs with exactly one level of t.
@@ -20,7 +32,7 @@ each level of s occurs with exactly one level of t.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,6 +79,65 @@ class ReTerm:
 WIDE_LIMIT = 250_000
 
 
+@dataclass
+class TermBasis:
+    """The unit-free basis of one term: z̃ = (z − shift) / scale column by column, so
+    z = z̃ M with M = diag(scale) plus, in the intercept's row, the shifts.
+
+    Columns of a term with an intercept are centred and divided by their SD; in a
+    term without one, only divided by their root mean square (centring would change
+    the model). The intercept column and constant columns are left as they are.
+    """
+
+    shift: np.ndarray  # (k,)
+    scale: np.ndarray  # (k,)
+    intercept: int | None  # index of the intercept column, if any
+
+    @classmethod
+    def of(cls, z: np.ndarray) -> "TermBasis":
+        k = z.shape[1]
+        ones = [a for a in range(k) if np.all(z[:, a] == 1.0)]
+        intercept = ones[0] if ones else None
+        shift, scale = np.zeros(k), np.ones(k)
+        for a in range(k):
+            if a == intercept:
+                continue
+            col = z[:, a]
+            peak = float(np.max(np.abs(col))) if len(col) else 0.0
+            if not (peak > 0 and np.isfinite(peak)):
+                continue
+            c = float(np.mean(col)) if intercept is not None else 0.0
+            spread = peak * float(np.sqrt(np.mean(((col - c) / peak) ** 2)))
+            if spread > 1e-12 * peak:
+                shift[a], scale[a] = c, spread
+        return cls(shift, scale, intercept)
+
+    @property
+    def identity(self) -> bool:
+        return bool(np.all(self.scale == 1.0) and np.all(self.shift == 0.0))
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """M with z = z̃ M (k × k: upper triangular when the intercept comes first)."""
+        m = np.diag(self.scale)
+        if self.intercept is not None:
+            m[self.intercept] += self.shift
+        return m
+
+    def standardise(self, z: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return z
+        return (z - self.shift) / self.scale
+
+
+def _lower_factor(p: np.ndarray) -> np.ndarray:
+    """The lower-triangular L with non-negative diagonal and L Lᵀ = P Pᵀ (QR of Pᵀ; exact
+    for rank-deficient P too)."""
+    r = np.linalg.qr(p.T, mode="r")
+    signs = np.where(np.diag(r) < 0, -1.0, 1.0)
+    return (r.T * signs)
+
+
 def lower_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of a k×k lower triangle, column by column (lme4's θ order)."""
     cols, rows = np.triu_indices(k)
@@ -107,9 +178,17 @@ class ModelStructure:
       ``_centre_response``).
     """
 
-    def __init__(self, terms: list[ReTerm], xy: np.ndarray):
+    def __init__(self, terms: list[ReTerm], xy: np.ndarray, bases: list[TermBasis] | None = None):
+        """``terms`` with the user's columns; or, with ``bases`` given, columns already in
+        those bases (a subset of a structure's own terms)."""
         if not terms:
             raise ValueError("a mixed model needs at least one random-effects term")
+        if bases is None:
+            bases = [TermBasis.of(t.z) for t in terms]
+            terms = [t if b.identity else replace(t, z=b.standardise(t.z)) for t, b in zip(terms, bases)]
+        self.bases = bases
+        self._m = [b.matrix for b in bases]
+        self._m_inv = [np.linalg.inv(m) for m in self._m]
         self.terms = terms
         self.xy = xy
         self.n = xy.shape[0]
@@ -145,7 +224,7 @@ class ModelStructure:
             rank = np.cumsum(present) - 1
             terms.append(ReTerm(codes=rank[codes], n_levels=int(present.sum()), z=t.z[rows], group=t.group,
                                 names=t.names, factor=t.factor))
-        return ModelStructure(terms, self.xy[rows])
+        return ModelStructure(terms, self.xy[rows], bases=self.bases)
 
     def with_response(self, y: np.ndarray) -> "ModelStructure":
         """The same model with another response (same rows, X and terms), for the cost
@@ -193,12 +272,37 @@ class ModelStructure:
         self.theta_is_diag = np.isfinite(self.theta_lower)
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        """Λ_t (k×k lower triangular) of every term for a given θ."""
+        """Λ_t (k×k lower triangular) of every term for a given θ (either parameterisation)."""
         out = []
         for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
             lam = np.zeros((t.k, t.k))
             lam[idx] = theta[sl]
             out.append(lam)
+        return out
+
+    def engine_lambdas(self, theta: np.ndarray, working: bool = False) -> list[np.ndarray]:
+        """The blocks the engine multiplies the standardised columns by: Λ̃ₜ for a working θ̃,
+        MₜΛₜ for the user's θ."""
+        lams = self.lambdas(theta)
+        if working:
+            return lams
+        return [lam if b.identity else m @ lam for lam, b, m in zip(lams, self.bases, self._m)]
+
+    def to_user(self, theta_w: np.ndarray) -> np.ndarray:
+        """The user's θ of the covariances a working θ̃ describes."""
+        return self._convert(theta_w, self._m_inv)
+
+    def to_working(self, theta: np.ndarray) -> np.ndarray:
+        """The working θ̃ of the covariances a user's θ describes."""
+        return self._convert(theta, self._m)
+
+    def _convert(self, theta: np.ndarray, mats: list[np.ndarray]) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        out = theta.copy()
+        for lam, b, m, sl, idx in zip(self.lambdas(theta), self.bases, mats, self.theta_slices, self._lower_idx):
+            if b.identity:
+                continue
+            out[sl] = _lower_factor(m @ lam)[idx]
         return out
 
     # -- block structure ------------------------------------------------------

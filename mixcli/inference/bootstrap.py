@@ -62,7 +62,7 @@ class _Job:
     big: _Spec
     mean: np.ndarray  # Xβ̂ of the smaller model
     sigma: float
-    lambdas: list  # Λ̂ₜ of the smaller model
+    lambdas: list  # the smaller model's Λ̂ₜ for the structure's standardised columns (engine_lambdas)
     reml: bool
     seed: int
 
@@ -161,7 +161,7 @@ def make_job(small, big, reml: bool, seed: int) -> _Job:
         big=_Spec(big.structure, np.asarray(big.theta, float)),
         mean=mean,
         sigma=float(small.sigma),
-        lambdas=[np.array(l) for l in st.lambdas(np.asarray(small.theta, float))],
+        lambdas=[np.array(l) for l in st.engine_lambdas(np.asarray(small.theta, float))],
         reml=reml,
         seed=int(seed),
     )
