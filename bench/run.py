@@ -59,7 +59,7 @@ CROSSED = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
 # The targets name data sizes in rows (89k, 898k); the simulator makes about
 # 11.2 rows per school, so those sizes are 8,000 and 80,000 schools.
 SMALL_SCHOOLS, MEDIUM_SCHOOLS, LARGE_SCHOOLS = 107, 8_000, 80_000
-SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4}
+SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4, "ratings": 5}
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +145,43 @@ def crossed_data() -> Path:
     if not _manifest_ok(path, settings):
         print(f"  generating {path.relative_to(ROOT)} (InstEval-like, crossed)", flush=True)
         _write_with_manifest(path, simulate_crossed(SEEDS["crossed"]), settings)
+    return path
+
+
+def simulate_ratings(seed: int, n: int = 1_000_209, n_users: int = 6_040, n_items: int = 3_706):
+    """The MovieLens 1M shape: 1,000,209 ratings (1..5) of 3,706 films by 6,040 users, each
+    user with at least 20 ratings, skewed activity and popularity, no pair twice. For
+    ``rating ~ 1 + (1 | user) + (1 | item)``: two crossed factors, a 3,706-wide dense block."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    activity = rng.gamma(0.8, size=n_users)
+    counts = 20 + rng.multinomial(n - 20 * n_users, activity / activity.sum())
+    counts = np.minimum(counts, n_items)
+    popularity = rng.gamma(0.5, size=n_items)
+    popularity /= popularity.sum()
+    users, items = [], []
+    for u, c in enumerate(counts):  # a generator of test data, not a hot path
+        users.append(np.full(c, u))
+        items.append(rng.choice(n_items, size=c, replace=False, p=popularity))
+    user = np.concatenate(users)
+    item = np.concatenate(items)
+    order = rng.permutation(len(user))
+    user, item = user[order], item[order]
+    latent = (3.58 + 0.45 * rng.standard_normal(n_users)[user] + 0.50 * rng.standard_normal(n_items)[item]
+              + 0.90 * rng.standard_normal(len(user)))
+    rating = np.clip(np.rint(latent), 1, 5).astype(np.int64)
+    return {"rating": rating, "user": user + 1, "item": item + 1}
+
+
+def ratings_data() -> Path:
+    import numpy as np
+
+    path = DATA / "ratings.csv"
+    settings = {"kind": "ratings", "seed": SEEDS["ratings"], "numpy": np.__version__, "version": 1}
+    if not _manifest_ok(path, settings):
+        print(f"  generating {path.relative_to(ROOT)} (MovieLens 1M shape, crossed)", flush=True)
+        _write_with_manifest(path, simulate_ratings(SEEDS["ratings"]), settings)
     return path
 
 

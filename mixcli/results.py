@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine.factor import Factorization
+from .engine.factor import Factorization, evaluate
 from .engine.optimize import OptSummary
 from .engine.structure import ModelStructure, lower_indices
 from .frame import ModelFrame
@@ -89,8 +89,10 @@ class LmmResult:
       (about the data: dropped columns, scales), ``notes()`` for both;
     * ``optsummary`` — the optimiser's ``OptSummary``;
     * ``frame``, ``structure``, ``factorization`` — the model frame, θ-free
-      structure and the factor at θ̂, for inference (ranef, Satterthwaite,
-      profiles, bootstrap);
+      structure and the factor at θ̂ (criterion-only until ``full_factorization``
+      is asked for), for inference (ranef, Satterthwaite, profiles, bootstrap);
+    * ``curvature`` — derivatives of the criterion at θ̂ (``engine.curvature``), from the
+      fit's convergence check; Satterthwaite's df reuse them;
     * ``ddf``, ``ci_method``, ``ci_level``, ``intervals`` — filled in by
       ``add_satterthwaite`` and ``add_confint``.
     """
@@ -117,6 +119,7 @@ class LmmResult:
     frame: ModelFrame = field(repr=False)
     structure: ModelStructure = field(repr=False)
     factorization: Factorization = field(repr=False)
+    curvature: object = field(default=None, repr=False)  # engine.curvature.Curvature at θ̂, from the fit's check
     ddf: str | None = None  # "Satterthwaite" once FixedEffect.df and .p are filled in
     ci_method: str | None = None  # "Wald" or "profile" once FixedEffect.lower/.upper are filled in
     ci_level: float | None = None
@@ -167,11 +170,18 @@ class LmmResult:
     def coef(self) -> dict[str, float]:
         return {f.term: f.estimate for f in self.fixef}
 
+    def full_factorization(self) -> Factorization:
+        """The factor at θ̂ with every block (the fit keeps the criterion-only one, which may
+        have eliminated a term in closed form): for conditional modes and variances."""
+        if not self.factorization.full:
+            self.factorization = evaluate(self.structure, self.factorization.theta, full=True)
+        return self.factorization
+
     def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
         """Conditional modes b = Λû of every term, levels as lme4 orders them, and (with
         ``cond_var``) their conditional SDs given the data and β̂, as lme4's
         ``ranef(condVar = TRUE)``: the square roots of diag(σ² Λ S Λᵀ)."""
-        fac = self.factorization
+        fac = self.full_factorization()
         beta = np.array([f.estimate for f in self.fixef])
         modes = fac.modes(beta)
         covs = fac.conditional_covariances() if cond_var else [None] * len(modes)
@@ -191,7 +201,10 @@ class LmmResult:
         return out
 
 
-def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool) -> LmmResult:
+def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool,
+                 curvature=None, problems: list[str] | None = None) -> LmmResult:
+    """The fitted model at the factor's θ; ``problems`` (from the convergence check, with its
+    ``curvature``) mark it not converged."""
     n, p = st.n, st.p
     dof = n - p if reml else n
     sigma = math.sqrt(fac.pwrss / dof)
@@ -206,8 +219,8 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     varcorr, correlations = variance_components(frame, user_lam, sigma)
     theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
     singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
-    warnings = list(opt.warnings)
-    converged = opt.converged
+    warnings = list(opt.warnings) + list(problems or [])
+    converged = opt.converged and not problems
     if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):
         converged = False
         warnings.append(
@@ -239,6 +252,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
         frame=frame,
         structure=st,
         factorization=fac,
+        curvature=curvature,
     )
 
 

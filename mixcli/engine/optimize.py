@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 ALGORITHM = "LN_BOBYQA"
+_NAMES = {"LN_BOBYQA": "bobyqa", "LD_LBFGS": "l-bfgs"}
 # Stopping rules: far tighter than lme4's nloptwrap (1e-8), because the
 # criterion must reach the best of lme4's optimisers to 1e-6 even on flat,
 # near-singular surfaces.
@@ -119,17 +120,24 @@ def default_step(start: np.ndarray) -> np.ndarray:
 
 class _Objective:
     """Wraps the criterion for NLopt: counts calls, keeps the best point of the current run,
-    reports progress."""
+    reports progress. A gradient-based algorithm asks for the gradient too: ``fdf(x)``
+    returns (f, ∇f)."""
 
-    def __init__(self, fn: Callable[[np.ndarray], float], summary: OptSummary, progress=None):
+    def __init__(self, fn: Callable[[np.ndarray], float], summary: OptSummary, progress=None, fdf=None):
         self.fn = fn
+        self.fdf = fdf
         self.summary = summary
         self.progress = progress
         self.best_x = None
         self.best_f = math.inf
 
     def __call__(self, x, grad=None):
-        f = self.fn(np.asarray(x, dtype=float))
+        x = np.asarray(x, dtype=float)
+        if grad is not None and grad.size:
+            f, g = self.fdf(x)
+            grad[:] = g if math.isfinite(f) and np.all(np.isfinite(g)) else 0.0
+        else:
+            f = self.fn(x)
         self.summary.evaluations += 1
         if not math.isfinite(f):
             self.summary.nonfinite += 1
@@ -142,7 +150,7 @@ class _Objective:
 
 
 def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=None, step=None,
-        objective: _Objective | None = None) -> tuple[np.ndarray, float, str]:
+        objective: _Objective | None = None, fdf=None) -> tuple[np.ndarray, float, str]:
     """Minimise ``fn`` with NLopt as ``summary`` says; returns (x, f, status) and records it.
 
     ``x0``, ``lower``, ``upper`` and ``step`` override the summary's start, bounds and
@@ -153,7 +161,7 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
     """
     import nlopt
 
-    obj = objective if objective is not None else _Objective(fn, summary, progress)
+    obj = objective if objective is not None else _Objective(fn, summary, progress, fdf)
     # the best point of this run only: a run with some parameters fixed must not return a
     # point of an earlier run where they were free
     obj.best_x, obj.best_f = None, math.inf
@@ -184,8 +192,8 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
             status = "maxeval"
     except nlopt.RoundoffLimited:
         x, f, status = obj.best_x, obj.best_f, "roundoff"
-    except (ValueError, RuntimeError) as err:  # NLopt's "generic failure" and friends
-        x, f, status = obj.best_x, obj.best_f, f"failure: {err}"
+    except _failures(nlopt) as err:  # NLopt's "generic failure" and friends
+        x, f, status = obj.best_x, obj.best_f, f"failure: {err or type(err).__name__}"
     if x is None:  # failed before any evaluation
         x, f = x0, obj(x0)
     if obj.best_x is not None and obj.best_f < f:
@@ -194,8 +202,17 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
     return np.asarray(x, dtype=float), float(f), status
 
 
-def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa from start",
-                   start: np.ndarray | None = None, step: np.ndarray | None = None) -> OptSummary:
+def _failures(nlopt) -> tuple:
+    """NLopt's exceptions for a failed run (its own classes, not Python's RuntimeError); an
+    exception raised by the criterion itself (Ctrl-C, out of memory) is not among them."""
+    names = ("runtime_error", "logic_error", "domain_error", "range_error", "overflow_error",
+             "underflow_error", "length_error")
+    return (ValueError, RuntimeError) + tuple(getattr(nlopt, n) for n in names if hasattr(nlopt, n))
+
+
+def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "from start",
+                   start: np.ndarray | None = None, step: np.ndarray | None = None, fdf=None,
+                   fold=None) -> OptSummary:
     """Minimise the profiled criterion ``fn`` over θ as ``summary`` says, with lme4's
     boundary checks, and return the summary filled in.
 
@@ -203,15 +220,29 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa 
     summary's for a further start on the same summary: its evaluations, stages and
     limit carry on, and ``theta``/``fmin`` become this start's result (the caller
     chooses among its starts).
+
+    A gradient-based algorithm (``fdf`` gives the criterion and its gradient) runs
+    without bounds and ``fold`` maps its point to an equivalent one within them
+    (θ with a negative diagonal entry describes the same covariance as θ with that
+    column of Λ negated). With bounds, a gradient method would stop wherever a step
+    lands on θ = 0, where the criterion of a one-effect term is even in θ and so
+    stationary.
     """
     if start is not None and step is None:
         step = default_step(start)
-    obj = _Objective(fn, summary, progress)
+    obj = _Objective(fn, summary, progress, fdf)
     lower, upper = summary.lower, summary.upper
     diag = np.isfinite(lower)
+    free = np.full(len(lower), -np.inf) if fdf is not None else lower
 
-    x, f, status = run(summary, fn, objective=obj, x0=start, step=step)
-    summary.stages.append(f"{stage}: {f:.10f} ({status})")
+    def solve(x0, step, fixed=None):
+        lo = free if fixed is None else np.where(fixed, lower, free)
+        hi = upper if fixed is None else np.where(fixed, lower, upper)
+        x, f, status = run(summary, fn, objective=obj, x0=x0, lower=lo, upper=hi, step=step)
+        return (fold(x) if fold is not None else x), f, status
+
+    x, f, status = solve(start, step)
+    summary.stages.append(f"{_NAMES.get(summary.algorithm, summary.algorithm)} {stage}: {f:.10f} ({status})")
     _note_status(summary, status)
 
     # lme4's check.boundary, with a wider net: a diagonal θ near zero is tried
@@ -230,9 +261,8 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa 
         # re-optimise the others with those fixed (a short run from nearby)
         fixed = np.zeros(len(x), bool)
         fixed[pinned] = True
-        hi = np.where(fixed, lower, upper)
         small = np.where(fixed, 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
-        xb, fb, _ = run(summary, fn, objective=obj, x0=x, upper=hi, step=small)
+        xb, fb, _ = solve(x, small, fixed)
         summary.stages.append(f"re-optimised with them fixed: {fb:.10f}")
         if fb <= f:
             x, f = xb, fb
@@ -245,8 +275,10 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "bobyqa 
             trial[i] = lower[i] + EDGE_STEP
             leaving.append(obj(trial) < f)
         if any(leaving):
-            small = np.where(diag & (x == lower), 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
-            xr, fr, _ = run(summary, fn, objective=obj, x0=x, step=small)
+            edge = diag & (x == lower)
+            small = np.where(edge, 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
+            # (off the edge: there the gradient of a one-effect term's θ is not zero)
+            xr, fr, _ = solve(np.where(edge, lower + EDGE_STEP, x) if fdf is not None else x, small)
             summary.stages.append(f"restart from the boundary: {fr:.10f}")
             if fr < f - BOUNDARY_SLACK:
                 x, f = xr, fr

@@ -288,6 +288,19 @@ class ModelStructure:
             return lams
         return [lam if b.identity else m @ lam for lam, b, m in zip(lams, self.bases, self._m)]
 
+    def fold(self, theta: np.ndarray) -> np.ndarray:
+        """The θ within the bounds that describes the same covariances: each column of Λₜ
+        whose diagonal entry is negative negated (ΛΛᵀ does not change)."""
+        out = np.array(theta, dtype=float)
+        for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
+            rows, cols = idx
+            part = out[sl]
+            negative = {c for r, c, v in zip(rows, cols, part) if r == c and v < 0}
+            if negative:
+                part[np.isin(cols, list(negative))] *= -1.0
+                out[sl] = part
+        return out
+
     def to_user(self, theta_w: np.ndarray) -> np.ndarray:
         """The user's θ of the covariances a working θ̃ describes."""
         return self._convert(theta_w, self._m_inv)

@@ -13,18 +13,19 @@ parameterisation, σ not σ²):
 the REML criterion for REML fits (bracketed terms) and the ML deviance for ML
 fits, and C(θ, σ) = σ² V(θ) with V = (R_XᵀR_X)⁻¹.
 
-Only a(θ), r²(θ) and V(θ) depend on θ, so they are differentiated once, as one
-vector-valued function of θ (central differences with Richardson
-extrapolation, see ``derivatives``), and the σ parts are exact:
+Only a(θ), r²(θ) and V(θ) depend on θ: the fit has differentiated them once
+already, to check its optimum (``engine.curvature``: differences of analytic
+gradients for models with many covariance parameters, of the criterion's
+pieces for the others), and the σ parts are exact:
 
     ∂²d/∂θᵢ∂θⱼ = aᵢⱼ + r²ᵢⱼ/σ²,   ∂²d/∂θᵢ∂σ = −2 r²ᵢ/σ³,   ∂²d/∂σ² = −2m/σ² + 6r²/σ⁴,
     ∂C/∂θᵢ = σ² Vᵢ,               ∂C/∂σ = 2σ V.
 
 H is inverted as lmerTest does: through its eigen-decomposition, keeping
-eigenvalues above 1e-8 (a Moore–Penrose inverse), with a warning when some
-are clearly negative (a fit that has not converged). Eigenvalues near zero
-(a flat direction, as in an over-parameterised or singular fit) are left
-out of the inverse silently: lme4's singular-fit warning already covers them.
+eigenvalues above 1e-8 (a Moore–Penrose inverse). Eigenvalues near zero (a
+flat direction, as in an over-parameterised or singular fit) are left out of
+the inverse silently: lme4's singular-fit warning already covers them; clearly
+negative ones are the fit's convergence check's to report.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.factor import evaluate
-from .derivatives import gradient_hessian
+from ..engine.curvature import curvature
 from .distributions import t_two_sided
 
 EIGEN_TOL = 1e-8  # lmerTest's tolerance for zero eigenvalues of H
-NOISE = 1e-6  # relative size of an eigenvalue of H indistinguishable from zero here
 
 
 @dataclass
@@ -70,52 +69,32 @@ class Satterthwaite:
 
 
 def satterthwaite(m) -> Satterthwaite:
-    """The Satterthwaite machinery for a fitted model (``LmmResult``)."""
+    """The Satterthwaite machinery for a fitted model (``LmmResult``), from the derivatives
+    its fit computed to check its optimum (``m.curvature``; computed here if absent)."""
     st, reml = m.structure, m.reml
-    n, p = st.n, st.p
-    # (the structure's sums already use a least-squares-centred response, so r²
-    # has no cancellation of yᵀy to amplify in second differences)
-    mult = n - p if reml else n
+    p = st.p
     sigma = float(m.sigma)
     theta = np.asarray(m.theta, dtype=float)
-    iu = np.triu_indices(p)
-
-    def pieces(th: np.ndarray) -> np.ndarray:
-        fac = evaluate(st, th, full=False)
-        a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
-        v = fac.rx_inverse()[iu] if p else np.zeros(0)
-        return np.concatenate([[a, fac.pwrss], v])
-
-    f0, grad, hess = gradient_hessian(pieces, theta)
+    curv = m.curvature if getattr(m, "curvature", None) is not None else curvature(st, theta, reml)
     k = len(theta)
-    r2, r2_g, r2_h = f0[1], grad[1], hess[1]
     s2 = sigma * sigma
     h = np.empty((k + 1, k + 1))
-    h[:k, :k] = hess[0] + r2_h / s2
-    h[:k, k] = h[k, :k] = -2.0 * r2_g / (s2 * sigma)
-    h[k, k] = -2.0 * mult / s2 + 6.0 * r2 / (s2 * s2)
+    h[:k, :k] = curv.a_hess + curv.r2_hess / s2
+    h[:k, k] = h[k, :k] = -2.0 * curv.r2_grad / (s2 * sigma)
+    h[k, k] = -2.0 * curv.m / s2 + 6.0 * curv.r2 / (s2 * s2)
 
-    notes = []
     vals, vecs = np.linalg.eigh(h)
-    # lmerTest warns below −1e-8; these second differences carry ~1e-7 relative noise, so an
-    # eigenvalue is called negative only beyond that (a flat direction is not a failed fit)
-    neg = vals < -max(EIGEN_TOL, NOISE * float(np.max(np.abs(vals))))
-    if neg.any() and getattr(m, "converged", True):  # (a fit known not to have converged says so already)
-        notes.append(
-            f"Satterthwaite: the Hessian of the {'REML criterion' if reml else 'deviance'} has "
-            f"{int(neg.sum())} negative eigenvalue(s) ({', '.join(f'{v:.1e}' for v in vals[neg])}): "
-            "the fit may not have converged, and the df are doubtful"
-        )
+    # the Moore–Penrose inverse, as lmerTest; flat directions (singular fits) are left out,
+    # and a Hessian that is not positive there is the fit's convergence check's to report
     pos = vals > EIGEN_TOL
     a_cov = 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
 
     jac = np.zeros((k + 1, p, p))
-    v0 = _unpack(f0[2:], p)
     for i in range(k):
-        jac[i] = s2 * _unpack(grad[2:, i], p)
-    jac[k] = 2.0 * sigma * v0
+        jac[i] = s2 * _unpack(curv.v_grad[:, i], p)
+    jac[k] = 2.0 * sigma * _unpack(curv.v, p)
     return Satterthwaite(
-        varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=np.asarray(m.vcov), notes=notes
+        varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=np.asarray(m.vcov), notes=[]
     )
 
 

@@ -50,7 +50,23 @@ def _extrapolate(approx: list[np.ndarray]) -> np.ndarray:
     return a[0]
 
 
-def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray):
+def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """The Jacobian (m, n) of F: Rⁿ → Rᵐ by central differences with Richardson extrapolation
+    (2·levels·n evaluations); for F an analytic gradient, a Hessian."""
+    x = np.asarray(x, dtype=float)
+    cols = []
+    for i, h0 in enumerate(_steps(x)):
+        est, h = [], h0
+        for _ in range(levels):
+            e = np.zeros(len(x))
+            e[i] = h
+            est.append((np.asarray(fn(x + e), dtype=float) - np.asarray(fn(x - e), dtype=float)) / (2.0 * h))
+            h /= SHRINK
+        cols.append(_extrapolate(est))
+    return np.column_stack(cols)
+
+
+def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS):
     """F(x), its gradient and its Hessian for F: Rⁿ → Rᵐ.
 
     Returns ``(f0, grad, hess)`` with shapes (m,), (m, n), (m, n, n).
@@ -65,7 +81,7 @@ def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray):
     for i in range(n):
         d_est, h_est = [], []
         h = h0[i]
-        for _ in range(LEVELS):
+        for _ in range(levels):
             e = np.zeros(n)
             e[i] = h
             f1 = np.asarray(fn(x + e), dtype=float)
@@ -79,7 +95,7 @@ def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray):
         for j in range(i):
             est = []
             hi, hj = h0[i], h0[j]
-            for _ in range(LEVELS):
+            for _ in range(levels):
                 e = np.zeros(n)
                 e[i], e[j] = hi, hj
                 f1 = np.asarray(fn(x + e), dtype=float)

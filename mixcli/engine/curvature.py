@@ -1,0 +1,173 @@
+"""Derivatives of the criterion's pieces at a fitted θ, and the convergence check built on them.
+
+The profiled criteria are d(θ) = a(θ) + m·log r²(θ) + const, with
+a = log|L_Z|² (+ log|R_X|² for REML), m = n (− p for REML), and Var(β̂) =
+σ² V(θ), V = (R_XᵀR_X)⁻¹. ``curvature`` differentiates a, r² and V at lme4's θ
+once per fit; the fit checks its optimum with them (``check``) and
+Satterthwaite's df reuse them (``inference.satterthwaite``):
+
+* models with many covariance parameters (``gradient.worth_gradient``): central
+  differences of the analytic gradients of a and r² (2n gradients);
+* the others: central differences of a, r² and V themselves (2n(n+1) criterion
+  evaluations, fewer there);
+
+both with Richardson extrapolation (``derivatives``), one level of it for a
+crossed block of 2,000+ random effects (seconds per evaluation there; the
+second derivatives then carry ~1e-4 relative truncation error).
+
+``check`` is lme4's checkConv, and stricter: at a minimum the gradient of d
+vanishes, except for θ on its bound (a variance of 0), where it may only point
+inwards; and the Hessian of d over the other parameters is positive
+semi-definite. It reports the criterion decrease that a Newton step predicts
+from the gradient (½ gᵀH⁻¹g) and clearly negative eigenvalues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .derivatives import LEVELS, gradient_hessian, jacobian
+from .factor import evaluate
+from .gradient import gradient, worth_gradient
+from .structure import ModelStructure
+
+HEAVY_DENSE = 2000  # crossed random effects from which one level of differences is used
+# The fit is called not converged when a Newton step from it would lower the criterion by
+# more than this (absolute, plus a relative part for criteria of 1e6 and more, whose
+# differences carry more rounding)...
+NEWTON_TOL = 1e-5
+NEWTON_REL = 1e-10
+# ... or when the Hessian has an eigenvalue below −this × its largest (a saddle, not a minimum;
+# differences of the criterion carry ~1e-7 relative noise, so near-zero ones are flat directions)
+NEGATIVE_EIGEN = 1e-6
+ON_BOUND = 1e-10  # a diagonal θ this close to 0 is on its bound
+
+
+@dataclass
+class Curvature:
+    """a, r², vech V at θ (lme4's) with their first and second derivatives in θ."""
+
+    theta: np.ndarray
+    reml: bool
+    m: int  # n, or n − p for REML
+    a_grad: np.ndarray  # (k,)
+    a_hess: np.ndarray  # (k, k)
+    r2: float
+    r2_grad: np.ndarray
+    r2_hess: np.ndarray
+    v: np.ndarray  # vech of V = (R_XᵀR_X)⁻¹ (upper triangle, row by row)
+    v_grad: np.ndarray  # (len(v), k)
+
+    def criterion_gradient(self) -> np.ndarray:
+        return self.a_grad + (self.m / self.r2) * self.r2_grad
+
+    def criterion_hessian(self) -> np.ndarray:
+        g = self.r2_grad
+        return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
+
+
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+    """Derivatives of the criterion's pieces at lme4's θ (see the module docstring). Points
+    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
+    with np.errstate(all="ignore"):
+        return _curvature(st, theta, reml)
+
+
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+    theta = np.asarray(theta, dtype=float)
+    k, p = len(theta), st.p
+    iu = np.triu_indices(p)
+    levels = 1 if st.q_dense >= HEAVY_DENSE else LEVELS
+    # (the structure's sums use a least-squares-centred response, so r² has no cancellation
+    # of yᵀy to amplify in second differences)
+    if worth_gradient(st):
+        def pieces(th: np.ndarray) -> np.ndarray:
+            fac = evaluate(st, th)
+            g = gradient(fac, reml)
+            v = fac.rx_inverse()[iu] if p else np.zeros(0)
+            return np.concatenate([g.user(st, "logdet"), g.user(st, "pwrss"), v])
+
+        f0 = pieces(theta)
+        jac = jacobian(pieces, theta, levels)
+        r2 = evaluate(st, theta, full=False).pwrss
+        a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
+        a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
+    else:
+        def pieces(th: np.ndarray) -> np.ndarray:
+            fac = evaluate(st, th, full=False)
+            a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
+            v = fac.rx_inverse()[iu] if p else np.zeros(0)
+            return np.concatenate([[a, fac.pwrss], v])
+
+        f0, grad, hess = gradient_hessian(pieces, theta, levels)
+        r2, v = float(f0[1]), f0[2:]
+        a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
+        a_hess, r2_hess = hess[0], hess[1]
+    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad)
+
+
+def _symmetric(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (a + a.T)
+
+
+def newton_step(curv: Curvature, st: ModelStructure) -> np.ndarray | None:
+    """θ after one Newton step on the criterion over the parameters the check calls free
+    (those not on their bound, or leaving it), kept within the bounds; None if the Hessian
+    there is not positive definite."""
+    g, h = curv.criterion_gradient(), curv.criterion_hessian()
+    bound = st.theta_is_diag & (np.abs(curv.theta) < ON_BOUND)
+    free = ~bound | (g < 0)
+    if not free.any() or not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
+        return None
+    hf = h[np.ix_(free, free)]
+    try:
+        step = np.linalg.solve(hf, g[free]) if np.all(np.linalg.eigvalsh(hf) > 0) else None
+    except np.linalg.LinAlgError:
+        step = None
+    if step is None:
+        return None
+    theta = curv.theta.copy()
+    theta[free] -= step
+    return np.maximum(theta, st.theta_lower)
+
+
+def stopped_short(problems: list[str]) -> bool:
+    return any("stopped short" in p for p in problems)
+
+
+def check(curv: Curvature, st: ModelStructure, fmin: float) -> list[str]:
+    """What makes θ no minimum of the criterion (empty if it is one): see the module docstring."""
+    theta = curv.theta
+    with np.errstate(all="ignore"):
+        g = curv.criterion_gradient()
+        h = curv.criterion_hessian()
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
+        return ["the criterion's derivatives at the estimate are not finite, so it cannot be checked to be a minimum"]
+    bound = st.theta_is_diag & (np.abs(theta) < ON_BOUND)
+    problems = []
+    # on the bound, a negative derivative means the criterion falls as the variance grows:
+    # such a parameter is as free as any other
+    free = ~bound | (g < 0)
+    hf, gf = h[np.ix_(free, free)], g[free]
+    decrease = 0.0
+    if free.any():
+        vals, vecs = np.linalg.eigh(hf)
+        top = float(np.max(np.abs(vals))) if len(vals) else 0.0
+        negative = vals < -NEGATIVE_EIGEN * max(top, 1e-300)
+        if negative.any():
+            problems.append(
+                f"the Hessian of the criterion has {int(negative.sum())} negative eigenvalue(s) "
+                f"({', '.join(f'{v:.2g}' for v in vals[negative])}): the estimate is a saddle point, not a minimum"
+            )
+        pos = vals > NEGATIVE_EIGEN * max(top, 1e-300)
+        proj = vecs[:, pos].T @ gf
+        decrease = 0.5 * float(np.sum(proj**2 / vals[pos]))
+    if decrease > NEWTON_TOL + NEWTON_REL * abs(fmin):
+        worst = float(np.max(np.abs(gf)))
+        problems.append(
+            f"the gradient of the criterion is not zero at the estimate (largest {worst:.2g}; a Newton step "
+            f"would lower the criterion by about {decrease:.2g}): the optimiser stopped short of the minimum"
+        )
+    return problems
