@@ -2,6 +2,7 @@
 # times the whole process: R start-up, reading the CSV, fitting, printing).
 #
 #   Rscript bench/lme4_job.R fit     DATA.csv FORMULA            # one REML fit
+#   Rscript bench/lme4_job.R fit-ml  DATA.csv FORMULA            # one ML fit
 #   Rscript bench/lme4_job.R compare DATA.csv NAME=FORMULA ...   # anova() of REML fits
 #   Rscript bench/lme4_job.R compare-details DATA.csv NAME=FORMULA ...
 #
@@ -37,8 +38,8 @@ report_fit <- function(name, m) {
               as.integer(m@optinfo$feval), nobs(m)))
 }
 
-if (mode == "fit") {
-  m <- lmer(as.formula(specs[[1]]), data = d, REML = TRUE)
+if (mode %in% c("fit", "fit-ml")) {
+  m <- lmer(as.formula(specs[[1]]), data = d, REML = mode == "fit")
   print(summary(m))
   report_fit("fit", m)
 } else if (mode %in% c("compare", "compare-details")) {

@@ -55,6 +55,10 @@ M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
 M16 = "mathscore ~ ses + (ses | schoolid) + (ses || classid)"
 COMPARE = [("M14", M14), ("M17", M17), ("M16", M16)]
 CROSSED = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
+RATINGS = "rating ~ 1 + (1 | user) + (1 | item)"
+KB07 = SHARED / "data" / "kb07.csv"
+_KB07_EFFECTS = "1 + S + P + C + SP + SC + PC + SPC"
+KB07_FORMULA = f"RTtrunc ~ {_KB07_EFFECTS} + ({_KB07_EFFECTS} | subj) + ({_KB07_EFFECTS} | item)"
 
 # The targets name data sizes in rows (89k, 898k); the simulator makes about
 # 11.2 rows per school, so those sizes are 8,000 and 80,000 schools.
@@ -360,6 +364,7 @@ class Job:
     ratio_goal: float | None = None  # lme4 time / mixcli time must be at least this
     memory_goal: float | None = None  # mixcli peak / lme4 peak must be at most this
     seconds_goal: float | None = None  # mixcli median must be below this
+    memory_mib_goal: float | None = None  # mixcli peak must be at most this many MiB
     extra: list[Tool] = field(default_factory=list)  # timed alone (statsmodels)
     rows: int = 0
     notes: list[str] = field(default_factory=list)
@@ -384,6 +389,10 @@ class Job:
             good = self.mixcli.median < self.seconds_goal
             ok &= good
             parts.append(f"{self.mixcli.median:.1f} s {'<' if good else '≥'} {self.seconds_goal:g} s")
+        if self.memory_mib_goal is not None:
+            good = self.mixcli.peak_mib <= self.memory_mib_goal
+            ok &= good
+            parts.append(f"peak {self.mixcli.peak_mib:.0f} MiB {'≤' if good else '>'} {self.memory_mib_goal:g}")
         return ok, "; ".join(parts)
 
 
@@ -496,9 +505,11 @@ def fit_has_ddf() -> bool:
     return "--ddf" in proc.stdout
 
 
-def fit_job(name: str, title: str, data: Path, formula: str, reps: int, ddf_none: bool = False, **goals) -> Job:
-    mix = Tool("mixcli", [mixcli_cmd("fit", "--format", "json", str(data), formula)], parse_mixcli_fit)
-    r = Tool("lme4", [rscript_cmd("fit", str(data), formula)], parse_r)
+def fit_job(name: str, title: str, data: Path, formula: str, reps: int, ddf_none: bool = False, ml: bool = False,
+            **goals) -> Job:
+    method = ["--ml"] if ml else []
+    mix = Tool("mixcli", [mixcli_cmd("fit", "--format", "json", *method, str(data), formula)], parse_mixcli_fit)
+    r = Tool("lme4", [rscript_cmd("fit-ml" if ml else "fit", str(data), formula)], parse_r)
     job = Job(name, title, data, reps, mix, r, **goals)
     if ddf_none:
         # mixcli fit adds Satterthwaite df and p-values by default (lmerTest's
@@ -506,7 +517,7 @@ def fit_job(name: str, title: str, data: Path, formula: str, reps: int, ddf_none
         # like-for-like fit, t values only.
         job.extra.append(Tool(
             "mixcli --ddf none",
-            [mixcli_cmd("fit", "--format", "json", "--ddf", "none", str(data), formula)],
+            [mixcli_cmd("fit", "--format", "json", "--ddf", "none", *method, str(data), formula)],
             parse_mixcli_fit,
         ))
     return job
@@ -883,6 +894,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="repetitions for small and medium jobs (default 5)")
     ap.add_argument("--reps-large", type=int, default=3,
                     help="repetitions for the large and the crossed job (default 3)")
+    ap.add_argument("--reps-slow", type=int, default=1,
+                    help="repetitions for the MovieLens-shaped job, where lme4 takes ~30 minutes a run (default 1)")
     ap.add_argument("--jobs", help="comma-separated subset of: " + ", ".join(JOB_NAMES))
     ap.add_argument("--medium-schools", type=int, default=MEDIUM_SCHOOLS)
     ap.add_argument("--large-schools", type=int, default=LARGE_SCHOOLS)
@@ -948,6 +961,16 @@ def main(argv=None) -> int:
         # Minutes per run for lme4: repeated as often as the large job.
         jobs.append(fit_job("crossed", "crossed s × d + dept (InstEval-like)", crossed_data(), CROSSED, reps_large, ddf_none=ddf,
                             target="in seconds", seconds_goal=10.0))
+    if "kb07" in wanted and KB07.exists():
+        # lme4 with its defaults (nloptwrap and the convergence check's Hessian): minutes per run
+        jobs.append(fit_job("kb07", "kb07 maximal, ML (72 covariance parameters)", KB07, KB07_FORMULA, reps_large,
+                            ddf_none=ddf, ml=True, target="≤ 1/10 of lme4's time", ratio_goal=10.0))
+    elif "kb07" in wanted:
+        notes.append(f"kb07: {KB07} not available (the shared data: ../shared or $MIXCLI_SHARED); job skipped")
+    if "ratings" in wanted:
+        # lme4 takes about half an hour per run here: one run of each tool, unless --reps-slow says more
+        jobs.append(fit_job("ratings", "crossed user × item, MovieLens 1M shape", ratings_data(), RATINGS,
+                            args.reps_slow, ddf_none=ddf, target="in seconds, ≤ 1 GB", memory_mib_goal=1024.0))
     for j in jobs:
         j.rows = count_rows(j.data)
 
@@ -1016,7 +1039,7 @@ def main(argv=None) -> int:
     return 0
 
 
-JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed"]
+JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed", "kb07", "ratings"]
 
 if __name__ == "__main__":
     sys.exit(main())
