@@ -27,9 +27,9 @@ import numpy as np
 
 from .errors import DataError
 from .formula.collation import r_sort_key
-from .formula.evaluate import evaluate
+from .formula.evaluate import categorical, evaluate, factor_levels, is_factor, missing_values
 from .formula.exprs import Expr, Term, Var
-from .table import Table, TextColumn
+from .table import Table
 
 __all__ = ["DesignMatrix", "model_matrix", "complete_rows", "factor_levels", "term_codings", "r_sort_key"]
 
@@ -44,19 +44,6 @@ class DesignMatrix:
     names: list[str]
     assign: list[int]
     levels: dict[str, list[str]] = field(default_factory=dict)
-
-
-def factor_levels(column: TextColumn, rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
-    """The levels of a text column in the kept ``rows`` (sorted like R), and each kept
-    row's level index (-1 where missing)."""
-    codes = column.codes if rows is None else column.codes[rows]
-    present = np.unique(codes[codes >= 0])
-    labels = [str(column.labels[c]) for c in present]
-    order = sorted(range(len(labels)), key=lambda i: r_sort_key(labels[i]))
-    levels = [labels[i] for i in order]
-    lookup = np.full(len(column.labels) + 1, -1, dtype=np.int64)  # last slot: missing (-1)
-    lookup[present[order]] = np.arange(len(levels))
-    return levels, lookup[codes]
 
 
 def term_codings(intercept: bool, terms: tuple[Term, ...], is_factor) -> list[list[int]]:
@@ -100,8 +87,8 @@ def model_matrix(
     rows = np.asarray(rows, dtype=bool)
     n = int(rows.sum())
 
-    def is_factor(expr: Expr) -> bool:
-        return isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn)
+    def factor_term(expr: Expr) -> bool:
+        return is_factor(expr, table)
 
     numeric_cache: dict[Expr, np.ndarray] = {}
     factor_cache: dict[Expr, tuple[list[str], np.ndarray]] = {}
@@ -111,16 +98,17 @@ def model_matrix(
             numeric_cache[expr] = evaluate(expr, table)[rows]
         return numeric_cache[expr]
 
-    def factor(expr: Var) -> tuple[list[str], np.ndarray]:
+    def factor(expr: Expr) -> tuple[list[str], np.ndarray]:
         if expr not in factor_cache:
-            levels, index = factor_levels(table[expr.name], rows)
+            levels, index = categorical(expr, table, rows)
+            what = f"column '{expr.name}'" if isinstance(expr, Var) else expr.label
             if (index < 0).any():
-                raise DataError(f"column '{expr.name}' has missing values in the rows used")
+                raise DataError(f"{what} has missing values in the rows used")
             if len(levels) < 2:
                 which = f"one value ('{levels[0]}')" if levels else "no values"
-                raise DataError(
-                    f"column '{expr.name}' has {which} in the rows used; a factor needs at least two levels"
-                )
+                fix = ("" if isinstance(expr, Var) else "; remove it from the formula (a factor of one level "
+                       "has no contrasts)")
+                raise DataError(f"{what} has {which} in the rows used; a factor needs at least two levels{fix}")
             factor_cache[expr] = (levels, index)
         return factor_cache[expr]
 
@@ -131,7 +119,7 @@ def model_matrix(
         names.append("(Intercept)")
         columns.append(np.ones(n))
         assign.append(0)
-    codings = term_codings(intercept, terms, is_factor)
+    codings = term_codings(intercept, terms, factor_term)
     for j, (term, coding) in enumerate(zip(terms, codings), start=1):
         block: list[tuple[str, np.ndarray]] = [("", None)]
         for v, code in zip(term, coding):
@@ -173,8 +161,5 @@ def complete_rows(formula, table: Table) -> np.ndarray:
         if expr in seen:
             continue
         seen.add(expr)
-        if isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn):
-            keep &= table[expr.name].codes >= 0
-        else:
-            keep &= ~np.isnan(evaluate(expr, table))
+        keep &= ~missing_values(expr, table)
     return keep

@@ -25,7 +25,7 @@ from .design import complete_rows, model_matrix
 from .engine.structure import ReTerm
 from .errors import DataError, FormulaError
 from .formula import Formula, Var, parse_formula, r_sort_key
-from .formula.evaluate import check_variables, evaluate, where_in_data
+from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
 from .table import Table, TextColumn
 
 # lme4's tolerance for aliased columns (base R's qr(), LINPACK dqrdc2).
@@ -128,7 +128,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     _check_magnitude(y[:, None], [label], "the response")
     if np.all(y == y[0]):
         raise DataError(
-            f"the response '{label}' has the same value ({_r_number(float(y[0]))}) in all {n} rows used, "
+            f"the response '{label}' has the same value ({r_number(float(y[0]))}) in all {n} rows used, "
             "so there is no variation to model"
         )
 
@@ -431,15 +431,8 @@ def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _level_labels(levels) -> list[str]:
     """Level labels: text levels as they are, numeric levels as R's as.character() writes them."""
     if isinstance(levels, np.ndarray) and levels.dtype.kind == "f":
-        return [_r_number(v) for v in levels]
+        return [r_number(v) for v in levels]
     return list(levels)
-
-
-def _r_number(v: float) -> str:
-    """A number as R's as.character() writes it (15 significant digits)."""
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    return f"{v:.15g}"
 
 
 def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: int):

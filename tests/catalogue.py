@@ -236,7 +236,7 @@ CASES: list[Case] = [
     Case("Formula", "a random term combined with '/'", FIT + ["y ~ x / (1 | g)"], 2,
          "a random-effects term can only be added to the model with '+' at column 9", STUDY_FILES),
     Case("Formula", "an unknown function", FIT + ["y ~ poly(x, 2) + (1 | g)"], 2,
-         "unknown function 'poly'; supported: abs, exp, I, log, log10, log2, scale, sqrt at column 5", STUDY_FILES),
+         "unknown function 'poly'; supported: abs, as.factor, as.numeric, cbind, exp, factor, I, log, log10, log2, offset, scale, sqrt at column 5", STUDY_FILES),
     Case("Formula", "a misspelt column", FIT + ["y ~ xx + (1 | g)"], 2,
          "no column 'xx' in the data (did you mean 'x'?) at column 5", STUDY_FILES),
     Case("Formula", "a random slope for a column not in the data", FIT + ["y ~ x + (zz | g)"], 2,
@@ -327,7 +327,7 @@ class Outcome:
     left: list[str]  # files matching the case's leaves_no patterns after the run
 
 
-_PRELUDE = "import sys\n{setup}\nfrom mixcli.cli import main\nmain(prog_name='mixcli')\n"
+_PRELUDE = "import sys\n{setup}\nfrom mixcli.cli import entry\nentry(prog_name='mixcli')\n"
 
 
 def command(case: Case) -> list[str]:

@@ -255,7 +255,7 @@ ERRORS = [
     ("y ~ x + (1 | g/(h))", "the grouping factor must be column names joined by ':' or '/'", 15),
     ("y ~ (1 | a:b/c)", "lme4 misreads nesting within an interaction", 12),
     ("y ~ (0 | g)", "random-effects term (0 | g) has no intercept and no slopes", 4),
-    ("y ~ foo(x)", "unknown function 'foo'; supported: abs, exp, I, log, log10, log2, scale, sqrt", 4),
+    ("y ~ foo(x)", "unknown function 'foo'; supported: abs, as.factor, as.numeric, cbind, exp, factor, I, log, log10, log2, offset, scale, sqrt", 4),
     ("y ~ x + poly(x, 2)", "unknown function 'poly'", 8),
     ("y ~ log(x, 2)", "log() takes one argument, got 2", 4),
     ("y ~ log()", "log() takes one argument, got 0", 4),

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import DataError, FormulaError
 from ..table import Table, TextColumn
-from .exprs import BinOp, Call, Expr, Num, Paren, UnaryOp, Var
+from .collation import r_sort_key
+from .exprs import CATEGORICAL, BinOp, Call, Expr, Num, Paren, UnaryOp, Var
 
 _UNARY = {
     "abs": np.abs,
@@ -76,8 +77,13 @@ def _eval(expr: Expr, table: Table, whole: Expr):
             return np.power(np.asarray(a, dtype=np.float64), b)
         raise FormulaError(f"unsupported operator '{expr.op}' in {whole.label}")
     if isinstance(expr, Call):
+        if expr.func in CATEGORICAL:
+            raise FormulaError(f"{expr.label} is categorical (a factor), not numbers; it cannot be used"
+                               + ("" if whole is expr else f" in {whole.label}"))
+        if expr.func == "cbind":
+            raise FormulaError("cbind() belongs in the response")
         arg = np.asarray(_eval(expr.args[0], table, whole), dtype=np.float64)
-        if expr.func == "I":
+        if expr.func in ("I", "as.numeric", "offset"):
             return arg
         if expr.func == "scale":
             return _scale(np.broadcast_to(arg, (table.nrows,)).astype(np.float64))
@@ -96,20 +102,76 @@ def full_length(values, nrows: int) -> np.ndarray:
 
 
 def is_factor(expr: Expr, table: Table) -> bool:
-    """Whether ``expr`` is a text column, which a model term treats as a factor."""
+    """Whether ``expr`` is categorical: a text column, or factor(...) / as.factor(...)."""
+    if isinstance(expr, Call) and expr.func in CATEGORICAL:
+        return True
     return isinstance(expr, Var) and isinstance(table.columns.get(expr.name), TextColumn)
 
 
-def check_variables(formula, table: Table) -> None:
+def categorical(expr: Expr, table: Table, rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    """The levels of a categorical expression on the kept ``rows`` (all rows if None), as R's
+    factor() orders them — text sorted by R's collation, numbers numerically, labelled as
+    as.character() writes them — and each kept row's level index (-1 where missing)."""
+    if rows is None:
+        rows = np.ones(table.nrows, dtype=bool)
+    inner = expr.args[0] if isinstance(expr, Call) and expr.func in CATEGORICAL else expr
+    while isinstance(inner, Paren):
+        inner = inner.operand
+    if isinstance(inner, Var) and isinstance(table.columns.get(inner.name), TextColumn):
+        return factor_levels(table[inner.name], rows)
+    if isinstance(inner, Call) and inner.func in CATEGORICAL:
+        return categorical(inner, table, rows)
+    values = evaluate(inner, table)[rows]
+    ok = ~np.isnan(values)
+    uniq, index = np.unique(values[ok], return_inverse=True)
+    codes = np.full(len(values), -1, dtype=np.int64)
+    codes[ok] = index.ravel()
+    return [r_number(float(v)) for v in uniq], codes
+
+
+def factor_levels(column: TextColumn, rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    """The levels of a text column in the kept ``rows`` (sorted like R), and each kept
+    row's level index (-1 where missing)."""
+    codes = column.codes if rows is None else column.codes[rows]
+    present = np.unique(codes[codes >= 0])
+    labels = [str(column.labels[c]) for c in present]
+    order = sorted(range(len(labels)), key=lambda i: r_sort_key(labels[i]))
+    levels = [labels[i] for i in order]
+    lookup = np.full(len(column.labels) + 1, -1, dtype=np.int64)  # last slot: missing (-1)
+    lookup[present[order]] = np.arange(len(levels))
+    return levels, lookup[codes]
+
+
+def r_number(v: float) -> str:
+    """A number as R's as.character() writes it (15 significant digits)."""
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.15g}"
+
+
+def missing_values(expr: Expr, table: Table) -> np.ndarray:
+    """Rows where ``expr`` is missing (R's model.frame: NA, or NaN from evaluating it)."""
+    if is_factor(expr, table):
+        inner = expr.args[0] if isinstance(expr, Call) else expr
+        if isinstance(inner, Var) and isinstance(table.columns.get(inner.name), TextColumn):
+            return table[inner.name].codes < 0
+        return missing_values(inner, table)
+    if isinstance(expr, Call) and expr.func == "cbind":
+        return missing_values(expr.args[0], table) | missing_values(expr.args[1], table)
+    return np.isnan(evaluate(expr, table))
+
+
+def check_variables(formula, table: Table, text_response: bool = False) -> None:
     """Raise FormulaError, with the position in the formula, for a column the table
-    lacks or a text column used where numbers are needed (the response, inside a
-    function or arithmetic)."""
+    lacks or a text column used where numbers are needed (the response — unless
+    ``text_response``, a binomial model's yes/no column —, inside a function or
+    arithmetic)."""
     for occ in formula.occurrences:
         if occ.name not in table:
             close = difflib.get_close_matches(occ.name, table.names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise FormulaError(f"no column '{occ.name}' in the data{hint}", formula.text, occ.position)
-        if occ.role == "response" and isinstance(table[occ.name], TextColumn):
+        if occ.role == "response" and isinstance(table[occ.name], TextColumn) and not text_response:
             raise DataError(_text_response_message(occ.name, table))
         if occ.role == "value" and isinstance(table[occ.name], TextColumn):
             what = "arithmetic or a function"

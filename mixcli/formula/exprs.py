@@ -22,13 +22,22 @@ from .tokens import RESERVED
 FUNCTIONS: dict[str, int] = {
     "I": 1,
     "abs": 1,
+    "as.factor": 1,
+    "as.numeric": 1,
+    "cbind": 2,
     "exp": 1,
+    "factor": 1,
     "log": 1,
     "log10": 1,
     "log2": 1,
+    "offset": 1,
     "scale": 1,
     "sqrt": 1,
 }
+#: Functions whose value is categorical (a factor, coded by contrasts in a model matrix).
+CATEGORICAL = frozenset({"factor", "as.factor"})
+#: Functions whose argument may be a text column.
+ANY_ARGUMENT = CATEGORICAL
 
 # Operators R's deparse writes with spaces around them; the others (/ ^ :) without.
 _SPACED = {"+", "-", "*", "~", "|", "||", "%in%"}

@@ -26,6 +26,8 @@ class Formula:
     terms: tuple[Term, ...]
     random: tuple[RandomTerm, ...]
     occurrences: tuple[Occurrence, ...] = field(default=(), compare=False, repr=False)
+    #: Expressions of the ``offset(...)`` terms, summed into the linear predictor.
+    offsets: tuple[Expr, ...] = field(default=(), compare=False)
     #: The variables R's model.frame evaluates for lme4 (those of subbars(f)): the
     #: response, every variable of the fixed part (removed terms' too), of the
     #: random terms' left-hand sides, and the grouping columns; in order of appearance.
@@ -99,6 +101,7 @@ def parse_formula(text: str) -> Formula:
         intercept=encoder.intercept,
         terms=encoder.finish(bits),
         random=tuple(expander.terms),
+        offsets=tuple(encoder.offsets),
         occurrences=tuple(occurrences),
         frame_variables=tuple(sorted(frame, key=frame.__getitem__)),
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import FormulaError
-from .exprs import FUNCTIONS, BinOp, Call, Expr, Num, Paren, Term, UnaryOp, Var
+from .exprs import ANY_ARGUMENT, FUNCTIONS, BinOp, Call, Expr, Num, Paren, Term, UnaryOp, Var
 from .parser import Node
 
 _ARITHMETIC = {"+", "-", "*", "/", "^"}
@@ -68,7 +68,7 @@ def to_expr(node: Node, text: str, context: str, occurrences: list[Occurrence] |
             raise FormulaError(f"'~' cannot be used inside {context}", text, node.op_pos)
         return UnaryOp(node.op, to_expr(node.args[0], text, context, occurrences, role))
     if k == "call":
-        return call_expr(node, text, occurrences)
+        return call_expr(node, text, occurrences, response=role == "response" and context == "the response")
     # binary
     if node.op not in _ARITHMETIC:
         if node.op == "~":
@@ -79,10 +79,13 @@ def to_expr(node: Node, text: str, context: str, occurrences: list[Occurrence] |
     return BinOp(node.op, left, right)
 
 
-def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None) -> Call:
+def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None, response: bool = False) -> Call:
     func = node.value
     if func not in FUNCTIONS:
         raise FormulaError(f"unknown function '{func}'; supported: {_supported()}", text, node.op_pos)
+    if func == "cbind" and not response:
+        raise FormulaError("cbind() belongs in the response, as in cbind(successes, failures) ~ x + (1 | g)",
+                           text, node.op_pos)
     nargs = FUNCTIONS[func]
     if len(node.args) != nargs:
         raise FormulaError(
@@ -90,7 +93,8 @@ def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None) -> Ca
             text,
             node.op_pos,
         )
-    args = tuple(to_expr(a, text, f"{func}()", occurrences, "value") for a in node.args)
+    role = "term" if func in ANY_ARGUMENT else "value"
+    args = tuple(to_expr(a, text, f"{func}()", occurrences, role) for a in node.args)
     return Call(func, args)
 
 
@@ -146,6 +150,7 @@ class TermEncoder:
         self.frame: dict[Expr, int] = frame if frame is not None else {}
         self.intercept = True
         self._parity = True
+        self.offsets: list[Expr] = []  # offset(...) terms: added to the linear predictor, not model terms
 
     # -- variables -------------------------------------------------------------
     def register(self, expr: Expr, position: int | None = None) -> int:
@@ -200,7 +205,15 @@ class TermEncoder:
             self.occurrences.append(Occurrence(node.value, node.start, "term"))
             return [self.register(Var(node.value), node.start)]
         if k == "call":
-            return [self.register(call_expr(node, self.text, self.occurrences), node.start)]
+            expr = call_expr(node, self.text, self.occurrences)
+            if expr.func == "offset":
+                if not (top and additive) or self.on_random is None or not self._parity:
+                    raise self.error("offset() can only be added to the fixed part of the model, as in "
+                                     "y ~ x + offset(log(exposure)) + (1 | g)", node.start)
+                self.offsets.append(expr.args[0])
+                self.frame.setdefault(expr.args[0], node.start)
+                return []
+            return [self.register(expr, node.start)]
         if k == "num":
             return self._number(node, additive)
         if k == "unary":
