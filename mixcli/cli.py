@@ -156,6 +156,23 @@ _PROGRESS = click.option(
 )
 
 
+_FAMILY = click.option(
+    "--family", "family_name", type=click.Choice(["gaussian", "binomial", "poisson"], case_sensitive=False),
+    default="gaussian", show_default=True,
+    help="The response's distribution: gaussian (a linear mixed model, lmer), or binomial (0/1, yes/no, "
+         "cbind(successes, failures), or proportions with --weights trials) or poisson (counts) for a "
+         "generalized linear mixed model (glmer).")
+_LINK = click.option("--link", metavar="LINK",
+                     help="Link function: logit (default), probit or cloglog for binomial; log (default), sqrt "
+                          "or identity for poisson.")
+_NAGQ = click.option("--nagq", type=int, default=1, show_default=True, metavar="N",
+                     help="GLMMs: 1 for the Laplace approximation (glmer's default), 0 for the faster first "
+                          "stage only, up to 25 for adaptive Gauss-Hermite quadrature (one scalar random-"
+                          "effects term only).")
+_WEIGHTS = click.option("--weights", metavar="COLUMN",
+                        help="Prior weights (GLMMs): for a binomial proportion, the number of trials.")
+
+
 class _CiSpec(click.ParamType):
     """``--ci``: LEVEL, wald[:LEVEL] or profile[:LEVEL] → (method, level)."""
 
@@ -194,15 +211,20 @@ class _CiSpec(click.ParamType):
 @click.option("--ranef", is_flag=True,
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
+@_FAMILY
+@_LINK
+@_NAGQ
+@_WEIGHTS
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
-    """Fit linear mixed models written as lme4 formulas.
+def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, weights, fmt, sep, progress):
+    """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
-    summary(lmer(FORMULA, DATA)). Several formulas are fitted one after the
-    other on the same data.
+    summary(lmer(FORMULA, DATA)), or with --family binomial or poisson
+    summary(glmer(FORMULA, DATA, family)). Several formulas are fitted one
+    after the other on the same data.
 
     \b
     Examples:
@@ -213,22 +235,35 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
       mixcli fit classroom.csv "mathscore ~ ses + (1 | classid)" --ranef --format csv
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --ci 0.95 --ddf none
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ci profile
+      mixcli fit pupils.csv "pass ~ ses + (1 | schoolid/classid)" --family binomial
+      mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --nagq 9
+      mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
     """
     from .frame import model_frame
     from .model import fit_frame
     from .progress import FitProgress
 
+    fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
     table = _read_data(data, sep)
-    frames = [model_frame(table, f) for f in formulas]  # check every formula before fitting any
+    # check every formula before fitting any
+    frames = [model_frame(table, f, family=fam, weights=weights) for f in formulas]
     del table  # the frames hold what the fits need; let the fits reuse the memory
     meter = FitProgress(progress)
     results = []
     for i, frame in enumerate(frames, start=1):
         meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
-        m = fit_frame(frame, reml=not ml, progress=meter)
+        if fam is None:
+            m = fit_frame(frame, reml=not ml, progress=meter)
+        else:
+            from .glmm import GlmmModel, check_nagq
+
+            check_nagq(frame, nagq)
+            m = GlmmModel(frame).fit(nagq=nagq, progress=meter)
         meter.done()
-        if not ranef:
+        if not ranef and fam is None:
             _add_inference(m, ddf, ci, progress, i, len(frames))
+        elif ci is not None and fam is not None:
+            m.add_confint(ci[1], "wald")
         results.append(m)
     if ranef:
         from .render import ranef as render
@@ -246,6 +281,28 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, fmt, sep, progress):
         notes = [line for m in results for line in m.notes()] if fmt == "csv" else []
     for line in notes:
         _warn(line)
+
+
+def _family(name, link, nagq, ml, ddf, ci, weights):
+    """The GLM family asked for (None for gaussian), after checking the options that go with it."""
+    from .errors import UsageError
+    from .family import family
+
+    if name.lower() == "gaussian":
+        if link not in (None, "identity"):
+            raise UsageError(f"--link {link} does not belong to the gaussian family (a linear mixed model "
+                             "uses the identity link); for a binomial or poisson response add --family")
+        if nagq != 1:
+            raise UsageError("--nagq is for generalized linear mixed models (--family binomial or poisson)")
+        if weights is not None:
+            raise UsageError("--weights with a linear mixed model is not supported yet; prior weights work "
+                             "with --family binomial or poisson")
+        return None
+    if ml:
+        raise UsageError("--ml: a generalized linear mixed model is always fitted by maximum likelihood; leave it out")
+    if ci is not None and ci[0] == "profile":
+        raise UsageError("--ci profile is for linear mixed models; use --ci 0.95 (Wald intervals) for a GLMM")
+    return family(name, link)
 
 
 def _add_inference(m, ddf, ci, progress, i, n):

@@ -26,6 +26,7 @@ from .engine.structure import ReTerm
 from .errors import DataError, FormulaError
 from .formula import Formula, Var, parse_formula, r_sort_key
 from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
+from .response import glm_response, prior_weights, weight_missing
 from .table import Table, TextColumn
 
 # lme4's tolerance for aliased columns (base R's qr(), LINPACK dqrdc2).
@@ -93,6 +94,9 @@ class ModelFrame:
     rows: np.ndarray  # boolean mask over the table's rows: the rows used
     n_dropped: int
     term_sources: list[int] = field(default_factory=list)  # index in formula.random of each sorted term
+    family: object = None  # a mixcli.family.Family for a GLMM; None for a linear mixed model
+    weights: np.ndarray | None = None  # prior weights on the rows used (binomial: trials × the user's)
+    offset: np.ndarray | None = None  # the formula's offset() terms, summed, on the rows used
     dropped_columns: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
@@ -106,7 +110,10 @@ class ModelFrame:
         return {name: f.n_levels for name, f in self.factors.items()}
 
 
-def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
+def model_frame(table: Table, formula: Formula | str, family=None, weights=None) -> ModelFrame:
+    """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
+    ``family`` (``mixcli.family.Family``); ``weights`` are prior weights (a column name, or an
+    array over the table's rows), rows where they are missing being dropped."""
     if isinstance(formula, str):
         formula = parse_formula(formula)
     if not formula.random:
@@ -114,23 +121,30 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
             "no random-effects terms; add one such as (1 | group) (for a model without them use ordinary regression)",
             formula.text,
         )
-    check_variables(formula, table)
-    rows = complete_rows(formula, table)
+    glmm = family is not None
+    check_variables(formula, table, text_response=glmm and family.name == "binomial")
+    rows = complete_rows(formula, table) & ~weight_missing(weights, table)
     n = int(rows.sum())
     n_dropped = table.nrows - n
     if n == 0:
         raise DataError(_no_rows_message(formula, table))
     messages: list[str] = []
 
-    y = evaluate(formula.response, table)[rows]
     label = formula.response.label
-    _check_finite(y[:, None], [label], rows, table, "the response")
-    _check_magnitude(y[:, None], [label], "the response")
-    if np.all(y == y[0]):
-        raise DataError(
-            f"the response '{label}' has the same value ({r_number(float(y[0]))}) in all {n} rows used, "
-            "so there is no variation to model"
-        )
+    wt = prior_weights(weights, table, rows)
+    offset = _offset(formula, table, rows)
+    if glmm:
+        y, wt, notes = glm_response(formula, table, rows, family, wt)
+        messages.extend(notes)
+    else:
+        y = evaluate(formula.response, table)[rows]
+        _check_finite(y[:, None], [label], rows, table, "the response")
+        _check_magnitude(y[:, None], [label], "the response")
+        if np.all(y == y[0]):
+            raise DataError(
+                f"the response '{label}' has the same value ({r_number(float(y[0]))}) in all {n} rows used, "
+                "so there is no variation to model"
+            )
 
     design = model_matrix(formula.intercept, formula.terms, table, rows)
     _check_finite(design.X, design.names, rows, table, "the fixed-effect column")
@@ -147,7 +161,7 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
             f"{X.shape[1]} fixed effects for {n} observations: the model needs fewer fixed effects "
             "than observations (drop terms, or check the data)"
         )
-    if residual <= EXACT_FIT_TOL * _safe_norm(y):
+    if not glmm and residual <= EXACT_FIT_TOL * _safe_norm(y):
         raise DataError(
             f"the fixed effects ({', '.join(names)}) fit the response '{label}' exactly (every residual is 0), "
             "so no variance is left for the random effects or the residual; is the response also a predictor?"
@@ -178,8 +192,9 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     for t in terms:
         ordered_factors.setdefault(t.factor, factors[t.factor])
         t.levels_to_r = factors[t.factor].to_r
-    _check_levels(terms, ordered_factors, n)
-    _check_residual_left(X, y, terms, label)
+    _check_levels(terms, ordered_factors, n, glmm)
+    if not glmm:
+        _check_residual_left(X, y, terms, label)
     predictors = {name: X[:, j] for j, name in enumerate(names)}
     for t in terms:  # lme4 checks X only; a random slope on a wild scale hurts the optimiser as much
         for a, name in enumerate(t.names):
@@ -192,7 +207,20 @@ def model_frame(table: Table, formula: Formula | str) -> ModelFrame:
     return ModelFrame(
         formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
         rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
+        family=family, weights=wt, offset=offset,
     )
+
+
+def _offset(formula: Formula, table: Table, rows: np.ndarray) -> np.ndarray | None:
+    """The sum of the formula's offset() terms on the rows used (R adds them all)."""
+    if not formula.offsets:
+        return None
+    total = np.zeros(int(rows.sum()))
+    for expr in formula.offsets:
+        values = evaluate(expr, table)[rows]
+        _check_finite(values[:, None], [f"offset({expr.label})"], rows, table, "the offset")
+        total += values
+    return total
 
 
 def lme4_term_order(n_levels: list[int]) -> list[int]:
@@ -435,8 +463,9 @@ def _level_labels(levels) -> list[str]:
     return list(levels)
 
 
-def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: int):
-    """lme4's checkNlevels and checkZdims (both 'stop' by default)."""
+def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: int, glmm: bool = False):
+    """lme4's checkNlevels and checkZdims (both 'stop' by default for lmer; glmer allows a level per
+    observation, as an observation-level random effect for overdispersion)."""
     few = [name for name, f in factors.items() if f.n_levels < 2]
     if few:
         only = factors[few[0]].labels()[:1]
@@ -444,6 +473,8 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
         raise DataError(
             f"grouping factors must have > 1 sampled level (problems: {', '.join(few)}){value}"
         )
+    if glmm:
+        return
     many = [name for name, f in factors.items() if f.n_levels >= n]
     if many:
         raise DataError(

@@ -66,8 +66,10 @@ def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int 
     return np.column_stack(cols)
 
 
-def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS):
-    """F(x), its gradient and its Hessian for F: Rⁿ → Rᵐ.
+def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS,
+                     steps: np.ndarray | None = None):
+    """F(x), its gradient and its Hessian for F: Rⁿ → Rᵐ, with the first steps ``steps``
+    (default: 1e-2·|x|, or 1e-3 where x is 0).
 
     Returns ``(f0, grad, hess)`` with shapes (m,), (m, n), (m, n, n).
     """
@@ -75,7 +77,7 @@ def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, leve
     n = len(x)
     f0 = np.atleast_1d(np.asarray(fn(x), dtype=float))
     m = len(f0)
-    h0 = _steps(x)
+    h0 = _steps(x) if steps is None else np.asarray(steps, dtype=float)
     grad = np.zeros((m, n))
     hess = np.zeros((m, n, n))
     for i in range(n):

@@ -358,6 +358,12 @@ class ModelStructure:
 
     def _dense_sums(self):
         """Sums for the dense (crossed) tail: pair lists to the chain, dense ZᵀZ among themselves."""
+        self._dense_layout()
+        if self.dense:
+            self._dense_values()
+
+    def _dense_layout(self):
+        """Which terms are dense, their offsets, and the co-occurring level pairs (θ- and weight-free)."""
         terms = self.terms
         self.dense = list(range(self.n_chain, len(terms)))
         self.dense_offsets = {}
@@ -368,6 +374,9 @@ class ModelStructure:
         self.q_dense = off
         self.chain_dense_pairs = {}
         self.dense_gram = None
+        self._pairs = {}  # (s, d): rows (level of s), cols (level of d), each row's pair index
+        self.wide = False
+        self.zd_wide = {}
         if not self.dense:
             return
         for s in range(self.n_chain):
@@ -375,13 +384,18 @@ class ModelStructure:
                 ts, td = terms[s], terms[d]
                 key = ts.codes.astype(np.int64) * td.n_levels + td.codes
                 uniq, inv = np.unique(key, return_inverse=True)
-                sums = grouped_cross(inv.ravel(), len(uniq), ts.z, td.z)
-                self.chain_dense_pairs[(s, d)] = (uniq // td.n_levels, uniq % td.n_levels, sums)
+                self._pairs[(s, d)] = (uniq // td.n_levels, uniq % td.n_levels, inv.ravel())
         # Small enough crossed designs keep the chain-to-dense blocks as dense
         # (k_s, q_dense, q_s) stacks: then the dense columns ride along with Xy
         # through the same blocked kernels, with no sparse matrices per evaluation.
         self.wide = sum(terms[s].k * terms[s].n_levels for s in range(self.n_chain)) * self.q_dense <= WIDE_LIMIT
-        self.zd_wide = {}
+
+    def _dense_values(self):
+        """The dense tail's sums from the terms' current columns (see ``reweighted``)."""
+        terms = self.terms
+        for (s, d), (rows, cols, inv) in self._pairs.items():
+            sums = grouped_cross(inv, len(rows), terms[s].z, terms[d].z)
+            self.chain_dense_pairs[(s, d)] = (rows, cols, sums)
         if self.wide:
             for s in range(self.n_chain):
                 ts = terms[s]
@@ -414,3 +428,23 @@ class ModelStructure:
                 gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
         self.dense_gram = gram
 
+    def reweighted(self, sqrt_w: np.ndarray, xy: np.ndarray) -> "ModelStructure":
+        """The same terms and layout with every row weighted by ``sqrt_w``² and new columns
+        ``xy`` ([X, response], any number of X columns): the sums of a penalised weighted
+        least-squares problem, as each iteration of PIRLS needs (``engine.pirls``). Only the
+        sums are recomputed — O(n) bincounts — never the nesting, pairs or θ layout."""
+        import copy
+
+        new = copy.copy(self)
+        new.terms = [replace(t, z=t.z * sqrt_w[:, None]) for t in self.terms]
+        new.xy = xy * sqrt_w[:, None]
+        new.n, new.p = new.xy.shape[0], new.xy.shape[1] - 1
+        new.__dict__.pop("_elimination", None)
+        new.chain_dense_pairs = {}
+        new.zd_wide = {}
+        new._centre_response()
+        new._chain_sums()
+        if new.dense:
+            new._dense_values()
+        del new._sums_xy
+        return new

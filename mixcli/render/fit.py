@@ -20,6 +20,55 @@ from .numbers import aligned, format_p_coef, stars
 from .numbers import json_number as num
 
 
+def is_glmm(m) -> bool:
+    return hasattr(m, "nagq")
+
+
+def glmm_record(m) -> dict:
+    """The JSON object of one GLMM fit: as a linear mixed model's, with ``family``, ``link``,
+    ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
+    effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual; no sigma."""
+    ci = m.ci_method is not None
+    rec = {
+        "formula": m.formula,
+        "family": m.family,
+        "link": m.link,
+        "nagq": m.nagq,
+        "method": m.method,
+        "nobs": m.nobs,
+        "ngroups": dict(m.ngroups),
+        "fixef": [_glmm_fixef_record(f, ci) for f in m.fixef],
+        "varcorr": [
+            {"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)} for v in m.varcorr
+        ],
+        "correlations": [
+            {"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)} for c in m.correlations
+        ],
+        "theta": [num(t) for t in m.theta],
+        "criterion": num(m.criterion),
+        "loglik": num(m.loglik),
+        "aic": num(m.aic),
+        "bic": num(m.bic),
+        "deviance": num(m.deviance),
+        "df_resid": m.df_resid,
+        "npar": m.npar,
+        "overdispersion": num(m.overdispersion),
+        "singular": m.singular,
+        "converged": m.converged,
+        "warnings": m.notes(),
+    }
+    if ci:
+        rec["ci"] = {"method": m.ci_method, "level": m.ci_level, "intervals": []}
+    return rec
+
+
+def _glmm_fixef_record(f, ci: bool) -> dict:
+    rec = {"term": f.term, "estimate": num(f.estimate), "se": num(f.se), "z": num(f.t), "p": num(f.p)}
+    if ci:
+        rec["lower"], rec["upper"] = num(f.lower), num(f.upper)
+    return rec
+
+
 def fit_record(m) -> dict:
     """The JSON object of one fit (keys and their order are part of mixcli's interface).
 
@@ -70,13 +119,25 @@ def _fixef_record(f, ci: bool) -> dict:
 
 
 def render_json(models) -> str:
-    return "".join(json.dumps(fit_record(m), allow_nan=False) + "\n" for m in models)
+    return "".join(json.dumps(glmm_record(m) if is_glmm(m) else fit_record(m), allow_nan=False) + "\n"
+                   for m in models)
 
 
 def render_csv(models) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     ci = any(m.ci_method is not None for m in models)
+    if models and is_glmm(models[0]):  # (one invocation fits one family)
+        w.writerow(["formula", "method", "family", "link", "term", "estimate", "se", "z", "p"]
+                   + (["lower", "upper"] if ci else []))
+        for m in models:
+            for f in m.fixef:
+                row = [m.formula, m.method, m.family, m.link, f.term, repr(f.estimate), repr(f.se), _cell(f.t),
+                       _cell(f.p)]
+                if ci:
+                    row += [_cell(f.lower), _cell(f.upper)]
+                w.writerow(row)
+        return buf.getvalue()
     w.writerow(["formula", "method", "term", "estimate", "se", "t", "df", "p"] + (["lower", "upper"] if ci else []))
     for m in models:
         for f in m.fixef:
@@ -96,22 +157,34 @@ def table_renderables(m, source: str | None = None):
     from rich.table import Table
     from rich.text import Text
 
+    glmm = is_glmm(m)
     out = []
     title = Text()
-    title.append(f"Linear mixed model fit by {'REML' if m.reml else 'maximum likelihood'}", style="bold")
+    if glmm:
+        how = {0: "(nAGQ = 0: the first stage only)", 1: "(Laplace Approximation)"}.get(
+            m.nagq, f"(Adaptive Gauss-Hermite Quadrature, nAGQ = {m.nagq})")
+        title.append(f"Generalized linear mixed model fit by maximum likelihood {how}", style="bold")
+    else:
+        title.append(f"Linear mixed model fit by {'REML' if m.reml else 'maximum likelihood'}", style="bold")
     out.append(title)
+    if glmm:
+        out.append(Text(f" Family: {m.family}  ( {m.link} )"))
     out.append(Text(f"Formula: {m.formula}"))
     if source:
         dropped = f", {m.n_dropped} rows dropped for missing values" if m.n_dropped else ""
         out.append(Text(f"   Data: {source} ({m.nobs} observations{dropped})"))
     out.append(Text(""))
-    if m.reml:
+    if not glmm and m.reml:
         out.append(Text(f"REML criterion at convergence: {m.criterion:.4f}"))
     ic = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
-    for col in ("AIC", "BIC", "logLik", "deviance" if not m.reml else "-2*log(L)", "npar"):
+    last = ("df.resid", str(m.df_resid)) if glmm else ("npar", str(m.npar))
+    for col in ("AIC", "BIC", "logLik", "deviance" if not (glmm or m.reml) else "-2*log(L)", last[0]):
         ic.add_column(col, justify="right", header_style="bold")
-    ic.add_row(f"{m.aic:.4f}", f"{m.bic:.4f}", f"{m.loglik:.4f}", f"{m.criterion:.4f}", str(m.npar))
+    ic.add_row(f"{m.aic:.4f}", f"{m.bic:.4f}", f"{m.loglik:.4f}", f"{m.criterion:.4f}", last[1])
     out.append(ic)
+    if glmm:
+        out.append(Text(f"deviance (Σ deviance residuals at the conditional modes, lme4's deviance()): "
+                        f"{m.deviance:.4f}"))
     out.append(Text(""))
 
     out.append(Text("Random effects:", style="bold"))
@@ -149,13 +222,15 @@ def table_renderables(m, source: str | None = None):
     fe = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
     fe.add_column("", header_style="bold")
     has_df = any(f.df is not None for f in m.fixef)
+    has_p = has_df or glmm
     has_ci = m.ci_method is not None
-    cols = ["Estimate", "Std. Error"] + (["df"] if has_df else []) + ["t value"] + (["Pr(>|t|)"] if has_df else [])
+    stat, tail = ("z value", "Pr(>|z|)") if glmm else ("t value", "Pr(>|t|)")
+    cols = ["Estimate", "Std. Error"] + (["df"] if has_df else []) + [stat] + ([tail] if has_p else [])
     if has_ci:
         cols += [_percent((1 - m.ci_level) / 2), _percent((1 + m.ci_level) / 2)]
     for col in cols:
         fe.add_column(col, justify="right", header_style="bold")
-    if has_df:
+    if has_p:
         fe.add_column("", justify="left")
     # Estimates and standard errors share their decimals, as in R's printCoefmat.
     both = aligned([f.estimate for f in m.fixef] + [f.se for f in m.fixef], 4)
@@ -167,17 +242,18 @@ def table_renderables(m, source: str | None = None):
         if has_df:
             row.append("" if f.df is None else f"{f.df:.2f}")
         row.append(c)
-        if has_df:
+        if has_p:
             row.append(format_p_coef(f.p))
         if has_ci:
             row += bounds[2 * i : 2 * i + 2]
-        if has_df:
+        if has_p:
             row.append(stars(f.p))
         fe.add_row(*row)
     out.append(fe)
-    if has_df:
+    if has_p:
         out.append(Text("---"))
         out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
+    if has_df:
         out.append(Text(f"t tests use {m.ddf}'s method for the degrees of freedom (as lmerTest)"))
     if has_ci:
         what = "Wald (normal quantile)" if m.ci_method == "Wald" else "profile likelihood"

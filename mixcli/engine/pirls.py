@@ -1,0 +1,241 @@
+"""Penalised iteratively reweighted least squares and the Laplace deviance of a GLMM, on the blocked factor.
+
+For η = o + Xβ + ZΛu, μ = g⁻¹(η) and y | u ~ family(μ) with prior weights w,
+the conditional modes û at (θ, β) minimise the penalised deviance
+
+    pdev(u) = Σᵢ devresid(yᵢ, μᵢ) + ‖u‖².
+
+Each PIRLS iteration is one weighted penalised least-squares problem — the
+linear mixed model's, with row weights W = w (dμ/dη)² / V(μ) and the working
+response z = η − o + (y − μ) dη/dμ — solved on the same blocked Cholesky
+(``ModelStructure.reweighted`` recomputes only the weighted sums, O(n)
+bincounts; the nesting, crossing and θ layout are reused). A step that does
+not lower pdev is halved. With ``beta`` given, β is fixed (the Xβ part moves
+into the offset) and only u is updated (lme4's nAGQ ≥ 1 stage); without it,
+β is updated with u (lme4's nAGQ = 0 stage).
+
+At the modes, the Laplace approximation to −2 log L(θ, β) is
+
+    −2 ℓ = family aic(y, μ̂) + ‖û‖² + log|L|²,
+
+L the Cholesky factor of ΛᵀZᵀWZΛ + I at μ̂: what lme4 minimises and reports as
+−2 logLik (its ``deviance()`` is a different number, Σ devresid at the modes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .factor import Factorization, evaluate
+from .structure import ModelStructure
+
+TOL = 1e-10  # relative change of pdev at which PIRLS has converged (lme4: 1e-7, on another scale)
+MAX_ITER = 60
+MAX_HALVINGS = 20
+
+
+@dataclass
+class GlmmData:
+    """What the GLMM's criterion needs besides the structure: the response y (proportions for
+    binomial), prior weights w, the offset o, X (the user's columns) and the family; and
+    ``aic_constant``, the part of the family's −2 log f that does not depend on μ."""
+
+    st: ModelStructure
+    x: np.ndarray
+    y: np.ndarray
+    wt: np.ndarray
+    offset: np.ndarray
+    family: object
+    aic_constant: float = 0.0
+
+    def __post_init__(self):
+        self.aic_constant = self.family.aic_constant(self.y, self.wt)
+
+
+@dataclass
+class Modes:
+    """The result of PIRLS at one (θ̃, β): spherical modes ``u`` (per term (k_t, q_t)), β
+    (updated or as given), η, μ, the factor of the weighted system at μ, and the pieces of
+    the Laplace deviance."""
+
+    theta: np.ndarray
+    u: list
+    beta: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    factor: Factorization
+    weights: np.ndarray  # the working weights W at μ
+    pdev: float
+    iterations: int
+    converged: bool
+
+    @property
+    def usq(self) -> float:
+        return float(sum(np.sum(v * v) for v in self.u))
+
+    @property
+    def logdet(self) -> float:
+        return self.factor.logdet_z
+
+
+def random_part(st: ModelStructure, lam: list, u: list) -> np.ndarray:
+    """Z Λ u per row (the structure's own columns, the engine's blocks Λ)."""
+    out = np.zeros(st.n)
+    for t, l, v in zip(st.terms, lam, u):
+        b = l @ v  # (k, q)
+        out += np.einsum("nk,kn->n", t.z, b[:, t.codes])
+    return out
+
+
+def zero_modes(st: ModelStructure) -> list:
+    return [np.zeros((t.k, t.n_levels)) for t in st.terms]
+
+
+def pirls(data: GlmmData, theta_w: np.ndarray, beta: np.ndarray | None, u0: list | None = None,
+          beta0: np.ndarray | None = None) -> Modes:
+    """The conditional modes at θ̃ (working) and β — or (u, β) jointly when ``beta`` is None,
+    starting from ``beta0`` — by PIRLS from ``u0`` (default 0)."""
+    with np.errstate(all="ignore"):
+        return _pirls(data, np.asarray(theta_w, dtype=float), beta, u0, beta0)
+
+
+def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
+    st, fam = data.st, data.family
+    link = fam.link
+    lam = st.engine_lambdas(theta_w, working=True)
+    fixed = beta is not None
+    u = [np.array(v, dtype=float) for v in u0] if u0 is not None else zero_modes(st)
+    if fixed:
+        b = np.asarray(beta, dtype=float)
+    elif beta0 is not None:
+        b = np.asarray(beta0, dtype=float)
+    else:
+        b = None
+    if b is None:  # the first stage's very first start: the fixed effects' GLM fit, u = 0
+        b = glm_start(data)
+    xb = data.x @ b
+    eta = data.offset + xb + random_part(st, lam, u)
+    mu = link.linkinv(eta)
+    if not (fam.valid_eta(eta) and fam.valid_mu(mu)):  # a warm start outside the link's domain
+        u = zero_modes(st)
+        eta = data.offset + xb
+        mu = link.linkinv(eta)
+        if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
+            if fixed:  # β puts η outside the link's domain: no likelihood here
+                return Modes(np.asarray(theta_w, float), u, b, eta, mu, None, np.zeros(len(eta)), math.inf, 0, False)
+            b = glm_start(data)
+            xb = data.x @ b
+            eta = data.offset + xb
+            mu = link.linkinv(eta)
+    pdev = _pdev(data, mu, u)
+    converged = False
+    fac = None
+    iterations = 0
+    change = math.inf
+    for iterations in range(1, MAX_ITER + 1):
+        mu_eta = link.mu_eta(eta)
+        w = data.wt * mu_eta * mu_eta / fam.variance(mu)
+        z = (eta - data.offset) + (data.y - mu) / mu_eta
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(z))):
+            fac = None
+            break
+        if fixed:
+            xy = (z - xb)[:, None]
+        else:
+            xy = np.column_stack([data.x, z])
+        wst = st.reweighted(np.sqrt(w), xy)
+        fac = evaluate(wst, theta_w, working=True)
+        if not fac.ok:
+            break
+        if change < TOL:
+            converged = True
+            break
+        new_b = b if fixed else fac.fixef()
+        new_u = [v for v in fac.spherical_modes(new_b if not fixed else np.zeros(0))]
+        # step-halving on pdev, from the current point towards the PLS solution
+        step = 1.0
+        for _ in range(MAX_HALVINGS):
+            cand_u = [old + step * (nw - old) for old, nw in zip(u, new_u)]
+            cand_b = b + step * (new_b - b) if not fixed else b
+            cand_xb = data.x @ cand_b if not fixed else xb
+            cand_eta = data.offset + cand_xb + random_part(st, lam, cand_u)
+            cand_mu = link.linkinv(cand_eta)
+            cand = _pdev(data, cand_mu, cand_u) if fam.valid_mu(cand_mu) and fam.valid_eta(cand_eta) else math.inf
+            if cand <= pdev * (1.0 + 1e-14):
+                break
+            step *= 0.5
+        else:
+            break  # no step lowered pdev: the point is as good as PIRLS gets
+        if not math.isfinite(cand):
+            break
+        change = abs(pdev - cand) / (abs(cand) + 0.1)
+        u, b, xb, eta, mu, pdev = cand_u, cand_b, cand_xb, cand_eta, cand_mu, cand
+    return Modes(np.asarray(theta_w, float), u, b, eta, mu, fac, w, pdev, iterations, converged)
+
+
+def glm_start(data: GlmmData) -> np.ndarray:
+    """β of the fixed effects alone (a GLM, by IRLS with step-halving), the first stage's start.
+
+    Starts from the intercept-only fit where η = g(ȳ) is valid for the link, else from the
+    family's starting μ (R's mustart) projected on X; each step that leaves the link's domain
+    or raises the deviance is halved.
+    """
+    fam, link, x = data.family, data.family.link, data.x
+    p = x.shape[1]
+    if p == 0:
+        return np.zeros(0)
+    ybar = float(np.sum(data.wt * data.y) / np.sum(data.wt))
+    ones = np.all(x == 1.0, axis=0)
+    with np.errstate(all="ignore"):
+        b = np.zeros(p)
+        level = link.linkfun(np.array([min(max(ybar, 1e-8), 1 - 1e-8) if fam.name == "binomial" else max(ybar, 1e-8)]))
+        if ones.any():
+            b[int(np.flatnonzero(ones)[0])] = float(level[0] - np.mean(data.offset))
+        eta = data.offset + x @ b
+        mu = link.linkinv(eta)
+        if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
+            mu = fam.mustart(data.y, data.wt)
+            b = np.linalg.lstsq(x, link.linkfun(mu) - data.offset, rcond=None)[0]
+            eta = data.offset + x @ b
+            mu = link.linkinv(eta)
+        dev = float(np.sum(fam.dev_resids(data.y, mu, data.wt)))
+        for _ in range(MAX_ITER):
+            mu_eta = link.mu_eta(eta)
+            w = data.wt * mu_eta * mu_eta / fam.variance(mu)
+            z = (eta - data.offset) + (data.y - mu) / mu_eta
+            sw = np.sqrt(w)
+            new = np.linalg.lstsq(x * sw[:, None], z * sw, rcond=None)[0]
+            step = 1.0
+            for _ in range(MAX_HALVINGS):
+                cand = b + step * (new - b)
+                c_eta = data.offset + x @ cand
+                c_mu = link.linkinv(c_eta)
+                c_dev = (float(np.sum(fam.dev_resids(data.y, c_mu, data.wt)))
+                         if fam.valid_eta(c_eta) and fam.valid_mu(c_mu) else math.inf)
+                if c_dev <= dev:
+                    break
+                step *= 0.5
+            else:
+                break
+            change = abs(dev - c_dev) / (abs(c_dev) + 0.1)
+            b, eta, mu, dev = cand, c_eta, c_mu, c_dev
+            if change < 1e-10:
+                break
+    return b
+
+
+def _pdev(data: GlmmData, mu: np.ndarray, u: list) -> float:
+    dev = float(np.sum(data.family.dev_resids(data.y, mu, data.wt)))
+    return dev + float(sum(np.sum(v * v) for v in u))
+
+
+def laplace(data: GlmmData, modes: Modes) -> float:
+    """The Laplace approximation to −2 log L at the modes (lme4's −2 logLik, nAGQ = 1)."""
+    if modes.factor is None or not modes.factor.ok:
+        return math.inf
+    aic = data.family.aic(data.y, modes.mu, data.wt, data.aic_constant)
+    value = aic + modes.usq + modes.logdet
+    return value if math.isfinite(value) else math.inf

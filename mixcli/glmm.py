@@ -1,0 +1,336 @@
+"""The GLMM model stage: lme4's glmer in its named steps, on the same structure and optimiser as lmer.
+
+    frame      ``frame.model_frame(table, formula, family, weights)``   glFormula
+    structure  ``model.build_structure(frame)``                         mkReTrms + the θ-free layout
+    criterion  ``GlmmModel.devfun0`` / ``devfun``                        mkGlmerDevfun (PIRLS + Laplace/AGQ)
+    optimiser  ``GlmmModel.optimize``                                   optimizeGlmer, two stages
+    result     ``GlmmModel.result``                                      mkMerMod
+
+lme4's two stages: first θ alone, with β updated inside PIRLS (nAGQ = 0);
+then (θ, β) jointly with only u in PIRLS (nAGQ ≥ 1), from the first stage's
+estimates. Both stages use mixcli's optimiser (BOBYQA with lme4's boundary
+care) in unit-free parameters: θ̃ for the standardised random-effect columns,
+and β measured from the first stage's estimate in units of its standard
+error. The standard errors reported are lme4's: from the Hessian of the
+deviance in (θ, β) at the optimum (``vcov(m)``, ``use.hessian = TRUE``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .engine.agq import MAX_NODES, agq_deviance
+from .engine.derivatives import LEVELS, gradient_hessian
+from .engine.optimize import OptSummary, minimize_theta
+from .engine.pirls import GlmmData, Modes, laplace, pirls
+from .errors import UsageError
+from .frame import ModelFrame, model_frame
+from .inference.distributions import norm_cdf
+from .model import build_structure
+from .results import Correlation, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
+from .singular import singular_fit_warnings
+from .table import Table
+
+Progress = Callable[[int, float], None]
+SINGULAR_TOL = 1e-4
+STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
+HESSIAN_STEP = 0.05  # β's step in the Hessian's differences, in standard errors
+# |β| this large on the link scale means fitted probabilities of 0 or 1 (complete separation)
+SEPARATION = 15.0
+
+
+def fit_glmm(data, formula, family, nagq: int = 1, weights=None, progress: Progress | None = None) -> "GlmmResult":
+    """Fit ``formula`` to ``data`` (DataFrame, mapping of columns, or Table) as a GLMM of ``family``."""
+    table = Table.from_mapping(data)
+    frame = model_frame(table, formula, family=family, weights=weights)
+    return GlmmModel(frame).fit(nagq=nagq, progress=progress)
+
+
+def check_nagq(frame: ModelFrame, nagq: int):
+    """lme4's rules for nAGQ: 0, 1, or up to 25 for a single scalar random-effects term."""
+    if nagq < 0 or nagq > MAX_NODES:
+        raise UsageError(f"--nagq must be between 0 and {MAX_NODES} (as glmer allows), not {nagq}")
+    if nagq > 1:
+        if len(frame.terms) != 1:
+            raise UsageError(
+                f"--nagq {nagq}: adaptive Gauss-Hermite quadrature needs a single random-effects term "
+                f"(this model has {len(frame.terms)}): the integral only factorises over the groups of one "
+                "factor; use --nagq 1 (the Laplace approximation)")
+        if frame.terms[0].k != 1:
+            raise UsageError(
+                f"--nagq {nagq}: adaptive Gauss-Hermite quadrature needs a scalar random-effects term, one "
+                f"effect per group; ({' + '.join(frame.terms[0].names)} | {frame.terms[0].factor}) has "
+                f"{frame.terms[0].k}; use --nagq 1 (the Laplace approximation)")
+
+
+class GlmmModel:
+    """A GLMM's frame, structure and data, ready to be fitted (``fit``)."""
+
+    def __init__(self, frame: ModelFrame):
+        self.frame = frame
+        self.structure = build_structure(frame)
+        n = frame.n
+        self.data = GlmmData(self.structure, frame.X, frame.y,
+                             frame.weights if frame.weights is not None else np.ones(n),
+                             frame.offset if frame.offset is not None else np.zeros(n), frame.family)
+        self._last: Modes | None = None  # warm starts for PIRLS
+        self.pirls_failures = 0
+
+    # ------------------------------------------------------------------ criteria
+    def devfun0(self) -> Callable[[np.ndarray], float]:
+        """The nAGQ = 0 criterion: θ̃ alone, β updated in PIRLS."""
+        def fn(theta_w):
+            last = self._last
+            m = pirls(self.data, theta_w, None, u0=last.u if last else None, beta0=last.beta if last else None)
+            return self._value(m, 0)
+        return fn
+
+    def devfun(self, nagq: int, beta0: np.ndarray, scale: np.ndarray) -> Callable[[np.ndarray], float]:
+        """The nAGQ ≥ 1 criterion of (θ̃, δ), β = beta0 + scale·δ, u in PIRLS."""
+        k = self.structure.n_theta
+
+        def fn(par):
+            theta_w, beta = par[:k], beta0 + scale * par[k:]
+            last = self._last
+            m = pirls(self.data, theta_w, beta, u0=last.u if last else None)
+            return self._value(m, nagq)
+        return fn
+
+    def _value(self, m: Modes, nagq: int) -> float:
+        if not m.converged:
+            self.pirls_failures += 1
+        value = agq_deviance(self.data, m, nagq) if nagq > 1 else laplace(self.data, m)
+        if math.isfinite(value):
+            self._last = m
+        return value
+
+    # ------------------------------------------------------------------ optimiser
+    def fit(self, nagq: int = 1, progress: Progress | None = None) -> "GlmmResult":
+        check_nagq(self.frame, nagq)
+        st = self.structure
+        stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower)
+        minimize_theta(self.devfun0(), stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
+        theta0 = stage0.theta
+        m0 = pirls(self.data, theta0, None, u0=self._last.u if self._last else None,
+                   beta0=self._last.beta if self._last else None)
+        beta0 = m0.beta
+        se0 = np.sqrt(np.maximum(np.diag(m0.factor.rx_inverse()), 0.0)) if len(beta0) else np.zeros(0)
+        scale = np.where(se0 > 0, se0, 1.0)
+        rx_vcov = m0.factor.rx_inverse() if len(beta0) else None
+        if nagq == 0:
+            return self.result(theta0, beta0, stage0, nagq, None, rx_vcov)
+        k = st.n_theta
+        fn = self.devfun(nagq, beta0, scale)
+        lower = np.concatenate([st.theta_lower, np.full(len(beta0), -np.inf)])
+        start = np.concatenate([theta0, np.zeros(len(beta0))])
+        step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), STEP_BETA)])
+        stage1 = OptSummary(start=start, lower=lower, initial_step=step)
+        stage1.evaluations = stage0.evaluations
+        stage1.stages = list(stage0.stages)
+        minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: θ and β)")
+        par = stage1.theta
+        hessian = self._hessian(fn, par, k, scale)
+        return self.result(par[:k], beta0 + scale * par[k:], stage1, nagq, hessian, rx_vcov)
+
+    def _hessian(self, fn, par, k, scale):
+        """The Hessian of the deviance in (θ̃, β) at the optimum, by central differences: steps of
+        1% of θ̃ (0.001 at 0) and a twentieth of a standard error in β (steps relative to β's
+        offset from the first stage would be tiny, and PIRLS's tolerance would swamp them)."""
+        steps = np.concatenate([np.maximum(1e-2 * np.abs(par[:k]), 1e-3), np.full(len(par) - k, HESSIAN_STEP)])
+        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=LEVELS, steps=steps)
+        h = h[0]
+        # back from δ = (β − β₀)/se to β
+        d = np.concatenate([np.ones(k), 1.0 / scale])
+        return h * np.outer(d, d)
+
+    # ------------------------------------------------------------------ result
+    def result(self, theta_w: np.ndarray, beta: np.ndarray, opt: OptSummary, nagq: int,
+               hessian: np.ndarray | None, rx_vcov: np.ndarray | None) -> "GlmmResult":
+        """The fitted GLMM at (θ̃, β); standard errors from the Hessian in (θ, β) (lme4's), or
+        without one (nAGQ = 0, or a Hessian that cannot be inverted) from R_X of the weighted
+        system of the first stage (lme4's too)."""
+        st, frame, data = self.structure, self.frame, self.data
+        m = pirls(data, theta_w, beta, u0=self._last.u if self._last else None)
+        value = agq_deviance(data, m, nagq) if nagq > 1 else laplace(data, m)
+        opt.fmin = value
+        theta = st.to_user(theta_w)
+        user_lam = st.lambdas(theta)
+        p = len(beta)
+        vcov = None
+        warnings = list(opt.warnings)
+        if hessian is not None and p:
+            vcov = _hessian_vcov(hessian, st.n_theta)
+        if vcov is None and p:
+            vcov = rx_vcov
+        se = np.sqrt(np.maximum(np.diag(vcov), 0.0)) if p else np.zeros(0)
+        fixef = []
+        for name, b, s in zip(frame.fixef_names, beta, se):
+            z = float(b / s) if s > 0 else math.nan
+            pval = 2.0 * norm_cdf(-abs(z)) if math.isfinite(z) else math.nan
+            fixef.append(FixedEffect(name, float(b), float(s), z, p=pval))
+        varcorr, correlations = variance_components(frame, user_lam, 1.0)
+        varcorr = varcorr[:-1]  # no residual in a GLMM
+        singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
+        converged = opt.converged
+        if self.pirls_failures:
+            warnings.append(f"PIRLS did not converge at {self.pirls_failures} of the {opt.evaluations} parameter "
+                            "values tried (the optimiser moved on from them)")
+        if not m.converged:
+            converged = False
+            warnings.append("PIRLS did not converge at the estimate: the conditional modes, and so the "
+                            "likelihood, are approximate; simplify the model or check the data")
+        separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
+        if separated:
+            warnings.append(
+                f"fitted probabilities numerically 0 or 1: the estimate for {', '.join(separated)} runs away "
+                "(|estimate| > 15 on the link scale), a sign of complete separation; drop or recode "
+                f"{'it' if len(separated) == 1 else 'them'}" if frame.family.name == "binomial" else
+                f"the estimate for {', '.join(separated)} is extreme (|estimate| > 15 on the link scale)")
+        if singular:
+            warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
+        messages = list(frame.messages)
+        dev = float(np.sum(data.family.dev_resids(data.y, m.mu, data.wt)))
+        pearson = (data.y - m.mu) * np.sqrt(data.wt / data.family.variance(m.mu))
+        return GlmmResult(
+            formula=frame.formula.text, family=frame.family.name, link=frame.family.link.name, nagq=nagq,
+            nobs=frame.n, n_dropped=frame.n_dropped, ngroups=frame.ngroups, fixef=fixef,
+            vcov=vcov if vcov is not None else np.zeros((0, 0)), theta=theta, theta_names=theta_names(frame),
+            varcorr=varcorr, correlations=correlations, criterion=float(value), npar=p + st.n_theta,
+            deviance=dev, pearson_chisq=float(np.sum(pearson**2)), singular=singular, converged=converged,
+            warnings=warnings, messages=messages, optsummary=opt, frame=frame, structure=st, modes=m, data=data,
+        )
+
+
+def _hessian_vcov(h: np.ndarray, k: int) -> np.ndarray | None:
+    """lme4's vcov from the Hessian of the deviance in (θ, β): the β block of 2 H⁻¹."""
+    h = 0.5 * (h + h.T)
+    try:
+        inv = np.linalg.inv(h)
+    except np.linalg.LinAlgError:
+        return None
+    v = 2.0 * inv[k:, k:]
+    if not (np.all(np.isfinite(v)) and np.all(np.diag(v) > 0)):
+        return None
+    return 0.5 * (v + v.T)
+
+
+@dataclass
+class GlmmResult:
+    """A fitted GLMM, as ``summary(glmer(...))`` reports it.
+
+    * ``family``, ``link``, ``nagq`` (0: PQL-like first stage only, 1: Laplace, > 1: AGQ);
+    * ``fixef`` (estimate, se, z in ``t``, p), ``vcov`` (lme4's, from the Hessian);
+    * ``theta`` (lme4's), ``varcorr`` and ``correlations`` (no residual row);
+    * ``criterion`` = −2 logLik (the Laplace or AGQ approximation lme4 minimises),
+      ``deviance`` = lme4's ``deviance(m)`` (Σ deviance residuals at the modes, a
+      different number), ``pearson_chisq`` (Σ Pearson residuals²), ``npar`` = p + len(θ);
+    * ``modes`` (PIRLS at the estimate: u, η, μ) and ``data``, for ranef and residuals.
+    """
+
+    formula: str
+    family: str
+    link: str
+    nagq: int
+    nobs: int
+    n_dropped: int
+    ngroups: dict
+    fixef: list
+    vcov: np.ndarray
+    theta: np.ndarray
+    theta_names: list
+    varcorr: list[VarComp]
+    correlations: list[Correlation]
+    criterion: float
+    npar: int
+    deviance: float
+    pearson_chisq: float
+    singular: bool
+    converged: bool
+    warnings: list
+    messages: list
+    optsummary: OptSummary
+    frame: ModelFrame = field(repr=False)
+    structure: object = field(repr=False)
+    modes: Modes = field(repr=False)
+    data: GlmmData = field(repr=False)
+    ddf: str | None = None
+    ci_method: str | None = None
+    ci_level: float | None = None
+    intervals: list = field(default_factory=list, repr=False)
+
+    reml = False
+    sigma = 1.0
+
+    @property
+    def method(self) -> str:
+        return {0: "ML (nAGQ = 0)", 1: "Laplace"}.get(self.nagq, f"AGQ (nAGQ = {self.nagq})")
+
+    @property
+    def loglik(self) -> float:
+        return -self.criterion / 2.0
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + math.log(self.nobs) * self.npar
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.npar
+
+    @property
+    def coef(self) -> dict:
+        return {f.term: f.estimate for f in self.fixef}
+
+    @property
+    def overdispersion(self) -> float | None:
+        """Pearson χ² / residual df, for Poisson fits (above 1: more variance than Poisson)."""
+        if self.family != "poisson" or self.df_resid <= 0:
+            return None
+        return self.pearson_chisq / self.df_resid
+
+    def add_confint(self, level: float = 0.95, method: str = "wald") -> "GlmmResult":
+        """Wald intervals for the fixed effects (lme4's confint(method = "Wald"))."""
+        from .inference import add_confint
+
+        if method.lower() != "wald":
+            raise UsageError("GLMMs have Wald intervals only (--ci LEVEL)")
+        return add_confint(self, level, "wald")
+
+    def notes(self) -> list[str]:
+        out = list(self.messages)
+        if self.n_dropped:
+            out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
+        ratio = self.overdispersion
+        if ratio is not None and ratio > 1.5:
+            out.append(f"overdispersion: Pearson χ² / residual df = {ratio:.2f} (1 for Poisson data); the "
+                       "standard errors are too small: consider an observation-level random effect, (1 | obs)")
+        return out + list(self.warnings)
+
+    def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
+        """Conditional modes b = Λû per term (levels in lme4's order) and their conditional SDs
+        (lme4's ``ranef(condVar = TRUE)``: from L at the modes)."""
+        st, m = self.structure, self.modes
+        # the modes are spherical for the working Λ̃ (PIRLS runs in θ̃): b = M⁻¹Λ̃u in the user's columns
+        lams = [minv @ lam for minv, lam in zip(st._m_inv, st.lambdas(m.theta))]
+        covs = m.factor.conditional_covariances() if cond_var else [None] * len(lams)
+        out = []
+        for term, u, cov, lam in zip(self.frame.terms, m.u, covs, lams):
+            b = (lam @ u).T
+            values = np.empty_like(b)
+            values[term.levels_to_r] = b
+            sd = None
+            if cov is not None:
+                var = np.einsum("ia,abm,ib->mi", lam, cov, lam)
+                sd = np.empty_like(var)
+                sd[term.levels_to_r] = np.sqrt(np.maximum(var, 0.0))
+            gf = self.frame.factors[term.factor]
+            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), values, sd))
+        return out
