@@ -392,10 +392,15 @@ def _write(fmt: str, as_json, as_csv, as_tables):
                    "(default: a fresh seed, reported with the results).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="J",
               help="Processes for the bootstrap (default: all available CPUs); results do not depend on it.")
+@_FAMILY
+@_LINK
+@_NAGQ
+@_WEIGHTS
 @_FORMAT
 @_SEP
 @_PROGRESS
-def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, progress):
+def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, fmt, sep,
+                    progress):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
 
     Models are fitted by maximum likelihood, sorted by number of parameters,
@@ -410,6 +415,8 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
       mixcli compare data.csv "y ~ x + (1 | g)" "y ~ x + (x | g)" --format json
       mixcli compare classroom.csv "mathscore ~ ses + (ses | schoolid)" \\
           "mathscore ~ ses + (ses | schoolid) + (1 | classid)" --bootstrap 1000 --seed 1
+      mixcli compare pupils.csv "pass ~ ses + (1 | schoolid)" \\
+          "pass ~ ses + (1 | schoolid/classid)" --family binomial
     """
     from .compare import add_bootstrap, compare_models
     from .progress import FitProgress
@@ -418,9 +425,11 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, fmt, sep, 
     if len(formulas) < 2:
         raise click.UsageError("compare needs at least two formulas")
     labels = [n.strip() for n in names.split(",")] if names else None
+    fam = _family(family_name, link, nagq, False, None, None, weights)
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
-                          announce=lambda message: click.echo(message, err=True))
+                          announce=lambda message: click.echo(message, err=True), family=fam, nagq=nagq,
+                          weights=weights)
     if n_boot is not None:
         with _Bar(progress, "bootstrap") as bar:
             add_bootstrap(comp, n_boot, seed=seed, workers=jobs,

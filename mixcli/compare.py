@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import DataError, UsageError
 from .frame import model_frame
+from .glmm import GlmmModel, check_nagq
 from .inference.bootstrap import bootstrap_lrt
 from .inference.distributions import chi2_sf
 from .model import Model
@@ -58,6 +59,7 @@ class Comparison:
     rows: list[AnovaRow]
     refit: bool
     bootstrap: dict | None = None  # n, seed, seconds, workers, failed once add_bootstrap has run
+    family: str | None = None  # GLMMs: their family (maximum likelihood fits, nothing refitted)
 
     @property
     def boundary_tests(self) -> bool:
@@ -69,10 +71,12 @@ def compare(data, formulas, names=None, refit: bool = True, **options) -> Compar
     return compare_models(Table.from_mapping(data), formulas, names=names, refit=refit, **options)
 
 
-def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None) -> Comparison:
+def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None,
+                   family=None, nagq: int = 1, weights=None) -> Comparison:
     """Fit and test the models; ``announce(message)``, if given, hears what is about to be
     done once every formula has been checked against the data (lme4's "refitting models
-    with ML" note, which should not precede an error)."""
+    with ML" note, which should not precede an error). With a ``family`` the models are
+    GLMMs (maximum likelihood already: nothing is refitted), fitted with ``nagq``."""
     formulas = list(formulas)
     if len(formulas) < 2:
         raise UsageError("compare needs at least two formulas")
@@ -81,9 +85,13 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         raise UsageError(f"{len(names)} names for {len(formulas)} formulas")
     if len(set(names)) != len(names):
         raise UsageError("model names must be distinct")
-    frames = [model_frame(table, f) for f in formulas]
+    frames = [model_frame(table, f, family=family, weights=weights) for f in formulas]
     _check_same_rows(frames, names)
-    if not refit:
+    if family is not None:
+        refit = False
+        for frame in frames:
+            check_nagq(frame, nagq)
+    elif not refit:
         _check_same_fixed(frames, names)
     if refit and announce is not None:
         announce("refitting models with ML (instead of REML)")
@@ -91,7 +99,10 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     for i, (name, frame) in enumerate(zip(names, frames), start=1):
         if progress is not None:
             progress.start(f"fitting {name} ({i}/{len(frames)})")
-        models.append(Model(frame).fit(reml=not refit, progress=progress))
+        if family is None:
+            models.append(Model(frame).fit(reml=not refit, progress=progress))
+        else:
+            models.append(GlmmModel(frame).fit(nagq=nagq, progress=progress))
         if progress is not None:
             progress.done()
     order = sorted(range(len(models)), key=lambda i: models[i].npar)  # stable, like R's order()
@@ -105,7 +116,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         row.p = chi2_sf(chisq, df) if df > 0 else float("nan")
         if df > 0 and _adds_only_variance_components(prev.model, row.model):
             row.p_mixture = 0.5 * chi2_sf(chisq, df - 1) + 0.5 * chi2_sf(chisq, df)
-    return Comparison(rows=rows, refit=refit)
+    return Comparison(rows=rows, refit=refit, family=None if family is None else family.name)
 
 
 def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: int | None = None,
@@ -120,6 +131,9 @@ def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: in
     """
     if n < 1:
         raise UsageError("--bootstrap needs at least 1 replicate")
+    if comp.family is not None:
+        raise UsageError("--bootstrap: the parametric bootstrap is for linear mixed models so far; for GLMMs "
+                         "compare the χ² and boundary-mixture p-values")
     if seed is None:
         import secrets
 

@@ -109,11 +109,22 @@ class Family:
     def variance(self, mu: np.ndarray) -> np.ndarray:
         return mu * (1.0 - mu) if self.name == "binomial" else mu
 
-    def dev_resids(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """Squared deviance residuals (R's ``family()$dev.resids``)."""
+    def saturated(self, y: np.ndarray) -> np.ndarray:
+        """The μ-free part of the deviance residuals: y log y (+ (1 − y) log(1 − y)), 0 log 0 = 0."""
+        out = _ylogy(y, np.ones_like(y))
         if self.name == "binomial":
-            return 2.0 * wt * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu))
-        return 2.0 * wt * (_ylogy(y, mu) - (y - mu))
+            out = out + _ylogy(1.0 - y, np.ones_like(y))
+        return out
+
+    def dev_resids(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray, sat: np.ndarray | None = None) -> np.ndarray:
+        """Squared deviance residuals (R's ``family()$dev.resids``); ``sat`` = ``saturated(y)``,
+        computed once per response on the hot path."""
+        if sat is None:
+            sat = self.saturated(y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.name == "binomial":
+                return 2.0 * wt * (sat - y * np.log(mu) - (1.0 - y) * np.log1p(-mu))
+            return 2.0 * wt * (sat - y * np.log(mu) + mu - y)
 
     def aic_constant(self, y: np.ndarray, wt: np.ndarray) -> float:
         """The part of −2 log f that does not depend on μ (binomial coefficients, log y!)."""
@@ -131,13 +142,10 @@ class Family:
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.name == "binomial":
                 s = np.round(wt * y)
-                m = np.round(wt)
-                keep = m > 0
-                ll = np.where(s[keep] > 0, s[keep] * np.log(mu[keep]), 0.0) + np.where(
-                    m[keep] - s[keep] > 0, (m[keep] - s[keep]) * np.log1p(-mu[keep]), 0.0)
-                return float(-2.0 * np.sum(ll)) + constant
-            ll = np.where(y > 0, y * np.log(mu), 0.0) - mu
-            return float(-2.0 * np.sum(wt * ll)) + constant
+                f = np.round(wt) - s
+                # (0·log 0 = 0: μ is kept inside (0, 1) by the links)
+                return float(-2.0 * (s @ np.log(mu) + f @ np.log1p(-mu))) + constant
+            return float(-2.0 * (wt @ (y * np.log(mu) - mu))) + constant
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """R's ``family()$initialize`` starting values of μ."""

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .engine.agq import MAX_NODES, agq_deviance
-from .engine.derivatives import LEVELS, gradient_hessian
+from .engine.derivatives import gradient_hessian
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import UsageError
@@ -39,6 +39,11 @@ Progress = Callable[[int, float], None]
 SINGULAR_TOL = 1e-4
 STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
 HESSIAN_STEP = 0.05  # β's step in the Hessian's differences, in standard errors
+# Stopping rules. The criterion carries PIRLS's tolerance (1e-10 of the penalised deviance,
+# 1e-5 absolute on 100k rows), so the LMM's 1e-10 would chase noise. The first stage only
+# provides the second's start; the second's estimate is then known to 1e-6 of a standard error.
+STAGE0_TOL = {"ftol_rel": 1e-9, "ftol_abs": 1e-6, "xtol_abs": 1e-4}
+STAGE1_TOL = {"ftol_rel": 1e-12, "ftol_abs": 1e-8, "xtol_abs": 1e-6}
 # |β| this large on the link scale means fitted probabilities of 0 or 1 (complete separation)
 SEPARATION = 15.0
 
@@ -112,7 +117,7 @@ class GlmmModel:
     def fit(self, nagq: int = 1, progress: Progress | None = None) -> "GlmmResult":
         check_nagq(self.frame, nagq)
         st = self.structure
-        stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower)
+        stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower, **STAGE0_TOL if nagq else {})
         minimize_theta(self.devfun0(), stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
         theta0 = stage0.theta
         m0 = pirls(self.data, theta0, None, u0=self._last.u if self._last else None,
@@ -128,7 +133,7 @@ class GlmmModel:
         lower = np.concatenate([st.theta_lower, np.full(len(beta0), -np.inf)])
         start = np.concatenate([theta0, np.zeros(len(beta0))])
         step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), STEP_BETA)])
-        stage1 = OptSummary(start=start, lower=lower, initial_step=step)
+        stage1 = OptSummary(start=start, lower=lower, initial_step=step, **STAGE1_TOL)
         stage1.evaluations = stage0.evaluations
         stage1.stages = list(stage0.stages)
         minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: θ and β)")
@@ -141,7 +146,7 @@ class GlmmModel:
         1% of θ̃ (0.001 at 0) and a twentieth of a standard error in β (steps relative to β's
         offset from the first stage would be tiny, and PIRLS's tolerance would swamp them)."""
         steps = np.concatenate([np.maximum(1e-2 * np.abs(par[:k]), 1e-3), np.full(len(par) - k, HESSIAN_STEP)])
-        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=LEVELS, steps=steps)
+        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=1, steps=steps)
         h = h[0]
         # back from δ = (β − β₀)/se to β
         d = np.concatenate([np.ones(k), 1.0 / scale])
@@ -193,7 +198,7 @@ class GlmmModel:
         if singular:
             warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
         messages = list(frame.messages)
-        dev = float(np.sum(data.family.dev_resids(data.y, m.mu, data.wt)))
+        dev = float(np.sum(data.dev_resids(m.mu)))
         pearson = (data.y - m.mu) * np.sqrt(data.wt / data.family.variance(m.mu))
         return GlmmResult(
             formula=frame.formula.text, family=frame.family.name, link=frame.family.link.name, nagq=nagq,

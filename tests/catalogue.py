@@ -80,6 +80,34 @@ ROWS = study_rows()
 STUDY = csv_text(ROWS)
 
 
+def trial_rows(seed: int = 11) -> list[dict[str, object]]:
+    """The study as a pass/fail and count outcome: pass (0/1), passed (yes/no), count (a Poisson
+    count), days (exposure), sep (a predictor that separates pass completely), h (crossed with g)."""
+    rng = random.Random(seed)
+    rows = []
+    for row in ROWS:
+        x = float(row["x"])
+        b = 0.8 * _normal(rng)
+        eta = -0.2 + 0.9 * x + b
+        passed = rng.random() < 1.0 / (1.0 + math.exp(-eta))
+        lam = math.exp(0.5 + 0.4 * x + 0.3 * b)
+        count, p, limit = 0, 1.0, math.exp(-lam)  # Knuth's Poisson sampler
+        while True:
+            p *= rng.random()
+            if p <= limit:
+                break
+            count += 1
+        rows.append({"pass": int(passed), "passed": "yes" if passed else "no", "count": count,
+                     "half": f"{count + 0.5:.1f}", "days": str(1 + len(rows) % 7), "x": row["x"], "g": row["g"],
+                     "h": f"h{len(rows) % 5}", "sep": f"{(1 if passed else -1) * (1 + rng.random()):.3f}"})
+    return rows
+
+
+TRIALS = csv_text(trial_rows())
+TRIAL_FILES = {"trials.csv": TRIALS}
+GLMM = ["fit", "trials.csv"]
+
+
 def _set(index: int, column: str, value: str):
     def transform(i, row):
         if i == index:
@@ -305,6 +333,42 @@ CASES: list[Case] = [
     Case("Fit", "the criterion is never finite", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
          "the criterion was not finite at any of the", STUDY_FILES, kind="warning",
          setup=_NAN_CRITERION, note="with a criterion that is always NaN", more_warnings=True),
+    # -- generalized linear mixed models ----------------------------------------------------------
+    Case("GLMM", "a binomial response that is not 0/1", GLMM + ["count ~ x + (1 | g)", "--family", "binomial"], 1,
+         "the response 'count' has the value 3, but a binomial response is 0/1, cbind(successes, failures), or "
+         "a proportion with the number of trials as --weights", TRIAL_FILES),
+    Case("GLMM", "a negative count", GLMM + ["count ~ x + (1 | g)", "--family", "poisson"], 1,
+         "the response 'count' has a negative value (-1); poisson counts must be non-negative",
+         {"trials.csv": csv_text(trial_rows(), transform=_set(4, "count", "-1"))}),
+    Case("GLMM", "non-integer counts", GLMM + ["half ~ x + (1 | g)", "--family", "poisson", "--format", "csv"], 0,
+         "the response 'half' has non-integer values: a poisson model is for counts (fitted anyway, as glmer does)",
+         TRIAL_FILES, kind="warning", more_warnings=True),
+    Case("GLMM", "cbind() with a negative part",
+         GLMM + ["cbind(pass, count - 3) ~ x + (1 | g)", "--family", "binomial"], 1,
+         "cbind(): count - 3 has a negative value (-2); cbind(successes, failures) needs non-negative counts",
+         TRIAL_FILES),
+    Case("GLMM", "a link of another family", GLMM + ["pass ~ x + (1 | g)", "--family", "poisson", "--link", "logit"],
+         2, "--link logit does not belong to the poisson family; use one of: log, sqrt, identity", TRIAL_FILES),
+    Case("GLMM", "an outcome that never happens", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial"], 1,
+         "the response 'pass' is 0 (failure) in every row used; a binomial model needs both outcomes",
+         {"trials.csv": csv_text(trial_rows(), transform=lambda i, row: row.update({"pass": 0}))}),
+    Case("GLMM", "complete separation", GLMM + ["pass ~ x + sep + (1 | g)", "--family", "binomial", "--format",
+                                                "csv"], 0,
+         "fitted probabilities numerically 0 or 1: the estimate for sep runs away (|estimate| > 15 on the link "
+         "scale), a sign of complete separation; drop or recode it", TRIAL_FILES, kind="warning", more_warnings=True),
+    Case("GLMM", "quadrature with two random-effects terms",
+         GLMM + ["pass ~ x + (1 | g) + (1 | h)", "--family", "binomial", "--nagq", "9"], 2,
+         "--nagq 9: adaptive Gauss-Hermite quadrature needs a single random-effects term (this model has 2)",
+         TRIAL_FILES),
+    Case("GLMM", "quadrature with a random slope", GLMM + ["pass ~ x + (x | g)", "--family", "binomial", "--nagq", "9"],
+         2, "--nagq 9: adaptive Gauss-Hermite quadrature needs a scalar random-effects term", TRIAL_FILES),
+    Case("GLMM", "too many quadrature points", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--nagq", "30"],
+         2, "--nagq must be between 0 and 25 (as glmer allows), not 30", TRIAL_FILES),
+    Case("GLMM", "--ml with a GLMM", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--ml"], 2,
+         "--ml: a generalized linear mixed model is always fitted by maximum likelihood; leave it out", TRIAL_FILES),
+    Case("GLMM", "weights that do not exist", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--weights",
+                                                     "trials"], 1,
+         "--weights: no column 'trials' in the data", TRIAL_FILES),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

@@ -38,6 +38,9 @@ def stderr_lines(out) -> list[str]:
     return out.stderr.splitlines()
 
 
+CSV_HEADERS = ("formula,method,term,estimate,se,t", "formula,method,family,link,term,estimate,se,z,p")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_catalogued_case(case: Case, outcomes):
     out = outcomes[case.id]
@@ -46,7 +49,7 @@ def test_catalogued_case(case: Case, outcomes):
     assert out.code == case.code, out.stderr
     if case.kind == "ok":
         assert lines == []
-        assert out.stdout.startswith("formula,method,term,estimate,se,t")
+        assert out.stdout.startswith(CSV_HEADERS)
         return
     if case.more_warnings:  # a fit stopped early may also draw warnings about what it found
         assert lines and all(line.startswith("mixcli: warning: ") for line in lines), out.stderr
@@ -54,7 +57,7 @@ def test_catalogued_case(case: Case, outcomes):
         assert len(lines) == 1, out.stderr
     if case.kind == "warning":
         assert lines[0].startswith("mixcli: warning: ")
-        assert out.stdout.startswith("formula,method,term,estimate,se,t")  # the fit went ahead
+        assert out.stdout.startswith(CSV_HEADERS)  # the fit went ahead
     elif case.code == 130:
         assert lines[0] == "mixcli: interrupted"
         assert out.stdout == ""

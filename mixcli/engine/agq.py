@@ -53,7 +53,7 @@ def agq_deviance(data: GlmmData, modes: Modes, n_nodes: int) -> float:
     def devc(u):
         eta = fixed_part + scale * u[codes]
         mu = data.family.link.linkinv(eta)
-        dev = data.family.dev_resids(data.y, mu, data.wt)
+        dev = data.dev_resids(mu)
         return np.bincount(codes, weights=dev, minlength=q) + u * u
 
     with np.errstate(all="ignore"):

@@ -200,7 +200,7 @@ class ModelStructure:
         self._dense_sums()
         del self._sums_xy  # only needed for the sums (a copy of X and y)
 
-    def _centre_response(self):
+    def _centre_response(self, centre: bool = True):
         """Sums are made with y − X b (b: least squares), not y.
 
         Every criterion is unchanged (β is profiled out: r² depends on y only
@@ -209,7 +209,7 @@ class ModelStructure:
         ~1e-13 (mathscore ~ 520 ± 35). β̂ is reported as b + the solution.
         """
         x, y = self.xy[:, : self.p], self.xy[:, self.p]
-        self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p else np.zeros(0)
+        self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p and centre else np.zeros(self.p)
         self.y_centred = y - x @ self.beta_shift if self.p else y.copy()
         self._sums_xy = np.column_stack([x, self.y_centred])
         self.xtx = self._sums_xy.T @ self._sums_xy
@@ -428,11 +428,13 @@ class ModelStructure:
                 gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
         self.dense_gram = gram
 
-    def reweighted(self, sqrt_w: np.ndarray, xy: np.ndarray) -> "ModelStructure":
+    def reweighted(self, sqrt_w: np.ndarray, xy: np.ndarray, centre: bool = True) -> "ModelStructure":
         """The same terms and layout with every row weighted by ``sqrt_w``² and new columns
         ``xy`` ([X, response], any number of X columns): the sums of a penalised weighted
         least-squares problem, as each iteration of PIRLS needs (``engine.pirls``). Only the
-        sums are recomputed — O(n) bincounts — never the nesting, pairs or θ layout."""
+        sums are recomputed — O(n) bincounts — never the nesting, pairs or θ layout. Without
+        ``centre`` the response is not centred by least squares first (r² then carries the
+        rounding of yᵀy: fine for the modes and β PIRLS needs, not for a criterion)."""
         import copy
 
         new = copy.copy(self)
@@ -442,7 +444,7 @@ class ModelStructure:
         new.__dict__.pop("_elimination", None)
         new.chain_dense_pairs = {}
         new.zd_wide = {}
-        new._centre_response()
+        new._centre_response(centre)
         new._chain_sums()
         if new.dense:
             new._dense_values()

@@ -21,7 +21,7 @@ def records(comp) -> list[dict]:
             "aic": num(m.aic),
             "bic": num(m.bic),
             "loglik": num(m.loglik),
-            "deviance": num(m.deviance),
+            "deviance": num(-2.0 * m.loglik),
             "chisq": num(r.chisq),
             "df": r.df,
             "p": num(r.p),
@@ -34,7 +34,10 @@ def records(comp) -> list[dict]:
 def render_json(comp) -> str:
     boot = getattr(comp, "bootstrap", None)
     meta = None if boot is None else {"n": boot["n"], "seed": boot["seed"], "failed": boot["failed"]}
-    return json.dumps({"refit": comp.refit, "models": records(comp), "bootstrap": meta}, allow_nan=False) + "\n"
+    out = {"refit": comp.refit, "models": records(comp), "bootstrap": meta}
+    if comp.family is not None:
+        out["family"] = comp.family
+    return json.dumps(out, allow_nan=False) + "\n"
 
 
 def render_csv(comp) -> str:
@@ -95,7 +98,7 @@ def table_renderables(comp, source: str | None = None):
     for r in comp.rows:
         m = r.model
         cells = [
-            r.name, str(m.npar), f"{m.aic:.2f}", f"{m.bic:.2f}", f"{m.loglik:.2f}", f"{m.deviance:.2f}",
+            r.name, str(m.npar), f"{m.aic:.2f}", f"{m.bic:.2f}", f"{m.loglik:.2f}", f"{-2.0 * m.loglik:.2f}",
             "" if r.chisq is None else f"{r.chisq:.4f}",
             "" if r.df is None else str(r.df),
             format_p(r.p),
