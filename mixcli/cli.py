@@ -454,15 +454,17 @@ def simulate(n_schools, seed, output):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
-    classid2 (class number within its school). The data follow
-    mathscore ~ ses + (ses | schoolid) + (1 | classid) with parameters close
-    to lme4's fit to the real classroom study.
+    classid2 (class number within its school), pass (0/1) and absences (a
+    count). mathscore follows mathscore ~ ses + (ses | schoolid) + (1 | classid)
+    with parameters close to lme4's fit to the real classroom study; pass a
+    logistic model with school and class intercepts, absences a Poisson one.
 
     \b
     Examples:
       mixcli simulate > classroom.csv
       mixcli simulate --schools 50000 --seed 7 -o big.csv
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+      mixcli simulate | mixcli fit - "pass ~ ses + (1 | schoolid/classid)" --family binomial
     """
     from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv

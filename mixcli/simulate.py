@@ -61,7 +61,7 @@ _SES_SD_CLASS = 0.20
 _SES_SD_CHILD = 0.65
 _SES_SKEW_SIGMA = 0.30  # log-scale SD of the lognormal child component
 
-COLUMNS = ("mathscore", "ses", "classid", "schoolid", "classid2")
+COLUMNS = ("mathscore", "ses", "classid", "schoolid", "classid2", "pass", "absences")
 
 _EXAMPLE = "classroom_sim.csv"
 
@@ -80,7 +80,9 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> 
     ``mathscore`` (int64), ``ses`` (float64, two decimals), ``classid``
     (int64, 1..C, a random permutation so it does not reveal the school),
     ``schoolid`` (int64, 1..n_schools) and ``classid2`` (int64, 1..k within
-    each school). Rows are sorted by school, then class within school.
+    each school), then ``pass`` (int64, 0/1: a pass/fail outcome for a logistic GLMM) and
+    ``absences`` (int64, a count for a Poisson GLMM). Rows are sorted by school, then class
+    within school.
 
     ``params`` override the generating model's :data:`DEFAULTS`
     (``intercept``, ``slope``, ``sd_school``, ``sd_school_ses``,
@@ -138,12 +140,24 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> 
     e = p["sd_resid"] * rng.standard_normal(n)
     y = p["intercept"] + (p["slope"] + b[row_school]) * ses + a[row_school] + c[row_class] + e
 
+    # A pass/fail outcome and a count, drawn after everything above (so the columns above do
+    # not depend on them): logit P(pass) = -0.4 + 0.8 ses + school + class effects (SDs 0.7, 0.5);
+    # log E(absences) = 1.1 - 0.25 ses + school + class effects (SDs 0.35, 0.2).
+    eta = (-0.4 + 0.8 * ses + 0.7 * rng.standard_normal(n_schools)[row_school]
+           + 0.5 * rng.standard_normal(n_classes)[row_class])
+    passed = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
+    log_rate = (1.1 - 0.25 * ses + 0.35 * rng.standard_normal(n_schools)[row_school]
+                + 0.2 * rng.standard_normal(n_classes)[row_class])
+    absences = rng.poisson(np.exp(log_rate)).astype(np.int64)
+
     return {
         "mathscore": np.rint(y).astype(np.int64),
         "ses": ses,
         "classid": class_id[row_class].astype(np.int64),
         "schoolid": (row_school + 1).astype(np.int64),
         "classid2": class_num[row_class].astype(np.int64),
+        "pass": passed,
+        "absences": absences,
     }
 
 

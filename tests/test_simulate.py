@@ -26,11 +26,12 @@ def test_bundled_example_regenerates_byte_for_byte():
 
 def test_columns_and_types():
     d = simulate_classroom()
-    assert list(d) == ["mathscore", "ses", "classid", "schoolid", "classid2"]
+    assert list(d) == ["mathscore", "ses", "classid", "schoolid", "classid2", "pass", "absences"]
     n = len(d["mathscore"])
     assert all(len(v) == n for v in d.values())
-    for name in ("mathscore", "classid", "schoolid", "classid2"):
+    for name in ("mathscore", "classid", "schoolid", "classid2", "pass", "absences"):
         assert d[name].dtype == np.int64
+    assert set(np.unique(d["pass"])) == {0, 1} and d["absences"].min() >= 0
     assert d["ses"].dtype == np.float64
     assert np.abs(d["ses"] * 100 - np.rint(d["ses"] * 100)).max() < 1e-9
 
@@ -141,3 +142,20 @@ def test_cli_stdout_and_file(tmp_path):
     out = runner.invoke(main, ["simulate", "-o", str(tmp_path / "missing" / "x.csv")])
     assert out.exit_code == 1 and "cannot write" in out.output
     assert "Examples" in runner.invoke(main, ["simulate", "--help"]).output
+
+
+def test_the_outcomes_follow_their_models():
+    """Fitted to a large simulation, the GLMMs recover the generating parameters."""
+    from mixcli.family import family
+    from mixcli.glmm import fit_glmm
+
+    d = simulate_classroom(n_schools=1500, seed=3)
+    m = fit_glmm(d, "pass ~ ses + (1 | schoolid) + (1 | classid)", family("binomial"))
+    assert m.coef["(Intercept)"] == pytest.approx(-0.4, abs=0.1) and m.coef["ses"] == pytest.approx(0.8, abs=0.1)
+    sd = {v.group: v.sd for v in m.varcorr}
+    # (with 1-10 children per class, binary data say little about the class SD: 0.31 here)
+    assert sd["schoolid"] == pytest.approx(0.7, abs=0.1) and 0.15 < sd["classid"] < 0.65
+    c = fit_glmm(d, "absences ~ ses + (1 | schoolid) + (1 | classid)", family("poisson"))
+    assert c.coef["(Intercept)"] == pytest.approx(1.1, abs=0.05) and c.coef["ses"] == pytest.approx(-0.25, abs=0.05)
+    sd = {v.group: v.sd for v in c.varcorr}
+    assert sd["schoolid"] == pytest.approx(0.35, abs=0.05) and sd["classid"] == pytest.approx(0.2, abs=0.05)
