@@ -3,6 +3,7 @@
 #
 #   Rscript bench/lme4_job.R fit     DATA.csv FORMULA            # one REML fit
 #   Rscript bench/lme4_job.R fit-ml  DATA.csv FORMULA            # one ML fit
+#   Rscript bench/lme4_job.R glmer-binomial DATA.csv FORMULA     # one glmer fit (Laplace; or glmer-poisson)
 #   Rscript bench/lme4_job.R compare DATA.csv NAME=FORMULA ...   # anova() of REML fits
 #   Rscript bench/lme4_job.R compare-details DATA.csv NAME=FORMULA ...
 #
@@ -15,7 +16,8 @@
 #   BENCH<TAB>fit<TAB>name<TAB>method<TAB>criterion<TAB>feval<TAB>nobs
 #   BENCH<TAB>anova<TAB>name<TAB>npar<TAB>deviance<TAB>logLik
 # where criterion is the REML criterion (-2 REML log-likelihood) of a REML fit
-# or the deviance (-2 log-likelihood) of an ML fit, as mixcli's "criterion".
+# or the deviance (-2 log-likelihood) of an ML fit, as mixcli's "criterion"
+# (for glmer: -2 logLik, the Laplace approximation it minimises).
 
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) < 3) stop("usage: lme4_job.R fit|compare|compare-details DATA FORMULA...")
@@ -42,6 +44,14 @@ if (mode %in% c("fit", "fit-ml")) {
   m <- lmer(as.formula(specs[[1]]), data = d, REML = mode == "fit")
   print(summary(m))
   report_fit("fit", m)
+} else if (mode %in% c("glmer-binomial", "glmer-poisson")) {
+  fam <- if (mode == "glmer-binomial") binomial else poisson
+  # text columns as factors (read.csv leaves them character; glmer needs a factor response)
+  d[] <- lapply(d, function(x) if (is.character(x)) factor(x) else x)
+  m <- glmer(as.formula(specs[[1]]), data = d, family = fam)
+  print(summary(m))
+  cat(sprintf("BENCH\tfit\tfit\tLaplace\t%.10f\t%d\t%d\n", -2 * as.numeric(logLik(m)),
+              as.integer(m@optinfo$feval), nobs(m)))
 } else if (mode %in% c("compare", "compare-details")) {
   eq <- regexpr("=", specs, fixed = TRUE)
   names <- substr(specs, 1, eq - 1)

@@ -4,7 +4,8 @@
 how many times the criterion was evaluated, so bench/run.py runs this script
 once per job (outside the timed runs) and reads one JSON object per model:
 
-    python bench/mixcli_details.py fit DATA FORMULA
+    python bench/mixcli_details.py fit DATA FORMULA            # REML (fit-ml: ML)
+    python bench/mixcli_details.py glmm-binomial DATA FORMULA  # glmer's Laplace fit (glmm-poisson)
     python bench/mixcli_details.py compare DATA NAME=FORMULA ...
 
 ``compare`` reports the ML fits that ``mixcli compare`` makes and, for
@@ -41,9 +42,18 @@ def main(argv: list[str]) -> int:
     from mixcli.model import fit_frame
 
     table = read_table(path)
-    if mode == "fit":
+    if mode.startswith("glmm-"):
+        from mixcli.family import family
+        from mixcli.glmm import GlmmModel
+
+        frame = model_frame(table, specs[0], family=family(mode[5:]))
+        t0 = time.perf_counter()
+        result = GlmmModel(frame).fit()
+        print(json.dumps(_record("fit", result, time.perf_counter() - t0)), flush=True)
+        return 0
+    if mode in ("fit", "fit-ml"):
         named = [("fit", specs[0])]
-        methods = (True,)
+        methods = (mode == "fit",)
     elif mode == "compare":
         named = [tuple(s.split("=", 1)) for s in specs]
         methods = (True, False)

@@ -63,7 +63,11 @@ KB07_FORMULA = f"RTtrunc ~ {_KB07_EFFECTS} + ({_KB07_EFFECTS} | subj) + ({_KB07_
 # The targets name data sizes in rows (89k, 898k); the simulator makes about
 # 11.2 rows per school, so those sizes are 8,000 and 80,000 schools.
 SMALL_SCHOOLS, MEDIUM_SCHOOLS, LARGE_SCHOOLS = 107, 8_000, 80_000
-SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4, "ratings": 5}
+SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4, "ratings": 5, "glmm100k": 6, "glmm1m": 7, "verbagg": 8}
+# GLMMs (glmer's targets): a school/class logistic model on ~100k and ~1M rows, and VerbAgg's shape
+GLMM_SCHOOLS, GLMM_MILLION_SCHOOLS = 9_000, 89_500
+GLMM_NESTED = "pass ~ ses + (1 | schoolid) + (1 | classid)"
+VERBAGG = "r2 ~ Anger + Gender + btype + situ + mode + (1 | id) + (1 | item)"
 
 
 # ---------------------------------------------------------------------------
@@ -96,7 +100,8 @@ def classroom_data(name: str, n_schools: int) -> Path:
     from mixcli.simulate import simulate_classroom
 
     path = DATA / f"{name}.csv"
-    settings = {"kind": "classroom", "schools": n_schools, "seed": SEEDS[name], "numpy": np.__version__}
+    # (version 2: the simulator's pass/fail and count outcomes)
+    settings = {"kind": "classroom", "schools": n_schools, "seed": SEEDS[name], "numpy": np.__version__, "version": 2}
     if not _manifest_ok(path, settings):
         print(f"  generating {path.relative_to(ROOT)} ({n_schools:,} schools)", flush=True)
         _write_with_manifest(path, simulate_classroom(n_schools, SEEDS[name]), settings)
@@ -186,6 +191,47 @@ def ratings_data() -> Path:
     if not _manifest_ok(path, settings):
         print(f"  generating {path.relative_to(ROOT)} (MovieLens 1M shape, crossed)", flush=True)
         _write_with_manifest(path, simulate_ratings(SEEDS["ratings"]), settings)
+    return path
+
+
+def simulate_verbagg(seed: int, n_subjects: int = 316):
+    """VerbAgg's shape (lme4's data, not redistributed here): 316 respondents × 24 items =
+    7,584 binary answers (would they curse/scold/shout, want/do, when another or they
+    themselves are to blame), respondents' trait anger (11..39) and gender, crossed random
+    intercepts with glmer's SDs for ``r2 ~ Anger + Gender + btype + situ + mode + (1|id) +
+    (1|item)`` (about 1.34 for id and 0.45 for item) and coefficients of its sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    anger = np.clip(np.rint(rng.normal(20.0, 4.9, n_subjects)), 11, 39).astype(np.int64)
+    male = rng.random(n_subjects) < 73 / 316
+    items = [(b, s, m, r) for s in ("other", "self") for b in ("curse", "scold", "shout")
+             for m in ("want", "do") for r in (0, 1)]  # 24 items: 12 situations, 2 wordings each
+    b_eff = {"curse": 0.0, "scold": -1.06, "shout": -2.10}
+    s_eff, m_eff = {"other": 0.0, "self": -1.05}, {"want": 0.0, "do": -0.71}
+    u = 1.34 * rng.standard_normal(n_subjects)
+    v = 0.45 * rng.standard_normal(len(items))
+    subj = np.repeat(np.arange(n_subjects), len(items))
+    item = np.tile(np.arange(len(items)), n_subjects)
+    eta = (-0.21 + 0.057 * anger[subj] + 0.32 * male[subj] + u[subj] + v[item]
+           + np.array([b_eff[b] + s_eff[s] + m_eff[m] for b, s, m, _ in items])[item])
+    r2 = np.where(rng.random(len(eta)) < 1.0 / (1.0 + np.exp(-eta)), "Y", "N")
+    return {
+        "Anger": anger[subj], "Gender": np.where(male, "M", "F")[subj],
+        "item": np.array([f"S{i // 2 + 1}{'ab'[r]}" for i, (*_, r) in enumerate(items)])[item],
+        "btype": np.array([b for b, *_ in items])[item], "situ": np.array([s for _, s, *_ in items])[item],
+        "mode": np.array([m for _, _, m, _ in items])[item], "id": subj + 1, "r2": r2,
+    }
+
+
+def verbagg_data() -> Path:
+    import numpy as np
+
+    path = DATA / "verbagg.csv"
+    settings = {"kind": "verbagg", "seed": SEEDS["verbagg"], "numpy": np.__version__, "version": 1}
+    if not _manifest_ok(path, settings):
+        print(f"  generating {path.relative_to(ROOT)} (VerbAgg's shape, crossed binary)", flush=True)
+        _write_with_manifest(path, simulate_verbagg(SEEDS["verbagg"]), settings)
     return path
 
 
@@ -366,6 +412,7 @@ class Job:
     seconds_goal: float | None = None  # mixcli median must be below this
     memory_mib_goal: float | None = None  # mixcli peak must be at most this many MiB
     extra: list[Tool] = field(default_factory=list)  # timed alone (statsmodels)
+    details_mode: str = "fit"  # bench/mixcli_details.py's mode for the untimed evaluation counts
     rows: int = 0
     notes: list[str] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)  # per model: criteria and evaluations
@@ -506,11 +553,17 @@ def fit_has_ddf() -> bool:
 
 
 def fit_job(name: str, title: str, data: Path, formula: str, reps: int, ddf_none: bool = False, ml: bool = False,
-            **goals) -> Job:
+            family: str | None = None, **goals) -> Job:
+    """``mixcli fit`` next to ``lmer`` (REML, or ML with ``ml``), or next to ``glmer`` with ``family``."""
+    if family is not None:
+        mix = Tool("mixcli", [mixcli_cmd("fit", "--format", "json", "--family", family, str(data), formula)],
+                   parse_mixcli_fit)
+        r = Tool("lme4", [rscript_cmd(f"glmer-{family}", str(data), formula)], parse_r)
+        return Job(name, title, data, reps, mix, r, details_mode=f"glmm-{family}", **goals)
     method = ["--ml"] if ml else []
     mix = Tool("mixcli", [mixcli_cmd("fit", "--format", "json", *method, str(data), formula)], parse_mixcli_fit)
     r = Tool("lme4", [rscript_cmd("fit-ml" if ml else "fit", str(data), formula)], parse_r)
-    job = Job(name, title, data, reps, mix, r, **goals)
+    job = Job(name, title, data, reps, mix, r, details_mode="fit-ml" if ml else "fit", **goals)
     if ddf_none:
         # mixcli fit adds Satterthwaite df and p-values by default (lmerTest's
         # t tests), which lme4's summary() does not compute: also time the
@@ -606,12 +659,12 @@ def collect_details(job: Job, compare_mode: bool) -> None:
         return
 
     formula = job.mixcli.steps[0][-1]
-    extra = _details_run("fit", job, formula)
+    extra = _details_run(job.details_mode, job, formula)
     md = extra[0] if extra else {}
     mo = next(iter(mix_out.values()), {})
-    r = r_out.get("fit/REML", {})
+    r = next(iter(r_out.values()), {})
     job.details.append(dict(
-        model=formula, method="REML", mixcli=mo.get("criterion"), lme4=r.get("criterion"),
+        model=formula, method=r.get("method", mo.get("method", "?")), mixcli=mo.get("criterion"), lme4=r.get("criterion"),
         mixcli_evals=evals(mo, md), lme4_evals=r.get("evaluations"), stages=md.get("stages", []),
     ))
     for tool in job.extra:
@@ -967,6 +1020,17 @@ def main(argv=None) -> int:
                             ddf_none=ddf, ml=True, target="≤ 1/10 of lme4's time", ratio_goal=10.0))
     elif "kb07" in wanted:
         notes.append(f"kb07: {KB07} not available (the shared data: ../shared or $MIXCLI_SHARED); job skipped")
+    if "glmm-crossed" in wanted:
+        jobs.append(fit_job("glmm-crossed", "GLMM: crossed binary, VerbAgg's shape", verbagg_data(), VERBAGG, reps,
+                            family="binomial", target="≤ 1/5 of glmer's time", ratio_goal=5.0))
+    if "glmm-100k" in wanted:
+        data = classroom_data("glmm100k", GLMM_SCHOOLS)
+        jobs.append(fit_job("glmm-100k", f"GLMM: pass/fail in classes in {GLMM_SCHOOLS:,} schools", data, GLMM_NESTED,
+                            reps, family="binomial", target="≤ 1/10 of glmer's time", ratio_goal=10.0))
+    if "glmm-1m" in wanted:
+        data = classroom_data("glmm1m", GLMM_MILLION_SCHOOLS)
+        jobs.append(fit_job("glmm-1m", f"GLMM: pass/fail in classes in {GLMM_MILLION_SCHOOLS:,} schools", data,
+                            GLMM_NESTED, args.reps_slow, family="binomial", target="in seconds", seconds_goal=30.0))
     if "ratings" in wanted:
         # lme4 takes about half an hour per run here: one run of each tool, unless --reps-slow says more
         jobs.append(fit_job("ratings", "crossed user × item, MovieLens 1M shape", ratings_data(), RATINGS,
@@ -1039,7 +1103,8 @@ def main(argv=None) -> int:
     return 0
 
 
-JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed", "kb07", "ratings"]
+JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed", "kb07", "glmm-crossed",
+             "glmm-100k", "glmm-1m", "ratings"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,9 +131,6 @@ def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: in
     """
     if n < 1:
         raise UsageError("--bootstrap needs at least 1 replicate")
-    if comp.family is not None:
-        raise UsageError("--bootstrap: the parametric bootstrap is for linear mixed models so far; for GLMMs "
-                         "compare the χ² and boundary-mixture p-values")
     if seed is None:
         import secrets
 

@@ -27,10 +27,11 @@ from .engine.agq import MAX_NODES, agq_deviance
 from .engine.derivatives import gradient_hessian
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
-from .errors import UsageError
+from .errors import FitError, UsageError
+from .family import family as make_family
 from .frame import ModelFrame, model_frame
 from .inference.distributions import norm_cdf
-from .model import build_structure
+from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
 from .results import Correlation, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
 from .singular import singular_fit_warnings
 from .table import Table
@@ -48,8 +49,12 @@ STAGE1_TOL = {"ftol_rel": 1e-12, "ftol_abs": 1e-8, "xtol_abs": 1e-6}
 SEPARATION = 15.0
 
 
-def fit_glmm(data, formula, family, nagq: int = 1, weights=None, progress: Progress | None = None) -> "GlmmResult":
-    """Fit ``formula`` to ``data`` (DataFrame, mapping of columns, or Table) as a GLMM of ``family``."""
+def fit_glmm(data, formula, family, link: str | None = None, nagq: int = 1, weights=None,
+             progress: Progress | None = None) -> "GlmmResult":
+    """Fit ``formula`` to ``data`` (DataFrame, mapping of columns, or Table) as a GLMM of ``family``
+    (a ``Family``, or its name with ``link``)."""
+    if isinstance(family, str):
+        family = make_family(family, link)
     table = Table.from_mapping(data)
     frame = model_frame(table, formula, family=family, weights=weights)
     return GlmmModel(frame).fit(nagq=nagq, progress=progress)
@@ -77,13 +82,14 @@ class GlmmModel:
 
     def __init__(self, frame: ModelFrame):
         self.frame = frame
-        self.structure = build_structure(frame)
+        self.structure = build_structure(frame, response=False)
         n = frame.n
         self.data = GlmmData(self.structure, frame.X, frame.y,
                              frame.weights if frame.weights is not None else np.ones(n),
                              frame.offset if frame.offset is not None else np.zeros(n), frame.family)
         self._last: Modes | None = None  # warm starts for PIRLS
-        self.pirls_failures = 0
+        self.pirls_failures = 0  # of pirls_runs criterion evaluations (optimisers' and the Hessian's)
+        self.pirls_runs = 0
 
     # ------------------------------------------------------------------ criteria
     def devfun0(self) -> Callable[[np.ndarray], float]:
@@ -91,6 +97,8 @@ class GlmmModel:
         def fn(theta_w):
             last = self._last
             m = pirls(self.data, theta_w, None, u0=last.u if last else None, beta0=last.beta if last else None)
+            if not m.converged and last is not None:
+                m = _better(m, pirls(self.data, theta_w, None))
             return self._value(m, 0)
         return fn
 
@@ -102,14 +110,19 @@ class GlmmModel:
             theta_w, beta = par[:k], beta0 + scale * par[k:]
             last = self._last
             m = pirls(self.data, theta_w, beta, u0=last.u if last else None)
+            if not m.converged and last is not None:
+                m = _better(m, pirls(self.data, theta_w, beta))
             return self._value(m, nagq)
         return fn
 
     def _value(self, m: Modes, nagq: int) -> float:
+        self.pirls_runs += 1
         if not m.converged:
             self.pirls_failures += 1
         value = agq_deviance(self.data, m, nagq) if nagq > 1 else laplace(self.data, m)
-        if math.isfinite(value):
+        if math.isfinite(value) and m.converged:
+            # (warm starts only from converged modes: PIRLS stopped on the links' clamps, μ = ε,
+            # would hold every later evaluation there)
             self._last = m
         return value
 
@@ -118,7 +131,24 @@ class GlmmModel:
         check_nagq(self.frame, nagq)
         st = self.structure
         stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower, **STAGE0_TOL if nagq else {})
-        minimize_theta(self.devfun0(), stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
+        fn0 = self.devfun0()
+        minimize_theta(fn0, stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
+        if self._worth_more_starts(stage0):
+            # Criteria on the boundary or with few groups often have several local minima (as
+            # for LMMs, model.optimize); a GLMM's first stage is cheap: try a small and a large start.
+            best = (stage0.theta, stage0.fmin)
+            for factor in (SMALL_START, SECOND_START):
+                minimize_theta(fn0, stage0, progress, stage=f"from {factor:g} × the start (nAGQ = 0)",
+                               start=factor * st.theta_start)
+                if stage0.fmin < best[1]:
+                    best = (stage0.theta, stage0.fmin)
+            stage0.theta, stage0.fmin = best
+            stage0.stages.append(f"chosen: {best[1]:.10f}")
+        if not math.isfinite(stage0.fmin):
+            raise FitError(
+                f"the likelihood could not be computed at any of the {stage0.evaluations} parameter values "
+                f"tried (PIRLS failed at every one; largest response {float(np.max(np.abs(self.frame.y))):.6g}): "
+                "check the response and predictors for extreme values, or simplify the model")
         theta0 = stage0.theta
         m0 = pirls(self.data, theta0, None, u0=self._last.u if self._last else None,
                    beta0=self._last.beta if self._last else None)
@@ -141,6 +171,12 @@ class GlmmModel:
         hessian = self._hessian(fn, par, k, scale)
         return self.result(par[:k], beta0 + scale * par[k:], stage1, nagq, hessian, rx_vcov)
 
+    def _worth_more_starts(self, stage0: OptSummary) -> bool:
+        st = self.structure
+        if stage0.theta is None or not math.isfinite(stage0.fmin):
+            return False
+        return bool(np.any(stage0.theta[st.theta_is_diag] == 0.0)) or min(t.n_levels for t in st.terms) < FEW_LEVELS
+
     def _hessian(self, fn, par, k, scale):
         """The Hessian of the deviance in (θ̃, β) at the optimum, by central differences: steps of
         1% of θ̃ (0.001 at 0) and a twentieth of a standard error in β (steps relative to β's
@@ -160,6 +196,11 @@ class GlmmModel:
         system of the first stage (lme4's too)."""
         st, frame, data = self.structure, self.frame, self.data
         m = pirls(data, theta_w, beta, u0=self._last.u if self._last else None)
+        if data.family.link.name == "sqrt" and not np.any(data.offset) and np.sum(m.eta) < 0:
+            # μ = η²: (β, u) and (−β, −u) give the same μ and likelihood; report the one with
+            # η mostly positive (η = √μ, glmer's convention). The β block of the vcov is unchanged.
+            beta = -np.asarray(beta)
+            m = pirls(data, theta_w, beta, u0=[-v for v in m.u])
         value = agq_deviance(data, m, nagq) if nagq > 1 else laplace(data, m)
         opt.fmin = value
         theta = st.to_user(theta_w)
@@ -181,13 +222,6 @@ class GlmmModel:
         varcorr = varcorr[:-1]  # no residual in a GLMM
         singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
         converged = opt.converged
-        if self.pirls_failures:
-            warnings.append(f"PIRLS did not converge at {self.pirls_failures} of the {opt.evaluations} parameter "
-                            "values tried (the optimiser moved on from them)")
-        if not m.converged:
-            converged = False
-            warnings.append("PIRLS did not converge at the estimate: the conditional modes, and so the "
-                            "likelihood, are approximate; simplify the model or check the data")
         separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
         if separated:
             warnings.append(
@@ -197,17 +231,33 @@ class GlmmModel:
                 f"the estimate for {', '.join(separated)} is extreme (|estimate| > 15 on the link scale)")
         if singular:
             warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
+        if self.pirls_failures:
+            warnings.append(f"PIRLS did not converge at {self.pirls_failures} of the {self.pirls_runs} parameter "
+                            "values tried (the optimiser moved on from them)")
+        if not m.converged:
+            converged = False
+            warnings.append("PIRLS did not converge at the estimate: the conditional modes, and so the "
+                            "likelihood, are approximate; simplify the model or check the data")
         messages = list(frame.messages)
-        dev = float(np.sum(data.dev_resids(m.mu)))
-        pearson = (data.y - m.mu) * np.sqrt(data.wt / data.family.variance(m.mu))
+        with np.errstate(over="ignore", divide="ignore"):  # (μ at the links' ε: an infinite χ²)
+            dev = float(np.sum(data.dev_resids(m.mu)))
+            pearson_chisq = float(np.sum(data.wt * (data.y - m.mu) ** 2 / data.family.variance(m.mu)))
         return GlmmResult(
             formula=frame.formula.text, family=frame.family.name, link=frame.family.link.name, nagq=nagq,
             nobs=frame.n, n_dropped=frame.n_dropped, ngroups=frame.ngroups, fixef=fixef,
             vcov=vcov if vcov is not None else np.zeros((0, 0)), theta=theta, theta_names=theta_names(frame),
             varcorr=varcorr, correlations=correlations, criterion=float(value), npar=p + st.n_theta,
-            deviance=dev, pearson_chisq=float(np.sum(pearson**2)), singular=singular, converged=converged,
+            deviance=dev, pearson_chisq=pearson_chisq, singular=singular, converged=converged,
             warnings=warnings, messages=messages, optsummary=opt, frame=frame, structure=st, modes=m, data=data,
         )
+
+
+def _better(a: Modes, b: Modes) -> Modes:
+    """Of two PIRLS runs at the same parameters (a warm and a fresh start): a converged one,
+    else the lower penalised deviance."""
+    if a.converged != b.converged:
+        return a if a.converged else b
+    return a if a.pdev <= b.pdev else b
 
 
 def _hessian_vcov(h: np.ndarray, k: int) -> np.ndarray | None:

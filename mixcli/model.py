@@ -68,10 +68,12 @@ def fit_frame(frame: ModelFrame, reml: bool = True, progress: Progress | None = 
     return Model(frame).fit(reml=reml, progress=progress)
 
 
-def build_structure(frame: ModelFrame) -> ModelStructure:
-    """The θ-free structure of a frame's model: terms, θ layout, nesting, per-level sums."""
+def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
+    """The θ-free structure of a frame's model: terms, θ layout, nesting, per-level sums (of
+    X and y; without ``response`` of X and zeros, for a GLMM, whose PIRLS supplies its own)."""
     keep_freed_memory()
-    return ModelStructure(frame.terms, np.column_stack([frame.X, frame.y]))
+    y = frame.y if response else np.zeros(frame.n)
+    return ModelStructure(frame.terms, np.column_stack([frame.X, y]))
 
 
 def devfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], float]:

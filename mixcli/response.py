@@ -24,6 +24,7 @@ from .formula.evaluate import categorical, evaluate, is_factor, where_in_data
 from .table import Table
 
 INTEGER_TOL = 1e-3  # R's binomial() warns about non-integer successes beyond this
+MAX_COUNT = 2.0**53  # beyond, counts are not exact integers in double precision
 
 
 def prior_weights(weights, table: Table, rows: np.ndarray) -> np.ndarray | None:
@@ -86,6 +87,9 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
             for part, values in ((response.args[0].label, s), (response.args[1].label, f)):
                 if np.any(~np.isfinite(values)):
                     raise DataError(f"cbind(): {part} has an infinite value; counts must be finite")
+                if np.any(values > MAX_COUNT):
+                    raise DataError(f"cbind(): {part} has the count {float(values[values > MAX_COUNT][0]):g}, "
+                                    "beyond 2^53 (not exact in double precision); check the data")
                 if np.any(values < 0):
                     raise DataError(f"cbind(): {part} has a negative value ({values[values < 0][0]:g}); "
                                     "cbind(successes, failures) needs non-negative counts")
@@ -132,6 +136,10 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
     if np.any(y < 0):
         raise DataError(f"the response '{label}' has a negative value ({float(y[y < 0][0]):g}); poisson counts "
                         "must be non-negative")
+    if np.any(y > MAX_COUNT):
+        raise DataError(f"the response '{label}' has the count {float(y[y > MAX_COUNT][0]):g}, beyond 2^53 "
+                        "(counts so large are not exact in double precision, and their likelihood loses all "
+                        "its digits): rescale them and fit a linear mixed model, or check the data")
     if np.all(y == 0):
         raise DataError(f"the response '{label}' is 0 in every row used; a poisson model needs some counts")
     if np.any(y != np.round(y)):

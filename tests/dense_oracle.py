@@ -73,9 +73,12 @@ def dense_laplace(frame, st, theta, beta, family, wt, offset, iterations=100):
         grad = zl.T @ (wt * (y - mu) * d / family.variance(mu)) - u
         step = np.linalg.solve(zl.T @ (zl * w[:, None]) + np.eye(q), grad)
         t = 1.0
-        while t > 1e-10 and pdev(u + t * step) > current:
-            t /= 2
-        new = pdev(u + t * step)
+        with np.errstate(over="ignore", invalid="ignore"):
+            while t > 1e-10 and not pdev(u + t * step) <= current:  # (a NaN is no descent)
+                t /= 2
+            new = pdev(u + t * step)
+        if not new <= current:
+            break
         u = u + t * step
         if abs(current - new) < 1e-14 * (abs(new) + 1):
             current = new

@@ -128,3 +128,70 @@ def test_compare_cli_reports_p_boot():
     assert plain["bootstrap"] is None and all(r["p_boot"] is None for r in plain["models"])
     bad = CliRunner().invoke(main, ["compare", str(SLOPES), f1, f2, "--seed", "3"])
     assert bad.exit_code == 2
+
+
+# ---------------------------------------------------------------- GLMMs
+
+GLMM_COUNTS = FIXTURES / "data" / "glmm_counts.csv"
+GLMM_BINARY = FIXTURES / "data" / "glmm_binary.csv"
+
+
+def _glmm(path, formula, fam):
+    from mixcli.family import family
+    from mixcli.glmm import GlmmModel
+
+    return GlmmModel(model_frame(cached_table(path), formula, family=family(fam))).fit()
+
+
+@pytest.mark.parametrize("path,formula,fam", [
+    (GLMM_COUNTS, "ticks ~ cheight + (1 | location)", "poisson"),
+    (GLMM_BINARY, "pass ~ ses + (1 | schoolid) + (1 | classid)", "binomial"),
+])
+def test_a_glmm_refit_of_the_observed_response_is_the_fit(path, formula, fam):
+    """A replicate's refit starts from the estimate: on the data themselves it must return the
+    fit's own −2 logLik (the optimum: not lower, beyond the optimiser's tolerance)."""
+    m = _glmm(path, formula, fam)
+    job = make_job(m, m, reml=False, seed=0)
+    again = job.small.refit(m.data.y)
+    assert again == pytest.approx(m.criterion, abs=1e-5)
+
+
+def test_simulated_counts_have_the_models_moments():
+    """Poisson, log link, (1 | g): E y* = exp(Xβ̂ + σ²/2) and Var y* = E y* + (E y*)² (e^{σ²} − 1),
+    the lognormal-Poisson closed forms."""
+    m = _glmm(GLMM_COUNTS, "ticks ~ cheight + (1 | location)", "poisson")
+    job = make_job(m, m, reml=False, seed=0)
+    s2 = m.varcorr[0].variance
+    rng = np.random.default_rng(4)
+    ys = np.array([simulate_response(job, rng) for _ in range(4000)])
+    mean = np.exp(job.mean + s2 / 2)
+    var = mean + mean**2 * np.expm1(s2)
+    z = (ys.mean(axis=0) - mean) / np.sqrt(var / 4000)
+    assert np.abs(z).max() < 5  # every row's mean, within 5 of its standard errors
+    assert ys.var(axis=0).mean() == pytest.approx(var.mean(), rel=0.1)
+    assert np.all(ys == np.round(ys)) and ys.min() >= 0
+
+
+def test_glmm_bootstrap_is_reproducible_and_independent_of_the_number_of_processes():
+    small = _glmm(GLMM_BINARY, "pass ~ ses + (1 | schoolid)", "binomial")
+    big = _glmm(GLMM_BINARY, "pass ~ ses + (1 | schoolid) + (1 | classid)", "binomial")
+    one = bootstrap_lrt(small, big, 16, seed=3, workers=1)
+    two = bootstrap_lrt(small, big, 16, seed=3, workers=2)
+    assert np.array_equal(one.replicates, two.replicates) and one.failed == 0
+    assert one.statistic == pytest.approx(2 * (big.loglik - small.loglik))
+    assert np.all(one.replicates >= 0)
+    # binary draws: every y* is 0/1
+    ys = simulate_response(make_job(small, big, reml=False, seed=3), np.random.default_rng(0))
+    assert set(np.unique(ys)) <= {0.0, 1.0}
+
+
+def test_compare_cli_bootstraps_glmms():
+    from click.testing import CliRunner
+
+    from mixcli.cli import main
+
+    args = ["compare", str(GLMM_COUNTS), "ticks ~ cheight + (1 | location)",
+            "ticks ~ cheight + (1 | location/brood)", "--family", "poisson", "--bootstrap", "16", "--seed", "5"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.stderr
+    assert "Pr(boot)" in out.stdout and "refitted by ML (Laplace) (seed 5)" in out.stdout

@@ -29,8 +29,8 @@ from conftest import FIXTURES, cached_table, load_json
 
 REF = load_json(FIXTURES / "glmm_reference.json")
 CASES = [k for k, v in REF.items() if not k.startswith("_") and v.get("loglik") is not None]
-# the sqrt link's likelihood has a mode for each sign pattern of η (μ = η²): glmer's start
-# (η from mustart) leads it to a better optimum than mixcli's (a GLM fit of the fixed effects)
+# the sqrt link's penalised deviance has a mode for each sign pattern of η (μ = η²): mixcli keeps
+# the lower of its warm and fresh PIRLS starts and reaches a Laplace deviance 61 below glmer's
 DIFFERENT_OPTIMUM = {"poisson_sqrt"}
 SEPARATED = {"separation_quasi"}  # estimates run away: compared by the warning, not the numbers
 
@@ -54,11 +54,12 @@ def fitted(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_glmer(case):
-    if case in DIFFERENT_OPTIMUM:
-        pytest.xfail("a different local optimum of the sqrt link (see DIFFERENT_OPTIMUM)")
     r = REF[case]
     model, m = fitted(case)
     assert m.converged
+    if case in DIFFERENT_OPTIMUM:
+        assert m.loglik > r["loglik"] + 10  # a better optimum, not a nearby one (the next test: a real one)
+        return
     assert [f.term for f in m.fixef] == list(r["fixef"])
     if case in SEPARATED:
         assert any("complete separation" in w for w in m.warnings)
@@ -77,7 +78,7 @@ def test_matches_glmer(case):
     assert m.aic == pytest.approx(m.criterion + 2 * m.npar)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if REF[c]["nAGQ"] == 1 and c not in SEPARATED | DIFFERENT_OPTIMUM])
+@pytest.mark.parametrize("case", [c for c in CASES if REF[c]["nAGQ"] == 1 and c not in SEPARATED])
 def test_the_optimum_is_at_least_glmers(case):
     """mixcli's Laplace deviance at its estimate ≤ the same function at glmer's estimate."""
     r = REF[case]

@@ -39,6 +39,8 @@ def agq_deviance(data: GlmmData, modes: Modes, n_nodes: int) -> float:
     term = st.terms[0]
     lam = st.engine_lambdas(modes.theta, working=True)
     fac = modes.factor
+    if fac is None or not fac.ok:
+        return math.inf
     diag_l = fac.lss[0][0, 0] if fac.lss[0] is not None else None
     if diag_l is None or not np.all(np.isfinite(diag_l)):
         return math.inf

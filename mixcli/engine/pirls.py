@@ -41,6 +41,9 @@ TOL = 1e-10
 TOL_NONCANONICAL = 1e-14
 CANONICAL = {"binomial": "logit", "poisson": "log"}
 MAX_ITER = 60
+# Links under which pdev(u) is not convex: with μ = η², the Poisson deviance has a mode for
+# each sign pattern of η (every other family-link pair here is log-concave in η).
+MULTIMODAL = {"sqrt"}
 MAX_HALVINGS = 20
 
 
@@ -109,8 +112,16 @@ def pirls(data: GlmmData, theta_w: np.ndarray, beta: np.ndarray | None, u0: list
           beta0: np.ndarray | None = None) -> Modes:
     """The conditional modes at θ̃ (working) and β — or (u, β) jointly when ``beta`` is None,
     starting from ``beta0`` — by PIRLS from ``u0`` (default 0)."""
+    theta_w = np.asarray(theta_w, dtype=float)
     with np.errstate(all="ignore"):
-        return _pirls(data, np.asarray(theta_w, dtype=float), beta, u0, beta0)
+        modes = _pirls(data, theta_w, beta, u0, beta0)
+        if u0 is not None and data.family.link.name in MULTIMODAL:
+            # pdev has a mode per sign pattern of η: a warm start can keep PIRLS in a worse one
+            # along a path of θ; the start from u = 0 is tried as well and the lower pdev kept
+            fresh = _pirls(data, theta_w, beta, None, beta0)
+            if fresh.pdev < modes.pdev:
+                modes = fresh
+        return modes
 
 
 def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
@@ -134,14 +145,19 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         u = zero_modes(st)
         eta = data.offset + xb
         mu = link.linkinv(eta)
-        if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
-            if fixed:  # β puts η outside the link's domain: no likelihood here
-                return Modes(np.asarray(theta_w, float), u, b, eta, mu, None, np.zeros(len(eta)), math.inf, 0, False)
+        if not (fam.valid_eta(eta) and fam.valid_mu(mu)) and not fixed:
             b = glm_start(data)
             xb = data.x @ b
             eta = data.offset + xb
             mu = link.linkinv(eta)
     pdev = _pdev(data, mu, u)
+    if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
+        # Still outside (μ = 0 from η = 0 under the sqrt link; μ ≤ 0 under the identity): the
+        # first step's weights and working response come from the family's starting μ, as
+        # glmer's do, and the step is taken whatever pdev was (it was not finite).
+        mu = fam.mustart(data.y, data.wt)
+        eta = link.linkfun(mu)
+        pdev = math.inf
     tol = TOL if CANONICAL.get(fam.name) == link.name else TOL_NONCANONICAL
     converged = False
     fac = None
@@ -193,26 +209,34 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
 def glm_start(data: GlmmData) -> np.ndarray:
     """β of the fixed effects alone (a GLM, by IRLS with step-halving), the first stage's start.
 
-    Starts from the intercept-only fit where η = g(ȳ) is valid for the link, else from the
-    family's starting μ (R's mustart) projected on X; each step that leaves the link's domain
-    or raises the deviance is halved.
+    Starts as R's glm() and glmer do: one weighted least-squares step from the family's
+    starting μ (mustart, e.g. y + 0.1 for counts). The start matters beyond speed where the
+    likelihood has several modes (the sqrt link: one per sign pattern of η), and glmer's is
+    the one its users know. Where that step leaves the link's domain, the start is the
+    intercept-only fit η = g(ȳ). Each later step that leaves the domain or raises the
+    deviance is halved.
     """
     fam, link, x = data.family, data.family.link, data.x
     p = x.shape[1]
     if p == 0:
         return np.zeros(0)
-    ybar = float(np.sum(data.wt * data.y) / np.sum(data.wt))
-    ones = np.all(x == 1.0, axis=0)
     with np.errstate(all="ignore"):
-        b = np.zeros(p)
-        level = link.linkfun(np.array([min(max(ybar, 1e-8), 1 - 1e-8) if fam.name == "binomial" else max(ybar, 1e-8)]))
-        if ones.any():
-            b[int(np.flatnonzero(ones)[0])] = float(level[0] - np.mean(data.offset))
+        mu = fam.mustart(data.y, data.wt)
+        eta = link.linkfun(mu)
+        mu_eta = link.mu_eta(eta)
+        sw = np.sqrt(data.wt * mu_eta * mu_eta / fam.variance(mu))
+        z = (eta - data.offset) + (data.y - mu) / mu_eta
+        b = _wls(x, sw, z)
         eta = data.offset + x @ b
         mu = link.linkinv(eta)
-        if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
-            mu = fam.mustart(data.y, data.wt)
-            b = np.linalg.lstsq(x, link.linkfun(mu) - data.offset, rcond=None)[0]
+        if not (np.all(np.isfinite(b)) and fam.valid_eta(eta) and fam.valid_mu(mu)):
+            ybar = float(np.sum(data.wt * data.y) / np.sum(data.wt))
+            ones = np.all(x == 1.0, axis=0)
+            b = np.zeros(p)
+            level = link.linkfun(np.array([min(max(ybar, 1e-8), 1 - 1e-8) if fam.name == "binomial"
+                                           else max(ybar, 1e-8)]))
+            if ones.any():
+                b[int(np.flatnonzero(ones)[0])] = float(level[0] - np.mean(data.offset))
             eta = data.offset + x @ b
             mu = link.linkinv(eta)
         dev = float(np.sum(fam.dev_resids(data.y, mu, data.wt)))
@@ -220,8 +244,9 @@ def glm_start(data: GlmmData) -> np.ndarray:
             mu_eta = link.mu_eta(eta)
             w = data.wt * mu_eta * mu_eta / fam.variance(mu)
             z = (eta - data.offset) + (data.y - mu) / mu_eta
-            sw = np.sqrt(w)
-            new = np.linalg.lstsq(x * sw[:, None], z * sw, rcond=None)[0]
+            new = _wls(x, np.sqrt(w), z)
+            if not np.all(np.isfinite(new)):  # (weights or working response not finite: μ = 0)
+                break
             step = 1.0
             for _ in range(MAX_HALVINGS):
                 cand = b + step * (new - b)
@@ -241,6 +266,17 @@ def glm_start(data: GlmmData) -> np.ndarray:
     return b
 
 
+def _wls(x: np.ndarray, sw: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Weighted least squares of z on x with √weights sw; NaN where they are not finite."""
+    a, r = x * sw[:, None], z * sw
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(r))):
+        return np.full(x.shape[1], math.nan)
+    try:
+        return np.linalg.lstsq(a, r, rcond=None)[0]
+    except np.linalg.LinAlgError:  # (the SVD fails on columns beyond ~1e150)
+        return np.full(x.shape[1], math.nan)
+
+
 def _pdev(data: GlmmData, mu: np.ndarray, u: list) -> float:
     dev = float(np.sum(data.dev_resids(mu)))
     return dev + float(sum(np.sum(v * v) for v in u))
@@ -250,6 +286,7 @@ def laplace(data: GlmmData, modes: Modes) -> float:
     """The Laplace approximation to −2 log L at the modes (lme4's −2 logLik, nAGQ = 1)."""
     if modes.factor is None or not modes.factor.ok:
         return math.inf
-    aic = data.family.aic(data.y, modes.mu, data.wt, data.aic_constant)
-    value = aic + modes.usq + modes.logdet
+    with np.errstate(divide="ignore", invalid="ignore"):  # (log 0 on a singular factor: inf)
+        aic = data.family.aic(data.y, modes.mu, data.wt, data.aic_constant)
+        value = aic + modes.usq + modes.logdet
     return value if math.isfinite(value) else math.inf

@@ -209,9 +209,14 @@ class ModelStructure:
         ~1e-13 (mathscore ~ 520 ± 35). β̂ is reported as b + the solution.
         """
         x, y = self.xy[:, : self.p], self.xy[:, self.p]
-        self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p and centre else np.zeros(self.p)
-        self.y_centred = y - x @ self.beta_shift if self.p else y.copy()
-        self._sums_xy = np.column_stack([x, self.y_centred])
+        if not centre:  # (PIRLS's weighted copies: no copy of the columns, no least squares)
+            self.beta_shift = np.zeros(self.p)
+            self.y_centred = y
+            self._sums_xy = self.xy
+        else:
+            self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p else np.zeros(self.p)
+            self.y_centred = y - x @ self.beta_shift if self.p else y.copy()
+            self._sums_xy = np.column_stack([x, self.y_centred])
         self.xtx = self._sums_xy.T @ self._sums_xy
 
     def subset(self, rows: np.ndarray) -> "ModelStructure":

@@ -25,6 +25,11 @@ the evaluations. The boundary polishing of a full fit is not needed either:
 a variance parameter that stops at 1e-4 instead of 0 changes the criterion
 by ~1e-8.
 
+For GLMMs the simulation is the family's (lme4's ``simulate``): η* = o + Xβ̂ + Σₜ Zₜ Λ̂ₜ u,
+y* ~ binomial(trials, μ*)/trials or Poisson(μ*); each refit is the second stage of a
+fit (θ and β, PIRLS inside, nAGQ as fitted) from the model's own estimate, with β measured
+in its standard errors, and T* is the difference of the −2 logLik.
+
 Replicate i draws from its own generator, seeded with the i-th child of
 ``numpy.random.SeedSequence(seed)`` (``SeedSequence(seed, spawn_key=(i,))``),
 so the result depends only on the seed and N — not on the number of worker
@@ -50,21 +55,68 @@ MAX_EVAL = 20_000
 
 @dataclass
 class _Spec:
-    """What a worker needs for one model: its structure and start, nothing tied to a frame."""
+    """What a worker needs to refit one LMM: its structure and start, nothing tied to a frame."""
 
     structure: object
     theta: np.ndarray
+    reml: bool
+
+    def refit(self, y: np.ndarray) -> float:
+        """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
+        st = self.structure.with_response(y)
+        start = np.maximum(self.theta, st.theta_lower)
+        summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
+                             ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+        _, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
+        return f if f < 1e300 else math.nan
+
+
+@dataclass
+class _GlmmSpec:
+    """The same for a GLMM: its data (y replaced per replicate), working θ̃, β̂ and SEs, nAGQ."""
+
+    data: object  # engine.pirls.GlmmData
+    theta_w: np.ndarray
+    beta: np.ndarray
+    scale: np.ndarray
+    nagq: int
+
+    def refit(self, y: np.ndarray) -> float:
+        """The minimum −2 logLik for response ``y``: (θ̃, β) from the estimate, PIRLS inside."""
+        from ..engine.agq import agq_deviance
+        from ..engine.pirls import GlmmData, laplace, pirls
+
+        d = self.data
+        data = GlmmData(d.st, d.x, y, d.wt, d.offset, d.family)
+        k = len(self.theta_w)
+        last = [None]
+
+        def fn(par):
+            m = pirls(data, par[:k], self.beta + self.scale * par[k:], u0=last[0])
+            if not m.converged:
+                return math.inf
+            last[0] = m.u
+            return agq_deviance(data, m, self.nagq) if self.nagq > 1 else laplace(data, m)
+
+        start = np.concatenate([self.theta_w, np.zeros(len(self.beta))])
+        lower = np.concatenate([d.st.theta_lower, np.full(len(self.beta), -np.inf)])
+        step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(len(self.beta), 0.5)])
+        summary = OptSummary(start=np.maximum(start, lower), lower=lower, initial_step=step, ftol_abs=FTOL,
+                             ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+        _, f, _ = run(summary, fn)
+        return f if f < 1e300 else math.nan
 
 
 @dataclass
 class _Job:
-    small: _Spec
-    big: _Spec
-    mean: np.ndarray  # Xβ̂ of the smaller model
-    sigma: float
+    small: object  # _Spec or _GlmmSpec
+    big: object
+    mean: np.ndarray  # o + Xβ̂ of the smaller model
+    sigma: float  # (1 for a GLMM)
     lambdas: list  # the smaller model's Λ̂ₜ for the structure's standardised columns (engine_lambdas)
-    reml: bool
     seed: int
+    family: object = None  # a GLMM's family (None: gaussian)
+    trials: np.ndarray | None = None  # a binomial GLMM's prior weights
 
 
 @dataclass
@@ -95,24 +147,22 @@ class BootstrapResult:
 
 
 def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
-    """One y* from the smaller model's fit (terms in order, then the residuals)."""
-    y = job.mean.copy()
-    for term, lam in zip(job.small.structure.terms, job.lambdas):
+    """One y* from the smaller model's fit (terms in order, then the residuals or the family's draw)."""
+    st = job.small.structure if job.family is None else job.small.data.st
+    eta = job.mean.copy()
+    for term, lam in zip(st.terms, job.lambdas):
         u = rng.standard_normal((term.n_levels, term.k))
         b = job.sigma * (u @ lam.T)  # (levels, k): rows are σΛu
-        y += np.einsum("nk,nk->n", term.z, b[term.codes])
-    y += job.sigma * rng.standard_normal(len(y))
-    return y
-
-
-def _refit(spec: _Spec, y: np.ndarray, reml: bool) -> float:
-    """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
-    st = spec.structure.with_response(y)
-    start = np.maximum(spec.theta, st.theta_lower)
-    summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
-                         ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
-    _, f, _ = run(summary, lambda th: criterion(st, th, reml))
-    return f if f < 1e300 else math.nan
+        eta += np.einsum("nk,nk->n", term.z, b[term.codes])
+    if job.family is None:
+        return eta + job.sigma * rng.standard_normal(len(eta))
+    with np.errstate(over="ignore"):
+        mu = job.family.link.linkinv(eta)
+    if job.family.name == "binomial":
+        trials = np.round(job.trials).astype(np.int64)
+        return np.divide(rng.binomial(trials, np.clip(mu, 0.0, 1.0)), trials, out=np.zeros(len(mu)),
+                         where=trials > 0)
+    return rng.poisson(np.minimum(mu, 1e15)).astype(float)
 
 
 def replicate(job: _Job, i: int) -> float:
@@ -120,8 +170,9 @@ def replicate(job: _Job, i: int) -> float:
     rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(i,)))
     y = simulate_response(job, rng)
     try:
-        d_small = _refit(job.small, y, job.reml)
-        d_big = _refit(job.big, y, job.reml)
+        with np.errstate(all="ignore"):
+            d_small = job.small.refit(y)
+            d_big = job.big.refit(y)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         return math.nan
     if not (math.isfinite(d_small) and math.isfinite(d_big)):
@@ -152,19 +203,37 @@ def _run_chunk(indices):
 
 
 def make_job(small, big, reml: bool, seed: int) -> _Job:
-    """The simulation and refit specification for two fitted models (``LmmResult``)."""
+    """The simulation and refit specification for two fitted models (``LmmResult`` or ``GlmmResult``)."""
+    if getattr(small, "family", None) is not None and hasattr(small, "data"):
+        return _glmm_job(small, big, seed)
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])
     mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
     return _Job(
-        small=_Spec(st, np.asarray(small.theta, float)),
-        big=_Spec(big.structure, np.asarray(big.theta, float)),
+        small=_Spec(st, np.asarray(small.theta, float), reml),
+        big=_Spec(big.structure, np.asarray(big.theta, float), reml),
         mean=mean,
         sigma=float(small.sigma),
         lambdas=[np.array(l) for l in st.engine_lambdas(np.asarray(small.theta, float))],
-        reml=reml,
         seed=int(seed),
     )
+
+
+def _glmm_spec(m) -> _GlmmSpec:
+    beta = np.array([f.estimate for f in m.fixef])
+    se = np.array([f.se for f in m.fixef])
+    scale = np.where(np.isfinite(se) & (se > 0), se, 1.0)
+    return _GlmmSpec(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, scale, m.nagq)
+
+
+def _glmm_job(small, big, seed: int) -> _Job:
+    data = small.data
+    beta = np.array([f.estimate for f in small.fixef])
+    mean = data.offset + (data.x @ beta if len(beta) else 0.0)
+    theta = np.asarray(small.theta, float)
+    return _Job(small=_glmm_spec(small), big=_glmm_spec(big), mean=mean, sigma=1.0,
+                lambdas=[np.array(l) for l in data.st.engine_lambdas(theta)], seed=int(seed),
+                family=data.family, trials=data.wt)
 
 
 def default_workers() -> int:

@@ -63,7 +63,11 @@ def notes(comp) -> list[str]:
         )
     boot = getattr(comp, "bootstrap", None)
     if boot is not None:
-        fit = "ML" if comp.refit else "REML"
+        if comp.family is not None:
+            fit = {0: "ML (nAGQ = 0)", 1: "ML (Laplace)"}.get(comp.rows[0].model.nagq,
+                                                                 f"ML (nAGQ = {comp.rows[0].model.nagq})")
+        else:
+            fit = "ML" if comp.refit else "REML"
         out.append(
             f"Pr(boot): parametric bootstrap, {boot['n']} responses simulated from the smaller model of each "
             f"test and both refitted by {fit} (seed {boot['seed']}); Pr(boot) = (1 + #{{T* ≥ Chisq}}) / (N + 1)"
