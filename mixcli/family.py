@@ -37,6 +37,13 @@ class Link:
     linkfun: Callable[[np.ndarray], np.ndarray]  # η = g(μ)
     linkinv: Callable[[np.ndarray], np.ndarray]  # μ = g⁻¹(η)
     mu_eta: Callable[[np.ndarray], np.ndarray]  # dμ/dη
+    both: Callable[[np.ndarray], tuple] | None = None  # (μ, dμ/dη) in one pass, where cheaper
+
+    def inverse(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, dμ/dη) at η: PIRLS needs both at every point it accepts."""
+        if self.both is not None:
+            return self.both(eta)
+        return self.linkinv(eta), self.mu_eta(eta)
 
 
 def _logit_inv(eta):
@@ -49,6 +56,19 @@ def _logit_mu_eta(eta):
     e = np.exp(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH))
     out = e / (1.0 + e) ** 2
     return np.where(np.abs(eta) > _LOGIT_THRESH, EPS, np.maximum(out, EPS))
+
+
+def _logit_both(eta):
+    """μ and dμ/dη from one exponential: μ = e/(1 + e), dμ/dη = μ/(1 + e) (= e/(1 + e)², R's
+    formula, without its second exp), with R's guards."""
+    e = np.exp(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH))
+    one_e = 1.0 + e
+    mu = e / one_e
+    far = np.abs(eta) > _LOGIT_THRESH
+    if far.any():
+        return (np.where(eta < -_LOGIT_THRESH, EPS, np.where(eta > _LOGIT_THRESH, 1.0 / (1.0 + EPS), mu)),
+                np.where(far, EPS, np.maximum(mu / one_e, EPS)))
+    return mu, np.maximum(mu / one_e, EPS)
 
 
 def _probit_inv(eta):
@@ -77,7 +97,7 @@ def _cloglog_mu_eta(eta):
 
 
 LINKS: dict[str, Link] = {
-    "logit": Link("logit", lambda mu: np.log(mu / (1.0 - mu)), _logit_inv, _logit_mu_eta),
+    "logit": Link("logit", lambda mu: np.log(mu / (1.0 - mu)), _logit_inv, _logit_mu_eta, _logit_both),
     "probit": Link("probit", _probit_fun, _probit_inv, _probit_mu_eta),
     "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)), _cloglog_inv, _cloglog_mu_eta),
     "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), EPS), lambda eta: np.maximum(np.exp(eta), EPS)),
@@ -155,8 +175,8 @@ class Family:
 
     def valid_mu(self, mu: np.ndarray) -> bool:
         if self.name == "binomial":
-            return bool(np.all(np.isfinite(mu)) and np.all(mu > 0) and np.all(mu < 1))
-        return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
+            return bool(np.all((mu > 0) & (mu < 1)))  # (NaN fails both)
+        return bool(np.all((mu > 0) & (mu < np.inf)))
 
     def valid_eta(self, eta: np.ndarray) -> bool:
         # (R's sqrt link declares η > 0 valid, but μ = η² is a valid mean either way and glmer's

@@ -64,8 +64,25 @@ class GlmmData:
     def __post_init__(self):
         self.aic_constant = self.family.aic_constant(self.y, self.wt)
         self.saturated = self.family.saturated(self.y)
+        # 0/1 data: each deviance residual is −2 w log μ or −2 w log(1 − μ), one log
+        self.binary = self.family.name == "binomial" and bool(np.all((self.y == 0) | (self.y == 1)))
+        self._success = self.y == 1
+        # With integer counts, −2 log L(μ) = Σ devresid(μ) + C, C = −2 log L at the saturated
+        # model (the deviance is 2(ℓ_sat − ℓ(μ))): the Laplace deviance then reuses PIRLS's
+        # Σ devresid instead of a second pass of logs. (R's aic() rounds non-integer counts:
+        # those keep the family's aic.)
+        n_success = self.wt * self.y
+        integer = bool(np.all(n_success == np.round(n_success)) and np.all(self.wt == np.round(self.wt)))
+        self.saturated_m2ll = None
+        if integer:
+            if self.family.name == "binomial":  # −2 Σ [log C(m, s) + s log y + f log(1 − y)]
+                self.saturated_m2ll = self.aic_constant - 2.0 * float(np.sum(self.wt * self.saturated))
+            else:  # −2 Σ w [y log y − y − log y!]
+                self.saturated_m2ll = self.aic_constant - 2.0 * float(np.sum(self.wt * (self.saturated - self.y)))
 
     def dev_resids(self, mu: np.ndarray) -> np.ndarray:
+        if self.binary:
+            return -2.0 * self.wt * np.log(np.where(self._success, mu, 1.0 - mu))
         return self.family.dev_resids(self.y, mu, self.wt, self.saturated)
 
 
@@ -100,7 +117,10 @@ def random_part(st: ModelStructure, lam: list, u: list) -> np.ndarray:
     out = np.zeros(st.n)
     for t, l, v in zip(st.terms, lam, u):
         b = l @ v  # (k, q)
-        out += np.einsum("nk,kn->n", t.z, b[:, t.codes])
+        if t.k == 1:
+            out += t.z[:, 0] * b[0][t.codes]
+        else:
+            out += np.einsum("nk,kn->n", t.z, b[:, t.codes])
     return out
 
 
@@ -163,17 +183,20 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
     fac = None
     iterations = 0
     change = math.inf
+    mu_eta = link.mu_eta(eta)
+    xy = None if fixed else np.empty((st.n, data.x.shape[1] + 1))
+    if xy is not None:
+        xy[:, :-1] = data.x
     for iterations in range(1, MAX_ITER + 1):
-        mu_eta = link.mu_eta(eta)
         w = data.wt * mu_eta * mu_eta / fam.variance(mu)
         z = (eta - data.offset) + (data.y - mu) / mu_eta
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(z))):
+        if not math.isfinite(float(np.sum(w)) + float(np.sum(z))):  # (any inf or NaN)
             fac = None
             break
         if fixed:
             xy = (z - xb)[:, None]
         else:
-            xy = np.column_stack([data.x, z])
+            xy[:, -1] = z
         wst = st.reweighted(np.sqrt(w), xy, centre=False)
         fac = evaluate(wst, theta_w, working=True)
         if not fac.ok:
@@ -190,7 +213,7 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
             cand_b = b + step * (new_b - b) if not fixed else b
             cand_xb = data.x @ cand_b if not fixed else xb
             cand_eta = data.offset + cand_xb + random_part(st, lam, cand_u)
-            cand_mu = link.linkinv(cand_eta)
+            cand_mu, cand_mu_eta = link.inverse(cand_eta)
             cand = _pdev(data, cand_mu, cand_u) if fam.valid_mu(cand_mu) and fam.valid_eta(cand_eta) else math.inf
             if cand <= pdev * (1.0 + 1e-14):
                 break
@@ -202,7 +225,7 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         if not math.isfinite(cand):
             break
         change = abs(pdev - cand) / (abs(cand) + 0.1)
-        u, b, xb, eta, mu, pdev = cand_u, cand_b, cand_xb, cand_eta, cand_mu, cand
+        u, b, xb, eta, mu, mu_eta, pdev = cand_u, cand_b, cand_xb, cand_eta, cand_mu, cand_mu_eta, cand
     return Modes(np.asarray(theta_w, float), u, b, eta, mu, fac, w, pdev, iterations, converged)
 
 
@@ -287,6 +310,9 @@ def laplace(data: GlmmData, modes: Modes) -> float:
     if modes.factor is None or not modes.factor.ok:
         return math.inf
     with np.errstate(divide="ignore", invalid="ignore"):  # (log 0 on a singular factor: inf)
-        aic = data.family.aic(data.y, modes.mu, data.wt, data.aic_constant)
-        value = aic + modes.usq + modes.logdet
+        if data.saturated_m2ll is not None:  # = family aic + ‖û‖², from PIRLS's own sums
+            value = data.saturated_m2ll + modes.pdev + modes.logdet
+        else:
+            aic = data.family.aic(data.y, modes.mu, data.wt, data.aic_constant)
+            value = aic + modes.usq + modes.logdet
     return value if math.isfinite(value) else math.inf

@@ -346,20 +346,33 @@ class ModelStructure:
             break
         self.n_chain = chain
         self.segments = {key: Segments(m, self.terms[key[1]].n_levels) for key, m in self.maps.items()}
+        # A chain term with the same columns as a finer one ((1 | school) over (1 | class), or
+        # (1 | school/class)): its sums are the finer term's summed over the map, q_r values
+        # instead of n rows. (Weights, as in PIRLS's copies, keep the columns equal.)
+        self.same_columns = {key: self.terms[key[0]].k == self.terms[key[1]].k
+                             and np.array_equal(self.terms[key[0]].z, self.terms[key[1]].z)
+                             for key in self.maps}
 
     def _chain_sums(self):
         """Per-level sums for the chain: ZₛᵀZₛ blocks, Z_tᵀZ_r per level of r, ZₛᵀXy."""
         # Stacks are entry-major (see linalg): gram[s] is (k_s, k_s, q_s), zxy[s] is (k_s, p+1, q_s).
         self.gram = []
         self.zxy = []
-        for t in self.terms:
+        for i, t in enumerate(self.terms):
+            finer = next((r for r in range(i) if self.same_columns.get((r, i))), None)
+            if finer is not None:
+                seg = self.segments[(finer, i)]
+                self.gram.append(seg.sum(self.gram[finer]))
+                self.zxy.append(seg.sum(self.zxy[finer]))
+                continue
             self.gram.append(grouped_cross(t.codes, t.n_levels, t.z, t.z))
             self.zxy.append(grouped_cross(t.codes, t.n_levels, t.z, self._sums_xy))
         # cross[(r, t)] for chain r < t: (k_t, k_r, q_r), the block at (map_rt(i), i)
         self.cross = {}
         for (r, t) in self.maps:
             tr, tt = self.terms[r], self.terms[t]
-            self.cross[(r, t)] = grouped_cross(tr.codes, tr.n_levels, tt.z, tr.z)
+            self.cross[(r, t)] = (self.gram[r] if self.same_columns[(r, t)] else
+                                  grouped_cross(tr.codes, tr.n_levels, tt.z, tr.z))
 
     def _dense_sums(self):
         """Sums for the dense (crossed) tail: pair lists to the chain, dense ZᵀZ among themselves."""
