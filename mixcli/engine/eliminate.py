@@ -159,7 +159,8 @@ class FirstTermElimination:
                 ctwc[np.diag_indices(qd)] *= 0.5
             else:
                 ctwc = self._weighted_gram(w)
-            dense = (st.dense_gram - ctwc, -(c.T @ wz))
+            np.subtract(st.dense_gram, ctwc, out=ctwc)  # (in place: q_dense² floats each)
+            dense = (ctwc, -(c.T @ wz))
         return logdet0, gram, cross, zxy, xtx, dense
 
 
@@ -194,24 +195,25 @@ class _SparseGram:
             out_j = np.empty(self.nnz, dtype=product.indptr.dtype)
             out_x = np.empty(self.nnz)
             tools.csr_matmat(*self.args[:4], self.ct.data, *self.args[4:], self.c.data, out_p, out_j, out_x)
-            self.flat = np.repeat(np.arange(m), np.diff(out_p)) * n + out_j
             self.buffers = (out_p, out_j, out_x)
             # the public product runs the same kernel: the same pattern and values, or no kernel
             if (np.array_equal(out_p, product.indptr) and np.array_equal(out_j, product.indices)
                     and np.allclose(out_x, product.data)):
                 self.kernel = tools.csr_matmat
+            del product  # (as large as the buffers: not kept)
         except Exception:  # noqa: BLE001 (a private function: any failure means "use the public product")
             self.kernel = None
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         if self.kernel is None:
             return (self.ct @ self.c.multiply(w[:, None]).tocsr()).toarray()
+        import scipy.sparse as sp
+
         out_p, out_j, out_x = self.buffers
         weighted = self.c.data * w[self.rows_of]
         self.kernel(*self.args[:4], self.ct.data, *self.args[4:], weighted, out_p, out_j, out_x)
-        dense = np.zeros(self.shape[0] * self.shape[1])
-        dense[self.flat] = out_x
-        return dense.reshape(self.shape)
+        # to dense through scipy's own loop: no flat index of the nnz entries kept (8 bytes each)
+        return sp.csr_matrix((out_x, out_j, out_p), shape=self.shape, copy=False).toarray()
 
 
 # Most pairs of entries precomputed for CᵀWC (8 bytes of product, 8 of index, 4 of row each).
