@@ -5,6 +5,8 @@
     >>> m.coef, m.sigma, m.singular
     >>> g = mixcli.fit(d, "pass ~ ses + (1 | schoolid)", family="binomial")   # glmer
 
+``data`` may also be a path to a CSV/TSV/Parquet file, read as the command line reads it.
+
 The work is done by ``mixcli.model`` (frame → structure → criterion →
 optimiser → result), ``mixcli.glmm`` (the same stages with PIRLS inside) and
 ``mixcli.compare``; this module only names the entry points.
@@ -12,21 +14,36 @@ optimiser → result), ``mixcli.glmm`` (the same stages with PIRLS inside) and
 
 from __future__ import annotations
 
-from .compare import compare
+import os
+
+from . import compare as _compare
 from .glmm import fit_glmm
+from .io import read_table
 from .model import fit as fit_lmm
 
 __all__ = ["fit", "compare"]
 
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1,
-        weights=None, progress=None):
+        weights=None, contrasts: str = "treatment", progress=None):
     """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"`` or ``"poisson"``,
-    with ``link``, ``nagq`` and prior ``weights``: a column name or an array)."""
+    with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
+    ``contrasts`` of unordered factors (treatment, sum or helmert) for both."""
+    data = _data(data)
     name = getattr(family, "name", family)
     if name is None or name == "gaussian":
-        if weights is not None:
-            from .errors import UsageError
-            raise UsageError("weights are not yet supported for linear mixed models; drop them, or fit a GLMM")
-        return fit_lmm(data, formula, reml=reml, progress=progress)
-    return fit_glmm(data, formula, family, link=link, nagq=nagq, weights=weights, progress=progress)
+        return fit_lmm(data, formula, reml=reml, weights=weights, contrasts=contrasts, progress=progress)
+    return fit_glmm(data, formula, family, link=link, nagq=nagq, weights=weights, contrasts=contrasts,
+                    progress=progress)
+
+
+def compare(data, formulas, names=None, refit: bool = True, **options):
+    """``anova(m1, m2, ...)`` of lme4: fit the models and test each against the one before."""
+    return _compare.compare(_data(data), formulas, names=names, refit=refit, **options)
+
+
+def _data(data):
+    """A path is read as ``mixcli fit`` reads its file; anything else goes to the model as it is."""
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(os.fspath(data))
+    return data

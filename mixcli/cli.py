@@ -170,7 +170,15 @@ _NAGQ = click.option("--nagq", type=int, default=1, show_default=True, metavar="
                           "stage only, up to 25 for adaptive Gauss-Hermite quadrature (one scalar random-"
                           "effects term only).")
 _WEIGHTS = click.option("--weights", metavar="COLUMN",
-                        help="Prior weights (GLMMs): for a binomial proportion, the number of trials.")
+                        help="Prior weights, as lmer's and glmer's weights =: for a linear mixed model the "
+                             "residual variance of a row is sigma^2/weight; for a binomial proportion, the "
+                             "number of trials.")
+_CONTRASTS = click.option("--contrasts", type=click.Choice(["treatment", "sum", "helmert"], case_sensitive=False),
+                          default="treatment", show_default=True,
+                          help="Coding of every unordered factor (R's options(contrasts = ...)): treatment "
+                               "(contr.treatment, coefficients against the first level), sum (contr.sum: "
+                               "against the mean of the levels) or helmert. C(f, sum) in the formula sets one "
+                               "factor's.")
 
 
 class _CiSpec(click.ParamType):
@@ -215,10 +223,11 @@ class _CiSpec(click.ParamType):
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@_CONTRASTS
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, weights, fmt, sep, progress):
+def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, weights, contrasts, fmt, sep, progress):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -238,6 +247,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, wei
       mixcli fit pupils.csv "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --nagq 9
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
+      mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
+      mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
     """
     from .frame import model_frame
     from .model import fit_frame
@@ -246,7 +257,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, wei
     fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
     table = _read_data(data, sep)
     # check every formula before fitting any
-    frames = [model_frame(table, f, family=fam, weights=weights) for f in formulas]
+    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
     del table  # the frames hold what the fits need; let the fits reuse the memory
     meter = FitProgress(progress)
     results = []
@@ -294,9 +305,6 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
                              "uses the identity link); for a binomial or poisson response add --family")
         if nagq != 1:
             raise UsageError("--nagq is for generalized linear mixed models (--family binomial or poisson)")
-        if weights is not None:
-            raise UsageError("--weights with a linear mixed model is not supported yet; prior weights work "
-                             "with --family binomial or poisson")
         return None
     if ml:
         raise UsageError("--ml: a generalized linear mixed model is always fitted by maximum likelihood; leave it out")
@@ -396,11 +404,12 @@ def _write(fmt: str, as_json, as_csv, as_tables):
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@_CONTRASTS
 @_FORMAT
 @_SEP
 @_PROGRESS
-def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, fmt, sep,
-                    progress):
+def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
+                    fmt, sep, progress):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
 
     Models are fitted by maximum likelihood, sorted by number of parameters,
@@ -429,7 +438,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
                           announce=lambda message: click.echo(message, err=True), family=fam, nagq=nagq,
-                          weights=weights)
+                          weights=weights, contrasts=contrasts.lower())
     if n_boot is not None:
         with _Bar(progress, "bootstrap") as bar:
             add_bootstrap(comp, n_boot, seed=seed, workers=jobs,

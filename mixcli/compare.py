@@ -72,7 +72,7 @@ def compare(data, formulas, names=None, refit: bool = True, **options) -> Compar
 
 
 def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None,
-                   family=None, nagq: int = 1, weights=None) -> Comparison:
+                   family=None, nagq: int = 1, weights=None, contrasts: str = "treatment") -> Comparison:
     """Fit and test the models; ``announce(message)``, if given, hears what is about to be
     done once every formula has been checked against the data (lme4's "refitting models
     with ML" note, which should not precede an error). With a ``family`` the models are
@@ -85,7 +85,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         raise UsageError(f"{len(names)} names for {len(formulas)} formulas")
     if len(set(names)) != len(names):
         raise UsageError("model names must be distinct")
-    frames = [model_frame(table, f, family=family, weights=weights) for f in formulas]
+    frames = [model_frame(table, f, family=family, weights=weights, contrasts=contrasts) for f in formulas]
     _check_same_rows(frames, names)
     if family is not None:
         refit = False

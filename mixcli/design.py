@@ -1,4 +1,4 @@
-"""Design matrices: R's ``model.matrix`` with treatment contrasts.
+"""Design matrices: R's ``model.matrix``, with treatment, sum or Helmert contrasts.
 
 ``model_matrix(intercept, terms, table, rows)`` builds the fixed-effects matrix of
 a formula (``f.intercept, f.terms``) or the model matrix of a random-effects
@@ -15,6 +15,12 @@ term's left-hand side (``r.intercept, r.terms``), on the kept ``rows``.
   S", p. 38). So ``y ~ 0 + recipe`` gives recipeA, recipeB, recipeC and
   ``y ~ recipe:temp`` gives recipeA:temp, recipeB:temp, recipeC:temp.
 * Interaction columns are named ``a1:b2``, the first variable varying fastest.
+* A basis (``poly(x, 2)``, ``ns(x, df = 3)``, ``bs(x, df = 4)``) gives one column per
+  function, named ``poly(x, 2)1``, ``poly(x, 2)2`` (one column: just the label).
+* Contrasts are R's ``contr.treatment`` (columns named by level), ``contr.sum`` and
+  ``contr.helmert`` (columns numbered 1…k−1): ``C(f, sum)`` in the formula sets them for
+  one factor, ``contrasts="sum"`` for every other (R's ``options(contrasts = ...)`` for
+  unordered factors). Indicator coding (no intercept) ignores them, as R does.
 
 Rank deficiency is left to the caller.
 """
@@ -27,8 +33,16 @@ import numpy as np
 
 from .errors import DataError
 from .formula.collation import r_sort_key
-from .formula.evaluate import categorical, evaluate, factor_levels, is_factor, missing_values
-from .formula.exprs import Expr, Term, Var
+from .formula.evaluate import (
+    categorical,
+    evaluate,
+    evaluate_matrix,
+    factor_levels,
+    is_factor,
+    matrix_suffixes,
+    missing_values,
+)
+from .formula.exprs import MATRIX, Call, Expr, Term, Var
 from .table import Table
 
 __all__ = ["DesignMatrix", "model_matrix", "complete_rows", "factor_levels", "term_codings", "r_sort_key"]
@@ -74,14 +88,32 @@ def term_codings(intercept: bool, terms: tuple[Term, ...], is_factor) -> list[li
     return codings
 
 
+CONTRASTS = ("treatment", "sum", "helmert")
+
+
+def contrast_columns(kind: str, k: int, index: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """The k − 1 contrast columns of a factor with k levels for each row's level ``index``,
+    and their name suffixes: R's contr.sum (level j: +1 in column j, the last level −1 in
+    all) and contr.helmert (column j: −1 for the levels before j + 1, j for level j + 1)."""
+    if kind == "sum":
+        last = (index == k - 1).astype(np.float64)
+        return [str(j + 1) for j in range(k - 1)], [(index == j) - last for j in range(k - 1)]
+    cols = []
+    for j in range(1, k):
+        cols.append(np.where(index < j, -1.0, np.where(index == j, float(j), 0.0)))
+    return [str(j) for j in range(1, k)], cols
+
+
 def model_matrix(
     intercept: bool,
     terms: tuple[Term, ...],
     table: Table,
     rows: np.ndarray | None = None,
+    contrasts: str = "treatment",
 ) -> DesignMatrix:
     """R's ``model.matrix`` of ``intercept`` + ``terms`` on the kept ``rows`` (a boolean
-    mask over the table's rows; all rows if None)."""
+    mask over the table's rows; all rows if None), unordered factors coded by ``contrasts``
+    unless C() says otherwise."""
     if rows is None:
         rows = np.ones(table.nrows, dtype=bool)
     rows = np.asarray(rows, dtype=bool)
@@ -123,12 +155,21 @@ def model_matrix(
     for j, (term, coding) in enumerate(zip(terms, codings), start=1):
         block: list[tuple[str, np.ndarray]] = [("", None)]
         for v, code in zip(term, coding):
-            if code == 0:
+            if code == 0 and isinstance(v, Call) and v.func in MATRIX:
+                basis = evaluate_matrix(v, table)[rows]
+                parts = [(v.label + suffix, basis[:, j]) for j, suffix in enumerate(matrix_suffixes(v))]
+            elif code == 0:
                 parts = [(v.label, numeric(v))]
             else:
                 levels, index = factor(v)
-                first = 1 if code == 1 else 0
-                parts = [(v.label + levels[i], (index == i).astype(np.float64)) for i in range(first, len(levels))]
+                kind = v.option("contr") if isinstance(v, Call) and v.func == "C" else contrasts
+                if code == 1 and kind != "treatment":
+                    suffixes, cols = contrast_columns(kind, len(levels), index)
+                    parts = [(v.label + sfx, col) for sfx, col in zip(suffixes, cols)]
+                else:
+                    first = 1 if code == 1 else 0
+                    parts = [(v.label + levels[i], (index == i).astype(np.float64))
+                             for i in range(first, len(levels))]
             # the earlier variables vary fastest; Inf * 0 gives NaN quietly (the caller reports it)
             with np.errstate(invalid="ignore", over="ignore"):
                 block = [

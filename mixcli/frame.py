@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .design import complete_rows, model_matrix
-from .engine.structure import ReTerm
-from .errors import DataError, FormulaError
+from .design import CONTRASTS, complete_rows, model_matrix
+from .engine.structure import ReTerm, nested_map
+from .errors import DataError, FormulaError, UsageError
 from .formula import Formula, Var, parse_formula, r_sort_key
 from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
-from .response import glm_response, prior_weights, weight_missing
+from .response import glm_response, prior_weights, weight_missing, weight_values
 from .table import Table, TextColumn
 
 # lme4's tolerance for aliased columns (base R's qr(), LINPACK dqrdc2).
@@ -99,6 +99,8 @@ class ModelFrame:
     offset: np.ndarray | None = None  # the formula's offset() terms, summed, on the rows used
     dropped_columns: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    # grouping factor -> the factor its labels are probably numbered within (_nesting_mistakes)
+    nested_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -110,10 +112,14 @@ class ModelFrame:
         return {name: f.n_levels for name, f in self.factors.items()}
 
 
-def model_frame(table: Table, formula: Formula | str, family=None, weights=None) -> ModelFrame:
+def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
+                contrasts: str = "treatment") -> ModelFrame:
     """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
     ``family`` (``mixcli.family.Family``); ``weights`` are prior weights (a column name, or an
-    array over the table's rows), rows where they are missing being dropped."""
+    array over the table's rows), rows where they are missing being dropped; unordered
+    factors are coded by ``contrasts`` (treatment, sum or helmert) unless C() says otherwise."""
+    if contrasts not in CONTRASTS:
+        raise UsageError(f"--contrasts {contrasts}: use one of {', '.join(CONTRASTS)}")
     if isinstance(formula, str):
         formula = parse_formula(formula)
     if not formula.random:
@@ -124,11 +130,21 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
     glmm = family is not None
     check_variables(formula, table, text_response=glmm and family.name == "binomial")
     rows = complete_rows(formula, table) & ~weight_missing(weights, table)
+    zero_weight = 0
+    if weights is not None and not glmm:
+        # (lmer's criterion is infinite with a zero weight; such a row carries no information)
+        zero = rows & (np.nan_to_num(weight_values(weights, table), nan=1.0) == 0.0)
+        zero_weight = int(zero.sum())
+        if zero_weight < rows.sum():
+            rows &= ~zero
     n = int(rows.sum())
     n_dropped = table.nrows - n
     if n == 0:
         raise DataError(_no_rows_message(formula, table))
     messages: list[str] = []
+    if zero_weight:
+        messages.append(f"{zero_weight} row{'s' if zero_weight > 1 else ''} with weight 0 left out: "
+                        "they carry no information about the model")
 
     label = formula.response.label
     wt = prior_weights(weights, table, rows)
@@ -146,10 +162,12 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
                 "so there is no variation to model"
             )
 
-    design = model_matrix(formula.intercept, formula.terms, table, rows)
+    design = model_matrix(formula.intercept, formula.terms, table, rows, contrasts)
     _check_finite(design.X, design.names, rows, table, "the fixed-effect column")
     _check_magnitude(design.X, design.names, "the fixed-effect column")
-    X, names, dropped, residual = _drop_aliased(design.X, design.names, y)
+    # (an LMM's offset is part of the linear predictor: the checks look at y − offset)
+    y_fit = y - offset if offset is not None and not glmm else y
+    X, names, dropped, residual = _drop_aliased(design.X, design.names, y_fit)
     if dropped:
         k = len(dropped)
         messages.append(
@@ -161,7 +179,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
             f"{X.shape[1]} fixed effects for {n} observations: the model needs fewer fixed effects "
             "than observations (drop terms, or check the data)"
         )
-    if not glmm and residual <= EXACT_FIT_TOL * _safe_norm(y):
+    if not glmm and residual <= EXACT_FIT_TOL * _safe_norm(y_fit):
         raise DataError(
             f"the fixed effects ({', '.join(names)}) fit the response '{label}' exactly (every residual is 0), "
             "so no variance is left for the random effects or the residual; is the response also a predictor?"
@@ -174,7 +192,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
         if key not in factors:
             factors[key] = _grouping_factor(table, rt.group, key, rows, messages)
         gf = factors[key]
-        zm = model_matrix(rt.intercept, rt.terms, table, rows)
+        zm = model_matrix(rt.intercept, rt.terms, table, rows, contrasts)
         if zm.X.shape[1] == 0:
             raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
         _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
@@ -194,7 +212,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
         t.levels_to_r = factors[t.factor].to_r
     _check_levels(terms, ordered_factors, n, glmm)
     if not glmm:
-        _check_residual_left(X, y, terms, label)
+        _check_residual_left(X, y_fit, terms, label)
     predictors = {name: X[:, j] for j, name in enumerate(names)}
     for t in terms:  # lme4 checks X only; a random slope on a wild scale hurts the optimiser as much
         for a, name in enumerate(t.names):
@@ -204,11 +222,67 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None)
         messages.append(scale)
     messages.extend(_double_bar_factor_messages(formula, table))
     messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
+    nested_labels = _nesting_mistakes(formula, ordered_factors)
+    messages.extend(_nesting_mistake_message(formula, inner, outer, ordered_factors)
+                    for inner, outer in nested_labels.items())
+    if not glmm and (weights is None) and _only_zero_one(y):
+        messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
+                        "model of it; for a pass/fail outcome use --family binomial (glmer's logistic model)")
     return ModelFrame(
         formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
         rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
-        family=family, weights=wt, offset=offset,
+        family=family, weights=wt, offset=offset, nested_labels=nested_labels,
     )
+
+
+# Mean rows per combination of two grouping factors above which labels that repeat across the
+# levels of another factor look like units numbered within it rather than crossed levels: a
+# crossed design (subjects × items) has about one row per combination.
+NESTED_LABELS_ROWS = 2.0
+
+
+def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> dict[str, str]:
+    """Grouping factors whose labels are probably numbered within another factor of the model.
+
+    ``(1 | schoolid) + (1 | classid2)`` with classid2 = 1, 2, ... within each school makes
+    classid2 a crossed factor of 9 'classes', each spread over many schools: the classic
+    nesting mistake. Flagged when neither factor is nested in the other, the model has no
+    term grouped by both, the pairs outnumber inner's labels at least twice, and the pairs
+    have NESTED_LABELS_ROWS rows on average.
+    """
+    single = {rt.lme4_group_name: rt.group[0] for rt in formula.random if len(rt.group) == 1}
+    together = {frozenset(rt.group) for rt in formula.random}
+    out: dict[str, str] = {}
+    for inner, inner_col in single.items():
+        for outer, outer_col in single.items():
+            if inner == outer or inner in out or frozenset((inner_col, outer_col)) <= set().union(
+                    *(g for g in together if len(g) > 1)):
+                continue
+            a, b = factors[outer], factors[inner]
+            # The data cannot tell which is numbered within which; the usual case is a few unit
+            # numbers (classes 1..9) reused in many groups (schools): inner has fewer levels.
+            if b.n_levels > a.n_levels or (b.n_levels == a.n_levels and outer in out):
+                continue
+            if a.n_levels < 2 or nested_map(b.codes, b.n_levels, a.codes) is not None \
+                    or nested_map(a.codes, a.n_levels, b.codes) is not None:
+                continue
+            pairs = np.unique(a.codes.astype(np.int64) * b.n_levels + b.codes).size
+            if pairs >= 2 * b.n_levels and len(a.codes) >= NESTED_LABELS_ROWS * pairs:
+                out[inner] = outer
+    return out
+
+
+def _nesting_mistake_message(formula: Formula, inner: str, outer: str, factors) -> str:
+    pairs = np.unique(factors[outer].codes.astype(np.int64) * factors[inner].n_levels + factors[inner].codes).size
+    return (f"{inner} has {factors[inner].n_levels} labels shared across the {factors[outer].n_levels} levels of "
+            f"{outer} ({pairs} {outer}:{inner} combinations): as written, rows with the same {inner} in different "
+            f"{outer} are one group (crossed factors). If {inner} numbers units within each {outer}, write "
+            f"(1 | {outer}/{inner}), i.e. (1 | {outer}) + (1 | {outer}:{inner}), or give each its own label "
+            f"with mixcli nest")
+
+
+def _only_zero_one(y: np.ndarray) -> bool:
+    return bool(np.all((y == 0.0) | (y == 1.0))) and bool(np.any(y == 0.0)) and bool(np.any(y == 1.0))
 
 
 def _offset(formula: Formula, table: Table, rows: np.ndarray) -> np.ndarray | None:

@@ -50,13 +50,13 @@ SEPARATION = 15.0
 
 
 def fit_glmm(data, formula, family, link: str | None = None, nagq: int = 1, weights=None,
-             progress: Progress | None = None) -> "GlmmResult":
+             contrasts: str = "treatment", progress: Progress | None = None) -> "GlmmResult":
     """Fit ``formula`` to ``data`` (DataFrame, mapping of columns, or Table) as a GLMM of ``family``
     (a ``Family``, or its name with ``link``)."""
     if isinstance(family, str):
         family = make_family(family, link)
     table = Table.from_mapping(data)
-    frame = model_frame(table, formula, family=family, weights=weights)
+    frame = model_frame(table, formula, family=family, weights=weights, contrasts=contrasts)
     return GlmmModel(frame).fit(nagq=nagq, progress=progress)
 
 

@@ -19,6 +19,7 @@ structure and the same optimiser.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,7 @@ from .engine.factor import criterion, evaluate
 from .engine.gradient import gradient, worth_gradient
 from .engine.memory import keep_freed_memory
 from .engine.optimize import OptSummary, decreases_along_ray, minimize_theta
-from .engine.structure import ModelStructure
+from .engine.structure import ModelStructure, TermBasis
 from .frame import ModelFrame, model_frame
 from .results import LmmResult, build_result
 from .table import Table
@@ -58,10 +59,11 @@ FEW_LEVELS = 10
 SMALL_START = 0.1
 
 
-def fit(data, formula, reml: bool = True, progress: Progress | None = None) -> LmmResult:
+def fit(data, formula, reml: bool = True, weights=None, contrasts: str = "treatment",
+        progress: Progress | None = None) -> LmmResult:
     """Fit ``formula`` (lme4 syntax) to ``data`` (DataFrame, mapping of columns, or Table)."""
     table = Table.from_mapping(data)
-    return fit_frame(model_frame(table, formula), reml=reml, progress=progress)
+    return fit_frame(model_frame(table, formula, weights=weights, contrasts=contrasts), reml=reml, progress=progress)
 
 
 def fit_frame(frame: ModelFrame, reml: bool = True, progress: Progress | None = None) -> LmmResult:
@@ -72,7 +74,21 @@ def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
     """The θ-free structure of a frame's model: terms, θ layout, nesting, per-level sums (of
     X and y; without ``response`` of X and zeros, for a GLMM, whose PIRLS supplies its own)."""
     keep_freed_memory()
-    y = frame.y if response else np.zeros(frame.n)
+    if not response:
+        y = np.zeros(frame.n)
+    elif frame.offset is not None and frame.family is None:
+        y = frame.y - frame.offset  # an LMM's offset is part of Xβ with a known coefficient
+    else:
+        y = frame.y
+    if frame.family is None and frame.weights is not None:
+        # lmer's weights: Var(εᵢ) = σ²/wᵢ. Every row (X, y and Z, in the unit-free basis of the
+        # unweighted columns) is scaled by √wᵢ, and the criterion gains −Σ log wᵢ.
+        sw = np.sqrt(frame.weights)
+        bases = [TermBasis.of(t.z) for t in frame.terms]
+        terms = [replace(t, z=b.standardise(t.z) * sw[:, None]) for t, b in zip(frame.terms, bases)]
+        st = ModelStructure(terms, np.column_stack([frame.X, y]) * sw[:, None], bases=bases)
+        st.weights_term = -float(np.sum(np.log(frame.weights)))
+        return st
     return ModelStructure(frame.terms, np.column_stack([frame.X, y]))
 
 
@@ -131,6 +147,8 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
     minima = [c for c in candidates if c[2]]
     theta, fmin, _ = min(minima or candidates, key=lambda c: c[1])
     summary.theta, summary.fmin = theta, fmin
+    if minima:
+        theta, fmin = _leave_boundary(fn, st, summary, progress, fdf, fold)
     if not minima:
         summary.unbounded, summary.converged = True, False
         summary.warnings.append(_unbounded_message(st, local=False))
@@ -158,6 +176,19 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     if not summary.fmin < before[1]:
         summary.theta, summary.fmin = before
     return summary
+
+
+def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, fold):
+    """Restart from the boundary's mirror images (``ModelStructure.boundary_mirrors``) of the
+    chosen θ̃, which have the same criterion; keep a restart that ends lower."""
+    theta, fmin = summary.theta, summary.fmin
+    for mirror in st.boundary_mirrors(theta):
+        minimize_theta(fn, summary, progress, stage="from the optimum's mirror image across the boundary",
+                       start=mirror, fdf=fdf, fold=fold)
+        if np.isfinite(summary.fmin) and summary.fmin < fmin - 1e-10 * max(1.0, abs(fmin)):
+            theta, fmin = np.array(summary.theta, dtype=float), float(summary.fmin)
+    summary.theta, summary.fmin = theta, fmin
+    return theta, fmin
 
 
 def _candidate(fn, summary: OptSummary):

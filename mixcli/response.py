@@ -31,7 +31,7 @@ def prior_weights(weights, table: Table, rows: np.ndarray) -> np.ndarray | None:
     """The prior weights on the kept rows: a column name, or an array over the table's rows."""
     if weights is None:
         return None
-    values = _weight_values(weights, table)
+    values = weight_values(weights, table)
     w = values[rows]
     name = weights if isinstance(weights, str) else "weights"
     if np.any(w < 0):
@@ -43,7 +43,8 @@ def prior_weights(weights, table: Table, rows: np.ndarray) -> np.ndarray | None:
     return w
 
 
-def _weight_values(weights, table: Table) -> np.ndarray:
+def weight_values(weights, table: Table) -> np.ndarray:
+    """The weights over every row of the table (NaN where missing)."""
     from .table import TextColumn
 
     if isinstance(weights, str):
@@ -70,7 +71,7 @@ def weight_missing(weights, table: Table) -> np.ndarray:
     """Rows whose weight is missing (dropped, as R's model.frame drops them)."""
     if weights is None:
         return np.zeros(table.nrows, dtype=bool)
-    return np.isnan(_weight_values(weights, table))
+    return np.isnan(weight_values(weights, table))
 
 
 def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: np.ndarray | None):

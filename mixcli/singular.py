@@ -34,6 +34,11 @@ def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) 
         zero = [name for name, s in zip(term.names, rel_sd) if s < ZERO_SD]
         for name in zero:
             problems.append(f"the {term.factor} ({name}) standard deviation is estimated at 0")
+        if zero and term.factor in getattr(frame, "nested_labels", {}):
+            # Not a term to drop: it groups the wrong rows (see frame._nesting_mistakes).
+            problems.append(f"{term.factor} may be numbered within {frame.nested_labels[term.factor]}: "
+                            "see the note above before simplifying")
+            continue
         if zero:
             drop[source] = set(zero)
             continue

@@ -115,4 +115,5 @@ def test_one_atomic_writer():
 
 
 def test_the_api_only_names_the_entry_points():
-    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.model", "mixcli.glmm", "mixcli.compare", "mixcli.errors"}
+    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.model", "mixcli.glmm", "mixcli.compare", "mixcli.errors",
+                                                                  "mixcli.io"}

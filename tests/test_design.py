@@ -18,7 +18,9 @@ from mixcli.formula.evaluate import check_variables, evaluate, is_factor
 from mixcli.table import Table, TextColumn
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CASES = json.loads((FIXTURES / "formula_cases.json").read_text(encoding="utf-8"))["cases"]
+_JSON = json.loads((FIXTURES / "formula_cases.json").read_text(encoding="utf-8"))
+CASES = _JSON["cases"]
+CONTRAST_CASES = _JSON["contrast_cases"]  # the same kind of case under options(contrasts = ...)
 
 
 def read_fixture_table() -> Table:
@@ -66,6 +68,18 @@ def test_fixed_design_matches_model_matrix(case):
     rows[case["kept"]] = True
     dm = model_matrix(f.intercept, f.terms, TABLE, rows)
     assert_matrix(dm, case["fixed"], len(case["kept"]))
+
+
+@pytest.mark.parametrize("case", CONTRAST_CASES, ids=lambda c: f"{c['contrasts']}:{c['formula']}")
+def test_contrasts_option_matches_r_options_contrasts(case):
+    f = parse_formula(case["formula"])
+    rows = np.zeros(TABLE.nrows, dtype=bool)
+    rows[case["kept"]] = True
+    assert_matrix(model_matrix(f.intercept, f.terms, TABLE, rows, contrasts=case["contrasts"]),
+                  case["fixed"], len(case["kept"]))
+    for r, expected in zip(f.random, case["random"], strict=True):
+        assert_matrix(model_matrix(r.intercept, r.terms, TABLE, rows, contrasts=case["contrasts"]),
+                      expected, len(case["kept"]))
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["random"]], ids=ids)

@@ -259,6 +259,7 @@ class Factorization:
             val = self.logdet_z + self.logdet_x + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
         else:
             val = self.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+        val += self.st.weights_term
         return val if math.isfinite(val) else math.inf
 
     # ------------------------------------------------------------ estimates

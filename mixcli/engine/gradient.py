@@ -99,7 +99,7 @@ def gradient(fac: Factorization, reml: bool) -> Gradient:
     m = st.n - p if reml else st.n
     crit = [ld + (m / r2) * pr for ld, pr in zip(logdet, pwrss)]
     logdet_value = fac.logdet_z + (fac.logdet_x if reml else 0.0)
-    value = logdet_value + m * (1.0 + math.log(2.0 * math.pi * r2 / m))
+    value = logdet_value + m * (1.0 + math.log(2.0 * math.pi * r2 / m)) + st.weights_term
     return Gradient(logdet, pwrss, crit, value, r2, logdet_value)
 
 

@@ -187,6 +187,9 @@ class ModelStructure:
             bases = [TermBasis.of(t.z) for t in terms]
             terms = [t if b.identity else replace(t, z=b.standardise(t.z)) for t, b in zip(terms, bases)]
         self.bases = bases
+        # −Σ log wᵢ for prior weights (rows and columns then carry √wᵢ): the criterion of
+        # y ~ N(Xβ + Zb, σ²W⁻¹) is the unweighted one of the scaled rows plus this (lme4's ldW)
+        self.weights_term = 0.0
         self._m = [b.matrix for b in bases]
         self._m_inv = [np.linalg.inv(m) for m in self._m]
         self.terms = terms
@@ -304,6 +307,29 @@ class ModelStructure:
             if negative:
                 part[np.isin(cols, list(negative))] *= -1.0
                 out[sl] = part
+        return out
+
+    def boundary_mirrors(self, theta: np.ndarray) -> list[np.ndarray]:
+        """θ's with the same covariances on the other side of the boundary: each column of Λₜ
+        whose diagonal entry is 0 and that has nonzero entries below it, negated.
+
+        With Λₜ[j, j] = 0 the sign of column j is free (ΛΛᵀ keeps it), but the bound
+        Λₜ[j, j] ≥ 0 lets the optimiser leave the boundary only on one side: from
+        (0, b) it can reach correlations of b's sign, not the other. A fit can so stop
+        at a point that is a minimum within the bounds but not of the criterion
+        (``(poly(x, 2) || g)`` on transforms.csv: −0.08 in the REML criterion).
+        Either parameterisation (the working Λ̃ is Λ multiplied on the left).
+        """
+        out = []
+        theta = np.asarray(theta, dtype=float)
+        for sl, (rows, cols) in zip(self.theta_slices, self._lower_idx):
+            part = theta[sl]
+            for j in np.flatnonzero(part[rows == cols] == 0.0):
+                below = (cols == j) & (rows > j)
+                if np.any(part[below] != 0.0):
+                    mirror = theta.copy()
+                    mirror[np.flatnonzero(below) + sl.start] *= -1.0
+                    out.append(mirror)
         return out
 
     def to_user(self, theta_w: np.ndarray) -> np.ndarray:

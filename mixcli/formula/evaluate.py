@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError, FormulaError
 from ..table import Table, TextColumn
 from .collation import r_sort_key
-from .exprs import CATEGORICAL, BinOp, Call, Expr, Num, Paren, UnaryOp, Var
+from .exprs import CATEGORICAL, MATRIX, BinOp, Call, Expr, Num, Paren, UnaryOp, Var
 
 _UNARY = {
     "abs": np.abs,
@@ -77,6 +77,12 @@ def _eval(expr: Expr, table: Table, whole: Expr):
             return np.power(np.asarray(a, dtype=np.float64), b)
         raise FormulaError(f"unsupported operator '{expr.op}' in {whole.label}")
     if isinstance(expr, Call):
+        if expr.func in MATRIX:
+            basis = evaluate_matrix(expr, table)
+            if basis.shape[1] == 1 and whole is expr:
+                return basis[:, 0]
+            raise FormulaError(f"{expr.label} gives {basis.shape[1]} columns (a basis), so it cannot be used"
+                               + ("" if whole is expr else f" in {whole.label}") + "; use it as a model term")
         if expr.func in CATEGORICAL:
             raise FormulaError(f"{expr.label} is categorical (a factor), not numbers; it cannot be used"
                                + ("" if whole is expr else f" in {whole.label}"))
@@ -91,6 +97,45 @@ def _eval(expr: Expr, table: Table, whole: Expr):
             return _UNARY[expr.func](arg)
         raise FormulaError(f"unknown function '{expr.func}'")
     raise TypeError(f"not an expression: {expr!r}")
+
+
+def evaluate_matrix(expr: Call, table: Table) -> np.ndarray:
+    """The basis of poly(), ns() or bs() on every row of ``table`` (rows × columns; NaN rows
+    where the variable is missing). As R's model.frame, the basis is computed on every row
+    of the data before incomplete rows are dropped, so the knots and polynomial coefficients
+    are R's; unlike R's poly(), missing values give missing rows, not an error."""
+    from . import splines
+
+    x = evaluate(expr.args[0], table)
+    ok = ~np.isnan(x)
+    out = np.full((len(x), _basis_width(expr)), np.nan)
+    if not ok.any():
+        return out
+    try:
+        if expr.func == "poly":
+            basis = splines.poly(x[ok], expr.option("degree"), raw=expr.option("raw", False))
+        elif expr.func == "ns":
+            basis = splines.ns(x[ok], df=expr.option("df"), intercept=expr.option("intercept", False))
+        else:
+            basis = splines.bs(x[ok], df=expr.option("df"), degree=expr.option("degree", 3),
+                               intercept=expr.option("intercept", False))
+    except ValueError as err:
+        raise DataError(f"{expr.label}: {err}") from None
+    out[ok] = basis
+    return out
+
+
+def _basis_width(expr: Call) -> int:
+    if expr.func == "poly":
+        return expr.option("degree")
+    return expr.option("df")
+
+
+def matrix_suffixes(expr: Call) -> list[str]:
+    """R's model-matrix names of a basis's columns: the label, then 1, 2, … (just the label
+    for a single column)."""
+    k = _basis_width(expr)
+    return [""] if k == 1 else [str(j) for j in range(1, k + 1)]
 
 
 def full_length(values, nrows: int) -> np.ndarray:
@@ -158,6 +203,8 @@ def missing_values(expr: Expr, table: Table) -> np.ndarray:
         return missing_values(inner, table)
     if isinstance(expr, Call) and expr.func == "cbind":
         return missing_values(expr.args[0], table) | missing_values(expr.args[1], table)
+    if isinstance(expr, Call) and expr.func in MATRIX:
+        return missing_values(expr.args[0], table)
     return np.isnan(evaluate(expr, table))
 
 

@@ -18,24 +18,40 @@ from dataclasses import dataclass
 
 from .tokens import RESERVED
 
-#: Functions a formula may use, with their number of arguments.
+#: Functions a formula may use, with their number of data arguments (the basis and contrast
+#: functions also take options: see OPTIONS).
 FUNCTIONS: dict[str, int] = {
+    "C": 1,
     "I": 1,
     "abs": 1,
     "as.factor": 1,
     "as.numeric": 1,
+    "bs": 1,
     "cbind": 2,
     "exp": 1,
     "factor": 1,
     "log": 1,
     "log10": 1,
     "log2": 1,
+    "ns": 1,
     "offset": 1,
+    "poly": 1,
     "scale": 1,
     "sqrt": 1,
 }
+#: The options of the functions that take them: the names R's own functions give them, in
+#: the order R matches them by position after the data argument (poly's degree is R's
+#: ``...``, its raw only by name).
+OPTIONS: dict[str, tuple[tuple[str, ...], frozenset]] = {
+    "poly": (("degree",), frozenset({"degree", "raw"})),
+    "ns": (("df",), frozenset({"df", "intercept"})),
+    "bs": (("df",), frozenset({"df", "degree", "intercept"})),
+    "C": (("contr",), frozenset({"contr"})),
+}
 #: Functions whose value is categorical (a factor, coded by contrasts in a model matrix).
-CATEGORICAL = frozenset({"factor", "as.factor"})
+CATEGORICAL = frozenset({"factor", "as.factor", "C"})
+#: Functions whose value is a matrix: one model-matrix column per basis function.
+MATRIX = frozenset({"poly", "ns", "bs"})
 #: Functions whose argument may be a text column.
 ANY_ARGUMENT = CATEGORICAL
 
@@ -177,11 +193,17 @@ class Paren(Expr):
 
 @dataclass(frozen=True)
 class Call(Expr):
-    """A call of a supported function; ``label`` is R's deparse, e.g. ``I(ses^2)``."""
+    """A call of a supported function; ``label`` is R's deparse, e.g. ``I(ses^2)`` or
+    ``ns(x, df = 3)``. ``args`` are the data arguments; ``options`` the others, resolved by
+    name (``(("df", 3),)``), as in R's matching of the call."""
 
     func: str
     args: tuple[Expr, ...]
     label: str = ""
+    options: tuple[tuple[str, object], ...] = ()
+
+    def option(self, name: str, default=None):
+        return dict(self.options).get(name, default)
 
     def __post_init__(self):
         if not self.label:

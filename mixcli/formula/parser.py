@@ -32,8 +32,10 @@ class Node:
     """A syntax-tree node.
 
     kind: ``name`` (``value`` = column name), ``num`` (``value`` = float),
-    ``call`` (``value`` = function name, ``args``), ``unary`` / ``binary``
-    (``op``, ``args``), ``paren`` (``args`` = (inner,)).
+    ``bool`` (``value`` = True/False), ``call`` (``value`` = function name,
+    ``args``), ``named`` (a named argument of a call: ``value`` = the name,
+    ``args`` = (its value,)), ``unary`` / ``binary`` (``op``, ``args``),
+    ``paren`` (``args`` = (inner,)).
     ``start``/``end`` span the node's source; ``op_pos`` is where its operator
     (or function name, or opening parenthesis) is.
     """
@@ -142,6 +144,8 @@ class Parser:
             raise self.unexpected(close)
         if tok.kind == "num":
             return Node("num", tok.start, tok.end, value=tok.value, op_pos=tok.start, text=tok.text)
+        if tok.kind == "bool":
+            return Node("bool", tok.start, tok.end, value=tok.value, op_pos=tok.start, text=tok.text)
         if tok.kind == "name":
             nxt = self.peek()
             if nxt.kind == "op" and nxt.text == "(":
@@ -177,7 +181,15 @@ class Parser:
         close = self.peek()
         if not (close.kind == "op" and close.text == ")"):
             while True:
-                args.append(self.expression(0))
+                first, second = self.peek(), self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else None
+                if first.kind == "name" and second is not None and second.kind == "op" and second.text == "=":
+                    self.advance()
+                    self.advance()
+                    value = self.expression(0)
+                    args.append(Node("named", first.start, value.end, value=first.value, args=(value,),
+                                     op_pos=first.start, text=first.text))
+                else:
+                    args.append(self.expression(0))
                 sep = self.peek()
                 if sep.kind == "op" and sep.text == ",":
                     self.advance()
@@ -216,6 +228,10 @@ def deparse(node: Node) -> str:
         return quote_name(node.value)
     if k == "num":
         return format_number(node.value)
+    if k == "bool":
+        return "TRUE" if node.value else "FALSE"
+    if k == "named":
+        return f"{quote_name(node.value)} = {deparse(node.args[0])}"
     if k == "paren":
         return f"({deparse(node.args[0])})"
     if k == "unary":

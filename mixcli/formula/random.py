@@ -49,7 +49,8 @@ class RandomTerm:
         """The grouping factor's name as lme4 prints it: ``c:(b:a)`` for ``(1 | a/b/c)``,
         a lone column name without backticks."""
         if len(self.group) == 1:
-            return self.group[0]
+            factor_call = self.group_label.startswith(("factor(", "as.factor("))
+            return self.group_label if factor_call else self.group[0]
         return self.group_label or ":".join(quote_name(g) for g in self.group)
 
     @property
@@ -157,6 +158,13 @@ class RandomExpander:
             left = self._interaction_names(node.args[0])
             right = self._interaction_names(node.args[1])
             return _Group(left.names + right.names, f"{left.label}:{right.label}")
+        if (node.kind == "call" and node.value in ("factor", "as.factor") and len(node.args) == 1
+                and node.args[0].kind == "name"):
+            # A grouping factor is a factor anyway; lme4 users write (1 | factor(year)) for numeric codes.
+            arg = node.args[0]
+            self.occurrences.append(Occurrence(arg.value, arg.start, "group"))
+            self.frame.setdefault(Var(arg.value), arg.start)
+            return _Group((arg.value,), f"{node.value}({quote_name(arg.value)})")
         if is_bar(node) or (node.kind == "paren" and is_bar(node.args[0])):
             inner = node if is_bar(node) else node.args[0]
             raise self.error("random-effects term inside another random-effects term", inner.op_pos)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import FormulaError
-from .exprs import ANY_ARGUMENT, FUNCTIONS, BinOp, Call, Expr, Num, Paren, Term, UnaryOp, Var
-from .parser import Node
+from .exprs import ANY_ARGUMENT, FUNCTIONS, OPTIONS, BinOp, Call, Expr, Num, Paren, Term, UnaryOp, Var
+from .parser import Node, deparse
 
 _ARITHMETIC = {"+", "-", "*", "/", "^"}
 
@@ -55,6 +55,8 @@ def to_expr(node: Node, text: str, context: str, occurrences: list[Occurrence] |
     ``context`` names where we are, for error messages ("the response", "log()").
     """
     k = node.kind
+    if k in ("bool", "named"):
+        raise _option_misplaced(node, text)
     if k == "name":
         if occurrences is not None:
             occurrences.append(Occurrence(node.value, node.start, role))
@@ -79,6 +81,12 @@ def to_expr(node: Node, text: str, context: str, occurrences: list[Occurrence] |
     return BinOp(node.op, left, right)
 
 
+def _option_misplaced(node: Node, text: str) -> FormulaError:
+    what = node.text if node.kind == "bool" else f"'{node.value} ='"
+    return FormulaError(f"{what} can only give an option of poly(), ns(), bs() or C(), as in "
+                        "poly(x, 2, raw = TRUE)", text, node.start)
+
+
 def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None, response: bool = False) -> Call:
     func = node.value
     if func not in FUNCTIONS:
@@ -86,7 +94,12 @@ def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None, respo
     if func == "cbind" and not response:
         raise FormulaError("cbind() belongs in the response, as in cbind(successes, failures) ~ x + (1 | g)",
                            text, node.op_pos)
+    if func in OPTIONS:
+        return _call_with_options(node, text, occurrences)
     nargs = FUNCTIONS[func]
+    if any(a.kind == "named" for a in node.args):
+        named = next(a for a in node.args if a.kind == "named")
+        raise FormulaError(f"{func}() takes no named arguments ('{named.value} =')", text, named.op_pos)
     if len(node.args) != nargs:
         raise FormulaError(
             f"{func}() takes {'one argument' if nargs == 1 else f'{nargs} arguments'}, got {len(node.args)}",
@@ -96,6 +109,78 @@ def call_expr(node: Node, text: str, occurrences: list[Occurrence] | None, respo
     role = "term" if func in ANY_ARGUMENT else "value"
     args = tuple(to_expr(a, text, f"{func}()", occurrences, role) for a in node.args)
     return Call(func, args)
+
+
+# C()'s contrasts, by the names R accepts (the function or its short name)
+CONTRASTS = {"treatment": "treatment", "contr.treatment": "treatment", "sum": "sum", "contr.sum": "sum",
+             "helmert": "helmert", "contr.helmert": "helmert"}
+_EXAMPLES = {"poly": "poly(x, 2) or poly(x, 2, raw = TRUE)", "ns": "ns(x, df = 3)", "bs": "bs(x, df = 4)",
+             "C": "C(f, sum)"}
+
+
+def _call_with_options(node: Node, text: str, occurrences: list[Occurrence] | None) -> Call:
+    """poly(), ns(), bs() and C(): the data argument, then options matched as R matches them
+    (by name, else by position), each checked here so that a wrong one is named in the formula."""
+    func = node.value
+    positional, allowed = OPTIONS[func]
+    example = _EXAMPLES[func]
+    data = [a for a in node.args if a.kind != "named"]
+    if not data or node.args[0].kind == "named":
+        raise FormulaError(f"{func}() needs a variable first, as in {example}", text, node.op_pos)
+    values: dict[str, Node] = {}
+    for i, a in enumerate(data[1:]):
+        if i >= len(positional):
+            raise FormulaError(f"{func}() takes at most {len(positional) + 1} unnamed arguments; "
+                               f"name the others, as in {example}", text, a.start)
+        values[positional[i]] = a
+    for a in node.args:
+        if a.kind != "named":
+            continue
+        if a.value not in allowed:
+            hint = " (knots are placed at quantiles: give df)" if a.value in ("knots", "Boundary.knots") else ""
+            raise FormulaError(f"{func}() has no option '{a.value}' here{hint}; supported: "
+                               f"{', '.join(sorted(allowed))}", text, a.op_pos)
+        if a.value in values:
+            raise FormulaError(f"{func}(): '{a.value}' is given twice", text, a.op_pos)
+        values[a.value] = a.args[0]
+    options = []
+    for name, value in values.items():
+        options.append((name, _option_value(func, name, value, text, example)))
+    resolved = dict(options)
+    if func == "poly" and "degree" not in resolved:
+        raise FormulaError(f"poly() needs a degree, as in {example}", text, node.op_pos)
+    if func in ("ns", "bs") and "df" not in resolved:
+        raise FormulaError(f"{func}() needs its degrees of freedom, as in {example}", text, node.op_pos)
+    if func == "C" and "contr" not in resolved:
+        raise FormulaError(f"C() needs the contrasts, as in {example} (sum, helmert or treatment)", text,
+                           node.op_pos)
+    if func == "bs" and resolved["df"] < resolved.get("degree", 3):
+        raise FormulaError(f"bs(): df = {resolved['df']} is less than the degree ({resolved.get('degree', 3)}); "
+                           f"give df of at least the degree", text, node.op_pos)
+    role = "term" if func in ANY_ARGUMENT else "value"
+    arg = to_expr(data[0], text, f"{func}()", occurrences, role)
+    return Call(func, (arg,), label=deparse(node), options=tuple(sorted(options)))
+
+
+def _option_value(func: str, name: str, node: Node, text: str, example: str):
+    if name in ("raw", "intercept"):
+        if node.kind == "bool":
+            return bool(node.value)
+        if node.kind == "name" and node.value in ("T", "F"):
+            return node.value == "T"
+        raise FormulaError(f"{func}(): {name} must be TRUE or FALSE", text, node.start)
+    if name == "contr":
+        key = node.value if node.kind in ("name", "str") else None
+        if key not in CONTRASTS:
+            raise FormulaError(f"C(): unknown contrasts '{deparse(node) if node.kind != 'str' else node.value}'; "
+                               "use sum, helmert or treatment, as in C(f, sum)", text, node.start)
+        return CONTRASTS[key]
+    # degree, df: a whole number of at least 1
+    if node.kind != "num" or node.value != int(node.value) or node.value < 1:
+        shown = deparse(node) if node.kind != "str" else node.text
+        raise FormulaError(f"{func}(): {name} must be a whole number of at least 1, not {shown}; "
+                           f"as in {example}", text, node.start)
+    return int(node.value)
 
 
 def _trim(terms: list[int]) -> list[int]:
@@ -216,6 +301,8 @@ class TermEncoder:
             return [self.register(expr, node.start)]
         if k == "num":
             return self._number(node, additive)
+        if k in ("bool", "named"):
+            raise _option_misplaced(node, self.text)
         if k == "unary":
             if node.op == "~":
                 raise self.error("unexpected '~'", node.op_pos)

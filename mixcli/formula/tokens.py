@@ -10,7 +10,9 @@ Token kinds:
            without backticks, ``quoted`` says whether backticks were used.
 ``num``    a decimal number (``2``, ``.5``, ``1e-3``); ``value`` is the float.
 ``str``    a quoted string: R would accept it, we reject it in the parser.
-``op``     ``~ + - * / ^ : | || %in% ( ) ,`` (``**`` is read as ``^``, as R does).
+``op``     ``~ + - * / ^ : | || %in% ( ) , =`` (``**`` is read as ``^``, as R does; ``=``
+           only names a function's argument, as in ``ns(x, df = 3)``).
+``bool``   ``TRUE`` or ``FALSE`` (``value`` is the bool): a function's argument only.
 ``dot``    a lone ``.``, R's "all other columns"; the parser rejects it.
 ``end``    end of the formula.
 """
@@ -101,6 +103,8 @@ def tokenize(text: str) -> list[Token]:
             word = text[i:j]
             if word == ".":
                 tokens.append(Token("dot", word, i, j))
+            elif word in ("TRUE", "FALSE"):
+                tokens.append(Token("bool", word, i, j, word == "TRUE"))
             elif word in RESERVED:
                 raise FormulaError(
                     f"'{word}' is a reserved word in R; quote a column of that name as `{word}`",
@@ -150,6 +154,12 @@ def tokenize(text: str) -> list[Token]:
                 raise FormulaError(f"operator '{op}' is not supported", text, i)
             tokens.append(Token("op", op, i, j + 1))
             i = j + 1
+            continue
+        if ch == "=":
+            if text.startswith("==", i):
+                raise FormulaError("'==' is not supported in a formula; compute the condition as a column", text, i)
+            tokens.append(Token("op", "=", i, i + 1))
+            i += 1
             continue
         if ch in _SIMPLE_OPS:
             tokens.append(Token("op", ch, i, i + 1))

@@ -144,7 +144,8 @@ class Profiler:
         fac = evaluate(self.st, theta, full=False)
         if not fac.ok or not sigma > 0:
             return math.inf
-        val = fac.logdet_z + self.n * math.log(2.0 * math.pi * sigma * sigma) + fac.pwrss / (sigma * sigma)
+        val = (fac.logdet_z + self.n * math.log(2.0 * math.pi * sigma * sigma) + fac.pwrss / (sigma * sigma)
+               + self.st.weights_term)
         return val if math.isfinite(val) else math.inf
 
     def objective(self, par: ProfileParameter, value: float):
@@ -159,7 +160,7 @@ class Profiler:
                     return math.inf
                 v = fac.rx_inverse()[j, j]
                 r2 = fac.pwrss + (value - fac.fixef()[j]) ** 2 / v
-                val = fac.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
+                val = fac.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n)) + st.weights_term
                 return val if math.isfinite(val) else math.inf
 
             return f, theta0.copy(), st.theta_lower.copy(), np.full(len(theta0), math.inf), _theta_steps(theta0)

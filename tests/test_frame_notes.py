@@ -1,0 +1,47 @@
+"""Notes drawn from the data, not the formula: the nesting mistake and a 0/1 response fitted as Gaussian."""
+
+from __future__ import annotations
+
+import mixcli
+
+from conftest import FIXTURES, SHARED, cached_table, need
+
+NESTED3 = FIXTURES / "data" / "nested3.csv"  # schools numbered 1..6 within each of 15 districts
+
+
+def _nesting_notes(m):
+    return [msg for msg in m.messages if "labels shared across" in msg]
+
+
+def test_labels_numbered_within_another_factor_are_pointed_out_with_the_fix():
+    m = mixcli.fit(cached_table(NESTED3), "y ~ x + (1 | district) + (1 | school)")
+    (note,) = _nesting_notes(m)
+    assert note.startswith("school has 6 labels shared across the 15 levels of district "
+                           "(59 district:school combinations)")
+    assert "(1 | district/school)" in note and "mixcli nest" in note
+
+
+def test_no_note_when_the_nesting_is_written_or_the_design_is_crossed():
+    assert not _nesting_notes(mixcli.fit(cached_table(NESTED3), "y ~ x + (1 | district/school)"))
+    assert not _nesting_notes(mixcli.fit(cached_table(NESTED3), "y ~ x + (1 | district) + (1 | district:school)"))
+    # subjects × items, one row per pair: crossed by design
+    assert not _nesting_notes(mixcli.fit(cached_table("crossed.csv"), "rt ~ cond + (1 | subj) + (1 | item)"))
+
+
+def test_classroom_classid2_is_flagged_and_not_proposed_for_dropping():
+    data = cached_table(need(SHARED / "data" / "classroom.csv"))
+    m = mixcli.fit(data, "mathscore ~ ses + (1 | schoolid) + (1 | classid2)")
+    (note,) = _nesting_notes(m)
+    assert note.startswith("classid2 has 9 labels shared across the 107 levels of schoolid "
+                           "(312 schoolid:classid2 combinations)")
+    # lme4's fit of this formula is singular; the advice must not be "drop classid2"
+    assert m.singular
+    assert not any("simpler model" in w for w in m.warnings)
+    assert any("classid2 may be numbered within schoolid" in w for w in m.warnings)
+
+
+def test_a_zero_one_response_fitted_as_gaussian_points_at_binomial():
+    m = mixcli.fit(cached_table("glmm_binary.csv"), "pass ~ ses + (1 | schoolid)")
+    assert any("only takes the values 0 and 1" in msg and "--family binomial" in msg for msg in m.messages)
+    g = mixcli.fit(cached_table("glmm_binary.csv"), "pass ~ ses + (1 | schoolid)", family="binomial")
+    assert not any("only takes the values 0 and 1" in msg for msg in g.messages)
