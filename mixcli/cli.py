@@ -106,6 +106,9 @@ def main():
     Examples:
       mixcli fit data.csv "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
       mixcli compare data.csv "y ~ x + (1 | g)" "y ~ x + (x | g)"
+      mixcli anova data.csv "y ~ a * b + (1 | g)"
+      mixcli ranova data.csv "y ~ x + (x | g) + (1 | h)"
+      mixcli reduce data.csv "y ~ x + (x | g) + (x | h)"
       mixcli nest data.csv schoolid:classid2 > with_ids.csv
 
     DATA is a CSV/TSV path, or - for standard input.
@@ -450,6 +453,137 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
            lambda: [render.table_renderables(comp, source)])
     if fmt != "table":  # the table prints its notes under it
         for line in render.notes(comp):
+            _warn(line)
+
+
+@main.command("anova")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--type", "kind", type=click.Choice(["3", "2", "1"]), default="3", show_default=True,
+              help="Type III (each term adjusted for all others, marginal contrasts), II or I (sequential) tests.")
+@click.option("--ddf", type=click.Choice(["satterthwaite", "none"], case_sensitive=False),
+              default="satterthwaite", show_default=True,
+              help="Denominator df: Satterthwaite's (lmerTest's default), or none (lme4's anova table: "
+                   "Sum Sq, Mean Sq, F only, sequential).")
+@click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_WEIGHTS
+@_CONTRASTS
+@_FORMAT
+@_SEP
+@_PROGRESS
+def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, progress):
+    """F tests of each fixed-effect term, like lmerTest's anova(m, type = 3).
+
+    For each term of the formula: NumDF, DenDF, F value and Pr(>F), from the
+    hypothesis matrices lmerTest builds (type III contrasts do not depend on
+    the coding of the factors) with Satterthwaite's denominator degrees of
+    freedom.
+
+    \b
+    Examples:
+      mixcli anova cake.csv "angle ~ recipe * temp + (1 | replicate)"
+      mixcli anova cake.csv "angle ~ recipe * temp + (1 | replicate)" --type 1 --format json
+    """
+    from .frame import model_frame
+    from .inference.anova import AnovaResult, anova_result
+    from .model import fit_frame
+    from .progress import FitProgress
+    from .render import anova as render
+
+    table = _read_data(data, sep)
+    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
+    bar = FitProgress(progress)
+    bar.start("fitting")
+    m = fit_frame(frame, reml=not ml, progress=bar)
+    bar.done()
+    res: AnovaResult = anova_result(m, int(kind), ddf.lower())
+    source = "standard input" if data == "-" else data
+    _write(fmt, lambda: render.render_json(res), lambda: render.render_csv(res),
+           lambda: [render.table_renderables(res, source)])
+    if fmt != "table":
+        for line in render.notes(res):
+            _warn(line)
+
+
+@main.command("ranova")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--ml", is_flag=True, help="Fit every model by maximum likelihood instead of REML.")
+@_WEIGHTS
+@_CONTRASTS
+@_FORMAT
+@_SEP
+@_PROGRESS
+def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
+    """Test each random-effects term by reducing it, like lmerTest's ranova(m).
+
+    A term with random slopes loses each slope in turn ('ses in (ses | schoolid)'),
+    an intercept-only term is removed ('(1 | classid)'); each reduced model is
+    refitted (REML unless --ml) and compared with the full model by a
+    likelihood-ratio test.
+
+    \b
+    Examples:
+      mixcli ranova classroom.csv "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
+      mixcli ranova classroom.csv "mathscore ~ ses + (1 | schoolid/classid2)" --format json
+    """
+    from .progress import FitProgress
+    from .ranova import ranova
+    from .render import ranova as render
+
+    table = _read_data(data, sep)
+    res = ranova(table, formula, reml=not ml, weights=weights, contrasts=contrasts.lower(),
+                 progress=FitProgress(progress))
+    source = "standard input" if data == "-" else data
+    _write(fmt, lambda: render.render_json(res), lambda: render.render_csv(res),
+           lambda: [render.table_renderables(res, source)])
+    if fmt != "table":
+        for line in render.notes(res):
+            _warn(line)
+
+
+@main.command("reduce")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--ml", is_flag=True, help="Fit every model by maximum likelihood instead of REML.")
+@click.option("--fixed", is_flag=True,
+              help="Then also eliminate fixed-effect terms by type III F tests (Satterthwaite), as lmerTest's step().")
+@click.option("--alpha-random", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Drop a random-effects reduction whose ranova p-value is above this.")
+@click.option("--alpha-fixed", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="With --fixed: drop a fixed term whose F-test p-value is above this.")
+@_WEIGHTS
+@_CONTRASTS
+@_FORMAT
+@_SEP
+@_PROGRESS
+def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights, contrasts, fmt, sep, progress):
+    """From a maximal model to the one the data support, step by step.
+
+    While the fit is singular, take the simpler model mixcli proposes (a
+    correlation at ±1 → '||', a zero standard deviation → drop that effect);
+    then drop random effects by ranova (p > 0.1, as lmerTest's step); with
+    --fixed, then fixed-effect terms by type III F tests (p > 0.05). Each step
+    is printed with its reason and test, then the final model.
+
+    \b
+    Examples:
+      mixcli reduce classroom.csv "mathscore ~ ses + (ses | schoolid) + (ses | classid)"
+      mixcli reduce data.csv "y ~ a * b + (a | g)" --fixed --format json
+    """
+    from .progress import FitProgress
+    from .reduce import reduce_model
+    from .render import reduce as render
+
+    table = _read_data(data, sep)
+    red = reduce_model(table, formula, reml=not ml, fixed=fixed, alpha_random=alpha_random,
+                       alpha_fixed=alpha_fixed, weights=weights, contrasts=contrasts.lower(),
+                       progress=FitProgress(progress))
+    source = "standard input" if data == "-" else data
+    _write(fmt, lambda: render.render_json(red), lambda: render.render_csv(red),
+           lambda: [render.table_renderables(red, source)])
+    if fmt != "table":
+        for line in render.notes(red):
             _warn(line)
 
 

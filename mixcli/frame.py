@@ -101,6 +101,11 @@ class ModelFrame:
     messages: list[str] = field(default_factory=list)
     # grouping factor -> the factor its labels are probably numbered within (_nesting_mistakes)
     nested_labels: dict[str, str] = field(default_factory=dict)
+    # the data and the coding the frame was built from, for inference that rebuilds design
+    # matrices (type III F tests recode the factors; predictions evaluate new rows)
+    table: Table | None = field(default=None, repr=False)
+    contrasts: str = "treatment"
+    fixef_assign: list[int] = field(default_factory=list)  # R's attr(X, "assign") of the kept columns
 
     @property
     def n(self) -> int:
@@ -168,6 +173,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     # (an LMM's offset is part of the linear predictor: the checks look at y − offset)
     y_fit = y - offset if offset is not None and not glmm else y
     X, names, dropped, residual = _drop_aliased(design.X, design.names, y_fit)
+    assign = [a for a, name in zip(design.assign, design.names) if name in set(names)]
     if dropped:
         k = len(dropped)
         messages.append(
@@ -232,6 +238,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
         rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
         family=family, weights=wt, offset=offset, nested_labels=nested_labels,
+        table=table, contrasts=contrasts, fixef_assign=assign,
     )
 
 

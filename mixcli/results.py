@@ -124,6 +124,7 @@ class LmmResult:
     ci_method: str | None = None  # "Wald" or "profile" once FixedEffect.lower/.upper are filled in
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
+    _variance_explained: object = field(default=None, repr=False)
 
     def add_satterthwaite(self) -> "LmmResult":
         """Fill in Satterthwaite df and p-values of the fixed effects (lmerTest's t tests)."""
@@ -137,6 +138,15 @@ class LmmResult:
         from .inference import add_confint
 
         return add_confint(self, level, method, progress)
+
+    def variance_explained(self):
+        """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of
+        variance per level, as the R package performance (``inference.variance_explained``)."""
+        if self._variance_explained is None:
+            from .inference.variance_explained import variance_explained
+
+            self._variance_explained = variance_explained(self)
+        return self._variance_explained
 
     @property
     def method(self) -> str:

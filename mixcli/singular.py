@@ -26,6 +26,25 @@ ZERO_SD = 1e-4  # relative to σ, the scale of θ (lme4's isSingular tolerance)
 
 def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) -> list[str]:
     """One line per boundary component, then the suggested simpler model."""
+    problems, simpler = diagnose(frame, lams)
+    if not problems:
+        return []
+    lines = [f"boundary (singular) fit: {p}" for p in problems]
+    if simpler and simpler != frame.formula.text:
+        lines.append(f"the data support a simpler model: {simpler}")
+    return lines
+
+
+def simpler_model(m) -> str | None:
+    """The simpler formula proposed for a singular fit (``LmmResult``), or None."""
+    problems, simpler = diagnose(m.frame, m.factorization.user_lam)
+    if not problems or simpler == m.frame.formula.text:
+        return None
+    return simpler
+
+
+def diagnose(frame, lams: list[np.ndarray]) -> tuple[list[str], str | None]:
+    """What sits on the boundary (one phrase per component) and the simpler formula."""
     problems: list[str] = []
     drop: dict[int, set[str]] = {}  # formula.random index -> effect names to drop
     decorrelate: set[int] = set()
@@ -61,12 +80,8 @@ def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) 
                 )
             decorrelate.add(source)
     if not problems:
-        return []
-    lines = [f"boundary (singular) fit: {problems[0]}"] + [f"boundary (singular) fit: {p}" for p in problems[1:]]
-    simpler = simpler_formula(frame.formula, drop, decorrelate)
-    if simpler and simpler != frame.formula.text:
-        lines.append(f"the data support a simpler model: {simpler}")
-    return lines
+        return [], None
+    return problems, simpler_formula(frame.formula, drop, decorrelate)
 
 
 def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -> str | None:

@@ -17,7 +17,7 @@ EXAMPLE = ROOT / "mixcli" / "data" / "classroom_sim.csv"
 M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
 JSON_KEYS = [
     "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
-    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings",
+    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings", "icc", "r2",
 ]
 
 

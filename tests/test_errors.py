@@ -38,7 +38,8 @@ def stderr_lines(out) -> list[str]:
     return out.stderr.splitlines()
 
 
-CSV_HEADERS = ("formula,method,term,estimate,se,t", "formula,method,family,link,term,estimate,se,z,p")
+CSV_HEADERS = ("formula,method,term,estimate,se,t", "formula,method,family,link,term,estimate,se,z,p",
+               "formula,method,type,ddf,term,sumsq")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

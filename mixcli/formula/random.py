@@ -154,6 +154,10 @@ class RandomExpander:
             self.occurrences.append(Occurrence(node.value, node.start, "group"))
             self.frame.setdefault(Var(node.value), node.start)
             return _Group((node.value,), quote_name(node.value))
+        if node.kind == "paren" and node.args[0].kind == "binary" and node.args[0].op == ":":
+            # lme4 writes (1 | a/b/c)'s innermost term as (1 | c:(b:a)); read its own output back
+            inner = self._interaction_names(node.args[0])
+            return _Group(inner.names, f"({inner.label})" if len(inner.names) > 1 else inner.label)
         if node.kind == "binary" and node.op == ":":
             left = self._interaction_names(node.args[0])
             right = self._interaction_names(node.args[1])

@@ -98,6 +98,9 @@ def fit_record(m) -> dict:
         "converged": m.converged,
         "warnings": m.notes(),
     }
+    ve = m.variance_explained()
+    rec["icc"] = {"adjusted": num(ve.icc_adjusted), "unadjusted": num(ve.icc_unadjusted)}
+    rec["r2"] = {"marginal": num(ve.r2_marginal), "conditional": num(ve.r2_conditional)}
     if m.ci_method is not None:
         rec["ci"] = {
             "method": m.ci_method,
@@ -216,6 +219,14 @@ def table_renderables(m, source: str | None = None):
     out.append(re)
     groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
+    if not glmm:
+        ve = m.variance_explained()
+        # performance's icc() and r2_nakagawa()
+        out.append(Text(f"ICC {ve.icc_adjusted:.4f} (adjusted), {ve.icc_unadjusted:.4f} (unadjusted); "
+                        f"R² {ve.r2_marginal:.4f} (marginal), {ve.r2_conditional:.4f} (conditional)"))
+        if ve.partition:
+            shares = ", ".join(f"{g} {share:.1%}" for g, _, share in ve.partition)
+            out.append(Text(f"Variance by level: {shares}"))
     out.append(Text(""))
 
     out.append(Text("Fixed effects:", style="bold"))

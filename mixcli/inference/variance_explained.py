@@ -1,0 +1,93 @@
+"""ICC and Nakagawa's R² of a linear mixed model, as the R package ``performance`` computes them.
+
+``performance::icc()`` and ``r2_nakagawa()`` (0.10, through ``insight::get_variance``) split
+the variance of the response into three parts:
+
+* fixed:    σ²_f = var(Xβ̂), the sample variance (denominator n − 1) of the fixed part;
+* random:   σ²_r = Σ_terms mean_i(z_iᵀ Σ_t z_i) (Johnson 2014), with Σ_t the term's
+            covariance matrix and z_i the row of the *fixed* design matrix X for the term's
+            effects — an effect that is not also a fixed-effect column (a random slope
+            without its fixed slope) is left out, as performance does (and warns);
+            for random intercepts this is the sum of the intercept variances;
+* residual: σ² (σ̂² of the fit).
+
+Then ICC adjusted = σ²_r / (σ²_r + σ²), unadjusted = σ²_r / (σ²_f + σ²_r + σ²),
+marginal R² = σ²_f / total, conditional R² = (σ²_f + σ²_r) / total.
+
+performance returns NA (with a warning) for singular fits; mixcli reports the numbers,
+which are well defined (a zero variance contributes zero), and says the fit is singular.
+For models whose random terms are all intercepts, ``partition`` is the share of the
+variance at each level (school, class, residual), excluding the fixed part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class VarianceExplained:
+    fixed: float  # σ²_f
+    random: float  # σ²_r
+    residual: float  # σ²
+    icc_adjusted: float
+    icc_unadjusted: float
+    r2_marginal: float
+    r2_conditional: float
+    # (group, variance, share of random + residual) per intercept-only term, then "Residual";
+    # empty when some term has random slopes (their variance depends on the covariate)
+    partition: list[tuple[str, float, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "icc": {"adjusted": self.icc_adjusted, "unadjusted": self.icc_unadjusted},
+            "r2": {"marginal": self.r2_marginal, "conditional": self.r2_conditional},
+            "variance": {"fixed": self.fixed, "random": self.random, "residual": self.residual},
+        }
+
+
+def variance_explained(m) -> VarianceExplained:
+    """The decomposition for a fitted ``LmmResult``."""
+    frame = m.frame
+    X = np.asarray(frame.X)
+    beta = np.array([f.estimate for f in m.fixef])
+    fitted_fixed = X @ beta
+    fixed = float(np.var(fitted_fixed, ddof=1)) if len(fitted_fixed) > 1 else 0.0
+    columns = {name: j for j, name in enumerate(frame.fixef_names)}
+    n = X.shape[0]
+    sigma2 = float(m.sigma) ** 2
+    random = 0.0
+    missing: list[str] = []
+    partition_rows = []
+    intercepts_only = True
+    for term, lam in zip(frame.terms, m.factorization.user_lam):
+        cov = sigma2 * (lam @ lam.T)
+        keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
+        missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
+        if keep:
+            z = np.column_stack([np.ones(n) if term.names[i] == "(Intercept)" and "(Intercept)" not in columns
+                                 else X[:, columns[term.names[i]]] for i in keep])
+            sub = cov[np.ix_(keep, keep)]
+            random += float(np.einsum("ij,jk,ik->", z, sub, z)) / n
+        if term.names != ["(Intercept)"]:
+            intercepts_only = False
+        partition_rows.append((term.group, float(cov[0, 0])))
+    total = fixed + random + sigma2
+    notes = []
+    if missing:
+        notes.append(f"random slopes not among the fixed effects ({', '.join(dict.fromkeys(missing))}) are left out "
+                     "of the random variance, as performance does; add them as fixed effects")
+    partition = []
+    if intercepts_only:
+        level_total = sum(v for _, v in partition_rows) + sigma2
+        partition = [(g, v, v / level_total) for g, v in partition_rows] + [("Residual", sigma2, sigma2 / level_total)]
+    return VarianceExplained(
+        fixed=fixed, random=random, residual=sigma2,
+        icc_adjusted=random / (random + sigma2), icc_unadjusted=random / total,
+        r2_marginal=fixed / total, r2_conditional=(fixed + random) / total,
+        partition=partition, notes=notes,
+    )
+

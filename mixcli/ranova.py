@@ -1,0 +1,161 @@
+"""lmerTest's ``ranova``: a likelihood-ratio test of reducing each random-effects term.
+
+For every random-effects term of the formula as lme4's ``findbars`` splits it (``(x || g)``
+is ``(1 | g)`` and ``(0 + x | g)``, ``(1 | a/b)`` is ``(1 | b:a)`` and ``(1 | a)``):
+
+* a term with effects beyond the intercept loses, in turn, each effect that no other
+  effect of the term contains (R's ``drop.scope``): ``(ses | schoolid)`` becomes
+  ``(1 | schoolid)``, a row named ``ses in (ses | schoolid)``; a term with a single effect
+  and no intercept, ``(0 + x | g)``, becomes ``(1 | g)``;
+* a term with the intercept only is removed: a row named ``(1 | classid)``.
+
+Each reduced model is refitted by the full model's criterion (REML or ML): when no random
+term is left it is the linear model, whose (REML) log-likelihood is R's ``logLik.lm``.
+The table has lmerTest's columns: npar, logLik, AIC, and against the full model LRT, Df,
+Pr(>Chisq) (χ² with Df degrees of freedom, not the boundary mixture, as lmerTest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .design import complete_rows
+from .errors import DataError
+from .formula import parse_formula, term_label
+from .frame import model_frame
+from .inference.distributions import chi2_sf
+from .model import Model
+from .results import LmmResult
+from .table import Table
+
+
+@dataclass
+class RanovaRow:
+    term: str  # "<none>", "ses in (ses | schoolid)", "(1 | classid)"
+    formula: str  # the model of this row
+    npar: int
+    loglik: float
+    lrt: float | None = None
+    df: int | None = None
+    p: float | None = None
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.npar
+
+
+@dataclass
+class Ranova:
+    formula: str  # the full model, written as lmerTest prints it: fixed part + each findbars term
+    method: str  # "REML" or "ML"
+    rows: list[RanovaRow]
+    model: LmmResult  # the full model's fit
+    warnings: list[str] = field(default_factory=list)
+
+
+def reductions(formula) -> list[tuple[str, str]]:
+    """(row name, reduced formula text) of each reduction, in lmerTest's order."""
+    response = formula.text.split("~", 1)[0].strip()
+    fixed = _fixed_text(formula)
+    bars = [f"({rt.label})" for rt in formula.random]
+    out = []
+    for i, rt in enumerate(formula.random):
+        others = bars[:i] + bars[i + 1:]
+        labels = [term_label(t) for t in rt.terms]
+        if not labels:
+            out.append((bars[i], _text(response, fixed, others)))
+            continue
+        for t in rt.terms:
+            if any(set(t) < set(u) for u in rt.terms):
+                continue  # contained in a higher-order effect: not droppable on its own
+            rest = [term_label(u) for u in rt.terms if u != t]
+            if not rest:
+                lhs = "1"
+            else:
+                lhs = " + ".join(rest) if rt.intercept else "0 + " + " + ".join(rest)
+            group = rt.label.rsplit("|", 1)[1].strip()
+            out.append((f"{term_label(t)} in ({rt.label})", _text(response, fixed, others + [f"({lhs} | {group})"])))
+    return out
+
+
+def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: str = "treatment",
+           progress=None) -> Ranova:
+    """Fit the model and each reduction; ``progress`` (a ``cli`` progress line) hears each refit."""
+    frame = model_frame(table, formula, weights=weights, contrasts=contrasts)
+    f = frame.formula
+    full_text = _text(f.text.split("~", 1)[0].strip(), _fixed_text(f), [f"({rt.label})" for rt in f.random])
+    steps = reductions(f)
+    total = len(steps) + 1
+    if progress is not None:
+        progress.start(f"fitting the model (1/{total})")
+    full = Model(frame).fit(reml=reml, progress=progress)
+    if progress is not None:
+        progress.done()
+    rows = [RanovaRow("<none>", full_text, full.npar, full.loglik)]
+    warnings = []
+    for i, (name, text) in enumerate(steps, start=2):
+        if progress is not None:
+            progress.start(f"fitting without {name} ({i}/{total})")
+        parsed = parse_formula(text)
+        if parsed.random:
+            reduced_frame = model_frame(table, parsed, weights=weights, contrasts=contrasts)
+            _check_rows(frame.rows, reduced_frame.rows, name)
+            m = Model(reduced_frame).fit(reml=reml, progress=progress)
+            npar, loglik = m.npar, m.loglik
+            if not m.converged:
+                warnings.append(f"the model without {name} did not converge: {'; '.join(m.warnings)}")
+        else:
+            _check_rows(frame.rows, complete_rows(parsed, table), name)
+            npar, loglik = frame.X.shape[1] + 1, linear_model_loglik(frame, reml)
+        if progress is not None:
+            progress.done()
+        row = RanovaRow(name, text, npar, loglik)
+        row.lrt = 2.0 * (full.loglik - loglik)
+        row.df = full.npar - npar
+        row.p = chi2_sf(max(row.lrt, 0.0), row.df) if row.df > 0 else math.nan
+        rows.append(row)
+    return Ranova(formula=full_text, method="REML" if reml else "ML", rows=rows, model=full, warnings=warnings)
+
+
+def linear_model_loglik(frame, reml: bool) -> float:
+    """R's ``logLik(lm(...), REML = reml)`` of the frame's fixed part (with its prior weights
+    and offset): the model with every random-effects term removed."""
+    X = np.asarray(frame.X, dtype=float)
+    y = np.asarray(frame.y, dtype=float)
+    if frame.offset is not None:
+        y = y - frame.offset
+    w = np.ones_like(y) if frame.weights is None else np.asarray(frame.weights, dtype=float)
+    sw = np.sqrt(w)
+    q, r = np.linalg.qr(X * sw[:, None])
+    beta = np.linalg.solve(r, q.T @ (y * sw))
+    rss = float(np.sum(w * (y - X @ beta) ** 2))
+    n, p = X.shape
+    m = n - p if reml else n
+    value = 0.5 * (float(np.sum(np.log(w))) - m * (math.log(2 * math.pi) + 1.0 - math.log(m) + math.log(rss)))
+    if reml:
+        value -= float(np.sum(np.log(np.abs(np.diag(r)))))
+    return value
+
+
+def _fixed_text(formula) -> str:
+    labels = formula.term_labels + [f"offset({term_label((o,))})" for o in formula.offsets]
+    if not formula.intercept:
+        return " + ".join(["0"] + labels)
+    return " + ".join(labels) if labels else "1"
+
+
+def _text(response: str, fixed: str, bars: list[str]) -> str:
+    # R's update.formula keeps one copy of a repeated term: (x || g) reduced by x is (1 | g), once
+    return f"{response} ~ " + " + ".join([fixed] + list(dict.fromkeys(bars)))
+
+
+def _check_rows(full_rows, reduced_rows, name: str):
+    if not np.array_equal(full_rows, reduced_rows):
+        differ = int(np.sum(full_rows != reduced_rows))
+        raise DataError(f"ranova: without {name} the model would use {int(reduced_rows.sum())} rows instead of "
+                        f"{int(full_rows.sum())} ({differ} differ because of missing values in the grouping "
+                        "columns); drop the rows with missing values first")
+
