@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: readme demo test fuzz errors-table bench clean
+.PHONY: readme demo test fuzz errors-table bench clean plots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,8 @@ errors-table: $(STAMP)
 # Re-run the README's shell examples and paste in their real output (needs ../shared).
 readme: $(STAMP)
 	$(BIN)/python tests/readme_examples.py
+
+# The README's diagnostic plots, docs/plots/{ranef,resid,qq,profile}.png: the example
+# model fitted to $(EXAMPLE) (the same bytes as `mixcli simulate --schools 107 --seed 1`).
+plots: $(STAMP)
+	$(BIN)/python -m mixcli.plot $(EXAMPLE) "mathscore ~ ses + (ses | schoolid) + (1 | classid)" docs/plots

@@ -109,6 +109,7 @@ def main():
       mixcli anova data.csv "y ~ a * b + (1 | g)"
       mixcli ranova data.csv "y ~ x + (x | g) + (1 | h)"
       mixcli reduce data.csv "y ~ x + (x | g) + (x | h)"
+      mixcli plot data.csv "y ~ x + (x | g)" --kind ranef -o ranef.png
       mixcli nest data.csv schoolid:classid2 > with_ids.csv
 
     DATA is a CSV/TSV path, or - for standard input.
@@ -209,10 +210,11 @@ class _CiSpec(click.ParamType):
 @click.argument("data", metavar="DATA")
 @click.argument("formulas", nargs=-1, required=True, metavar="FORMULA...")
 @click.option("--ml", is_flag=True, help="Maximum likelihood instead of REML.")
-@click.option("--ddf", type=click.Choice(["satterthwaite", "none"], case_sensitive=False), default="satterthwaite",
-              show_default=True,
+@click.option("--ddf", type=click.Choice(["satterthwaite", "kr", "none"], case_sensitive=False),
+              default="satterthwaite", show_default=True,
               help="Denominator degrees of freedom for the fixed-effect t tests: Satterthwaite's, as "
-                   "lmerTest (adds df and Pr(>|t|)), or none (t values only, as lme4).")
+                   "lmerTest (adds df and Pr(>|t|)); kr, Kenward-Roger's (pbkrtest: adjusted standard "
+                   "errors too; REML fits); or none (t values only, as lme4).")
 @click.option("--ci", "ci", type=_CiSpec(), default=None, metavar="LEVEL|wald[:LEVEL]|profile[:LEVEL]",
               help="Confidence intervals. A level (0.95) or 'wald' gives Wald intervals for the fixed "
                    "effects (estimate ± z·SE, lme4's confint(method = \"Wald\")); 'profile' gives "
@@ -226,11 +228,16 @@ class _CiSpec(click.ParamType):
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@click.option("--augment", is_flag=True,
+              help="Instead of the summary, the rows used with .fitted (conditional on the random effects), "
+                   ".fixed (population), .resid and .resid_pearson appended (broom.mixed's augment(); lme4's "
+                   "fitted() and residuals()); CSV, or JSON lines with --format json.")
 @_CONTRASTS
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, weights, contrasts, fmt, sep, progress):
+def fit_command(data, formulas, ml, ddf, ci, ranef, augment, family_name, link, nagq, weights, contrasts, fmt, sep,
+                progress):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -252,6 +259,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, wei
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
+      mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
     """
     from .frame import model_frame
     from .model import fit_frame
@@ -261,7 +269,13 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, wei
     table = _read_data(data, sep)
     # check every formula before fitting any
     frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
-    del table  # the frames hold what the fits need; let the fits reuse the memory
+    if augment:
+        if len(frames) > 1 or ranef or fam is not None:
+            raise click.UsageError("--augment takes one formula of a linear mixed model, without --ranef")
+    else:
+        for frame in frames:
+            frame.table = None  # the frames hold what the fits need; let the fits reuse the memory
+    del table
     meter = FitProgress(progress)
     results = []
     for i, frame in enumerate(frames, start=1):
@@ -279,6 +293,17 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, family_name, link, nagq, wei
         elif ci is not None and fam is not None:
             m.add_confint(ci[1], "wald")
         results.append(m)
+    if augment:
+        from .inference.predictions import augment as augment_columns
+        from .render import rows as render
+
+        m = results[0]
+        extra = augment_columns(m)
+        _write("json" if fmt == "json" else "csv", lambda: render.render_json(m.frame.table, m.frame.rows, extra),
+               lambda: render.render_csv(m.frame.table, m.frame.rows, extra), None)
+        for line in m.notes():
+            _warn(line)
+        return
     if ranef:
         from .render import ranef as render
 
@@ -320,6 +345,14 @@ def _add_inference(m, ddf, ci, progress, i, n):
     """Satterthwaite t tests and confidence intervals, as asked, on one fitted model."""
     if ddf.lower() == "satterthwaite":
         m.add_satterthwaite()
+    elif ddf.lower() == "kr":
+        from .errors import UsageError
+        from .inference import add_kenward_roger
+
+        try:
+            add_kenward_roger(m)
+        except ValueError as exc:
+            raise UsageError(f"--ddf kr: {exc}") from None
     if ci is None:
         return
     method, level = ci
@@ -461,10 +494,10 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
 @click.argument("formula", metavar="FORMULA")
 @click.option("--type", "kind", type=click.Choice(["3", "2", "1"]), default="3", show_default=True,
               help="Type III (each term adjusted for all others, marginal contrasts), II or I (sequential) tests.")
-@click.option("--ddf", type=click.Choice(["satterthwaite", "none"], case_sensitive=False),
+@click.option("--ddf", type=click.Choice(["satterthwaite", "kr", "none"], case_sensitive=False),
               default="satterthwaite", show_default=True,
-              help="Denominator df: Satterthwaite's (lmerTest's default), or none (lme4's anova table: "
-                   "Sum Sq, Mean Sq, F only, sequential).")
+              help="Denominator df: Satterthwaite's (lmerTest's default), Kenward-Roger's (pbkrtest, REML "
+                   "only), or none (lme4's anova table: Sum Sq, Mean Sq, F only, sequential).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
 @_WEIGHTS
 @_CONTRASTS
@@ -476,13 +509,14 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
 
     For each term of the formula: NumDF, DenDF, F value and Pr(>F), from the
     hypothesis matrices lmerTest builds (type III contrasts do not depend on
-    the coding of the factors) with Satterthwaite's denominator degrees of
-    freedom.
+    the coding of the factors) with Satterthwaite's or Kenward-Roger's
+    denominator degrees of freedom.
 
     \b
     Examples:
       mixcli anova cake.csv "angle ~ recipe * temp + (1 | replicate)"
       mixcli anova cake.csv "angle ~ recipe * temp + (1 | replicate)" --type 1 --format json
+      mixcli anova sleep.csv "Reaction ~ Days + (Days | Subject)" --ddf kr
     """
     from .frame import model_frame
     from .inference.anova import AnovaResult, anova_result
@@ -503,6 +537,122 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
     if fmt != "table":
         for line in render.notes(res):
             _warn(line)
+
+
+@main.command("predict")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--newdata", metavar="NEW", required=True,
+              help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
+@click.option("--population", is_flag=True,
+              help="The fixed part only (lme4's re.form = NA), instead of conditional on the random effects.")
+@click.option("--se", is_flag=True, help="Also the standard error of the fixed part of each prediction.")
+@click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_WEIGHTS
+@_CONTRASTS
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="csv, or json (one object per row).")
+@_SEP
+@_PROGRESS
+def predict_command(data, formula, newdata, population, se, ml, weights, contrasts, fmt, sep, progress):
+    """Predictions for new rows, like lme4's predict(m, newdata).
+
+    Fits the model to DATA, then writes NEW's columns with 'predicted'
+    appended: conditional on the fitted random effects, a level the fit has
+    not seen getting 0 (lme4's allow.new.levels = TRUE; a note says how
+    many rows), or the fixed part only with --population.
+
+    \b
+    Examples:
+      mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv
+      mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --population --se
+    """
+    import numpy as np
+
+    from .frame import model_frame
+    from .inference.predictions import predict
+    from .model import fit_frame
+    from .progress import FitProgress
+    from .render import rows as render
+
+    if data == "-" and newdata == "-":
+        raise click.UsageError("DATA and --newdata cannot both be standard input")
+    table = _read_data(data, sep)
+    new = _read_data(newdata, sep)
+    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
+    bar = FitProgress(progress)
+    bar.start("fitting")
+    m = fit_frame(frame, reml=not ml, progress=bar)
+    bar.done()
+    pred = predict(m, new, population=population, se=se)
+    extra = {"predicted": pred.predicted}
+    if se:
+        extra["se"] = pred.se
+    everything = np.ones(new.nrows, dtype=bool)
+    _write(fmt, lambda: render.render_json(new, everything, extra), lambda: render.render_csv(new, everything, extra),
+           None)
+    for name, count in pred.new_levels.items():
+        _warn(f"{count} row{'s' if count > 1 else ''} of --newdata had a {name} level the fit has not seen "
+              "(or none): predicted with its random effects at 0, as lme4's allow.new.levels = TRUE")
+    if pred.missing:
+        _warn(f"{pred.missing} row{'s' if pred.missing > 1 else ''} of --newdata had a missing predictor: "
+              "predicted NA")
+    for line in m.notes():
+        _warn(line)
+
+
+@main.command("plot")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile"]), required=True,
+              help="ranef: caterpillar plot of the conditional modes with ±1.96 conditional SD (lattice's "
+                   "dotplot(ranef(m, condVar = TRUE))); resid: residuals against fitted values; qq: normal QQ "
+                   "plots of the residuals and of each term's conditional modes; profile: profile zeta plots "
+                   "of every parameter (xyplot(profile(m)); slower).")
+@click.option("-o", "--output", metavar="FILE", required=True, help="The image: .png, .svg or .pdf.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Coverage of the intervals drawn.")
+@click.option("--size", metavar="WxH", help="Figure size in inches, e.g. 8x6 (default: chosen from the panels).")
+@click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_WEIGHTS
+@_CONTRASTS
+@_SEP
+@_PROGRESS
+def plot_command(data, formula, kind, output, level, size, ml, weights, contrasts, sep, progress):
+    """Diagnostic plots of a fitted linear mixed model.
+
+    \b
+    Examples:
+      mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind ranef -o ranef.png
+      mixcli plot classroom.csv "mathscore ~ ses + (1 | schoolid)" --kind resid -o resid.svg
+      mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
+    """
+    from .frame import model_frame
+    from .model import fit_frame
+    from .plot import check_destination, plot
+    from .progress import FitProgress
+
+    width = height = None
+    if size:
+        try:
+            width, height = (float(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
+    check_destination(kind, output)  # before the fit: a bad path costs nothing
+    table = _read_data(data, sep)
+    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
+    bar = FitProgress(progress)
+    bar.start("fitting")
+    m = fit_frame(frame, reml=not ml, progress=bar)
+    bar.done()
+    if kind == "profile":
+        with _Bar(progress, "profiling"):
+            plot(m, kind, output, level=level, width=width, height=height)
+    else:
+        plot(m, kind, output, level=level, width=width, height=height)
+    for line in m.notes():
+        _warn(line)
+    click.echo(f"wrote {output}", err=True)
 
 
 @main.command("ranova")

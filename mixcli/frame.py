@@ -466,6 +466,12 @@ def _scale_message(columns: dict[str, np.ndarray]) -> str | None:
             "scale() or a change of units keeps the optimiser accurate")
 
 
+def grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np.ndarray) -> GroupingFactor:
+    """The grouping factor of ``columns`` on the ``rows`` of ``table``, coded as a fit codes it
+    (for predictions on new rows)."""
+    return _grouping_factor(table, columns, name, rows, [])
+
+
 def _grouping_factor(table: Table, columns: tuple[str, ...], name: str, rows: np.ndarray, messages) -> GroupingFactor:
     parts = []
     combined = None

@@ -148,6 +148,104 @@ class LmmResult:
             self._variance_explained = variance_explained(self)
         return self._variance_explained
 
+    # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
+
+    def tidy(self):
+        """One row per parameter, as broom.mixed's ``tidy()``: effect ("fixed" or "ran_pars"),
+        group, term, estimate, std.error, statistic, df, p.value (and conf.low/conf.high when
+        intervals were computed); random-effect parameters as SDs (``sd__(Intercept)``),
+        correlations (``cor__(Intercept).ses``) and the residual SD (group "Residual")."""
+        import pandas as pd
+
+        rows = []
+        for f in self.fixef:
+            rows.append({"effect": "fixed", "group": None, "term": f.term, "estimate": f.estimate,
+                         "std.error": f.se, "statistic": f.t, "df": f.df, "p.value": f.p,
+                         "conf.low": f.lower, "conf.high": f.upper})
+        corr = {}
+        for c in self.correlations:
+            corr.setdefault(c.group, []).append(c)
+        for v in self.varcorr:
+            if v.group == "Residual":
+                continue
+            rows.append({"effect": "ran_pars", "group": v.group, "term": f"sd__{v.term}", "estimate": v.sd})
+            for c in [c for c in corr.get(v.group, []) if c.term2 == v.term]:
+                rows.append({"effect": "ran_pars", "group": c.group, "term": f"cor__{c.term1}.{c.term2}",
+                             "estimate": c.corr})
+        rows.append({"effect": "ran_pars", "group": "Residual", "term": "sd__Observation", "estimate": self.sigma})
+        out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
+                                          "p.value", "conf.low", "conf.high"])
+        if self.ci_method is None:
+            out = out.drop(columns=["conf.low", "conf.high"])
+        return out
+
+    def glance(self):
+        """One row, as broom.mixed's ``glance()``: nobs, sigma, logLik, AIC, BIC, REMLcrit or
+        deviance, df.residual, and the ICC and R² (performance's)."""
+        import pandas as pd
+
+        ve = self.variance_explained()
+        return pd.DataFrame([{
+            "nobs": self.nobs, "sigma": self.sigma, "logLik": self.loglik, "AIC": self.aic, "BIC": self.bic,
+            ("REMLcrit" if self.reml else "deviance"): self.criterion, "df.residual": self.nobs - self.npar,
+            "icc_adjusted": ve.icc_adjusted, "r2_marginal": ve.r2_marginal, "r2_conditional": ve.r2_conditional,
+        }])
+
+    def augment(self):
+        """The rows used with ``.fitted``, ``.fixed``, ``.resid``, ``.resid_pearson`` appended
+        (broom.mixed's ``augment()``; lme4's ``fitted()``, ``residuals()``)."""
+
+        from .inference.predictions import augment
+
+        data = self._data_frame(self.frame.table, self.frame.rows)
+        for name, values in augment(self).items():
+            data[name] = values
+        return data
+
+    def predict(self, newdata, population: bool = False, se: bool = False):
+        """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
+        ``population``): ``newdata``'s columns with ``predicted`` (and ``se``) appended."""
+        import numpy as np
+
+        from .inference.predictions import predict
+        from .table import Table
+
+        new = Table.from_mapping(newdata)
+        p = predict(self, new, population=population, se=se)
+        out = self._data_frame(new, np.ones(new.nrows, dtype=bool))
+        out["predicted"] = p.predicted
+        if se:
+            out["se"] = p.se
+        return out
+
+    @staticmethod
+    def _data_frame(table, rows):
+        import pandas as pd
+
+        from .table import TextColumn
+
+        if table is None:
+            raise ValueError("the fit no longer holds its data (fitted by the command line without --augment)")
+        cols = {}
+        for name in table.names:
+            col = table.columns[name]
+            cols[name] = (col.values()[rows] if isinstance(col, TextColumn) else np.asarray(col)[rows])
+        return pd.DataFrame(cols)
+
+    def __str__(self) -> str:
+        """The summary table, as ``mixcli fit`` prints it."""
+        import io
+
+        from rich.console import Console
+
+        from .render.fit import table_renderables
+
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, no_color=True, highlight=False, soft_wrap=True)
+        for r in table_renderables(self):
+            console.print(r)
+        return buf.getvalue()
+
     @property
     def method(self) -> str:
         return "REML" if self.reml else "ML"

@@ -63,3 +63,32 @@ def test_anova_of_a_ml_fit_and_lme4s_table():
     rec = json.loads(run("anova", data, ref["formula"], "--ml", "--format", "json").stdout)
     assert rec["method"] == "ML"
     assert [t["F"] for t in rec["terms"]] == pytest.approx([r["F"] for r in ref["rows"]], rel=1e-4)
+
+
+KR = load_json(FIXTURES / "kr_reference.json")
+
+
+def test_kenward_roger_from_the_command_line_equals_pbkrtest():
+    ref = KR["categorical"]
+    data = str(FIXTURES / "data" / ref["csv"])
+    rec = json.loads(run("fit", data, ref["formula"], "--ddf", "kr", "--format", "json").stdout)
+    for f in rec["fixef"]:
+        theirs = ref["coefficients"][f["term"]]
+        assert f["se"] == pytest.approx(theirs["Std. Error"], rel=1e-5)
+        assert f["df"] == pytest.approx(theirs["df"], rel=1e-4)
+        assert f["p"] == pytest.approx(theirs["Pr(>|t|)"], rel=1e-3)
+    rec = json.loads(run("anova", data, ref["formula"], "--ddf", "kr", "--format", "json").stdout)
+    assert rec["ddf"] == "kr"
+    assert [t["term"] for t in rec["terms"]] == list(ref["anova"])
+    for t in rec["terms"]:
+        theirs = ref["anova"][t["term"]]
+        assert t["numdf"] == theirs["NumDF"]
+        assert t["dendf"] == pytest.approx(theirs["DenDF"], rel=1e-4)
+        assert t["F"] == pytest.approx(theirs["F value"], rel=1e-4)
+        assert t["p"] == pytest.approx(theirs["Pr(>F)"], rel=1e-3)
+
+
+def test_kenward_roger_of_an_ml_fit_is_one_line():
+    out = run("anova", str(FIXTURES / "data" / "categorical.csv"), "y ~ recipe + (1 | batch)", "--ddf", "kr", "--ml")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("mixcli: error: Kenward-Roger needs a REML fit") and out.stderr.count("\n") == 1

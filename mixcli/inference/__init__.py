@@ -1,6 +1,8 @@
 """Inference on fitted models: t tests with Satterthwaite df, confidence intervals, bootstrap LRTs.
 
 * ``satterthwaite``: lmerTest's denominator degrees of freedom and p-values;
+* ``kenward_roger``: pbkrtest's adjusted covariance and df (``add_kenward_roger``);
+* ``anova``: lmerTest's F tests of the fixed-effect terms;
 * ``profile``: lme4's profile-likelihood intervals (``confint(method = "profile")``);
 * ``bootstrap``: parametric bootstrap of the likelihood-ratio statistic;
 * ``wald_intervals`` here: β̂ ± z·SE (``confint(method = "Wald")``).
@@ -30,6 +32,20 @@ def add_satterthwaite(m):
     for note in notes:
         if note not in m.warnings:
             m.warnings.append(note)
+    return m
+
+
+def add_kenward_roger(m):
+    """Kenward–Roger's adjusted standard errors, df and Pr(>|t|) for every fixed effect of ``m``
+    (lmerTest's ``summary(m, ddf = "Kenward-Roger")``, through pbkrtest); ``m.vcov`` becomes the
+    adjusted covariance. ValueError for an ML fit, prior weights or a model too big for it."""
+    from .kenward_roger import kenward_roger
+
+    kr = kenward_roger(m)
+    for f, t in zip(m.fixef, kr.t_tests()):
+        f.se, f.t, f.df, f.p = float(t.se), float(t.t), float(t.df), float(t.p)
+    m.vcov = kr.vcov_adj
+    m.ddf = "Kenward-Roger"
     return m
 
 

@@ -429,11 +429,28 @@ def anova_result(m, type: int = 3, ddf: str = "satterthwaite") -> AnovaResult:
 
     try:
         if ddf == "kr":
-            from .kenward_roger import kenward_roger_anova
-
             return AnovaResult(m, kenward_roger_anova(m, type), "kr")
         # lme4's table is sequential whatever the type (--help says so)
         table = anova_table(m, 1, "lme4") if ddf == "none" else anova_table(m, type, "satterthwaite")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return AnovaResult(m, table, ddf)
+
+
+def kenward_roger_anova(m, type: int = 3) -> AnovaTable:
+    """lmerTest's ``anova(m, type, ddf = "Kenward-Roger")``: the same hypotheses, each tested by
+    pbkrtest's KRmodcomp (scaled F, its DenDF); Mean Sq = F σ̂² and Sum Sq = NumDF · Mean Sq
+    as for Satterthwaite's table."""
+    from .kenward_roger import kenward_roger
+
+    base = anova_table(m, type, "satterthwaite")
+    kr = kenward_roger(m)
+    s2 = float(m.sigma) ** 2
+    rows = []
+    for row in base.rows:
+        if row.F is None:
+            rows.append(row)
+            continue
+        t = kr.f_test(base.hypotheses[row.term])
+        rows.append(AnovaRow(row.term, t.numdf * t.F * s2, t.F * s2, t.numdf, t.dendf, t.F, t.p))
+    return AnovaTable(base.type, "kenward-roger", rows, base.hypotheses, list(base.notes))

@@ -1,0 +1,210 @@
+"""Fitted values, residuals and predictions of a linear mixed model, as lme4 computes them.
+
+* ``augment(m)`` — per row used, broom.mixed's ``augment()`` columns: ``.fitted`` (lme4's
+  ``fitted()``: Xβ̂ + Zb̂ + offset, conditional on the random effects), ``.fixed``
+  (``predict(m, re.form = NA)``: Xβ̂ + offset), ``.resid`` (``residuals()``: y − .fitted) and
+  ``.resid_pearson`` (``residuals(m, type = "pearson", scaled = TRUE)``: √w (y − .fitted) / σ̂).
+* ``predict(m, new, population=False, se=False)`` — ``predict(m, newdata)`` for new rows:
+  conditional on the fitted random effects, a level the fit has never seen getting 0 (lme4's
+  ``allow.new.levels = TRUE``), or with ``population`` the fixed part only (``re.form = NA``);
+  ``se`` adds the standard error of the fixed part, √(x Var(β̂) xᵀ).
+
+New rows are coded exactly as the fitted rows: their design matrix is built on the fitted
+table with the new rows appended, so factor levels keep the fit's order and reference level.
+That is wrong for functions whose values depend on all rows (``scale``, ``poly``, ``ns``,
+``bs``: R remembers their centring or basis), which ``predict`` therefore refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..design import model_matrix
+from ..errors import DataError, UsageError
+from ..formula.evaluate import evaluate
+from ..formula.exprs import MATRIX, Call, Var
+from ..table import Table, TextColumn, is_missing
+
+# functions of all rows (R keeps their state in the terms object for predict())
+STATEFUL = ("scale",) + tuple(sorted(MATRIX))
+
+
+def augment(m) -> dict[str, np.ndarray]:
+    """The broom.mixed ``augment()`` columns of the rows used, in their order."""
+    frame = m.frame
+    beta = np.array([f.estimate for f in m.fixef])
+    fixed = frame.X @ beta
+    if frame.offset is not None:
+        fixed = fixed + frame.offset
+    fitted = fixed + _random_part(m)
+    resid = frame.y - fitted
+    w = np.ones_like(resid) if frame.weights is None else np.asarray(frame.weights, dtype=float)
+    return {".fitted": fitted, ".fixed": fixed, ".resid": resid, ".resid_pearson": np.sqrt(w) * resid / m.sigma}
+
+
+def _random_part(m) -> np.ndarray:
+    """Zb̂ on the rows used: each term's columns times its conditional modes at the row's level."""
+    fac = m.full_factorization()
+    beta = np.array([f.estimate for f in m.fixef])
+    out = np.zeros(m.nobs)
+    for term, b in zip(m.frame.terms, fac.modes(beta)):
+        out += np.einsum("ij,ij->i", term.z, b[term.codes])
+    return out
+
+
+@dataclass
+class Prediction:
+    predicted: np.ndarray  # one value per new row (NaN where a predictor is missing)
+    se: np.ndarray | None  # standard error of the fixed part, when asked for
+    new_levels: dict[str, int]  # grouping factor -> rows whose level the fit has not seen (or missing)
+    missing: int  # rows left NaN for a missing predictor
+
+
+def predict(m, new: Table, population: bool = False, se: bool = False) -> Prediction:
+    """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
+    ``population``) for the rows of ``new``; ``se`` adds the fixed part's standard error."""
+    frame = m.frame
+    f = frame.formula
+    if frame.table is None:
+        raise UsageError("predict needs the fit's data (a model fitted from a table)")
+    for call in _calls(f):
+        if call.func in STATEFUL:
+            what = "centring and scale" if call.func == "scale" else "basis"
+            raise UsageError(f"predict: {call.label} depends on all the fitted rows (R remembers its {what}); "
+                             "compute it as a column of both files first")
+    fixed_vars = _names([e for t in f.terms for e in t] + list(f.offsets))
+    random_vars = [] if population else _names([e for rt in f.random for t in rt.terms for e in t])
+    groups = [] if population else sorted({g for rt in f.random for g in rt.group})
+    needed = list(dict.fromkeys(fixed_vars + random_vars + groups))
+    for name in needed:
+        if name not in new.columns:
+            what = "fixed effects" if name in fixed_vars else "random effects (or use --population)"
+            raise DataError(f"--newdata has no column '{name}', which the formula's {what} need")
+    n_old = int(frame.rows.sum())
+    combined = _append(frame.table, frame.rows, new, needed)
+    missing = np.zeros(new.nrows, dtype=bool)
+    for name in fixed_vars + random_vars:
+        missing |= is_missing(combined.columns[name])[n_old:]
+    ok = np.zeros(combined.nrows, dtype=bool)
+    ok[n_old:] = ~missing
+    old = np.zeros(combined.nrows, dtype=bool)
+    old[:n_old] = True
+    X = _fixed_design(f, combined, old, ok, frame)
+    beta = np.array([fe.estimate for fe in m.fixef])
+    out = np.full(new.nrows, np.nan)
+    out[~missing] = X @ beta
+    for o in f.offsets:
+        out = out + evaluate(o, combined)[n_old:]
+    se_out = None
+    if se:
+        se_out = np.full(new.nrows, np.nan)
+        se_out[~missing] = np.sqrt(np.einsum("ij,jk,ik->i", X, np.asarray(m.vcov), X))
+    new_levels: dict[str, int] = {}
+    if not population:
+        out = out + _new_random_part(m, combined, n_old, ok, new_levels)
+    return Prediction(out, se_out, new_levels, int(missing.sum()))
+
+
+def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) -> np.ndarray:
+    """The new rows' fixed-effect columns, coded as the fit's; a level of a fixed-effect factor
+    the fit has not seen is an error naming it."""
+    both = old | ok
+    design = model_matrix(f.intercept, f.terms, combined, both, frame.contrasts)
+    fitted_names = list(frame.fixef_names)
+    extra = [n for n in design.names if n not in fitted_names and n not in frame.dropped_columns]
+    n_old = int(old.sum())
+    index = {n: j for j, n in enumerate(design.names)}
+    new_rows = design.X[n_old:]
+    for name in extra:
+        hits = np.flatnonzero(new_rows[:, index[name]] != 0)
+        if hits.size:
+            raise DataError(f"--newdata row {int(np.flatnonzero(ok)[hits[0]] - n_old) + 1}: '{name}' is a factor "
+                            "level the model was not fitted with; its effect is unknown")
+    return new_rows[:, [index[n] for n in fitted_names]]
+
+
+def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels: dict[str, int]) -> np.ndarray:
+    """Zb̂ for the new rows: a fitted level's conditional modes, 0 for a level never seen."""
+    from ..frame import grouping_factor
+
+    frame = m.frame
+    fac = m.full_factorization()
+    beta = np.array([f.estimate for f in m.fixef])
+    total = np.zeros(combined.nrows - n_old)
+    both = np.zeros(combined.nrows, dtype=bool)
+    both[:n_old] = True
+    both |= ok
+    for i, (rt_term, b) in enumerate(zip(frame.terms, fac.modes(beta))):
+        rt = frame.formula.random[frame.term_sources[i]]
+        # the grouping factor on the fitted rows and the new ones: fitted rows keep their levels
+        present = both & ~np.any([is_missing(combined.columns[g]) for g in rt.group], axis=0)
+        gf = grouping_factor(combined, rt.group, rt_term.factor, present)
+        codes = np.full(combined.nrows, -1, dtype=np.int64)
+        codes[present] = gf.codes
+        engine = np.full(gf.n_levels, -1, dtype=np.int64)
+        engine[codes[:n_old]] = rt_term.codes  # combined level -> the fit's level
+        level = np.where(codes[n_old:] >= 0, engine[np.maximum(codes[n_old:], 0)], -1)
+        unseen = ok[n_old:] & (level < 0)
+        if unseen.any():
+            new_levels[rt_term.factor] = new_levels.get(rt_term.factor, 0) + int(unseen.sum())
+        z = np.zeros((combined.nrows, rt_term.k))
+        z[both] = model_matrix(rt.intercept, rt.terms, combined, both, frame.contrasts).X
+        zn = z[n_old:]
+        use = ok[n_old:] & (level >= 0)
+        total[use] += np.einsum("ij,ij->i", zn[use], b[level[use]])
+    return total
+
+
+def _append(table: Table, rows: np.ndarray, new: Table, names: list[str]) -> Table:
+    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``."""
+    cols = {}
+    for name in names:
+        a, b = table.columns[name], new.columns[name]
+        if isinstance(a, TextColumn) != isinstance(b, TextColumn) and not np.all(is_missing(b)):
+            kinds = ("text", "numbers") if isinstance(a, TextColumn) else ("numbers", "text")
+            raise DataError(f"column '{name}' holds {kinds[0]} in the data but {kinds[1]} in --newdata; "
+                            "the new rows must be coded as the fitted ones")
+        if isinstance(a, TextColumn) or isinstance(b, TextColumn):
+            cols[name] = TextColumn.from_values(list(_text_values(a)[rows]) + list(_text_values(b)))
+        else:
+            cols[name] = np.concatenate([np.asarray(a, dtype=float)[rows], np.asarray(b, dtype=float)])
+    return Table(cols)
+
+
+def _text_values(col) -> np.ndarray:
+    if isinstance(col, TextColumn):
+        return col.values()
+    arr = np.asarray(col, dtype=float)
+    from ..formula.evaluate import r_number
+
+    return np.array([None if np.isnan(v) else r_number(float(v)) for v in arr], dtype=object)
+
+
+def _names(exprs) -> list[str]:
+    out: list[str] = []
+
+    def walk(e):
+        if isinstance(e, Var):
+            out.append(e.name)
+        for a in getattr(e, "args", ()):
+            walk(a)
+
+    for e in exprs:
+        walk(e)
+    return list(dict.fromkeys(out))
+
+
+def _calls(f) -> list[Call]:
+    seen: list[Call] = []
+
+    def walk(e):
+        if isinstance(e, Call):
+            seen.append(e)
+        for a in getattr(e, "args", ()):
+            walk(a)
+
+    for e in [e for t in f.terms for e in t] + [e for rt in f.random for t in rt.terms for e in t]:
+        walk(e)
+    return seen

@@ -1,0 +1,116 @@
+"""Fitted values, residuals and predictions against lme4 (fixtures/predict_reference.R)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixcli
+from mixcli.errors import DataError, UsageError
+from mixcli.inference.predictions import augment, predict
+from mixcli.table import Table
+
+from conftest import FIXTURES, cached_table, load_json
+
+REF = {k: v for k, v in load_json(FIXTURES / "predict_reference.json").items() if not k.startswith("_")}
+
+
+def _fit(ref):
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], weights=ref["weights"])
+    assert m.criterion <= ref["criterion"] + 1e-6
+    return m
+
+
+@pytest.mark.parametrize("case", sorted(REF))
+def test_augment_equals_fitted_and_residuals(case):
+    ref = REF[case]
+    a = augment(_fit(ref))
+    # the estimates agree with lme4's to ~1e-6 relative (the optimum's precision), and so do these
+    for ours, key in ((".fitted", "fitted"), (".resid", "resid"), (".resid_pearson", "resid_pearson"),
+                      (".fixed", "fixed")):
+        expected = np.array(ref[key], dtype=float)
+        scale = np.abs(np.array(ref["fitted"])).max()
+        np.testing.assert_allclose(a[ours], expected, rtol=1e-6, atol=1e-6 * scale, err_msg=ours)
+
+
+@pytest.mark.parametrize("case", sorted(REF))
+def test_predict_new_rows_with_new_levels_and_population(case):
+    ref = REF[case]
+    m = _fit(ref)
+    new = Table.from_mapping(pd.DataFrame(ref["newdata"]))
+    p = predict(m, new)
+    np.testing.assert_allclose(p.predicted, ref["predicted"], rtol=1e-6)
+    pop = predict(m, new, population=True, se=True)
+    np.testing.assert_allclose(pop.predicted, ref["predicted_population"], rtol=1e-6)
+    assert pop.new_levels == {} and p.missing == 0
+    assert sum(p.new_levels.values()) >= 1  # every case has a level the fit has not seen
+
+
+def test_prediction_standard_error_is_the_fixed_parts():
+    m = mixcli.fit(cached_table("categorical.csv"), "y ~ recipe * temp + (1 | batch)")
+    new = Table.from_mapping(pd.DataFrame({"recipe": ["B"], "temp": [190.0], "batch": [1]}))
+    p = predict(m, new, population=True, se=True)
+    x = np.zeros(len(m.fixef))
+    names = [f.term for f in m.fixef]
+    for name, value in (("(Intercept)", 1), ("recipeB", 1), ("temp", 190), ("recipeB:temp", 190)):
+        x[names.index(name)] = value
+    assert p.se[0] == pytest.approx(np.sqrt(x @ m.vcov @ x), rel=1e-12)
+    assert p.predicted[0] == pytest.approx(x @ np.array([f.estimate for f in m.fixef]), rel=1e-12)
+
+
+def test_bad_new_data_is_named():
+    m = mixcli.fit(cached_table("categorical.csv"), "y ~ recipe * temp + (1 | batch)")
+    with pytest.raises(DataError, match="no column 'temp'"):
+        predict(m, Table.from_mapping(pd.DataFrame({"recipe": ["A"], "batch": [1]})))
+    with pytest.raises(DataError, match="'recipeZ' is a factor level the model was not fitted with"):
+        predict(m, Table.from_mapping(pd.DataFrame({"recipe": ["Z"], "temp": [180.0], "batch": [1]})))
+    m2 = mixcli.fit(cached_table("categorical.csv"), "y ~ poly(temp, 2) + (1 | batch)")
+    with pytest.raises(UsageError, match="poly"):
+        predict(m2, Table.from_mapping(pd.DataFrame({"temp": [180.0], "batch": [1]})))
+
+
+def test_cli_augment_and_predict_write_the_same_numbers(tmp_path):
+    import csv
+    import io
+    import json
+
+    from conftest import run_cli as run
+
+    ref = REF["categorical"]
+    data = str(FIXTURES / "data" / ref["csv"])
+    out = run("fit", data, ref["formula"], "--augment")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0])[-4:] == [".fitted", ".fixed", ".resid", ".resid_pearson"]
+    np.testing.assert_allclose([float(r[".fitted"]) for r in rows], ref["fitted"], rtol=1e-6)
+    np.testing.assert_allclose([float(r["y"]) for r in rows],
+                               np.array(ref["fitted"]) + np.array(ref["resid"]), rtol=1e-9)
+    new = tmp_path / "new.csv"
+    pd.DataFrame(ref["newdata"]).to_csv(new, index=False)
+    out = run("predict", data, ref["formula"], "--newdata", str(new), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line)["predicted"] for line in out.stdout.splitlines()]
+    np.testing.assert_allclose(got, ref["predicted"], rtol=1e-6)
+    assert "1 row of --newdata had a batch level the fit has not seen" in out.stderr
+    out = run("predict", data, ref["formula"], "--newdata", str(tmp_path / "nope.csv"))
+    assert out.returncode == 1 and out.stdout == "" and out.stderr.count("\n") == 1
+
+
+def test_tidy_glance_augment_predict_api():
+    ref = REF["crossed"]
+    m = _fit(ref)
+    tidy = m.tidy()
+    fixed = tidy[tidy.effect == "fixed"]
+    assert list(fixed.term) == [f.term for f in m.fixef]
+    np.testing.assert_allclose(fixed.estimate, [f.estimate for f in m.fixef])
+    sds = tidy[(tidy.effect == "ran_pars") & tidy.term.str.startswith("sd__")]
+    np.testing.assert_allclose(sds.estimate, [v.sd for v in m.varcorr])
+    g = m.glance().iloc[0]
+    assert g["nobs"] == m.nobs and g["REMLcrit"] == m.criterion and g["sigma"] == m.sigma
+    a = m.augment()
+    scale = np.abs(ref["fitted"]).max()
+    np.testing.assert_allclose(a[".fitted"], ref["fitted"], rtol=1e-6, atol=1e-6 * scale)
+    p = m.predict(pd.DataFrame(ref["newdata"]))
+    np.testing.assert_allclose(p["predicted"], ref["predicted"], rtol=1e-6)
+    assert str(m).startswith("Linear mixed model fit by REML")
