@@ -195,12 +195,13 @@ class _CiSpec(click.ParamType):
             return value
         text = str(value).strip().lower()
         method, _, level_text = text.partition(":")
-        if method not in ("wald", "profile"):
+        if method not in ("wald", "profile", "boot"):
             method, level_text = "wald", text
         try:
             level = float(level_text) if level_text else 0.95
         except ValueError:
-            self.fail(f"{value!r} is not a level (like 0.95), wald[:LEVEL] or profile[:LEVEL]", param, ctx)
+            self.fail(f"{value!r} is not a level (like 0.95), wald[:LEVEL], profile[:LEVEL] or boot[:LEVEL]", param,
+                      ctx)
         if not 0.0 < level < 1.0:
             self.fail(f"confidence level {level_text} is not between 0 and 1", param, ctx)
         return method, level
@@ -215,12 +216,14 @@ class _CiSpec(click.ParamType):
               help="Denominator degrees of freedom for the fixed-effect t tests: Satterthwaite's, as "
                    "lmerTest (adds df and Pr(>|t|)); kr, Kenward-Roger's (pbkrtest: adjusted standard "
                    "errors too; REML fits); or none (t values only, as lme4).")
-@click.option("--ci", "ci", type=_CiSpec(), default=None, metavar="LEVEL|wald[:LEVEL]|profile[:LEVEL]",
+@click.option("--ci", "ci", type=_CiSpec(), default=None,
+              metavar="LEVEL|wald[:LEVEL]|profile[:LEVEL]|boot[:LEVEL]",
               help="Confidence intervals. A level (0.95) or 'wald' gives Wald intervals for the fixed "
                    "effects (estimate ± z·SE, lme4's confint(method = \"Wald\")); 'profile' gives "
                    "profile-likelihood intervals for the fixed effects, the SDs, correlations and "
-                   "sigma (lme4's confint(method = \"profile\"); slower: seconds to a minute). "
-                   "Default level 0.95.")
+                   "sigma (lme4's confint(method = \"profile\"); slower: seconds to a minute); 'boot' "
+                   "parametric-bootstrap percentile intervals of the same (lme4's confint(method = "
+                   "\"boot\"); --nsim refits on every core). Default level 0.95.")
 @click.option("--ranef", is_flag=True,
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
@@ -228,6 +231,11 @@ class _CiSpec(click.ParamType):
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@click.option("--nsim", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--ci boot: the number of bootstrap refits (default 500, as lme4's confint).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, metavar="S",
+              help="--ci boot: random seed; the same seed and N give the same intervals (default: a fresh "
+                   "seed, reported).")
 @click.option("--augment", is_flag=True,
               help="Instead of the summary, the rows used with .fitted (conditional on the random effects), "
                    ".fixed (population), .resid and .resid_pearson appended (broom.mixed's augment(); lme4's "
@@ -236,8 +244,8 @@ class _CiSpec(click.ParamType):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ddf, ci, ranef, augment, family_name, link, nagq, weights, contrasts, fmt, sep,
-                progress):
+def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, augment, family_name, link, nagq, weights, contrasts,
+                fmt, sep, progress):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -254,6 +262,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, augment, family_name, link, 
       mixcli fit classroom.csv "mathscore ~ ses + (1 | classid)" --ranef --format csv
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --ci 0.95 --ddf none
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ci profile
+      mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ci boot --nsim 1000 --seed 1
       mixcli fit pupils.csv "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --nagq 9
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
@@ -266,6 +275,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, augment, family_name, link, 
     from .progress import FitProgress
 
     fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
+    if (nsim is not None or seed is not None) and (ci is None or ci[0] != "boot"):
+        raise click.UsageError("--nsim and --seed are options of --ci boot")
     table = _read_data(data, sep)
     # check every formula before fitting any
     frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
@@ -289,7 +300,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, augment, family_name, link, 
             m = GlmmModel(frame).fit(nagq=nagq, progress=meter)
         meter.done()
         if not ranef and fam is None:
-            _add_inference(m, ddf, ci, progress, i, len(frames))
+            _add_inference(m, ddf, ci, progress, i, len(frames), nsim, seed)
         elif ci is not None and fam is not None:
             m.add_confint(ci[1], "wald")
         results.append(m)
@@ -336,12 +347,12 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
         return None
     if ml:
         raise UsageError("--ml: a generalized linear mixed model is always fitted by maximum likelihood; leave it out")
-    if ci is not None and ci[0] == "profile":
-        raise UsageError("--ci profile is for linear mixed models; use --ci 0.95 (Wald intervals) for a GLMM")
+    if ci is not None and ci[0] in ("profile", "boot"):
+        raise UsageError(f"--ci {ci[0]} is for linear mixed models; use --ci 0.95 (Wald intervals) for a GLMM")
     return family(name, link)
 
 
-def _add_inference(m, ddf, ci, progress, i, n):
+def _add_inference(m, ddf, ci, progress, i, n, nsim=None, seed=None):
     """Satterthwaite t tests and confidence intervals, as asked, on one fitted model."""
     if ddf.lower() == "satterthwaite":
         m.add_satterthwaite()
@@ -360,6 +371,11 @@ def _add_inference(m, ddf, ci, progress, i, n):
         label = f"profiling model {i}/{n}" if n > 1 else "profiling"
         with _Bar(progress, label) as bar:
             m.add_confint(level, "profile", progress=bar.update)
+    elif method == "boot":
+        label = f"bootstrap model {i}/{n}" if n > 1 else "bootstrap"
+        with _Bar(progress, label) as bar:
+            m.add_confint(level, "boot", progress=lambda done, total: bar.update(done, total),
+                          nsim=500 if nsim is None else nsim, seed=seed)
     else:
         m.add_confint(level, "wald")
 

@@ -125,6 +125,7 @@ class LmmResult:
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
     _variance_explained: object = field(default=None, repr=False)
+    bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
 
     def add_satterthwaite(self) -> "LmmResult":
         """Fill in Satterthwaite df and p-values of the fixed effects (lmerTest's t tests)."""
@@ -132,12 +133,13 @@ class LmmResult:
 
         return add_satterthwaite(self)
 
-    def add_confint(self, level: float = 0.95, method: str = "wald", progress=None) -> "LmmResult":
-        """Fill in confidence intervals: ``wald`` (fixed effects) or ``profile`` (fixed effects
-        and variance parameters, lme4's ``confint(method = "profile")``)."""
+    def add_confint(self, level: float = 0.95, method: str = "wald", progress=None, nsim: int = 500,
+                    seed: int | None = None) -> "LmmResult":
+        """Fill in confidence intervals: ``wald`` (fixed effects), ``profile`` or ``boot`` (fixed
+        effects and variance parameters, lme4's ``confint(method = "profile" / "boot")``)."""
         from .inference import add_confint
 
-        return add_confint(self, level, method, progress)
+        return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
     def variance_explained(self):
         """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of

@@ -310,6 +310,8 @@ CASES: list[Case] = [
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
          "plot: folder plots does not exist for plots/resid.png; create it first", STUDY_FILES,
          leaves_no=("plots",)),
+    Case("Usage", "bootstrap intervals from no refits", FIT + ["y ~ x + (1 | g)", "--ci", "boot", "--nsim", "0"], 2,
+         "invalid value for '--nsim': 0 is not in the range x>=1", STUDY_FILES),
     Case("Usage", "an unknown kind of plot", ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "pie", "-o", "p.png"],
          2, "invalid value for '--kind': 'pie' is not one of 'ranef', 'resid', 'qq', 'profile'", STUDY_FILES,
          leaves_no=("p.png",)),

@@ -20,7 +20,7 @@ from .distributions import norm_ppf
 from .profile import profile_intervals
 from .satterthwaite import fixef_tests
 
-CI_METHODS = ("wald", "profile")
+CI_METHODS = ("wald", "profile", "boot")
 
 
 def add_satterthwaite(m):
@@ -54,12 +54,14 @@ def wald_bounds(estimate: float, se: float, level: float) -> tuple[float, float]
     return estimate - z * se, estimate + z * se
 
 
-def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
-    """Confidence intervals at ``level``: Wald for the fixed effects, or profile likelihood for
-    the fixed effects and every variance parameter (SDs, correlations, σ)."""
+def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsim: int = 500,
+                seed: int | None = None, workers: int | None = None):
+    """Confidence intervals at ``level``: Wald for the fixed effects, or profile likelihood or a
+    parametric bootstrap (``nsim`` refits, ``seed``; lme4's ``confint(method = "boot")``) for the
+    fixed effects and every variance parameter (SDs, correlations, σ)."""
     method = method.lower()
     if method not in CI_METHODS:
-        raise ValueError(f"unknown confidence-interval method {method!r} (use wald or profile)")
+        raise ValueError(f"unknown confidence-interval method {method!r} (use wald, profile or boot)")
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be between 0 and 1, not {level}")
     if method == "wald":
@@ -68,11 +70,21 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None):
             f.lower, f.upper = float(lo), float(hi)
         m.intervals = []
     else:
-        ivs = profile_intervals(m, level, progress=progress)
+        if method == "boot":
+            from .boot_intervals import bootstrap_intervals
+
+            if seed is None:
+                import secrets
+
+                seed = secrets.randbelow(2**31)
+            ivs, failed = bootstrap_intervals(m, nsim, seed, level, workers=workers, progress=progress)
+            m.bootstrap = {"nsim": int(nsim), "seed": int(seed), "failed": failed}
+        else:
+            ivs = profile_intervals(m, level, progress=progress)
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:
             iv = fixed.get(f.term)
             f.lower, f.upper = (float(iv.lower), float(iv.upper)) if iv else (math.nan, math.nan)
         m.intervals = [iv for iv in ivs if iv.kind != "fixef"]
-    m.ci_method, m.ci_level = ("Wald" if method == "wald" else "profile"), level
+    m.ci_method, m.ci_level = {"wald": "Wald", "profile": "profile", "boot": "bootstrap"}[method], level
     return m

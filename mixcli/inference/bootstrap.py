@@ -63,12 +63,44 @@ class _Spec:
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
+        return self.fit(y)[1]
+
+    def fit(self, y: np.ndarray):
+        """(θ̂*, criterion, structure) for response ``y``."""
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
         summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
                              ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
-        _, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
-        return f if f < 1e300 else math.nan
+        theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
+        return np.asarray(theta, dtype=float), (f if f < 1e300 else math.nan), st
+
+    def parameters(self, y: np.ndarray) -> np.ndarray:
+        """The refitted model's SDs and correlations (term by term, lower triangle column by
+        column), σ and β, in the order of lme4's ``confint()`` (and ``profile_parameters``)."""
+        from ..engine.factor import evaluate
+        from ..engine.structure import lower_indices
+
+        theta, f, st = self.fit(y)
+        if not math.isfinite(f):
+            return np.full(self.width, np.nan)
+        fac = evaluate(st, theta, full=False)
+        sigma = math.sqrt(fac.pwrss / (st.n - st.p if self.reml else st.n))
+        out = []
+        for term, lam in zip(st.terms, st.lambdas(theta)):
+            cov = sigma**2 * (lam @ lam.T)
+            sd = np.sqrt(np.diag(cov))
+            for i, j in zip(*lower_indices(term.k)):
+                if i == j:
+                    out.append(sd[i])
+                else:
+                    out.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
+        out.append(sigma)
+        out.extend(fac.fixef())
+        return np.array(out, dtype=float)
+
+    @property
+    def width(self) -> int:
+        return self.structure.n_theta + 1 + self.structure.p
 
 
 @dataclass
@@ -117,6 +149,7 @@ class _Job:
     seed: int
     family: object = None  # a GLMM's family (None: gaussian)
     trials: np.ndarray | None = None  # a binomial GLMM's prior weights
+    parameters: bool = False  # replicate the smaller model's parameters (intervals), not T*
 
 
 @dataclass
@@ -165,10 +198,16 @@ def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
     return rng.poisson(np.minimum(mu, 1e15)).astype(float)
 
 
-def replicate(job: _Job, i: int) -> float:
-    """T* of replicate i."""
+def replicate(job: _Job, i: int):
+    """T* of replicate i (or, for intervals, the refitted parameters)."""
     rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(i,)))
     y = simulate_response(job, rng)
+    if job.parameters:
+        try:
+            with np.errstate(all="ignore"):
+                return job.small.parameters(y)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            return np.full(job.small.width, np.nan)
     try:
         with np.errstate(all="ignore"):
             d_small = job.small.refit(y)
@@ -258,9 +297,20 @@ def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: 
     if statistic is None:
         statistic = max(0.0, 2.0 * (big.loglik - small.loglik))
     job = make_job(small, big, reml, seed)
+    out, workers = run_replicates(job, n, workers, progress)
+    failed = int(np.isnan(out).sum())
+    notes = []
+    if failed:
+        notes.append(f"{failed} of {n} bootstrap refits failed and were left out")
+    return BootstrapResult(float(statistic), out, int(seed), reml, time.perf_counter() - t0, workers, failed, notes)
+
+
+def run_replicates(job: _Job, n: int, workers: int | None = None, progress=None):
+    """Replicates 0..n−1 of ``job`` on ``workers`` processes: (results, workers used); results
+    are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
     workers = default_workers() if workers is None else max(1, int(workers))
     workers = min(workers, max(1, n // CHUNK))
-    out = np.full(n, np.nan)
+    out = np.full((n, job.small.width) if job.parameters else n, np.nan)
     chunks = [range(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
     done = 0
     if workers == 1:
@@ -282,8 +332,4 @@ def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: 
                 done += len(res)
                 if progress is not None:
                     progress(done, n)
-    failed = int(np.isnan(out).sum())
-    notes = []
-    if failed:
-        notes.append(f"{failed} of {n} bootstrap refits failed and were left out")
-    return BootstrapResult(float(statistic), out, int(seed), reml, time.perf_counter() - t0, workers, failed, notes)
+    return out, workers

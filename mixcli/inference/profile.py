@@ -95,6 +95,31 @@ class ProfileInterval:
     upper_at_bound: bool = False
 
 
+def model_parameters(terms, lams, sigma: float, fixef_names, beta) -> list[ProfileParameter]:
+    """lme4's parameters in ``confint()``'s order and names (oldNames = FALSE): per term the SDs
+    and correlations (lower triangle, column by column), σ, then the fixed effects; at the
+    estimates given by the terms' Λ (lme4's θ), σ and β."""
+    out = []
+    for ti, (term, lam) in enumerate(zip(terms, lams)):
+        cov = sigma**2 * (lam @ lam.T)
+        sd = np.sqrt(np.diag(cov))
+        rows, cols = lower_indices(term.k)
+        for e, (i, j) in enumerate(zip(rows, cols)):
+            if i == j:
+                out.append(ProfileParameter(f"sd_{term.names[i]}|{term.factor}", "sd", term.factor, term.names[i],
+                                            None, float(sd[i]), 0.0, math.inf, ti, e))
+            else:
+                den = sd[i] * sd[j]
+                c = float(cov[i, j] / den) if den > 0 else 0.0
+                out.append(ProfileParameter(f"cor_{term.names[i]}.{term.names[j]}|{term.factor}", "cor",
+                                            term.factor, term.names[j], term.names[i], c, -1.0, 1.0, ti, e))
+    out.append(ProfileParameter("sigma", "sigma", None, None, None, sigma, 0.0, math.inf))
+    for j, name in enumerate(fixef_names):
+        out.append(ProfileParameter(name, "fixef", None, name, None, float(beta[j]), -math.inf, math.inf,
+                                    fixef_index=j))
+    return out
+
+
 class Profiler:
     """ML profiles of every parameter of a fitted model."""
 
@@ -118,26 +143,8 @@ class Profiler:
 
     # ------------------------------------------------------------ parameters
     def _parameters(self) -> list[ProfileParameter]:
-        out = []
-        lams = self.st.lambdas(self.theta)
-        for ti, (term, lam) in enumerate(zip(self.m.frame.terms, lams)):
-            cov = self.sigma**2 * (lam @ lam.T)
-            sd = np.sqrt(np.diag(cov))
-            rows, cols = lower_indices(term.k)
-            for e, (i, j) in enumerate(zip(rows, cols)):
-                if i == j:
-                    out.append(ProfileParameter(f"sd_{term.names[i]}|{term.factor}", "sd", term.factor, term.names[i],
-                                                None, float(sd[i]), 0.0, math.inf, ti, e))
-                else:
-                    den = sd[i] * sd[j]
-                    c = float(cov[i, j] / den) if den > 0 else 0.0
-                    out.append(ProfileParameter(f"cor_{term.names[i]}.{term.names[j]}|{term.factor}", "cor",
-                                                term.factor, term.names[j], term.names[i], c, -1.0, 1.0, ti, e))
-        out.append(ProfileParameter("sigma", "sigma", None, None, None, self.sigma, 0.0, math.inf))
-        for j, f in enumerate(self.m.fixef):
-            out.append(ProfileParameter(f.term, "fixef", None, f.term, None, float(self.beta[j]), -math.inf, math.inf,
-                                        fixef_index=j))
-        return out
+        return model_parameters(self.m.frame.terms, self.st.lambdas(self.theta), self.sigma,
+                                [f.term for f in self.m.fixef], self.beta)
 
     # ------------------------------------------------------- profiled deviance
     def _ml_deviance(self, theta: np.ndarray, sigma: float) -> float:

@@ -111,6 +111,8 @@ def fit_record(m) -> dict:
                 for iv in m.intervals
             ],
         }
+        if m.ci_method == "bootstrap":
+            rec["ci"]["bootstrap"] = dict(m.bootstrap)
     return rec
 
 
@@ -267,11 +269,16 @@ def table_renderables(m, source: str | None = None):
     if has_df:
         out.append(Text(f"t tests use {m.ddf}'s method for the degrees of freedom (as lmerTest)"))
     if has_ci:
-        what = "Wald (normal quantile)" if m.ci_method == "Wald" else "profile likelihood"
+        what = {"Wald": "Wald (normal quantile)", "profile": "profile likelihood"}.get(m.ci_method)
+        if m.ci_method == "bootstrap":
+            b = m.bootstrap
+            what = (f"parametric bootstrap percentiles, {b['nsim']} refits by {m.method} (seed {b['seed']}"
+                    + (f"; {b['failed']} failed, left out" if b["failed"] else "") + ")")
         out.append(Text(f"{m.ci_level:.0%} confidence intervals: {what}"))
     if m.intervals:
         out.append(Text(""))
-        out.append(Text(f"Profile confidence intervals of the variance parameters ({m.ci_level:.0%}):", style="bold"))
+        kind = "Bootstrap" if m.ci_method == "bootstrap" else "Profile"
+        out.append(Text(f"{kind} confidence intervals of the variance parameters ({m.ci_level:.0%}):", style="bold"))
         vt = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
         vt.add_column("", header_style="bold")
         vt.add_column(_percent((1 - m.ci_level) / 2), justify="right", header_style="bold")
@@ -280,7 +287,7 @@ def table_renderables(m, source: str | None = None):
         for i, iv in enumerate(m.intervals):
             vt.add_row(iv.parameter, vals[2 * i], vals[2 * i + 1])
         out.append(vt)
-        if m.reml:
+        if m.reml and m.ci_method == "profile":
             out.append(Text("(profiles of the ML deviance, as lme4's confint(method = \"profile\") also for REML fits)"))
     notes = m.notes()
     if notes:
