@@ -236,6 +236,10 @@ class _CiSpec(click.ParamType):
 @click.option("--seed", type=click.IntRange(min=0), default=None, metavar="S",
               help="--ci boot: random seed; the same seed and N give the same intervals (default: a fresh "
                    "seed, reported).")
+@click.option("--table", "table_name", type=click.Choice(["fixef", "varcorr", "intervals", "tidy"]),
+              default="fixef", show_default=True,
+              help="With --format csv, which table: the fixed effects, the variance components and "
+                   "correlations, every confidence interval (needs --ci), or broom.mixed's tidy() of both.")
 @click.option("--augment", is_flag=True,
               help="Instead of the summary, the rows used with .fitted (conditional on the random effects), "
                    ".fixed (population), .resid and .resid_pearson appended (broom.mixed's augment(); lme4's "
@@ -244,8 +248,8 @@ class _CiSpec(click.ParamType):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, augment, family_name, link, nagq, weights, contrasts,
-                fmt, sep, progress):
+def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
+                contrasts, fmt, sep, progress):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -277,6 +281,13 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, augment, family_
     fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
     if (nsim is not None or seed is not None) and (ci is None or ci[0] != "boot"):
         raise click.UsageError("--nsim and --seed are options of --ci boot")
+    if table_name != "fixef":
+        if fmt != "csv" or ranef or augment:
+            raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv")
+        if table_name == "intervals" and ci is None:
+            raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
+        if table_name == "tidy" and fam is not None:
+            raise click.UsageError("--table tidy is for linear mixed models; use fixef or varcorr for a GLMM")
     table = _read_data(data, sep)
     # check every formula before fitting any
     frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
@@ -318,14 +329,18 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, augment, family_
     if ranef:
         from .render import ranef as render
 
-        _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results),
-               lambda: [render.table_renderables(m) for m in results])
+        if ci is not None and ci[0] != "wald":
+            raise click.UsageError(f"--ranef --ci gives mode ± z × conditional SD; '{ci[0]}' intervals are "
+                                   "for the parameters: give a level, e.g. --ci 0.95")
+        level = None if ci is None else ci[1]
+        _write(fmt, lambda: render.render_json(results, level), lambda: render.render_csv(results, level),
+               lambda: [render.table_renderables(m, level) for m in results])
         notes = [line for m in results for line in m.notes()]
     else:
         from .render import fit as render
 
         source = "standard input" if data == "-" else data
-        _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results),
+        _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results, table_name),
                lambda: [render.table_renderables(m, source) for m in results])
         # JSON carries the notes in its "warnings" key and the table prints them under it
         notes = [line for m in results for line in m.notes()] if fmt == "csv" else []

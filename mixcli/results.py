@@ -167,14 +167,22 @@ class LmmResult:
         corr = {}
         for c in self.correlations:
             corr.setdefault(c.group, []).append(c)
+        # the intervals of the variance parameters (profile or bootstrap), by what they describe
+        factor = {t.group: t.factor for t in self.frame.terms}
+        bounds = {(iv.kind, iv.group, iv.term1, iv.term2): (iv.lower, iv.upper) for iv in self.intervals}
+
+        def ran_par(group, term, estimate, key):
+            lo, hi = bounds.get(key, (None, None))
+            rows.append({"effect": "ran_pars", "group": group, "term": term, "estimate": estimate,
+                         "conf.low": lo, "conf.high": hi})
+
         for v in self.varcorr:
             if v.group == "Residual":
                 continue
-            rows.append({"effect": "ran_pars", "group": v.group, "term": f"sd__{v.term}", "estimate": v.sd})
+            ran_par(v.group, f"sd__{v.term}", v.sd, ("sd", factor.get(v.group), v.term, None))
             for c in [c for c in corr.get(v.group, []) if c.term2 == v.term]:
-                rows.append({"effect": "ran_pars", "group": c.group, "term": f"cor__{c.term1}.{c.term2}",
-                             "estimate": c.corr})
-        rows.append({"effect": "ran_pars", "group": "Residual", "term": "sd__Observation", "estimate": self.sigma})
+                ran_par(c.group, f"cor__{c.term1}.{c.term2}", c.corr, ("cor", factor.get(c.group), c.term1, c.term2))
+        ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
         out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
                                           "p.value", "conf.low", "conf.high"])
         if self.ci_method is None:

@@ -10,14 +10,15 @@ import sys
 
 import pytest
 
-from conftest import CLASSROOM, CLASSROOM_REF, ROOT, load_json, need
+from conftest import CLASSROOM, CLASSROOM_REF, FIXTURES, ROOT, load_json, need
 from conftest import run_cli as run
 
 EXAMPLE = ROOT / "mixcli" / "data" / "classroom_sim.csv"
 M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
 JSON_KEYS = [
     "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
-    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings", "icc", "r2",
+    "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings", "icc", "r2", "vcov",
+    "fixef_correlation",
 ]
 
 
@@ -112,3 +113,38 @@ def test_help_does_not_import_scipy_or_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_table_in_csv_and_vcov_in_json():
+    path = str(FIXTURES / "data" / "slopes.csv")
+    formula = "y ~ x + (x | g)"
+    rec = json.loads(run("fit", path, formula, "--format", "json").stdout)
+    names = [f["term"] for f in rec["fixef"]]
+    assert list(rec["vcov"]) == names and list(rec["vcov"]["x"]) == names
+    for f in rec["fixef"]:  # vcov(m) and the SEs: one computation
+        assert rec["vcov"][f["term"]][f["term"]] == pytest.approx(f["se"] ** 2, rel=1e-12)
+        assert rec["fixef_correlation"][f["term"]][f["term"]] == pytest.approx(1.0, rel=1e-12)
+    c = rec["fixef_correlation"]["x"]["(Intercept)"]
+    assert c == pytest.approx(rec["vcov"]["x"]["(Intercept)"] / (rec["fixef"][0]["se"] * rec["fixef"][1]["se"]))
+
+    varcorr = list(csv.DictReader(io.StringIO(run("fit", path, formula, "--format", "csv", "--table", "varcorr").stdout)))
+    assert [(r["group"], r["term"], r["term2"]) for r in varcorr] == [
+        ("g", "(Intercept)", ""), ("g", "x", ""), ("Residual", "", ""), ("g", "(Intercept)", "x")]
+    assert float(varcorr[3]["corr"]) == pytest.approx(rec["correlations"][0]["corr"], rel=1e-12)
+
+    out = run("fit", path, formula, "--format", "csv", "--table", "intervals", "--ci", "profile")
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [r["parameter"] for r in rows] == ["(Intercept)", "x", "sd_(Intercept)|g", "cor_x.(Intercept)|g",
+                                              "sd_x|g", "sigma"]
+    assert {r["ci_method"] for r in rows} == {"profile"} and {r["method"] for r in rows} == {"REML"}
+    tidy = list(csv.DictReader(io.StringIO(run("fit", path, formula, "--format", "csv", "--table", "tidy").stdout)))
+    assert [r["term"] for r in tidy] == ["(Intercept)", "x", "sd__(Intercept)", "sd__x", "cor__(Intercept).x",
+                                         "sd__Observation"]
+    bad = run("fit", path, formula, "--format", "csv", "--table", "intervals")
+    assert bad.returncode == 2 and "--table intervals needs --ci" in bad.stderr
+
+
+def test_compare_json_carries_the_warnings():
+    path = str(FIXTURES / "data" / "slopes.csv")
+    rec = json.loads(run("compare", path, "y ~ x + (1 | g)", "y ~ x + (x | g)", "--format", "json").stdout)
+    assert "warnings" in rec and any("boundary" in w for w in rec["warnings"])

@@ -46,7 +46,7 @@ def test_cli_ranef_formats():
     out = run("fit", path, ref["formula"], "--ranef", "--format", "json")
     assert out.returncode == 0, out.stderr
     rec = json.loads(out.stdout)
-    assert list(rec) == ["formula", "ranef"]
+    assert list(rec) == ["formula", "method", "ranef"]
     rows = rec["ranef"]
     assert set(rows[0]) == {"group", "level", "term", "estimate", "sd"}
     expected = by_key(INF["crossed_2"]["ranef"])
@@ -56,5 +56,10 @@ def test_cli_ranef_formats():
         assert r["estimate"] == pytest.approx(val, rel=1e-4, abs=1e-3)
         assert r["sd"] == pytest.approx(sd, rel=1e-4)
     csv_out = run("fit", path, ref["formula"], "--ranef", "--format", "csv")
-    assert csv_out.stdout.splitlines()[0] == "formula,group,level,term,estimate,sd"
+    assert csv_out.stdout.splitlines()[0] == "formula,method,group,level,term,estimate,sd"
     assert len(csv_out.stdout.splitlines()) == len(expected) + 1
+    # --ci adds lme4's condVar bars: mode ± z · conditional SD
+    ci_rows = json.loads(run("fit", path, ref["formula"], "--ranef", "--ci", "0.9", "--format", "json").stdout)["ranef"]
+    for r in ci_rows:
+        assert r["lower"] == pytest.approx(r["estimate"] - 1.6448536269514722 * r["sd"], rel=1e-12, abs=1e-12)
+        assert r["upper"] == pytest.approx(r["estimate"] + 1.6448536269514722 * r["sd"], rel=1e-12, abs=1e-12)

@@ -34,7 +34,7 @@ def records(comp) -> list[dict]:
 def render_json(comp) -> str:
     boot = getattr(comp, "bootstrap", None)
     meta = None if boot is None else {"n": boot["n"], "seed": boot["seed"], "failed": boot["failed"]}
-    out = {"refit": comp.refit, "models": records(comp), "bootstrap": meta}
+    out = {"refit": comp.refit, "models": records(comp), "bootstrap": meta, "warnings": notes(comp)}
     if comp.family is not None:
         out["family"] = comp.family
     return json.dumps(out, allow_nan=False) + "\n"

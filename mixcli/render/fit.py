@@ -57,9 +57,26 @@ def glmm_record(m) -> dict:
         "converged": m.converged,
         "warnings": m.notes(),
     }
+    rec.update(_vcov_records(m))
     if ci:
         rec["ci"] = {"method": m.ci_method, "level": m.ci_level, "intervals": []}
     return rec
+
+
+def _vcov_records(m) -> dict:
+    """``vcov``: Var(β̂) named as R's vcov(m) (row name → column name → value), and the
+    correlation of the fixed effects (summary()'s "Correlation of Fixed Effects")."""
+    import numpy as np
+
+    names = [f.term for f in m.fixef]
+    v = np.asarray(m.vcov, dtype=float)
+    sd = np.sqrt(np.diag(v))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = v / np.outer(sd, sd)
+    return {
+        "vcov": {a: {b: num(v[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
+        "fixef_correlation": {a: {b: num(corr[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
+    }
 
 
 def _glmm_fixef_record(f, ci: bool) -> dict:
@@ -101,6 +118,7 @@ def fit_record(m) -> dict:
     ve = m.variance_explained()
     rec["icc"] = {"adjusted": num(ve.icc_adjusted), "unadjusted": num(ve.icc_unadjusted)}
     rec["r2"] = {"marginal": num(ve.r2_marginal), "conditional": num(ve.r2_conditional)}
+    rec.update(_vcov_records(m))
     if m.ci_method is not None:
         rec["ci"] = {
             "method": m.ci_method,
@@ -128,7 +146,19 @@ def render_json(models) -> str:
                    for m in models)
 
 
-def render_csv(models) -> str:
+TABLES = ("fixef", "varcorr", "intervals", "tidy")
+
+
+def render_csv(models, table: str = "fixef") -> str:
+    """One CSV table of every model: ``fixef`` (the coefficient table), ``varcorr`` (variances,
+    SDs and correlations), ``intervals`` (every confidence interval computed, with its method)
+    or ``tidy`` (broom.mixed's tidy(): fixed effects and random-effect parameters together)."""
+    if table == "varcorr":
+        return _varcorr_csv(models)
+    if table == "intervals":
+        return _intervals_csv(models)
+    if table == "tidy":
+        return _tidy_csv(models)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     ci = any(m.ci_method is not None for m in models)
@@ -150,6 +180,43 @@ def render_csv(models) -> str:
             if ci:
                 row += [_cell(f.lower), _cell(f.upper)]
             w.writerow(row)
+    return buf.getvalue()
+
+
+def _varcorr_csv(models) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["formula", "method", "group", "term", "term2", "variance", "sd", "corr"])
+    for m in models:
+        for v in m.varcorr:
+            w.writerow([m.formula, m.method, v.group, v.term or "", "", repr(v.variance), repr(v.sd), ""])
+        for c in m.correlations:
+            w.writerow([m.formula, m.method, c.group, c.term1, c.term2, "", "", _cell(c.corr)])
+    return buf.getvalue()
+
+
+def _intervals_csv(models) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["formula", "method", "ci_method", "level", "parameter", "kind", "group", "term", "term2", "estimate",
+                "lower", "upper"])
+    for m in models:
+        for f in m.fixef:
+            w.writerow([m.formula, m.method, m.ci_method, m.ci_level, f.term, "fixef", "", f.term, "",
+                        repr(f.estimate), _cell(f.lower), _cell(f.upper)])
+        for iv in m.intervals:
+            w.writerow([m.formula, m.method, m.ci_method, m.ci_level, iv.parameter, iv.kind, iv.group or "",
+                        iv.term1 or "", iv.term2 or "", _cell(iv.estimate), _cell(iv.lower), _cell(iv.upper)])
+    return buf.getvalue()
+
+
+def _tidy_csv(models) -> str:
+    buf = io.StringIO()
+    for i, m in enumerate(models):
+        frame = m.tidy()
+        frame.insert(0, "method", m.method)
+        frame.insert(0, "formula", m.formula)
+        frame.to_csv(buf, index=False, header=(i == 0), lineterminator="\n", float_format=None, na_rep="")
     return buf.getvalue()
 
 
