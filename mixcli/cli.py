@@ -150,8 +150,8 @@ def _console():
 
 
 _FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
-    help="table for people; json (one object per line) or csv for scripts.",
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "tsv"]), default="table", show_default=True,
+    help="table for people; json (one object per line), csv or tsv for scripts.",
 )
 _SEP = click.option("--sep", metavar="SEP", help="Field separator (default: tab for .tsv/.tab, else comma).")
 _PROGRESS = click.option(
@@ -282,8 +282,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     if (nsim is not None or seed is not None) and (ci is None or ci[0] != "boot"):
         raise click.UsageError("--nsim and --seed are options of --ci boot")
     if table_name != "fixef":
-        if fmt != "csv" or ranef or augment:
-            raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv")
+        if fmt not in ("csv", "tsv") or ranef or augment:
+            raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv (or tsv)")
         if table_name == "intervals" and ci is None:
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
         if table_name == "tidy" and fam is not None:
@@ -321,7 +321,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
 
         m = results[0]
         extra = augment_columns(m)
-        _write("json" if fmt == "json" else "csv", lambda: render.render_json(m.frame.table, m.frame.rows, extra),
+        _write(fmt if fmt in ("json", "tsv") else "csv", lambda: render.render_json(m.frame.table, m.frame.rows, extra),
                lambda: render.render_csv(m.frame.table, m.frame.rows, extra), None)
         for line in m.notes():
             _warn(line)
@@ -343,7 +343,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         _write(fmt, lambda: render.render_json(results), lambda: render.render_csv(results, table_name),
                lambda: [render.table_renderables(m, source) for m in results])
         # JSON carries the notes in its "warnings" key and the table prints them under it
-        notes = [line for m in results for line in m.notes()] if fmt == "csv" else []
+        notes = [line for m in results for line in m.notes()] if fmt in ("csv", "tsv") else []
     for line in notes:
         _warn(line)
 
@@ -442,6 +442,10 @@ def _write(fmt: str, as_json, as_csv, as_tables):
         sys.stdout.write(as_json())
     elif fmt == "csv":
         sys.stdout.write(as_csv())
+    elif fmt == "tsv":
+        from .io import csv_to_tsv
+
+        sys.stdout.write(csv_to_tsv(as_csv()))
     else:
         console = _console()
         for i, renderables in enumerate(as_tables()):
@@ -581,8 +585,8 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
 @_WEIGHTS
 @_CONTRASTS
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
-              help="csv, or json (one object per row).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "json"]), default="csv", show_default=True,
+              help="csv, tsv, or json (one object per row).")
 @_SEP
 @_PROGRESS
 def predict_command(data, formula, newdata, population, se, ml, weights, contrasts, fmt, sep, progress):

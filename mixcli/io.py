@@ -627,3 +627,15 @@ def binary_columns(buf, sep: str, ncols: int, wanted: list[int], quoted: bool):
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     return {i: table.column(names[i]).combine_chunks() for i in wanted}
+
+
+def csv_to_tsv(text: str) -> str:
+    """The CSV ``text`` mixcli writes, re-delimited by tabs (``--format tsv``): quoting is kept
+    only where a field holds a tab, a quote or a line break."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+    writer.writerows(csv.reader(io.StringIO(text)))
+    return out.getvalue()

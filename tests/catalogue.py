@@ -198,7 +198,7 @@ CASES: list[Case] = [
     Case("Usage", "no formula", ["fit", "study.csv"], 2, "missing argument 'FORMULA...' (see 'mixcli fit --help')",
          STUDY_FILES),
     Case("Usage", "an unknown output format", FIT + ["y ~ x + (1 | g)", "--format", "xml"], 2,
-         "invalid value for '--format': 'xml' is not one of 'table', 'json', 'csv' (see 'mixcli fit --help')",
+         "invalid value for '--format': 'xml' is not one of 'table', 'json', 'csv', 'tsv' (see 'mixcli fit --help')",
          STUDY_FILES),
     Case("Usage", "a separator of two characters", FIT + ["y ~ x + (1 | g)", "--sep", ";;"], 2,
          "--sep must be a single character, got ';;'", STUDY_FILES),

@@ -148,3 +148,12 @@ def test_compare_json_carries_the_warnings():
     path = str(FIXTURES / "data" / "slopes.csv")
     rec = json.loads(run("compare", path, "y ~ x + (1 | g)", "y ~ x + (x | g)", "--format", "json").stdout)
     assert "warnings" in rec and any("boundary" in w for w in rec["warnings"])
+
+
+def test_tsv_is_the_csv_with_tabs():
+    path = str(FIXTURES / "data" / "slopes.csv")
+    for extra in ([], ["--augment"]):
+        as_csv = run("fit", path, "y ~ x + (1 | g)", "--format", "csv", *extra).stdout
+        as_tsv = run("fit", path, "y ~ x + (1 | g)", "--format", "tsv", *extra).stdout
+        assert list(csv.reader(io.StringIO(as_csv))) == list(csv.reader(io.StringIO(as_tsv), delimiter="\t"))
+        assert "\t" in as_tsv.splitlines()[0]
