@@ -178,13 +178,28 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     return summary
 
 
+# How far into the interior the mirror image is probed (working θ̃ is unit-free, O(1))
+MIRROR_PROBE = 1e-4
+
+
 def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, fold):
     """Restart from the boundary's mirror images (``ModelStructure.boundary_mirrors``) of the
-    chosen θ̃, which have the same criterion; keep a restart that ends lower."""
+    chosen θ̃, which have the same criterion, where stepping off the boundary there lowers it.
+
+    On the mirror the criterion's slope in Λ[j, j] is minus the slope at the chosen point, so
+    a chosen point that is a minimum only because of the bound (slope > 0) has a descent
+    direction on the other side; one evaluation a step into the interior tells, and only then
+    is the optimiser restarted (a genuine boundary optimum has slope 0 and costs nothing more)."""
     theta, fmin = summary.theta, summary.fmin
-    for mirror in st.boundary_mirrors(theta):
+    for mirror, diag in st.boundary_mirrors(theta):
+        probe = mirror.copy()
+        probe[diag] = MIRROR_PROBE
+        value = fn(probe)
+        summary.evaluations += 1
+        if not value < fmin - 1e-10 * max(1.0, abs(fmin)):
+            continue
         minimize_theta(fn, summary, progress, stage="from the optimum's mirror image across the boundary",
-                       start=mirror, fdf=fdf, fold=fold)
+                       start=probe, fdf=fdf, fold=fold)
         if np.isfinite(summary.fmin) and summary.fmin < fmin - 1e-10 * max(1.0, abs(fmin)):
             theta, fmin = np.array(summary.theta, dtype=float), float(summary.fmin)
     summary.theta, summary.fmin = theta, fmin

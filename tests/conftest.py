@@ -6,13 +6,19 @@ The real classroom data and lme4's results on it live outside the project
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+# As the command line does (mixcli/cli.py): one BLAS thread, set before numpy loads OpenBLAS. Two
+# spin-waiting threads next to another busy process made kb07's dense blocks 30x slower.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"

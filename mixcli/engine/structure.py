@@ -309,7 +309,7 @@ class ModelStructure:
                 out[sl] = part
         return out
 
-    def boundary_mirrors(self, theta: np.ndarray) -> list[np.ndarray]:
+    def boundary_mirrors(self, theta: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """θ's with the same covariances on the other side of the boundary: each column of Λₜ
         whose diagonal entry is 0 and that has nonzero entries below it, negated.
 
@@ -318,18 +318,22 @@ class ModelStructure:
         (0, b) it can reach correlations of b's sign, not the other. A fit can so stop
         at a point that is a minimum within the bounds but not of the criterion
         (``(poly(x, 2) || g)`` on transforms.csv: −0.08 in the REML criterion).
-        Either parameterisation (the working Λ̃ is Λ multiplied on the left).
+        Either parameterisation (the working Λ̃ is Λ multiplied on the left). Returns
+        (mirror, index in θ of the diagonal entry Λₜ[j, j]).
         """
         out = []
         theta = np.asarray(theta, dtype=float)
         for sl, (rows, cols) in zip(self.theta_slices, self._lower_idx):
             part = theta[sl]
-            for j in np.flatnonzero(part[rows == cols] == 0.0):
+            diag = np.flatnonzero(rows == cols)
+            for j in range(len(diag)):
+                if part[diag[j]] != 0.0:
+                    continue
                 below = (cols == j) & (rows > j)
                 if np.any(part[below] != 0.0):
                     mirror = theta.copy()
                     mirror[np.flatnonzero(below) + sl.start] *= -1.0
-                    out.append(mirror)
+                    out.append((mirror, sl.start + int(diag[j])))
         return out
 
     def to_user(self, theta_w: np.ndarray) -> np.ndarray:
