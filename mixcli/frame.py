@@ -231,6 +231,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     nested_labels = _nesting_mistakes(formula, ordered_factors)
     messages.extend(_nesting_mistake_message(formula, inner, outer, ordered_factors)
                     for inner, outer in nested_labels.items())
+    messages.extend(_integer_code_messages(formula, table, rows))
     if not glmm and (weights is None) and _only_zero_one(y):
         messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
                         "model of it; for a pass/fail outcome use --family binomial (glmer's logistic model)")
@@ -286,6 +287,28 @@ def _nesting_mistake_message(formula: Formula, inner: str, outer: str, factors) 
             f"{outer} are one group (crossed factors). If {inner} numbers units within each {outer}, write "
             f"(1 | {outer}/{inner}), i.e. (1 | {outer}) + (1 | {outer}:{inner}), or give each its own label "
             f"with mixcli nest")
+
+
+# A numeric predictor with this few distinct whole-number values looks like codes (treatments,
+# sites, waves) more than like a measurement; it gets one slope unless written factor(x).
+CODES_MAX_LEVELS = 6
+
+
+def _integer_code_messages(formula: Formula, table: Table, rows: np.ndarray) -> list[str]:
+    out = []
+    seen = set()
+    for term in formula.terms:
+        for expr in term:
+            if not isinstance(expr, Var) or expr.name in seen or isinstance(table.columns.get(expr.name), TextColumn):
+                continue
+            seen.add(expr.name)
+            x = np.asarray(table.columns[expr.name], dtype=float)[rows]
+            values = np.unique(x[np.isfinite(x)])
+            if 3 <= values.size <= CODES_MAX_LEVELS and np.all(values == np.round(values)):
+                shown = ", ".join(r_number(float(v)) for v in values)
+                out.append(f"{expr.name} takes only the values {shown}: it is fitted as a number (one slope); "
+                           f"if these are codes for groups, write factor({expr.name})")
+    return out
 
 
 def _only_zero_one(y: np.ndarray) -> bool:

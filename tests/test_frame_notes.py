@@ -45,3 +45,15 @@ def test_a_zero_one_response_fitted_as_gaussian_points_at_binomial():
     assert any("only takes the values 0 and 1" in msg and "--family binomial" in msg for msg in m.messages)
     g = mixcli.fit(cached_table("glmm_binary.csv"), "pass ~ ses + (1 | schoolid)", family="binomial")
     assert not any("only takes the values 0 and 1" in msg for msg in g.messages)
+
+
+def test_a_few_whole_number_codes_fitted_as_a_number_point_at_factor():
+    m = mixcli.fit(cached_table("slopes.csv"), "y ~ x + b + (1 | g)")
+    (note,) = [msg for msg in m.messages if "codes for groups" in msg]
+    assert note.startswith("b takes only the values 1, 2, 3, 4, 5, 6: it is fitted as a number (one slope)")
+    assert "factor(b)" in note
+    # written as a factor, or a measurement with many values: no note
+    assert not any("codes for groups" in msg
+                   for msg in mixcli.fit(cached_table("slopes.csv"), "y ~ x + factor(b) + (1 | g)").messages)
+    assert not any("codes for groups" in msg
+                   for msg in mixcli.fit(cached_table("categorical.csv"), "y ~ temp + (1 | batch)").messages)
