@@ -455,6 +455,31 @@ def _write(fmt: str, as_json, as_csv, as_tables):
                 console.print(r)
 
 
+def _emit(fmt: str, render, result, data: str):
+    """One result through its renderer module (``render_json``, ``render_csv``,
+    ``table_renderables``, ``notes``); the machine formats put the notes on stderr."""
+    source = "standard input" if data == "-" else data
+    _write(fmt, lambda: render.render_json(result), lambda: render.render_csv(result),
+           lambda: [render.table_renderables(result, source)])
+    if fmt != "table":  # the table prints its notes under it
+        for line in render.notes(result):
+            _warn(line)
+
+
+def _fit_one(table, formula, ml, weights, contrasts, progress):
+    """One linear mixed model, with the progress line on stderr."""
+    from .frame import model_frame
+    from .model import fit_frame
+    from .progress import FitProgress
+
+    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
+    bar = FitProgress(progress)
+    bar.start("fitting")
+    m = fit_frame(frame, reml=not ml, progress=bar)
+    bar.done()
+    return m
+
+
 @main.command("compare")
 @click.argument("data", metavar="DATA")
 @click.argument("formulas", nargs=-1, required=True, metavar="FORMULA FORMULA...")
@@ -553,25 +578,11 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
       mixcli anova cake.csv "angle ~ recipe * temp + (1 | replicate)" --type 1 --format json
       mixcli anova sleep.csv "Reaction ~ Days + (Days | Subject)" --ddf kr
     """
-    from .frame import model_frame
-    from .inference.anova import AnovaResult, anova_result
-    from .model import fit_frame
-    from .progress import FitProgress
+    from .inference.anova import anova_result
     from .render import anova as render
 
-    table = _read_data(data, sep)
-    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
-    bar = FitProgress(progress)
-    bar.start("fitting")
-    m = fit_frame(frame, reml=not ml, progress=bar)
-    bar.done()
-    res: AnovaResult = anova_result(m, int(kind), ddf.lower())
-    source = "standard input" if data == "-" else data
-    _write(fmt, lambda: render.render_json(res), lambda: render.render_csv(res),
-           lambda: [render.table_renderables(res, source)])
-    if fmt != "table":
-        for line in render.notes(res):
-            _warn(line)
+    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress)
+    _emit(fmt, render, anova_result(m, int(kind), ddf.lower()), data)
 
 
 @main.command("predict")
@@ -604,21 +615,14 @@ def predict_command(data, formula, newdata, population, se, ml, weights, contras
     """
     import numpy as np
 
-    from .frame import model_frame
     from .inference.predictions import predict
-    from .model import fit_frame
-    from .progress import FitProgress
     from .render import rows as render
 
     if data == "-" and newdata == "-":
         raise click.UsageError("DATA and --newdata cannot both be standard input")
     table = _read_data(data, sep)
     new = _read_data(newdata, sep)
-    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
-    bar = FitProgress(progress)
-    bar.start("fitting")
-    m = fit_frame(frame, reml=not ml, progress=bar)
-    bar.done()
+    m = _fit_one(table, formula, ml, weights, contrasts, progress)
     pred = predict(m, new, population=population, se=se)
     extra = {"predicted": pred.predicted}
     if se:
@@ -662,10 +666,7 @@ def plot_command(data, formula, kind, output, level, size, ml, weights, contrast
       mixcli plot classroom.csv "mathscore ~ ses + (1 | schoolid)" --kind resid -o resid.svg
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
     """
-    from .frame import model_frame
-    from .model import fit_frame
     from .plot import check_destination, plot
-    from .progress import FitProgress
 
     width = height = None
     if size:
@@ -674,12 +675,7 @@ def plot_command(data, formula, kind, output, level, size, ml, weights, contrast
         except ValueError:
             raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
     check_destination(kind, output)  # before the fit: a bad path costs nothing
-    table = _read_data(data, sep)
-    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
-    bar = FitProgress(progress)
-    bar.start("fitting")
-    m = fit_frame(frame, reml=not ml, progress=bar)
-    bar.done()
+    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress)
     if kind == "profile":
         with _Bar(progress, "profiling"):
             plot(m, kind, output, level=level, width=width, height=height)
@@ -716,15 +712,9 @@ def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
     from .ranova import ranova
     from .render import ranova as render
 
-    table = _read_data(data, sep)
-    res = ranova(table, formula, reml=not ml, weights=weights, contrasts=contrasts.lower(),
+    res = ranova(_read_data(data, sep), formula, reml=not ml, weights=weights, contrasts=contrasts.lower(),
                  progress=FitProgress(progress))
-    source = "standard input" if data == "-" else data
-    _write(fmt, lambda: render.render_json(res), lambda: render.render_csv(res),
-           lambda: [render.table_renderables(res, source)])
-    if fmt != "table":
-        for line in render.notes(res):
-            _warn(line)
+    _emit(fmt, render, res, data)
 
 
 @main.command("reduce")
@@ -764,12 +754,7 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
     red = reduce_model(table, formula, reml=not ml, fixed=fixed, alpha_random=alpha_random,
                        alpha_fixed=alpha_fixed, weights=weights, contrasts=contrasts.lower(),
                        progress=FitProgress(progress))
-    source = "standard input" if data == "-" else data
-    _write(fmt, lambda: render.render_json(red), lambda: render.render_csv(red),
-           lambda: [render.table_renderables(red, source)])
-    if fmt != "table":
-        for line in render.notes(red):
-            _warn(line)
+    _emit(fmt, render, red, data)
 
 
 @main.command()

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from .numbers import format_p, signif, stars
+from .numbers import footer, format_p, signif, stars
 from .numbers import json_number as num
 
 
@@ -65,14 +65,7 @@ def table_renderables(res, source: str | None = None):
             cells += [format_p(r.p) if r.p is not None else "", stars(r.p) if r.p is not None else ""]
         t.add_row(*cells)
     out.append(t)
-    if not lme4:
-        out.append(Text("---"))
-        out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
-    lines = notes(res)
-    if lines:
-        out.append(Text(""))
-        for line in lines:
-            out.append(Text(line, style="yellow"))
+    out.extend(footer(notes(res), legend=not lme4))
     return out
 
 

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from .numbers import format_p, stars
+from .numbers import footer, format_p, stars
 from .numbers import json_number as num
 
 
@@ -114,11 +114,5 @@ def table_renderables(comp, source: str | None = None):
         cells.append(stars(r.p))
         t.add_row(*cells)
     out.append(t)
-    out.append(Text("---"))
-    out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
-    lines = notes(comp)
-    if lines:
-        out.append(Text(""))
-        for line in lines:
-            out.append(Text(line, style="yellow"))
+    out.extend(footer(notes(comp)))
     return out

@@ -69,3 +69,17 @@ def format_p_coef(p: float | None) -> str:
     if p < 2.2e-16:
         return "< 2e-16"
     return f"{p:.3g}"
+
+
+SIGNIF_CODES = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+
+
+def footer(notes: list[str], legend: bool = True) -> list:
+    """What goes under a table of tests: R's significance legend, then the notes in yellow."""
+    from rich.text import Text
+
+    out = [Text("---"), Text(SIGNIF_CODES)] if legend else []
+    if notes:
+        out.append(Text(""))
+        out.extend(Text(line, style="yellow") for line in notes)
+    return out

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from .numbers import format_p, stars
+from .numbers import footer, format_p, stars
 from .numbers import json_number as num
 
 
@@ -53,11 +53,5 @@ def table_renderables(res, source: str | None = None):
                   "" if r.lrt is None else f"{r.lrt:.4f}", "" if r.df is None else str(r.df),
                   "" if r.p is None else format_p(r.p), "" if r.p is None else stars(r.p))
     out.append(t)
-    out.append(Text("---"))
-    out.append(Text("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"))
-    lines = notes(res)
-    if lines:
-        out.append(Text(""))
-        for line in lines:
-            out.append(Text(line, style="yellow"))
+    out.extend(footer(notes(res), legend=True))
     return out
