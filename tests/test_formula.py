@@ -261,6 +261,8 @@ ERRORS = [
     ("y ~ (0 | g)", "random-effects term (0 | g) has no intercept and no slopes", 4),
     ("y ~ foo(x)", "unknown function 'foo'; supported: abs, as.factor, as.numeric, bs, C, cbind, exp, factor, I, log, log10, log2, ns, offset, poly, scale, sqrt", 4),
     ("y ~ x + lag(x, 2)", "unknown function 'lag'", 8),
+    ("y ~ factor(x > 1) + (1 | g)", "comparisons ('>') are not supported in a formula", 13),
+    ("y ~ I(x != 1) + (1 | g)", "comparisons ('!=') are not supported in a formula", 8),
     ("y ~ log(x, 2)", "log() takes one argument, got 2", 4),
     ("y ~ log()", "log() takes one argument, got 0", 4),
     ("y ~ .", "'.' (all other columns) is not supported", 4),

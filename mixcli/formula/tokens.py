@@ -155,9 +155,11 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("op", op, i, j + 1))
             i = j + 1
             continue
+        if ch in "<>!" or text.startswith("==", i):
+            op = text[i:i + 2] if text[i + 1:i + 2] == "=" else ch
+            raise FormulaError(f"comparisons ('{op}') are not supported in a formula; compute the condition as a "
+                               "column of the data (TRUE/FALSE, or 0/1) and use that", text, i)
         if ch == "=":
-            if text.startswith("==", i):
-                raise FormulaError("'==' is not supported in a formula; compute the condition as a column", text, i)
             tokens.append(Token("op", "=", i, i + 1))
             i += 1
             continue
