@@ -172,7 +172,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     _check_magnitude(design.X, design.names, "the fixed-effect column")
     # (an LMM's offset is part of the linear predictor: the checks look at y − offset)
     y_fit = y - offset if offset is not None and not glmm else y
-    X, names, dropped, residual = _drop_aliased(design.X, design.names, y_fit)
+    X, names, dropped, residual = drop_aliased(design.X, design.names, y_fit)
     assign = [a for a, name in zip(design.assign, design.names) if name in set(names)]
     if dropped:
         k = len(dropped)
@@ -356,7 +356,7 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _drop_aliased(
+def drop_aliased(
     X: np.ndarray, names: list[str], y: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[str], list[str], float]:
     """Drop columns that are linear combinations of earlier ones (lme4's check.rankX).

@@ -58,7 +58,7 @@ from ..design import model_matrix, term_codings
 from ..formula import term_label
 from ..formula.evaluate import is_factor
 from ..formula.exprs import MATRIX, Call
-from ..frame import _drop_aliased
+from ..frame import drop_aliased
 from .distributions import betainc, chi2_sf
 from .satterthwaite import satterthwaite
 
@@ -359,7 +359,7 @@ def _type3(X: np.ndarray, assign: np.ndarray, terms, frame, notes: list[str]) ->
     table, rows = frame.table, frame.rows
     # X with treatment contrasts, aliased columns dropped as lme4 (and ensure_full_rank) drop them
     full = model_matrix(intercept, tuple(_treatment(t) for t in terms), table, rows, "treatment")
-    Xt, names_t, _, _ = _drop_aliased(full.X, full.names)
+    Xt, names_t, _, _ = drop_aliased(full.X, full.names)
     keep = set(names_t)
     assign_t = np.array([a for a, nm in zip(full.assign, full.names) if nm in keep], dtype=int)
     cols_t = _term_columns(assign_t, k)
