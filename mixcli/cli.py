@@ -541,12 +541,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
                           progress=lambda done, total, label: bar.update(done, total, label[len("bootstrap "):]))
     elif seed is not None or jobs is not None:
         raise click.UsageError("--seed and --jobs are options of --bootstrap")
-    source = "standard input" if data == "-" else data
-    _write(fmt, lambda: render.render_json(comp), lambda: render.render_csv(comp),
-           lambda: [render.table_renderables(comp, source)])
-    if fmt != "table":  # the table prints its notes under it
-        for line in render.notes(comp):
-            _warn(line)
+    _emit(fmt, render, comp, data)
 
 
 @main.command("anova")
