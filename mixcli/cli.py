@@ -344,6 +344,10 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
                lambda: [render.table_renderables(m, source) for m in results])
         # JSON carries the notes in its "warnings" key and the table prints them under it
         notes = [line for m in results for line in m.notes()] if fmt in ("csv", "tsv") else []
+        if fmt in ("csv", "tsv") and table_name == "fixef" and any(m.intervals for m in results):
+            # nothing computed is dropped without a word: the variance parameters' intervals
+            notes.append("this table has the fixed effects' intervals; those of the SDs, correlations and sigma "
+                         "are in --table intervals (or --table tidy)")
     for line in notes:
         _warn(line)
 

@@ -157,3 +157,10 @@ def test_tsv_is_the_csv_with_tabs():
         as_tsv = run("fit", path, "y ~ x + (1 | g)", "--format", "tsv", *extra).stdout
         assert list(csv.reader(io.StringIO(as_csv))) == list(csv.reader(io.StringIO(as_tsv), delimiter="\t"))
         assert "\t" in as_tsv.splitlines()[0]
+
+
+def test_csv_of_profile_intervals_says_where_the_variance_intervals_are():
+    out = run("fit", str(FIXTURES / "data" / "slopes.csv"), "y ~ x + (1 | g)", "--ci", "profile", "--format", "csv")
+    assert out.returncode == 0
+    assert "--table intervals" in out.stderr
+    assert list(csv.DictReader(io.StringIO(out.stdout)))[0]["lower"]  # the fixed effects' intervals are there
