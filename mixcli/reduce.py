@@ -104,6 +104,9 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
         while len(steps) < MAX_STEPS:
             m = fit(current) if m.formula != current else m
             f = m.frame.formula
+            if not f.terms:
+                steps.append(Step(current, "keep", "no fixed-effect term is left beyond the intercept", current))
+                break
             rows = anova_table(m, type=3, ddf="satterthwaite").rows
             labels = f.term_labels
             # marginality: a term contained in a higher-order term is not tested for removal

@@ -75,3 +75,18 @@ def test_fixed_terms_are_eliminated_by_type_iii_f_tests_respecting_marginality()
     assert p["recipe"] > p["recipe:temp"] > 0.05
     assert red.steps[1].reason.startswith("recipe:temp: F = ")
     assert all(t["p"] <= 0.05 for t in red.steps[2].tests)
+
+
+def test_fixed_elimination_can_end_at_the_intercept():
+    table = _weak_second_factor()
+    # z is noise: dropped; then nothing but the intercept is left to test
+    import numpy as np
+
+    from mixcli.table import Table
+
+    cols = {name: table.columns[name] for name in table.names}
+    cols["z"] = np.random.default_rng(5).normal(size=table.nrows)
+    red = reduce_model(Table(cols), "y ~ z + (1 | g)", fixed=True)
+    assert [s.action for s in red.steps] == ["keep", "drop fixed", "keep"]
+    assert red.final == "y ~ 1 + (1 | g)"
+    assert red.steps[-1].reason.startswith("no fixed-effect term is left")
