@@ -77,6 +77,8 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
         problems, _ = diagnose(m.frame, m.factorization.user_lam)
         steps.append(Step(current, "simplify", "singular fit: " + "; ".join(problems), simpler))
         current = simpler
+        if not parse_formula(current).random:  # every random effect was at zero
+            return Reduction(formula, steps, current, None, "REML" if reml else "ML")
         m = fit(current)
 
     # 2. random effects by ranova

@@ -90,3 +90,9 @@ def test_fixed_elimination_can_end_at_the_intercept():
     assert [s.action for s in red.steps] == ["keep", "drop fixed", "keep"]
     assert red.final == "y ~ 1 + (1 | g)"
     assert red.steps[-1].reason.startswith("no fixed-effect term is left")
+
+
+def test_a_model_whose_every_random_effect_is_zero_reduces_to_the_linear_model():
+    red = reduce_model(cached_table("singular.csv"), "y ~ x + (1 | g)")
+    assert [(s.action, s.result) for s in red.steps] == [("simplify", "y ~ x")]
+    assert red.final == "y ~ x" and red.model is None
