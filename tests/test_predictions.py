@@ -114,3 +114,13 @@ def test_tidy_glance_augment_predict_api():
     p = m.predict(pd.DataFrame(ref["newdata"]))
     np.testing.assert_allclose(p["predicted"], ref["predicted"], rtol=1e-6)
     assert str(m).startswith("Linear mixed model fit by REML")
+
+
+def test_grouping_labels_may_be_text_in_new_data_where_the_fit_had_numbers():
+    m = mixcli.fit(cached_table("slopes.csv"), "y ~ x + (1 | g)")
+    as_numbers = predict(m, Table.from_mapping(pd.DataFrame({"x": [1.0], "g": [3]})))
+    mixed = predict(m, Table.from_mapping(pd.DataFrame({"x": [1.0, 1.0], "g": ["3", "zz"]})))
+    assert mixed.predicted[0] == as_numbers.predicted[0]  # "3" is level 3
+    assert mixed.new_levels == {"g": 1}
+    assert mixed.predicted[1] == pytest.approx(predict(m, Table.from_mapping(
+        pd.DataFrame({"x": [1.0], "g": [3]})), population=True).predicted[0], rel=1e-12)

@@ -83,7 +83,7 @@ def predict(m, new: Table, population: bool = False, se: bool = False) -> Predic
             what = "fixed effects" if name in fixed_vars else "random effects (or use --population)"
             raise DataError(f"--newdata has no column '{name}', which the formula's {what} need")
     n_old = int(frame.rows.sum())
-    combined = _append(frame.table, frame.rows, new, needed)
+    combined = _append(frame.table, frame.rows, new, needed, labels=set(groups) - set(fixed_vars + random_vars))
     missing = np.zeros(new.nrows, dtype=bool)
     for name in fixed_vars + random_vars:
         missing |= is_missing(combined.columns[name])[n_old:]
@@ -157,12 +157,15 @@ def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels:
     return total
 
 
-def _append(table: Table, rows: np.ndarray, new: Table, names: list[str]) -> Table:
-    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``."""
+def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels=frozenset()) -> Table:
+    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``;
+    the grouping columns in ``labels`` only name levels, so numbers and text may meet there
+    (a level written as text in one file and as a number in the other is the same label)."""
     cols = {}
     for name in names:
         a, b = table.columns[name], new.columns[name]
-        if isinstance(a, TextColumn) != isinstance(b, TextColumn) and not np.all(is_missing(b)):
+        if (isinstance(a, TextColumn) != isinstance(b, TextColumn) and not np.all(is_missing(b))
+                and name not in labels):
             kinds = ("text", "numbers") if isinstance(a, TextColumn) else ("numbers", "text")
             raise DataError(f"column '{name}' holds {kinds[0]} in the data but {kinds[1]} in --newdata; "
                             "the new rows must be coded as the fitted ones")
