@@ -32,7 +32,7 @@ from .family import family as make_family
 from .frame import ModelFrame, model_frame
 from .inference.distributions import norm_cdf
 from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
-from .results import Correlation, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
+from .results import Correlation, FitStatistics, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
 from .singular import singular_fit_warnings
 from .table import Table
 
@@ -274,7 +274,7 @@ def _hessian_vcov(h: np.ndarray, k: int) -> np.ndarray | None:
 
 
 @dataclass
-class GlmmResult:
+class GlmmResult(FitStatistics):
     """A fitted GLMM, as ``summary(glmer(...))`` reports it.
 
     * ``family``, ``link``, ``nagq`` (0: PQL-like first stage only, 1: Laplace, > 1: AGQ);
@@ -325,18 +325,6 @@ class GlmmResult:
         return {0: "ML (nAGQ = 0)", 1: "Laplace"}.get(self.nagq, f"AGQ (nAGQ = {self.nagq})")
 
     @property
-    def loglik(self) -> float:
-        return -self.criterion / 2.0
-
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2.0 * self.npar
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + math.log(self.nobs) * self.npar
-
-    @property
     def df_resid(self) -> int:
         return self.nobs - self.npar
 
@@ -360,9 +348,7 @@ class GlmmResult:
         return add_confint(self, level, "wald")
 
     def notes(self) -> list[str]:
-        out = list(self.messages)
-        if self.n_dropped:
-            out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
+        out = self.data_notes()
         ratio = self.overdispersion
         if ratio is not None and ratio > 1.5:
             out.append(f"overdispersion: Pearson χ² / residual df = {ratio:.2f} (1 for Poisson data); the "

@@ -72,8 +72,32 @@ class RanefTerm:
                 yield self.factor, level, name, float(self.values[i, j]), sd
 
 
+class FitStatistics:
+    """What LMM and GLMM results derive alike from ``criterion`` (−2 logLik, or the REML
+    criterion), ``npar``, ``nobs``, ``messages`` and ``n_dropped``."""
+
+    @property
+    def loglik(self) -> float:
+        return -self.criterion / 2.0
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + math.log(self.nobs) * self.npar
+
+    def data_notes(self) -> list[str]:
+        """The notes about the data: the frame's messages, then the rows dropped."""
+        out = list(self.messages)
+        if self.n_dropped:
+            out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
+        return out
+
+
 @dataclass
-class LmmResult:
+class LmmResult(FitStatistics):
     """A fitted linear mixed model, as ``summary(lmer(...))`` reports it.
 
     * ``formula``, ``reml`` (REML or ML), ``nobs`` rows used, ``n_dropped`` rows
@@ -261,28 +285,13 @@ class LmmResult:
         return "REML" if self.reml else "ML"
 
     @property
-    def loglik(self) -> float:
-        return -self.criterion / 2.0
-
-    @property
     def deviance(self) -> float:
         """−2 logLik (the REML criterion for a REML fit)."""
         return self.criterion
 
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2.0 * self.npar
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + math.log(self.nobs) * self.npar
-
     def notes(self) -> list[str]:
         """What the user should know about this fit, data notes first, then warnings."""
-        out = list(self.messages)
-        if self.n_dropped:
-            out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
-        return out + list(self.warnings)
+        return self.data_notes() + list(self.warnings)
 
     @property
     def coef(self) -> dict[str, float]:

@@ -38,12 +38,7 @@ def glmm_record(m) -> dict:
         "nobs": m.nobs,
         "ngroups": dict(m.ngroups),
         "fixef": [_glmm_fixef_record(f, ci) for f in m.fixef],
-        "varcorr": [
-            {"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)} for v in m.varcorr
-        ],
-        "correlations": [
-            {"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)} for c in m.correlations
-        ],
+        **_covariance_records(m),
         "theta": [num(t) for t in m.theta],
         "criterion": num(m.criterion),
         "loglik": num(m.loglik),
@@ -61,6 +56,17 @@ def glmm_record(m) -> dict:
     if ci:
         rec["ci"] = {"method": m.ci_method, "level": m.ci_level, "intervals": []}
     return rec
+
+
+def _covariance_records(m) -> dict:
+    """``varcorr`` (per term its variances and SDs, then the residual for an LMM) and
+    ``correlations``, as in lme4's ``as.data.frame(VarCorr(m))``."""
+    return {
+        "varcorr": [{"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)}
+                    for v in m.varcorr],
+        "correlations": [{"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)}
+                         for c in m.correlations],
+    }
 
 
 def _vcov_records(m) -> dict:
@@ -98,12 +104,7 @@ def fit_record(m) -> dict:
         "nobs": m.nobs,
         "ngroups": dict(m.ngroups),
         "fixef": [_fixef_record(f, m.ci_method is not None) for f in m.fixef],
-        "varcorr": [
-            {"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)} for v in m.varcorr
-        ],
-        "correlations": [
-            {"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)} for c in m.correlations
-        ],
+        **_covariance_records(m),
         "theta": [num(t) for t in m.theta],
         "sigma": num(m.sigma),
         "criterion": num(m.criterion),
