@@ -74,6 +74,19 @@ VERBAGG = "r2 ~ Anger + Gender + btype + situ + mode + (1 | id) + (1 | item)"
 # Data
 
 
+def _generated(name: str, settings: dict, label: str, simulate) -> Path:
+    """``bench/data/<name>.csv``, simulated (``simulate()`` → columns) unless the file and its
+    manifest (``settings`` and numpy's version: the simulators draw from numpy) are current."""
+    import numpy as np
+
+    path = DATA / f"{name}.csv"
+    settings = {**settings, "numpy": np.__version__}
+    if not _manifest_ok(path, settings):
+        print(f"  generating {path.relative_to(ROOT)} ({label})", flush=True)
+        _write_with_manifest(path, simulate(), settings)
+    return path
+
+
 def _manifest_ok(path: Path, settings: dict) -> bool:
     meta = path.with_suffix(".json")
     if not (path.exists() and meta.exists()):
@@ -95,17 +108,11 @@ def _write_with_manifest(path: Path, columns: dict, settings: dict) -> None:
 
 def classroom_data(name: str, n_schools: int) -> Path:
     """The project's own simulator, seeded: ``bench/data/<name>.csv``."""
-    import numpy as np
-
     from mixcli.simulate import simulate_classroom
 
-    path = DATA / f"{name}.csv"
     # (version 2: the simulator's pass/fail and count outcomes)
-    settings = {"kind": "classroom", "schools": n_schools, "seed": SEEDS[name], "numpy": np.__version__, "version": 2}
-    if not _manifest_ok(path, settings):
-        print(f"  generating {path.relative_to(ROOT)} ({n_schools:,} schools)", flush=True)
-        _write_with_manifest(path, simulate_classroom(n_schools, SEEDS[name]), settings)
-    return path
+    return _generated(name, {"kind": "classroom", "schools": n_schools, "seed": SEEDS[name], "version": 2},
+                      f"{n_schools:,} schools", lambda: simulate_classroom(n_schools, SEEDS[name]))
 
 
 def simulate_crossed(seed: int, n: int = 73_421, n_s: int = 2_972, n_d: int = 1_128, n_dept: int = 14):
@@ -147,14 +154,8 @@ def simulate_crossed(seed: int, n: int = 73_421, n_s: int = 2_972, n_d: int = 1_
 
 
 def crossed_data() -> Path:
-    import numpy as np
-
-    path = DATA / "crossed.csv"
-    settings = {"kind": "crossed", "seed": SEEDS["crossed"], "numpy": np.__version__, "version": 1}
-    if not _manifest_ok(path, settings):
-        print(f"  generating {path.relative_to(ROOT)} (InstEval-like, crossed)", flush=True)
-        _write_with_manifest(path, simulate_crossed(SEEDS["crossed"]), settings)
-    return path
+    return _generated("crossed", {"kind": "crossed", "seed": SEEDS["crossed"], "version": 1},
+                      "InstEval-like, crossed", lambda: simulate_crossed(SEEDS["crossed"]))
 
 
 def simulate_ratings(seed: int, n: int = 1_000_209, n_users: int = 6_040, n_items: int = 3_706):
@@ -184,14 +185,8 @@ def simulate_ratings(seed: int, n: int = 1_000_209, n_users: int = 6_040, n_item
 
 
 def ratings_data() -> Path:
-    import numpy as np
-
-    path = DATA / "ratings.csv"
-    settings = {"kind": "ratings", "seed": SEEDS["ratings"], "numpy": np.__version__, "version": 1}
-    if not _manifest_ok(path, settings):
-        print(f"  generating {path.relative_to(ROOT)} (MovieLens 1M shape, crossed)", flush=True)
-        _write_with_manifest(path, simulate_ratings(SEEDS["ratings"]), settings)
-    return path
+    return _generated("ratings", {"kind": "ratings", "seed": SEEDS["ratings"], "version": 1},
+                      "MovieLens 1M shape, crossed", lambda: simulate_ratings(SEEDS["ratings"]))
 
 
 def simulate_verbagg(seed: int, n_subjects: int = 316):
@@ -225,14 +220,8 @@ def simulate_verbagg(seed: int, n_subjects: int = 316):
 
 
 def verbagg_data() -> Path:
-    import numpy as np
-
-    path = DATA / "verbagg.csv"
-    settings = {"kind": "verbagg", "seed": SEEDS["verbagg"], "numpy": np.__version__, "version": 1}
-    if not _manifest_ok(path, settings):
-        print(f"  generating {path.relative_to(ROOT)} (VerbAgg's shape, crossed binary)", flush=True)
-        _write_with_manifest(path, simulate_verbagg(SEEDS["verbagg"]), settings)
-    return path
+    return _generated("verbagg", {"kind": "verbagg", "seed": SEEDS["verbagg"], "version": 1},
+                      "VerbAgg's shape, crossed binary", lambda: simulate_verbagg(SEEDS["verbagg"]))
 
 
 def count_rows(path: Path) -> int:
