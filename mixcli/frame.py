@@ -228,9 +228,10 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         messages.append(scale)
     messages.extend(_double_bar_factor_messages(formula, table))
     messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
-    nested_labels = _nesting_mistakes(formula, ordered_factors)
-    messages.extend(_nesting_mistake_message(formula, inner, outer, ordered_factors)
-                    for inner, outer in nested_labels.items())
+    mistakes = _nesting_mistakes(formula, ordered_factors)
+    messages.extend(_nesting_mistake_message(inner, outer, pairs, ordered_factors)
+                    for inner, (outer, pairs) in mistakes.items())
+    nested_labels = {inner: outer for inner, (outer, _) in mistakes.items()}
     messages.extend(_integer_code_messages(formula, table, rows))
     if not glmm and (weights is None) and _only_zero_one(y):
         messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
@@ -249,8 +250,9 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
 NESTED_LABELS_ROWS = 2.0
 
 
-def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> dict[str, str]:
-    """Grouping factors whose labels are probably numbered within another factor of the model.
+def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> dict[str, tuple[str, int]]:
+    """Grouping factors whose labels are probably numbered within another factor of the model:
+    inner → (outer, the number of outer:inner combinations).
 
     ``(1 | schoolid) + (1 | classid2)`` with classid2 = 1, 2, ... within each school makes
     classid2 a crossed factor of 9 'classes', each spread over many schools: the classic
@@ -260,7 +262,7 @@ def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> d
     """
     single = {rt.lme4_group_name: rt.group[0] for rt in formula.random if len(rt.group) == 1}
     together = {frozenset(rt.group) for rt in formula.random}
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, int]] = {}
     for inner, inner_col in single.items():
         for outer, outer_col in single.items():
             if inner == outer or inner in out or frozenset((inner_col, outer_col)) <= set().union(
@@ -276,12 +278,11 @@ def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> d
                 continue
             pairs = np.unique(a.codes.astype(np.int64) * b.n_levels + b.codes).size
             if pairs >= 2 * b.n_levels and len(a.codes) >= NESTED_LABELS_ROWS * pairs:
-                out[inner] = outer
+                out[inner] = (outer, int(pairs))
     return out
 
 
-def _nesting_mistake_message(formula: Formula, inner: str, outer: str, factors) -> str:
-    pairs = np.unique(factors[outer].codes.astype(np.int64) * factors[inner].n_levels + factors[inner].codes).size
+def _nesting_mistake_message(inner: str, outer: str, pairs: int, factors) -> str:
     return (f"{inner} has {factors[inner].n_levels} labels shared across the {factors[outer].n_levels} levels of "
             f"{outer} ({pairs} {outer}:{inner} combinations): as written, rows with the same {inner} in different "
             f"{outer} are one group (crossed factors). If {inner} numbers units within each {outer}, write "
