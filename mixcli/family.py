@@ -27,7 +27,7 @@ import numpy as np
 from .errors import UsageError
 
 EPS = float(np.finfo(float).eps)
-_LOGIT_THRESH = -math.log(EPS)  # 36.04
+LOGIT_THRESH = -math.log(EPS)  # 36.04
 _PROBIT_THRESH = 8.125890664701906  # −qnorm(ε)
 
 
@@ -47,26 +47,26 @@ class Link:
 
 
 def _logit_inv(eta):
-    e = np.exp(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH))
+    e = np.exp(np.clip(eta, -LOGIT_THRESH, LOGIT_THRESH))
     mu = e / (1.0 + e)
-    return np.where(eta < -_LOGIT_THRESH, EPS, np.where(eta > _LOGIT_THRESH, 1.0 / (1.0 + EPS), mu))
+    return np.where(eta < -LOGIT_THRESH, EPS, np.where(eta > LOGIT_THRESH, 1.0 / (1.0 + EPS), mu))
 
 
 def _logit_mu_eta(eta):
-    e = np.exp(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH))
+    e = np.exp(np.clip(eta, -LOGIT_THRESH, LOGIT_THRESH))
     out = e / (1.0 + e) ** 2
-    return np.where(np.abs(eta) > _LOGIT_THRESH, EPS, np.maximum(out, EPS))
+    return np.where(np.abs(eta) > LOGIT_THRESH, EPS, np.maximum(out, EPS))
 
 
 def _logit_both(eta):
     """μ and dμ/dη from one exponential: μ = e/(1 + e), dμ/dη = μ/(1 + e) (= e/(1 + e)², R's
     formula, without its second exp), with R's guards."""
-    e = np.exp(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH))
+    e = np.exp(np.clip(eta, -LOGIT_THRESH, LOGIT_THRESH))
     one_e = 1.0 + e
     mu = e / one_e
-    far = np.abs(eta) > _LOGIT_THRESH
+    far = np.abs(eta) > LOGIT_THRESH
     if far.any():
-        return (np.where(eta < -_LOGIT_THRESH, EPS, np.where(eta > _LOGIT_THRESH, 1.0 / (1.0 + EPS), mu)),
+        return (np.where(eta < -LOGIT_THRESH, EPS, np.where(eta > LOGIT_THRESH, 1.0 / (1.0 + EPS), mu)),
                 np.where(far, EPS, np.maximum(mu / one_e, EPS)))
     return mu, np.maximum(mu / one_e, EPS)
 

@@ -27,6 +27,7 @@ CASES = [
     ("glmm_binary.csv", "pass ~ ses + (ses | schoolid)", "binomial", "probit"),  # a vector term
     ("glmm_binary.csv", "pass ~ ses + sex + (1 | schoolid)", "binomial", "cloglog"),
     ("glmm_crossed.csv", "r2 ~ anger + mode + (1 | subj) + (1 | item)", "binomial", "logit"),  # crossed
+    ("glmm_crossed.csv", "r2 ~ mode + (1 | subj) + (mode | item)", "binomial", "logit"),  # a crossed vector term
     ("glmm_binomial.csv", "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "binomial", "logit"),
     ("glmm_counts.csv", "ticks ~ cheight + offset(log(exposure)) + (1 | location/brood)", "poisson", "log"),
     ("glmm_counts.csv", "ticks ~ factor(year) + (1 | location)", "poisson", "sqrt"),
@@ -46,6 +47,34 @@ def test_laplace_matches_dense_newton(csv, formula, fam, link):
         ours = laplace(data, pirls(data, st.to_working(theta), beta))
         dense = dense_laplace(frame, st, theta, beta, data.family, data.wt, data.offset)
         assert ours == pytest.approx(dense, rel=1e-9, abs=1e-7)
+
+
+POINT_CASES = [
+    ("glmm_binary.csv", "pass ~ ses + (1 | schoolid)", "binomial", "logit"),  # 0/1 data: the direct logit sum
+    ("glmm_binomial.csv", "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "binomial", "logit"),
+    ("glmm_counts.csv", "ticks ~ cheight + offset(log(exposure)) + (1 | location)", "poisson", "log"),
+    ("glmm_counts.csv", "ticks ~ cheight + (1 | location)", "poisson", "sqrt"),
+]
+
+
+@pytest.mark.parametrize("csv,formula,fam,link", POINT_CASES)
+def test_deviance_at_eta_equals_the_sum_of_rs_deviance_residuals(csv, formula, fam, link):
+    """``GlmmData.point`` takes shortcuts (log μ = η under the log link; one log for the logit);
+    each must equal R's dev.resids summed, including beyond the links' guards (|η| > 36)."""
+    frame = model_frame(cached_table(FIXTURES / "data" / csv), formula, family=family(fam, link))
+    data = GlmmModel(frame).data
+    rng = np.random.default_rng(7)
+    for spread in (0.5, 3.0, 40.0):
+        eta = rng.normal(scale=spread, size=frame.n)
+        if link == "sqrt":
+            eta = np.abs(eta) + 0.1
+        mu, mu_eta, dev = data.point(eta)
+        fam_ = data.family
+        assert np.array_equal(mu, fam_.link.linkinv(eta)) or np.allclose(mu, fam_.link.linkinv(eta), rtol=1e-15)
+        np.testing.assert_allclose(mu_eta, fam_.link.mu_eta(eta), rtol=1e-13)
+        expected = float(np.sum(fam_.dev_resids(data.y, fam_.link.linkinv(eta), data.wt)))
+        assert dev == pytest.approx(expected, rel=1e-12, abs=1e-9)
+    assert data.point(np.full(frame.n, np.nan))[2] == np.inf
 
 
 def test_one_quadrature_point_is_the_laplace_approximation_for_binary_data():

@@ -232,18 +232,40 @@ class Segments:
         return out.reshape(lead + (self.n_targets,))
 
 
-def grouped_cross(codes: np.ndarray, n_levels: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Per-level sums of outer products of rows: out[a, b, j] = Σ_{i: codes[i]=j} left[i, a]·right[i, b].
+def grouped_cross(codes: np.ndarray, n_levels: int, left, right, w: np.ndarray | None = None) -> np.ndarray:
+    """Per-level sums of outer products of rows: out[a, b, j] = Σ_{i: codes[i]=j} wᵢ·left[i, a]·right[i, b].
 
     ``left`` (n, a) and ``right`` (n, b) → (a, b, n_levels), one weighted
-    ``np.bincount`` per entry: O(n·a·b) time and no (n × levels) matrix.
+    ``np.bincount`` per entry: O(n·a·b) time and no (n × levels) matrix. Either may
+    also be a list of columns in which None stands for a column of ones (an
+    intercept: no product is formed for it); ``w``, if given, weights the rows
+    (PIRLS's working weights), which spares a weighted copy of every column.
     """
-    a = left.shape[1]
-    b = right.shape[1]
-    out = np.empty((a, b, n_levels))
-    for i in range(a):
-        for j in range(b):
-            out[i, j] = np.bincount(codes, weights=left[:, i] * right[:, j], minlength=n_levels)
+    lcols, rcols = columns(left), columns(right)
+    out = np.empty((len(lcols), len(rcols), n_levels))
+    for i, a in enumerate(lcols):
+        for j, b in enumerate(rcols):
+            out[i, j] = np.bincount(codes, weights=product(w, a, b), minlength=n_levels)
+    return out
+
+
+def columns(m) -> list:
+    """The columns of an (n, k) array, or a list of columns (None: a column of ones) as it is."""
+    if m is None:
+        return [None]
+    if isinstance(m, np.ndarray):
+        return [m[:, i] for i in range(m.shape[1])]
+    return list(m)
+
+
+def product(*factors):
+    """The elementwise product of the factors that are not None (None: all are ones)."""
+    present = [f for f in factors if f is not None]
+    if not present:
+        return None
+    out = present[0]
+    for f in present[1:]:
+        out = out * f
     return out
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..family import EPS, LOGIT_THRESH
 from .factor import Factorization, evaluate
 from .structure import ModelStructure
 
@@ -41,6 +42,8 @@ TOL = 1e-10
 TOL_NONCANONICAL = 1e-14
 CANONICAL = {"binomial": "logit", "poisson": "log"}
 MAX_ITER = 60
+LOG_EPS = math.log(EPS)  # below it R's log link returns μ = ε
+LOG_MAX = 700.0  # above it exp(η) is near overflow: the general path judges it
 # Links under which pdev(u) is not convex: with μ = η², the Poisson deviance has a mode for
 # each sign pattern of η (every other family-link pair here is log-concave in η).
 MULTIMODAL = {"sqrt"}
@@ -71,19 +74,61 @@ class GlmmData:
         # model (the deviance is 2(ℓ_sat − ℓ(μ))): the Laplace deviance then reuses PIRLS's
         # Σ devresid instead of a second pass of logs. (R's aic() rounds non-integer counts:
         # those keep the family's aic.)
-        n_success = self.wt * self.y
-        integer = bool(np.all(n_success == np.round(n_success)) and np.all(self.wt == np.round(self.wt)))
+        self.wy = self.wt * self.y  # the successes (binomial), the weighted counts (Poisson)
+        integer = bool(np.all(self.wy == np.round(self.wy)) and np.all(self.wt == np.round(self.wt)))
         self.saturated_m2ll = None
+        # 2 Σ w (y log y − y): the μ-free part of the Poisson deviance
+        self.poisson_constant = (2.0 * float(np.sum(self.wt * (self.saturated - self.y)))
+                                 if self.family.name == "poisson" else 0.0)
+        self.unit_weights = bool(np.all(self.wt == 1.0))
+        self.zero_offset = not bool(np.any(self.offset))
+        link = self.family.link.name
+        self.canonical = CANONICAL.get(self.family.name) == link
+        # Σ devresid from η directly, without a log of μ: see ``point``
+        self.direct = "logit" if self.binary and link == "logit" else "log" if link == "log" else None
         if integer:
             if self.family.name == "binomial":  # −2 Σ [log C(m, s) + s log y + f log(1 − y)]
                 self.saturated_m2ll = self.aic_constant - 2.0 * float(np.sum(self.wt * self.saturated))
             else:  # −2 Σ w [y log y − y − log y!]
-                self.saturated_m2ll = self.aic_constant - 2.0 * float(np.sum(self.wt * (self.saturated - self.y)))
+                self.saturated_m2ll = self.aic_constant - self.poisson_constant
 
     def dev_resids(self, mu: np.ndarray) -> np.ndarray:
         if self.binary:
             return -2.0 * self.wt * np.log(np.where(self._success, mu, 1.0 - mu))
         return self.family.dev_resids(self.y, mu, self.wt, self.saturated)
+
+    def point(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """μ, dμ/dη and Σ devresid at η; the sum is +∞ where η or μ is outside the family's
+        domain (or NaN).
+
+        PIRLS evaluates this at every step it tries, so the commonest cases take one pass
+        of logs, not two: for 0/1 data under the logit link, with e = exp(η),
+        log μ = η − log(1 + e) and log(1 − μ) = −log(1 + e), so
+        Σ devresid = 2 Σ w log(1 + e) − 2 Σ w y η; under the log link log μ = η, so
+        Σ devresid = 2 Σ w (y log y − y η + μ − y). Both hold while no guard of R's
+        links applies (|η| ≤ 36.04 for the logit, η ≥ log ε for the log), else the
+        general formula is used.
+        """
+        link = self.family.link
+        if self.direct is not None:
+            lo, hi = float(np.min(eta)), float(np.max(eta))
+            if self.direct == "logit" and -LOGIT_THRESH <= lo and hi <= LOGIT_THRESH:
+                e = np.exp(eta)
+                one_e = 1.0 + e
+                mu = e / one_e
+                mu_eta = np.maximum(mu / one_e, EPS)
+                log1pe = np.log(one_e)
+                dev = 2.0 * (float(np.sum(log1pe) if self.unit_weights else self.wt @ log1pe) - float(self.wy @ eta))
+                return mu, mu_eta, dev
+            if self.direct == "log" and LOG_EPS <= lo and hi <= LOG_MAX:
+                mu = np.exp(eta)
+                dev = 2.0 * (float(self.wt @ mu) - float(self.wy @ eta)) + self.poisson_constant
+                return mu, mu, dev
+        mu, mu_eta = link.inverse(eta)
+        if not (self.family.valid_eta(eta) and self.family.valid_mu(mu)):
+            return mu, mu_eta, math.inf
+        dev = float(np.sum(self.dev_resids(mu)))
+        return mu, mu_eta, dev if not math.isnan(dev) else math.inf
 
 
 @dataclass
@@ -105,7 +150,7 @@ class Modes:
 
     @property
     def usq(self) -> float:
-        return float(sum(np.sum(v * v) for v in self.u))
+        return _usq(self.u)
 
     @property
     def logdet(self) -> float:
@@ -114,13 +159,19 @@ class Modes:
 
 def random_part(st: ModelStructure, lam: list, u: list) -> np.ndarray:
     """Z Λ u per row (the structure's own columns, the engine's blocks Λ)."""
-    out = np.zeros(st.n)
-    for t, l, v in zip(st.terms, lam, u):
+    out = None
+    for i, (t, l, v) in enumerate(zip(st.terms, lam, u)):
         b = l @ v  # (k, q)
         if t.k == 1:
-            out += t.z[:, 0] * b[0][t.codes]
+            part = b[0][t.codes]
+            if not st.intercept_only[i]:
+                part *= t.z[:, 0]
         else:
-            out += np.einsum("nk,kn->n", t.z, b[:, t.codes])
+            part = np.einsum("nk,kn->n", t.z, b[:, t.codes])
+        if out is None:
+            out = part
+        else:
+            out += part
     return out
 
 
@@ -159,45 +210,55 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
     if b is None:  # the first stage's very first start: the fixed effects' GLM fit, u = 0
         b = glm_start(data)
     xb = data.x @ b
-    eta = data.offset + xb + random_part(st, lam, u)
-    mu = link.linkinv(eta)
-    if not (fam.valid_eta(eta) and fam.valid_mu(mu)):  # a warm start outside the link's domain
+    rp = random_part(st, lam, u)  # η = o + Xβ + rp
+    eta = _eta(data, xb, rp)
+    mu, mu_eta, dev = data.point(eta)
+    if not math.isfinite(dev):  # a warm start outside the link's domain
         u = zero_modes(st)
-        eta = data.offset + xb
-        mu = link.linkinv(eta)
-        if not (fam.valid_eta(eta) and fam.valid_mu(mu)) and not fixed:
+        rp = np.zeros(st.n)
+        eta = _eta(data, xb, rp)
+        mu, mu_eta, dev = data.point(eta)
+        if not math.isfinite(dev) and not fixed:
             b = glm_start(data)
             xb = data.x @ b
-            eta = data.offset + xb
-            mu = link.linkinv(eta)
-    pdev = _pdev(data, mu, u)
-    if not (fam.valid_eta(eta) and fam.valid_mu(mu)):
+            eta = _eta(data, xb, rp)
+            mu, mu_eta, dev = data.point(eta)
+    pdev = dev + _usq(u)
+    if not math.isfinite(pdev):
         # Still outside (μ = 0 from η = 0 under the sqrt link; μ ≤ 0 under the identity): the
         # first step's weights and working response come from the family's starting μ, as
         # glmer's do, and the step is taken whatever pdev was (it was not finite).
         mu = fam.mustart(data.y, data.wt)
         eta = link.linkfun(mu)
+        mu_eta = link.mu_eta(eta)
+        rp = eta - data.offset - xb
         pdev = math.inf
-    tol = TOL if CANONICAL.get(fam.name) == link.name else TOL_NONCANONICAL
+    tol = TOL if data.canonical else TOL_NONCANONICAL
     converged = False
     fac = None
     iterations = 0
     change = math.inf
-    mu_eta = link.mu_eta(eta)
-    xy = None if fixed else np.empty((st.n, data.x.shape[1] + 1))
-    if xy is not None:
-        xy[:, :-1] = data.x
+    p = data.x.shape[1]
+    xy = None
+    if not fixed:  # [X, z], columns contiguous for the weighted sums
+        xy = np.empty((st.n, p + 1), order="F")
+        xy[:, :p] = data.x
     for iterations in range(1, MAX_ITER + 1):
-        w = data.wt * mu_eta * mu_eta / fam.variance(mu)
-        z = (eta - data.offset) + (data.y - mu) / mu_eta
-        if not math.isfinite(float(np.sum(w)) + float(np.sum(z))):  # (any inf or NaN)
+        # the working weights and response: W = w (dμ/dη)² / V(μ), which is w dμ/dη for the
+        # canonical links (dμ/dη = V(μ) there), and z = η − o + (y − μ) dη/dμ
+        r = (data.y - mu) / mu_eta
+        if data.canonical:
+            w = mu_eta if data.unit_weights else data.wt * mu_eta
+        else:
+            w = data.wt * mu_eta * mu_eta / fam.variance(mu)
+        if fixed:
+            xy = (rp + r)[:, None]  # z − Xβ
+        else:
+            xy[:, p] = (eta if data.zero_offset else eta - data.offset) + r
+        wst = st.reweighted(w, xy)
+        if not np.all(np.isfinite(wst.xtx)):  # (any inf or NaN in the weights or z reaches Σ w z²)
             fac = None
             break
-        if fixed:
-            xy = (z - xb)[:, None]
-        else:
-            xy[:, -1] = z
-        wst = st.reweighted(np.sqrt(w), xy, centre=False)
         fac = evaluate(wst, theta_w, working=True)
         if not fac.ok:
             break
@@ -205,16 +266,17 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
             converged = True
             break
         new_b = b if fixed else fac.fixef()
-        new_u = [v for v in fac.spherical_modes(new_b if not fixed else np.zeros(0))]
+        new_u = fac.spherical_modes(new_b if not fixed else np.zeros(0))
         # step-halving on pdev, from the current point towards the PLS solution
         step = 1.0
         for _ in range(MAX_HALVINGS):
             cand_u = [old + step * (nw - old) for old, nw in zip(u, new_u)]
             cand_b = b + step * (new_b - b) if not fixed else b
             cand_xb = data.x @ cand_b if not fixed else xb
-            cand_eta = data.offset + cand_xb + random_part(st, lam, cand_u)
-            cand_mu, cand_mu_eta = link.inverse(cand_eta)
-            cand = _pdev(data, cand_mu, cand_u) if fam.valid_mu(cand_mu) and fam.valid_eta(cand_eta) else math.inf
+            cand_rp = random_part(st, lam, cand_u)
+            cand_eta = _eta(data, cand_xb, cand_rp)
+            cand_mu, cand_mu_eta, cand_dev = data.point(cand_eta)
+            cand = cand_dev + _usq(cand_u)
             if cand <= pdev * (1.0 + 1e-14):
                 break
             step *= 0.5
@@ -225,8 +287,19 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         if not math.isfinite(cand):
             break
         change = abs(pdev - cand) / (abs(cand) + 0.1)
-        u, b, xb, eta, mu, mu_eta, pdev = cand_u, cand_b, cand_xb, cand_eta, cand_mu, cand_mu_eta, cand
+        u, b, xb, rp, eta, mu, mu_eta, pdev = cand_u, cand_b, cand_xb, cand_rp, cand_eta, cand_mu, cand_mu_eta, cand
     return Modes(np.asarray(theta_w, float), u, b, eta, mu, fac, w, pdev, iterations, converged)
+
+
+def _eta(data: GlmmData, xb: np.ndarray, rp: np.ndarray) -> np.ndarray:
+    eta = xb + rp
+    if not data.zero_offset:
+        eta += data.offset
+    return eta
+
+
+def _usq(u: list) -> float:
+    return float(sum(np.sum(v * v) for v in u))
 
 
 def glm_start(data: GlmmData) -> np.ndarray:
@@ -298,11 +371,6 @@ def _wls(x: np.ndarray, sw: np.ndarray, z: np.ndarray) -> np.ndarray:
         return np.linalg.lstsq(a, r, rcond=None)[0]
     except np.linalg.LinAlgError:  # (the SVD fails on columns beyond ~1e150)
         return np.full(x.shape[1], math.nan)
-
-
-def _pdev(data: GlmmData, mu: np.ndarray, u: list) -> float:
-    dev = float(np.sum(data.dev_resids(mu)))
-    return dev + float(sum(np.sum(v * v) for v in u))
 
 
 def laplace(data: GlmmData, modes: Modes) -> float:

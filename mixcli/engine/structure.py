@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .linalg import Segments, grouped_cross
+from .linalg import Segments, columns, grouped_cross, product
 
 
 @dataclass
@@ -130,6 +130,15 @@ class TermBasis:
         return (z - self.shift) / self.scale
 
 
+def _ones_as_none(m: np.ndarray) -> list:
+    """The columns of ``m`` with each column of ones as None (see ``linalg.grouped_cross``)."""
+    out = []
+    for j in range(m.shape[1]):
+        col = m[:, j]
+        out.append(None if col[0] == 1.0 and bool(np.all(col == 1.0)) else col)
+    return out
+
+
 def _lower_factor(p: np.ndarray) -> np.ndarray:
     """The lower-triangular L with non-negative diagonal and L Lᵀ = P Pᵀ (QR of Pᵀ; exact
     for rank-deficient P too)."""
@@ -193,6 +202,9 @@ class ModelStructure:
         self._m = [b.matrix for b in bases]
         self._m_inv = [np.linalg.inv(m) for m in self._m]
         self.terms = terms
+        # Terms that are one column of ones (random intercepts): their sums need no products
+        self.intercept_only = [t.k == 1 and bool(np.all(t.z == 1.0)) for t in terms]
+        self.row_weights = None  # PIRLS's working weights, in its reweighted copies
         self.xy = xy
         self.n = xy.shape[0]
         self.p = xy.shape[1] - 1
@@ -216,10 +228,14 @@ class ModelStructure:
             self.beta_shift = np.zeros(self.p)
             self.y_centred = y
             self._sums_xy = self.xy
-        else:
-            self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p else np.zeros(self.p)
-            self.y_centred = y - x @ self.beta_shift if self.p else y.copy()
-            self._sums_xy = np.column_stack([x, self.y_centred])
+            w = self.row_weights
+            self.xtx = self.xy.T @ (self.xy if w is None else self.xy * w[:, None])
+            return
+        if self.row_weights is not None:
+            raise ValueError("only unweighted structures centre their response")
+        self.beta_shift = np.linalg.lstsq(x, y, rcond=None)[0] if self.p else np.zeros(self.p)
+        self.y_centred = y - x @ self.beta_shift if self.p else y.copy()
+        self._sums_xy = np.column_stack([x, self.y_centred])
         self.xtx = self._sums_xy.T @ self._sums_xy
 
     def subset(self, rows: np.ndarray) -> "ModelStructure":
@@ -388,6 +404,9 @@ class ModelStructure:
         # Stacks are entry-major (see linalg): gram[s] is (k_s, k_s, q_s), zxy[s] is (k_s, p+1, q_s).
         self.gram = []
         self.zxy = []
+        w = self.row_weights
+        xy_cols = _ones_as_none(self._sums_xy)
+        intercept = next((j for j, c in enumerate(xy_cols) if c is None), None)
         for i, t in enumerate(self.terms):
             finer = next((r for r in range(i) if self.same_columns.get((r, i))), None)
             if finer is not None:
@@ -395,14 +414,23 @@ class ModelStructure:
                 self.gram.append(seg.sum(self.gram[finer]))
                 self.zxy.append(seg.sum(self.zxy[finer]))
                 continue
-            self.gram.append(grouped_cross(t.codes, t.n_levels, t.z, t.z))
-            self.zxy.append(grouped_cross(t.codes, t.n_levels, t.z, self._sums_xy))
+            z = self.term_columns(i)
+            zxy = grouped_cross(t.codes, t.n_levels, z, xy_cols, w)
+            if z is None and intercept is not None:  # ZᵀZ of a random intercept is its Zᵀ1
+                self.gram.append(zxy[:, intercept : intercept + 1].copy())
+            else:
+                self.gram.append(grouped_cross(t.codes, t.n_levels, z, z, w))
+            self.zxy.append(zxy)
         # cross[(r, t)] for chain r < t: (k_t, k_r, q_r), the block at (map_rt(i), i)
         self.cross = {}
         for (r, t) in self.maps:
-            tr, tt = self.terms[r], self.terms[t]
+            tr = self.terms[r]
             self.cross[(r, t)] = (self.gram[r] if self.same_columns[(r, t)] else
-                                  grouped_cross(tr.codes, tr.n_levels, tt.z, tr.z))
+                                  grouped_cross(tr.codes, tr.n_levels, self.term_columns(t), self.term_columns(r), w))
+
+    def term_columns(self, i: int):
+        """Term i's columns for the sums: None for a random intercept (a column of ones)."""
+        return None if self.intercept_only[i] else self.terms[i].z
 
     def _dense_sums(self):
         """Sums for the dense (crossed) tail: pair lists to the chain, dense ZᵀZ among themselves."""
@@ -440,9 +468,9 @@ class ModelStructure:
 
     def _dense_values(self):
         """The dense tail's sums from the terms' current columns (see ``reweighted``)."""
-        terms = self.terms
+        terms, w = self.terms, self.row_weights
         for (s, d), (rows, cols, inv) in self._pairs.items():
-            sums = grouped_cross(inv, len(rows), terms[s].z, terms[d].z)
+            sums = grouped_cross(inv, len(rows), self.term_columns(s), self.term_columns(d), w)
             self.chain_dense_pairs[(s, d)] = (rows, cols, sums)
         if self.wide:
             for s in range(self.n_chain):
@@ -464,10 +492,10 @@ class ModelStructure:
                 key = td.codes.astype(np.int64) * te.n_levels + te.codes
                 size = td.n_levels * te.n_levels
                 block = np.empty((td.n_levels, td.k, te.n_levels, te.k))
+                zd, ze = columns(self.term_columns(d)), columns(self.term_columns(e))
                 for a in range(td.k):
                     for b in range(te.k):
-                        w = td.z[:, a] * te.z[:, b]
-                        block[:, a, :, b] = np.bincount(key, weights=w, minlength=size).reshape(
+                        block[:, a, :, b] = np.bincount(key, weights=product(w, zd[a], ze[b]), minlength=size).reshape(
                             td.n_levels, te.n_levels
                         )
                 flat = block.reshape(td.n_levels * td.k, te.n_levels * te.k)
@@ -476,23 +504,24 @@ class ModelStructure:
                 gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
         self.dense_gram = gram
 
-    def reweighted(self, sqrt_w: np.ndarray, xy: np.ndarray, centre: bool = True) -> "ModelStructure":
-        """The same terms and layout with every row weighted by ``sqrt_w``² and new columns
-        ``xy`` ([X, response], any number of X columns): the sums of a penalised weighted
-        least-squares problem, as each iteration of PIRLS needs (``engine.pirls``). Only the
-        sums are recomputed — O(n) bincounts — never the nesting, pairs or θ layout. Without
-        ``centre`` the response is not centred by least squares first (r² then carries the
-        rounding of yᵀy: fine for the modes and β PIRLS needs, not for a criterion)."""
+    def reweighted(self, w: np.ndarray, xy: np.ndarray) -> "ModelStructure":
+        """The same terms and layout with row weights ``w`` and new columns ``xy`` ([X,
+        response], any number of X columns): the sums of a penalised weighted least-squares
+        problem, as each iteration of PIRLS needs (``engine.pirls``). Only the sums are
+        recomputed — O(n) bincounts of weighted products of the unweighted columns — never
+        the nesting, pairs or θ layout. The response is not centred by least squares first
+        (r² then carries the rounding of yᵀy: fine for the modes and β PIRLS needs, not for
+        a criterion)."""
         import copy
 
         new = copy.copy(self)
-        new.terms = [replace(t, z=t.z * sqrt_w[:, None]) for t in self.terms]
-        new.xy = xy * sqrt_w[:, None]
+        new.row_weights = w
+        new.xy = xy
         new.n, new.p = new.xy.shape[0], new.xy.shape[1] - 1
         new.__dict__.pop("_elimination", None)
         new.chain_dense_pairs = {}
         new.zd_wide = {}
-        new._centre_response(centre)
+        new._centre_response(centre=False)
         new._chain_sums()
         if new.dense:
             new._dense_values()
