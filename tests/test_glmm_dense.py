@@ -50,8 +50,9 @@ def test_laplace_matches_dense_newton(csv, formula, fam, link):
 
 
 POINT_CASES = [
-    ("glmm_binary.csv", "pass ~ ses + (1 | schoolid)", "binomial", "logit"),  # 0/1 data: the direct logit sum
+    ("glmm_binary.csv", "pass ~ ses + (1 | schoolid)", "binomial", "logit"),  # 0/1 data
     ("glmm_binomial.csv", "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "binomial", "logit"),
+    ("glmm_binomial.csv", "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "binomial", "probit"),
     ("glmm_counts.csv", "ticks ~ cheight + offset(log(exposure)) + (1 | location)", "poisson", "log"),
     ("glmm_counts.csv", "ticks ~ cheight + (1 | location)", "poisson", "sqrt"),
 ]
@@ -60,7 +61,8 @@ POINT_CASES = [
 @pytest.mark.parametrize("csv,formula,fam,link", POINT_CASES)
 def test_deviance_at_eta_equals_the_sum_of_rs_deviance_residuals(csv, formula, fam, link):
     """``GlmmData.point`` takes shortcuts (log μ = η under the log link; one log for the logit);
-    each must equal R's dev.resids summed, including beyond the links' guards (|η| > 36)."""
+    each must equal R's dev.resids summed, including beyond the links' guards (|η| > 36), and
+    the general path (probit, sqrt) too."""
     frame = model_frame(cached_table(FIXTURES / "data" / csv), formula, family=family(fam, link))
     data = GlmmModel(frame).data
     rng = np.random.default_rng(7)

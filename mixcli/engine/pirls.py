@@ -70,27 +70,24 @@ class GlmmData:
         # 0/1 data: each deviance residual is −2 w log μ or −2 w log(1 − μ), one log
         self.binary = self.family.name == "binomial" and bool(np.all((self.y == 0) | (self.y == 1)))
         self._success = self.y == 1
-        # With integer counts, −2 log L(μ) = Σ devresid(μ) + C, C = −2 log L at the saturated
-        # model (the deviance is 2(ℓ_sat − ℓ(μ))): the Laplace deviance then reuses PIRLS's
-        # Σ devresid instead of a second pass of logs. (R's aic() rounds non-integer counts:
-        # those keep the family's aic.)
         self.wy = self.wt * self.y  # the successes (binomial), the weighted counts (Poisson)
-        integer = bool(np.all(self.wy == np.round(self.wy)) and np.all(self.wt == np.round(self.wt)))
-        self.saturated_m2ll = None
-        # 2 Σ w (y log y − y): the μ-free part of the Poisson deviance
-        self.poisson_constant = (2.0 * float(np.sum(self.wt * (self.saturated - self.y)))
-                                 if self.family.name == "poisson" else 0.0)
         self.unit_weights = bool(np.all(self.wt == 1.0))
         self.zero_offset = not bool(np.any(self.offset))
         link = self.family.link.name
         self.canonical = CANONICAL.get(self.family.name) == link
         # Σ devresid from η directly, without a log of μ: see ``point``
-        self.direct = "logit" if self.binary and link == "logit" else "log" if link == "log" else None
-        if integer:
-            if self.family.name == "binomial":  # −2 Σ [log C(m, s) + s log y + f log(1 − y)]
-                self.saturated_m2ll = self.aic_constant - 2.0 * float(np.sum(self.wt * self.saturated))
-            else:  # −2 Σ w [y log y − y − log y!]
-                self.saturated_m2ll = self.aic_constant - self.poisson_constant
+        self.direct = link if link in ("logit", "log") else None
+        # The μ-free part of Σ devresid: 2 Σ w [y log y + (1 − y) log(1 − y)] (binomial),
+        # 2 Σ w (y log y − y) (Poisson).
+        poisson = self.family.name == "poisson"
+        self.dev_constant = 2.0 * float(np.sum(self.wt * (self.saturated - self.y if poisson else self.saturated)))
+        # With integer counts, −2 log L(μ) = Σ devresid(μ) + C, C = −2 log L at the saturated
+        # model (the deviance is 2(ℓ_sat − ℓ(μ))): the Laplace deviance then reuses PIRLS's
+        # Σ devresid instead of a second pass of logs. C is the family's aic constant (log
+        # binomial coefficients, log y!) less the μ-free part above. (R's aic() rounds
+        # non-integer counts: those keep the family's aic.)
+        integer = bool(np.all(self.wy == np.round(self.wy)) and np.all(self.wt == np.round(self.wt)))
+        self.saturated_m2ll = self.aic_constant - self.dev_constant if integer else None
 
     def dev_resids(self, mu: np.ndarray) -> np.ndarray:
         if self.binary:
@@ -101,13 +98,13 @@ class GlmmData:
         """μ, dμ/dη and Σ devresid at η; the sum is +∞ where η or μ is outside the family's
         domain (or NaN).
 
-        PIRLS evaluates this at every step it tries, so the commonest cases take one pass
-        of logs, not two: for 0/1 data under the logit link, with e = exp(η),
-        log μ = η − log(1 + e) and log(1 − μ) = −log(1 + e), so
-        Σ devresid = 2 Σ w log(1 + e) − 2 Σ w y η; under the log link log μ = η, so
-        Σ devresid = 2 Σ w (y log y − y η + μ − y). Both hold while no guard of R's
-        links applies (|η| ≤ 36.04 for the logit, η ≥ log ε for the log), else the
-        general formula is used.
+        PIRLS evaluates this at every step it tries, so the canonical links take at most
+        one pass of logs, not two: under the logit, with e = exp(η), log μ = η − log(1 + e)
+        and log(1 − μ) = −log(1 + e), so Σ devresid = C + 2 Σ w log(1 + e) − 2 Σ w y η;
+        under the log link log μ = η, so Σ devresid = C + 2 Σ w (μ − y η) (C: the μ-free
+        part, ``dev_constant``). Both hold while no guard of R's links applies
+        (|η| ≤ 36.04 for the logit, η ≥ log ε for the log), else the general formula is
+        used.
         """
         link = self.family.link
         if self.direct is not None:
@@ -119,10 +116,10 @@ class GlmmData:
                 mu_eta = np.maximum(mu / one_e, EPS)
                 log1pe = np.log(one_e)
                 dev = 2.0 * (float(np.sum(log1pe) if self.unit_weights else self.wt @ log1pe) - float(self.wy @ eta))
-                return mu, mu_eta, dev
+                return mu, mu_eta, dev + self.dev_constant
             if self.direct == "log" and LOG_EPS <= lo and hi <= LOG_MAX:
                 mu = np.exp(eta)
-                dev = 2.0 * (float(self.wt @ mu) - float(self.wy @ eta)) + self.poisson_constant
+                dev = 2.0 * (float(self.wt @ mu) - float(self.wy @ eta)) + self.dev_constant
                 return mu, mu, dev
         mu, mu_eta = link.inverse(eta)
         if not (self.family.valid_eta(eta) and self.family.valid_mu(mu)):
