@@ -88,6 +88,16 @@ class FitStatistics:
     def bic(self) -> float:
         return self.criterion + math.log(self.nobs) * self.npar
 
+    def variance_explained(self):
+        """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of
+        variance per level, as the R package performance (``inference.variance_explained``);
+        None for Poisson GLMMs."""
+        if "_variance_explained" not in self.__dict__:
+            from .inference.variance_explained import variance_explained
+
+            self.__dict__["_variance_explained"] = variance_explained(self)
+        return self.__dict__["_variance_explained"]
+
     def data_notes(self) -> list[str]:
         """The notes about the data: the frame's messages, then the rows dropped."""
         out = list(self.messages)
@@ -148,7 +158,6 @@ class LmmResult(FitStatistics):
     ci_method: str | None = None  # "Wald" or "profile" once FixedEffect.lower/.upper are filled in
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
-    _variance_explained: object = field(default=None, repr=False)
     bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
 
     def add_satterthwaite(self) -> "LmmResult":
@@ -164,15 +173,6 @@ class LmmResult(FitStatistics):
         from .inference import add_confint
 
         return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
-
-    def variance_explained(self):
-        """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of
-        variance per level, as the R package performance (``inference.variance_explained``)."""
-        if self._variance_explained is None:
-            from .inference.variance_explained import variance_explained
-
-            self._variance_explained = variance_explained(self)
-        return self._variance_explained
 
     # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
 

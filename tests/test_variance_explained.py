@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import mixcli
@@ -17,12 +18,52 @@ KEYS = {"var_fixed": "fixed", "var_random": "random", "var_residual": "residual"
         "r2_marginal": "r2_marginal", "r2_conditional": "r2_conditional"}
 
 
-@pytest.mark.parametrize("mid", sorted(REF))
+LMMS = sorted(k for k, v in REF.items() if "family" not in v)
+GLMMS = sorted(k for k, v in REF.items() if "family" in v)
+
+
+@pytest.mark.parametrize("mid", LMMS)
 def test_matches_performance(mid):
     ref = REF[mid]
     m = mixcli.fit(cached_table(ref["csv"]), ref["formula"])
     assert m.criterion <= ref["criterion"] + 1e-6
+    _check(variance_explained(m), ref, rel=1e-4)
+
+
+# glmer stops short of the optimum (mixcli's log-likelihood is above its by 3e-4 to 1.5e-3 here,
+# except under cloglog, where glmer's own logLik is evaluated off its modes: test_glmm_lme4), so
+# the variances, each fit's own estimates, agree to 0.1-0.4%; performance's conventions (which
+# variances, the latent residual) are checked at 1%, the formula on mixcli's estimates exactly.
+GLMM_REL = 1e-2
+
+
+@pytest.mark.parametrize("mid", GLMMS)
+def test_binomial_glmms_match_performance(mid):
+    """The same decomposition on the latent scale: the residual is the link's distribution
+    variance (π²/3, 1, π²/6)."""
+    ref = REF[mid]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family=ref["family"], link=ref["link"])
+    assert m.loglik >= ref["loglik"] - 2e-3
     v = variance_explained(m)
+    assert v.residual == pytest.approx(ref["var_residual"], rel=1e-14)
+    assert v.partition == []
+    _check(v, ref, rel=GLMM_REL)
+    # closed forms at mixcli's estimates: random intercepts add their variances; Xβ's sample variance
+    assert v.random == pytest.approx(sum(c.variance for c in m.varcorr), rel=1e-12)
+    eta_fixed = np.asarray(m.frame.X) @ np.array([f.estimate for f in m.fixef])
+    assert v.fixed == pytest.approx(float(np.var(eta_fixed, ddof=1)), rel=1e-12)
+    total = v.fixed + v.random + v.residual
+    assert (v.icc_adjusted, v.icc_unadjusted, v.r2_marginal, v.r2_conditional) == pytest.approx(
+        (v.random / (v.random + v.residual), v.random / total, v.fixed / total, (v.fixed + v.random) / total),
+        rel=1e-12)
+
+
+def test_poisson_glmms_have_no_decomposition():
+    m = mixcli.fit(cached_table("glmm_counts.csv"), "ticks ~ cheight + (1 | location)", family="poisson")
+    assert variance_explained(m) is None
+
+
+def _check(v, ref, rel):
     checked = 0
     for key, attr in KEYS.items():
         if ref["singular"] and key in ("var_random", "r2_marginal", "icc_adjusted", "icc_unadjusted",
@@ -30,7 +71,7 @@ def test_matches_performance(mid):
             # performance gives NA for the random variance of a singular fit, and then a marginal
             # R² of fixed / (fixed + residual); mixcli keeps the (estimated) random variance.
             continue
-        assert getattr(v, attr) == pytest.approx(ref[key], rel=1e-4, abs=1e-10), key
+        assert getattr(v, attr) == pytest.approx(ref[key], rel=rel, abs=1e-10), key
         checked += 1
     assert checked >= 2
 

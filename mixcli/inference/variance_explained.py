@@ -1,4 +1,4 @@
-"""ICC and Nakagawa's R² of a linear mixed model, as the R package ``performance`` computes them.
+"""ICC and Nakagawa's R² of a mixed model, as the R package ``performance`` computes them.
 
 ``performance::icc()`` and ``r2_nakagawa()`` (0.10, through ``insight::get_variance``) split
 the variance of the response into three parts:
@@ -9,22 +9,30 @@ the variance of the response into three parts:
             effects — an effect that is not also a fixed-effect column (a random slope
             without its fixed slope) is left out, as performance does (and warns);
             for random intercepts this is the sum of the intercept variances;
-* residual: σ² (σ̂² of the fit).
+* residual: σ² (σ̂² of the fit); for a binomial GLMM the distribution-specific variance
+            of the latent scale instead, a constant of the link: π²/3 (logit), 1 (probit),
+            π²/6 (cloglog) (Nakagawa, Johnson & Schielzeth 2017; insight's var.distribution).
 
 Then ICC adjusted = σ²_r / (σ²_r + σ²), unadjusted = σ²_r / (σ²_f + σ²_r + σ²),
 marginal R² = σ²_f / total, conditional R² = (σ²_f + σ²_r) / total.
 
 performance returns NA (with a warning) for singular fits; mixcli reports the numbers,
 which are well defined (a zero variance contributes zero), and says the fit is singular.
+Poisson GLMMs get none: performance's distribution variance there comes from a refit of
+the null model (the lognormal approximation), which mixcli does not make.
 For models whose random terms are all intercepts, ``partition`` is the share of the
 variance at each level (school, class, residual), excluding the fixed part.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# The latent-scale variance of a binomial GLMM's response, by link (insight's var.distribution)
+DISTRIBUTION_VARIANCE = {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}
 
 
 @dataclass
@@ -49,8 +57,12 @@ class VarianceExplained:
         }
 
 
-def variance_explained(m) -> VarianceExplained:
-    """The decomposition for a fitted ``LmmResult``."""
+def variance_explained(m) -> VarianceExplained | None:
+    """The decomposition for a fitted ``LmmResult`` or binomial ``GlmmResult`` (None for the
+    other GLMMs)."""
+    glmm = hasattr(m, "family")
+    if glmm and m.family != "binomial":
+        return None
     frame = m.frame
     X = np.asarray(frame.X)
     beta = np.array([f.estimate for f in m.fixef])
@@ -58,12 +70,13 @@ def variance_explained(m) -> VarianceExplained:
     fixed = float(np.var(fitted_fixed, ddof=1)) if len(fitted_fixed) > 1 else 0.0
     columns = {name: j for j, name in enumerate(frame.fixef_names)}
     n = X.shape[0]
-    sigma2 = float(m.sigma) ** 2
+    sigma2 = float(m.sigma) ** 2  # (1 for a GLMM: Λ is then the random effects' own scale)
     random = 0.0
     missing: list[str] = []
     partition_rows = []
     intercepts_only = True
-    for term, lam in zip(frame.terms, m.factorization.user_lam):
+    lams = m.structure.lambdas(m.theta) if glmm else m.factorization.user_lam
+    for term, lam in zip(frame.terms, lams):
         cov = sigma2 * (lam @ lam.T)
         keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
         missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
@@ -75,13 +88,15 @@ def variance_explained(m) -> VarianceExplained:
         if term.names != ["(Intercept)"]:
             intercepts_only = False
         partition_rows.append((term.group, float(cov[0, 0])))
+    if glmm:
+        sigma2 = DISTRIBUTION_VARIANCE[m.link]
     total = fixed + random + sigma2
     notes = []
     if missing:
         notes.append(f"random slopes not among the fixed effects ({', '.join(dict.fromkeys(missing))}) are left out "
                      "of the random variance, as performance does; add them as fixed effects")
     partition = []
-    if intercepts_only:
+    if intercepts_only and not glmm:
         level_total = sum(v for _, v in partition_rows) + sigma2
         partition = [(g, v, v / level_total) for g, v in partition_rows] + [("Residual", sigma2, sigma2 / level_total)]
     return VarianceExplained(

@@ -24,10 +24,21 @@ def is_glmm(m) -> bool:
     return hasattr(m, "nagq")
 
 
+def _variance_records(m) -> dict:
+    """``icc`` and ``r2`` (performance's icc() and r2_nakagawa()); null where not computed
+    (Poisson GLMMs)."""
+    ve = m.variance_explained()
+    if ve is None:
+        return {"icc": None, "r2": None}
+    return {"icc": {"adjusted": num(ve.icc_adjusted), "unadjusted": num(ve.icc_unadjusted)},
+            "r2": {"marginal": num(ve.r2_marginal), "conditional": num(ve.r2_conditional)}}
+
+
 def glmm_record(m) -> dict:
     """The JSON object of one GLMM fit: as a linear mixed model's, with ``family``, ``link``,
     ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
-    effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual; no sigma."""
+    effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual; no sigma; ``icc`` and ``r2``
+    on the latent scale (null for Poisson)."""
     ci = m.ci_method is not None
     rec = {
         "formula": m.formula,
@@ -52,6 +63,7 @@ def glmm_record(m) -> dict:
         "converged": m.converged,
         "warnings": m.notes(),
     }
+    rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
     if ci:
         rec["ci"] = {"method": m.ci_method, "level": m.ci_level, "intervals": []}
@@ -116,9 +128,7 @@ def fit_record(m) -> dict:
         "converged": m.converged,
         "warnings": m.notes(),
     }
-    ve = m.variance_explained()
-    rec["icc"] = {"adjusted": num(ve.icc_adjusted), "unadjusted": num(ve.icc_unadjusted)}
-    rec["r2"] = {"marginal": num(ve.r2_marginal), "conditional": num(ve.r2_conditional)}
+    rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
     if m.ci_method is not None:
         rec["ci"] = {
@@ -289,11 +299,12 @@ def table_renderables(m, source: str | None = None):
     out.append(re)
     groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
-    if not glmm:
-        ve = m.variance_explained()
+    ve = m.variance_explained()
+    if ve is not None:
         # performance's icc() and r2_nakagawa()
+        latent = f"; latent scale, distribution variance {ve.residual:.4g}" if glmm else ""
         out.append(Text(f"ICC {ve.icc_adjusted:.4f} (adjusted), {ve.icc_unadjusted:.4f} (unadjusted); "
-                        f"R² {ve.r2_marginal:.4f} (marginal), {ve.r2_conditional:.4f} (conditional)"))
+                        f"R² {ve.r2_marginal:.4f} (marginal), {ve.r2_conditional:.4f} (conditional){latent}"))
         if ve.partition:
             shares = ", ".join(f"{g} {share:.1%}" for g, _, share in ve.partition)
             out.append(Text(f"Variance by level: {shares}"))
