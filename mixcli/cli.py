@@ -243,7 +243,9 @@ class _CiSpec(click.ParamType):
 @click.option("--augment", is_flag=True,
               help="Instead of the summary, the rows used with .fitted (conditional on the random effects), "
                    ".fixed (population), .resid and .resid_pearson appended (broom.mixed's augment(); lme4's "
-                   "fitted() and residuals()); CSV, or JSON lines with --format json.")
+                   "fitted() and residuals()); CSV, or JSON lines with --format json. For a GLMM, glmer's: "
+                   ".fitted and .fixed on the response scale (probabilities, rates), .eta the linear "
+                   "predictor, .resid the deviance residuals.")
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -275,7 +277,6 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
     """
     from .frame import model_frame
-    from .model import fit_frame
     from .progress import FitProgress
 
     fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
@@ -286,14 +287,12 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv (or tsv)")
         if table_name == "intervals" and ci is None:
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
-        if table_name == "tidy" and fam is not None:
-            raise click.UsageError("--table tidy is for linear mixed models; use fixef or varcorr for a GLMM")
     table = _read_data(data, sep)
     # check every formula before fitting any
     frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
     if augment:
-        if len(frames) > 1 or ranef or fam is not None:
-            raise click.UsageError("--augment takes one formula of a linear mixed model, without --ranef")
+        if len(frames) > 1 or ranef:
+            raise click.UsageError("--augment takes one formula, without --ranef")
     else:
         for frame in frames:
             frame.table = None  # the frames hold what the fits need; let the fits reuse the memory
@@ -302,13 +301,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     results = []
     for i, frame in enumerate(frames, start=1):
         meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
-        if fam is None:
-            m = fit_frame(frame, reml=not ml, progress=meter)
-        else:
-            from .glmm import GlmmModel, check_nagq
-
-            check_nagq(frame, nagq)
-            m = GlmmModel(frame).fit(nagq=nagq, progress=meter)
+        m = _fit_model(frame, ml, fam, nagq, meter)
         meter.done()
         if not ranef and fam is None:
             _add_inference(m, ddf, ci, progress, i, len(frames), nsim, seed)
@@ -470,18 +463,29 @@ def _emit(fmt: str, render, result, data: str):
             _warn(line)
 
 
-def _fit_one(table, formula, ml, weights, contrasts, progress):
-    """One linear mixed model, with the progress line on stderr."""
+def _fit_one(table, formula, ml, weights, contrasts, progress, fam=None, nagq=1):
+    """One mixed model (a GLMM with ``fam``), with the progress line on stderr."""
     from .frame import model_frame
-    from .model import fit_frame
     from .progress import FitProgress
 
-    frame = model_frame(table, formula, weights=weights, contrasts=contrasts.lower())
+    frame = model_frame(table, formula, family=fam, weights=weights, contrasts=contrasts.lower())
     bar = FitProgress(progress)
     bar.start("fitting")
-    m = fit_frame(frame, reml=not ml, progress=bar)
+    m = _fit_model(frame, ml, fam, nagq, bar)
     bar.done()
     return m
+
+
+def _fit_model(frame, ml, fam, nagq, bar):
+    """lmer's fit of ``frame`` (REML unless ``ml``), or glmer's with ``fam``."""
+    if fam is None:
+        from .model import fit_frame
+
+        return fit_frame(frame, reml=not ml, progress=bar)
+    from .glmm import GlmmModel, check_nagq
+
+    check_nagq(frame, nagq)
+    return GlmmModel(frame).fit(nagq=nagq, progress=bar)
 
 
 @main.command("compare")
@@ -591,15 +595,22 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
               help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
 @click.option("--population", is_flag=True,
               help="The fixed part only (lme4's re.form = NA), instead of conditional on the random effects.")
-@click.option("--se", is_flag=True, help="Also the standard error of the fixed part of each prediction.")
+@click.option("--se", is_flag=True, help="Also the standard error of the fixed part of each prediction "
+                                         "(a GLMM's on the link scale).")
+@click.option("--type", "pred_type", type=click.Choice(["link", "response"]), default="link", show_default=True,
+              help="For a GLMM, lme4's: the linear predictor η, or the response scale μ (probabilities, rates).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_FAMILY
+@_LINK
+@_NAGQ
 @_WEIGHTS
 @_CONTRASTS
 @click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "json"]), default="csv", show_default=True,
               help="csv, tsv, or json (one object per row).")
 @_SEP
 @_PROGRESS
-def predict_command(data, formula, newdata, population, se, ml, weights, contrasts, fmt, sep, progress):
+def predict_command(data, formula, newdata, population, se, pred_type, ml, family_name, link, nagq, weights, contrasts,
+                    fmt, sep, progress):
     """Predictions for new rows, like lme4's predict(m, newdata).
 
     Fits the model to DATA, then writes NEW's columns with 'predicted'
@@ -611,18 +622,21 @@ def predict_command(data, formula, newdata, population, se, ml, weights, contras
     Examples:
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --population --se
+      mixcli predict pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --newdata new.csv --type response
     """
     import numpy as np
 
-    from .inference.predictions import predict
+    from .inference.predictions import check_type, predict
     from .render import rows as render
 
     if data == "-" and newdata == "-":
         raise click.UsageError("DATA and --newdata cannot both be standard input")
+    fam = _family(family_name, link, nagq, ml, None, None, weights)
+    check_type(pred_type, se, fam is not None)
     table = _read_data(data, sep)
     new = _read_data(newdata, sep)
-    m = _fit_one(table, formula, ml, weights, contrasts, progress)
-    pred = predict(m, new, population=population, se=se)
+    m = _fit_one(table, formula, ml, weights, contrasts, progress, fam, nagq)
+    pred = predict(m, new, population=population, se=se, type=pred_type)
     extra = {"predicted": pred.predicted}
     if se:
         extra["se"] = pred.se

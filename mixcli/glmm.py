@@ -355,16 +355,23 @@ class GlmmResult(FitStatistics):
                        "standard errors are too small: consider an observation-level random effect, (1 | obs)")
         return out + list(self.warnings)
 
+    def _user_lambdas(self) -> list[np.ndarray]:
+        # the modes are spherical for the working Λ̃ (PIRLS runs in θ̃): b = M⁻¹Λ̃u in the user's columns
+        st = self.structure
+        return [minv @ lam for minv, lam in zip(st._m_inv, st.lambdas(self.modes.theta))]
+
+    def conditional_modes(self) -> list[np.ndarray]:
+        """b̂ = Λû per term in the user's columns, as (levels in the engine's order, k) arrays."""
+        return [(lam @ u).T for u, lam in zip(self.modes.u, self._user_lambdas())]
+
     def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
         """Conditional modes b = Λû per term (levels in lme4's order) and their conditional SDs
         (lme4's ``ranef(condVar = TRUE)``: from L at the modes)."""
-        st, m = self.structure, self.modes
-        # the modes are spherical for the working Λ̃ (PIRLS runs in θ̃): b = M⁻¹Λ̃u in the user's columns
-        lams = [minv @ lam for minv, lam in zip(st._m_inv, st.lambdas(m.theta))]
+        m = self.modes
+        lams = self._user_lambdas()
         covs = m.factor.conditional_covariances() if cond_var else [None] * len(lams)
         out = []
-        for term, u, cov, lam in zip(self.frame.terms, m.u, covs, lams):
-            b = (lam @ u).T
+        for term, b, cov, lam in zip(self.frame.terms, self.conditional_modes(), covs, lams):
             values = np.empty_like(b)
             values[term.levels_to_r] = b
             sd = None

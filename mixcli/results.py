@@ -74,7 +74,8 @@ class RanefTerm:
 
 class FitStatistics:
     """What LMM and GLMM results derive alike from ``criterion`` (−2 logLik, or the REML
-    criterion), ``npar``, ``nobs``, ``messages`` and ``n_dropped``."""
+    criterion), ``npar``, ``nobs``, ``messages`` and ``n_dropped``; and the tidy API
+    (broom.mixed's verbs, the summary as ``str``)."""
 
     @property
     def loglik(self) -> float:
@@ -104,6 +105,119 @@ class FitStatistics:
         if self.n_dropped:
             out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
         return out
+
+    @property
+    def is_glmm(self) -> bool:
+        return hasattr(self, "nagq")
+
+    # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
+
+    def tidy(self):
+        """One row per parameter, as broom.mixed's ``tidy()``: effect ("fixed" or "ran_pars"),
+        group, term, estimate, std.error, statistic, df, p.value (and conf.low/conf.high when
+        intervals were computed); random-effect parameters as SDs (``sd__(Intercept)``),
+        correlations (``cor__(Intercept).ses``) and the residual SD (group "Residual")."""
+        import pandas as pd
+
+        rows = []
+        for f in self.fixef:
+            rows.append({"effect": "fixed", "group": None, "term": f.term, "estimate": f.estimate,
+                         "std.error": f.se, "statistic": f.t, "df": f.df, "p.value": f.p,
+                         "conf.low": f.lower, "conf.high": f.upper})
+        corr = {}
+        for c in self.correlations:
+            corr.setdefault(c.group, []).append(c)
+        # the intervals of the variance parameters (profile or bootstrap), by what they describe
+        factor = {t.group: t.factor for t in self.frame.terms}
+        bounds = {(iv.kind, iv.group, iv.term1, iv.term2): (iv.lower, iv.upper) for iv in self.intervals}
+
+        def ran_par(group, term, estimate, key):
+            lo, hi = bounds.get(key, (None, None))
+            rows.append({"effect": "ran_pars", "group": group, "term": term, "estimate": estimate,
+                         "conf.low": lo, "conf.high": hi})
+
+        for v in self.varcorr:
+            if v.group == "Residual":
+                continue
+            ran_par(v.group, f"sd__{v.term}", v.sd, ("sd", factor.get(v.group), v.term, None))
+            for c in [c for c in corr.get(v.group, []) if c.term2 == v.term]:
+                ran_par(c.group, f"cor__{c.term1}.{c.term2}", c.corr, ("cor", factor.get(c.group), c.term1, c.term2))
+        if not self.is_glmm:  # (a GLMM has no residual variance parameter)
+            ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
+        out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
+                                          "p.value", "conf.low", "conf.high"])
+        if self.ci_method is None:
+            out = out.drop(columns=["conf.low", "conf.high"])
+        return out
+
+    def glance(self):
+        """One row, as broom.mixed's ``glance()``: nobs, sigma, logLik, AIC, BIC, REMLcrit or
+        deviance (a GLMM's: lme4's ``deviance()``, Σ deviance residuals), df.residual, and the
+        ICC and R² (performance's; None for Poisson GLMMs)."""
+        import pandas as pd
+
+        ve = self.variance_explained()
+        return pd.DataFrame([{
+            "nobs": self.nobs, "sigma": self.sigma, "logLik": self.loglik, "AIC": self.aic, "BIC": self.bic,
+            ("REMLcrit" if self.reml else "deviance"): self.deviance, "df.residual": self.nobs - self.npar,
+            "icc_adjusted": ve and ve.icc_adjusted, "r2_marginal": ve and ve.r2_marginal,
+            "r2_conditional": ve and ve.r2_conditional,
+        }])
+
+    def augment(self):
+        """The rows used with ``.fitted``, ``.fixed``, ``.resid``, ``.resid_pearson`` (and a
+        GLMM's ``.eta``) appended (broom.mixed's ``augment()``; lme4's ``fitted()``,
+        ``residuals()``: see ``inference.predictions.augment``)."""
+
+        from .inference.predictions import augment
+
+        data = self._data_frame(self.frame.table, self.frame.rows)
+        for name, values in augment(self).items():
+            data[name] = values
+        return data
+
+    def predict(self, newdata, population: bool = False, se: bool = False, type: str = "link"):
+        """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
+        ``population``; for a GLMM ``type = "response"`` for μ instead of η): ``newdata``'s
+        columns with ``predicted`` (and ``se``, the link scale's) appended."""
+        from .inference.predictions import predict
+        from .table import Table
+
+        new = Table.from_mapping(newdata)
+        p = predict(self, new, population=population, se=se, type=type)
+        out = self._data_frame(new, np.ones(new.nrows, dtype=bool))
+        out["predicted"] = p.predicted
+        if se:
+            out["se"] = p.se
+        return out
+
+    @staticmethod
+    def _data_frame(table, rows):
+        import pandas as pd
+
+        from .table import TextColumn
+
+        if table is None:
+            raise ValueError("the fit no longer holds its data (fitted by the command line without --augment)")
+        cols = {}
+        for name in table.names:
+            col = table.columns[name]
+            cols[name] = (col.values()[rows] if isinstance(col, TextColumn) else np.asarray(col)[rows])
+        return pd.DataFrame(cols)
+
+    def __str__(self) -> str:
+        """The summary table, as ``mixcli fit`` prints it."""
+        import io
+
+        from rich.console import Console
+
+        from .render.fit import table_renderables
+
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, no_color=True, highlight=False, soft_wrap=True)
+        for r in table_renderables(self):
+            console.print(r)
+        return buf.getvalue()
 
 
 @dataclass
@@ -174,112 +288,6 @@ class LmmResult(FitStatistics):
 
         return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
-    # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
-
-    def tidy(self):
-        """One row per parameter, as broom.mixed's ``tidy()``: effect ("fixed" or "ran_pars"),
-        group, term, estimate, std.error, statistic, df, p.value (and conf.low/conf.high when
-        intervals were computed); random-effect parameters as SDs (``sd__(Intercept)``),
-        correlations (``cor__(Intercept).ses``) and the residual SD (group "Residual")."""
-        import pandas as pd
-
-        rows = []
-        for f in self.fixef:
-            rows.append({"effect": "fixed", "group": None, "term": f.term, "estimate": f.estimate,
-                         "std.error": f.se, "statistic": f.t, "df": f.df, "p.value": f.p,
-                         "conf.low": f.lower, "conf.high": f.upper})
-        corr = {}
-        for c in self.correlations:
-            corr.setdefault(c.group, []).append(c)
-        # the intervals of the variance parameters (profile or bootstrap), by what they describe
-        factor = {t.group: t.factor for t in self.frame.terms}
-        bounds = {(iv.kind, iv.group, iv.term1, iv.term2): (iv.lower, iv.upper) for iv in self.intervals}
-
-        def ran_par(group, term, estimate, key):
-            lo, hi = bounds.get(key, (None, None))
-            rows.append({"effect": "ran_pars", "group": group, "term": term, "estimate": estimate,
-                         "conf.low": lo, "conf.high": hi})
-
-        for v in self.varcorr:
-            if v.group == "Residual":
-                continue
-            ran_par(v.group, f"sd__{v.term}", v.sd, ("sd", factor.get(v.group), v.term, None))
-            for c in [c for c in corr.get(v.group, []) if c.term2 == v.term]:
-                ran_par(c.group, f"cor__{c.term1}.{c.term2}", c.corr, ("cor", factor.get(c.group), c.term1, c.term2))
-        ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
-        out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
-                                          "p.value", "conf.low", "conf.high"])
-        if self.ci_method is None:
-            out = out.drop(columns=["conf.low", "conf.high"])
-        return out
-
-    def glance(self):
-        """One row, as broom.mixed's ``glance()``: nobs, sigma, logLik, AIC, BIC, REMLcrit or
-        deviance, df.residual, and the ICC and R² (performance's)."""
-        import pandas as pd
-
-        ve = self.variance_explained()
-        return pd.DataFrame([{
-            "nobs": self.nobs, "sigma": self.sigma, "logLik": self.loglik, "AIC": self.aic, "BIC": self.bic,
-            ("REMLcrit" if self.reml else "deviance"): self.criterion, "df.residual": self.nobs - self.npar,
-            "icc_adjusted": ve.icc_adjusted, "r2_marginal": ve.r2_marginal, "r2_conditional": ve.r2_conditional,
-        }])
-
-    def augment(self):
-        """The rows used with ``.fitted``, ``.fixed``, ``.resid``, ``.resid_pearson`` appended
-        (broom.mixed's ``augment()``; lme4's ``fitted()``, ``residuals()``)."""
-
-        from .inference.predictions import augment
-
-        data = self._data_frame(self.frame.table, self.frame.rows)
-        for name, values in augment(self).items():
-            data[name] = values
-        return data
-
-    def predict(self, newdata, population: bool = False, se: bool = False):
-        """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
-        ``population``): ``newdata``'s columns with ``predicted`` (and ``se``) appended."""
-        import numpy as np
-
-        from .inference.predictions import predict
-        from .table import Table
-
-        new = Table.from_mapping(newdata)
-        p = predict(self, new, population=population, se=se)
-        out = self._data_frame(new, np.ones(new.nrows, dtype=bool))
-        out["predicted"] = p.predicted
-        if se:
-            out["se"] = p.se
-        return out
-
-    @staticmethod
-    def _data_frame(table, rows):
-        import pandas as pd
-
-        from .table import TextColumn
-
-        if table is None:
-            raise ValueError("the fit no longer holds its data (fitted by the command line without --augment)")
-        cols = {}
-        for name in table.names:
-            col = table.columns[name]
-            cols[name] = (col.values()[rows] if isinstance(col, TextColumn) else np.asarray(col)[rows])
-        return pd.DataFrame(cols)
-
-    def __str__(self) -> str:
-        """The summary table, as ``mixcli fit`` prints it."""
-        import io
-
-        from rich.console import Console
-
-        from .render.fit import table_renderables
-
-        buf = io.StringIO()
-        console = Console(file=buf, width=120, no_color=True, highlight=False, soft_wrap=True)
-        for r in table_renderables(self):
-            console.print(r)
-        return buf.getvalue()
-
     @property
     def method(self) -> str:
         return "REML" if self.reml else "ML"
@@ -296,6 +304,10 @@ class LmmResult(FitStatistics):
     @property
     def coef(self) -> dict[str, float]:
         return {f.term: f.estimate for f in self.fixef}
+
+    def conditional_modes(self) -> list[np.ndarray]:
+        """b̂ = Λû per term in the user's columns, as (levels in the engine's order, k) arrays."""
+        return self.full_factorization().modes(np.array([f.estimate for f in self.fixef]))
 
     def full_factorization(self) -> Factorization:
         """The factor at θ̂ with every block (the fit keeps the criterion-only one, which may

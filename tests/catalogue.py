@@ -421,6 +421,11 @@ CASES: list[Case] = [
     Case("GLMM", "weights that do not exist", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--weights",
                                                      "trials"], 1,
          "--weights: no column 'trials' in the data", TRIAL_FILES),
+    Case("GLMM", "a response-scale prediction's standard error",
+         ["predict", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--newdata", "trials.csv", "--se",
+          "--type", "response"], 2,
+         "--se gives the standard error on the link scale: leave out --type response and transform the interval's "
+         "ends with the inverse link", TRIAL_FILES),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

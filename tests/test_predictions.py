@@ -34,6 +34,50 @@ def test_augment_equals_fitted_and_residuals(case):
         np.testing.assert_allclose(a[ours], expected, rtol=1e-6, atol=1e-6 * scale, err_msg=ours)
 
 
+GLMM_REF = {k: v for k, v in load_json(FIXTURES / "glmm_augment_reference.json").items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("case", sorted(GLMM_REF))
+def test_glmm_augment_equals_glmers_fitted_and_residuals(case):
+    """glmer's conventions: .fitted and .fixed on the response scale, .eta on the link scale,
+    deviance residuals. glmer stops short of the optimum (its estimates are mixcli's to ~1e-3 of
+    an SE), so the values agree to ~1e-3 of their spread; each convention differs by far more
+    (the link scale from the response scale, Pearson from deviance residuals: O(0.1))."""
+    ref = GLMM_REF[case]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family=ref["family"], link=ref["link"])
+    assert m.loglik >= ref["loglik"] - 2e-3
+    a = augment(m)
+    for ours, key in ((".fitted", "fitted"), (".fixed", "fixed"), (".eta", "eta"), (".resid", "resid"),
+                      (".resid_pearson", "resid_pearson")):
+        expected = np.array(ref[key], dtype=float)
+        spread = np.abs(expected).max()
+        np.testing.assert_allclose(a[ours], expected, rtol=0, atol=3e-3 * spread, err_msg=ours)
+    # and at mixcli's own estimates, exactly: the modes' μ, and R's deviance residuals from it
+    data = m.data
+    assert np.allclose(a[".fitted"], data.family.link.linkinv(a[".eta"]), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(a[".resid"] ** 2, data.family.dev_resids(data.y, a[".fitted"], data.wt),
+                               rtol=1e-10, atol=1e-12)
+    assert np.all(np.sign(a[".resid"]) == np.sign(data.y - a[".fitted"]))
+
+
+@pytest.mark.parametrize("case", sorted(GLMM_REF))
+def test_glmm_predict_new_rows_on_both_scales(case):
+    """predict(m, newdata, allow.new.levels = TRUE) on the link scale (lme4's default) and the
+    response scale, and re.form = NA; glmer's estimates are mixcli's to ~1e-3 of an SE (above)."""
+    ref = GLMM_REF[case]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family=ref["family"], link=ref["link"])
+    new = pd.DataFrame(ref["newdata"])
+    link = m.predict(new)["predicted"].to_numpy()
+    np.testing.assert_allclose(link, ref["predict_link"], rtol=0, atol=0.01)
+    response = m.predict(new, type="response")["predicted"].to_numpy()
+    np.testing.assert_allclose(response, ref["predict_response"], rtol=3e-3, atol=1e-4)
+    np.testing.assert_allclose(response, m.data.family.link.linkinv(link), rtol=1e-14)
+    population = m.predict(new, population=True)["predicted"].to_numpy()
+    np.testing.assert_allclose(population, ref["predict_population"], rtol=0, atol=0.01)
+    with pytest.raises(UsageError, match="link scale"):
+        m.predict(new, se=True, type="response")
+
+
 @pytest.mark.parametrize("case", sorted(REF))
 def test_predict_new_rows_with_new_levels_and_population(case):
     ref = REF[case]
@@ -124,3 +168,38 @@ def test_grouping_labels_may_be_text_in_new_data_where_the_fit_had_numbers():
     assert mixed.new_levels == {"g": 1}
     assert mixed.predicted[1] == pytest.approx(predict(m, Table.from_mapping(
         pd.DataFrame({"x": [1.0], "g": [3]})), population=True).predicted[0], rel=1e-12)
+
+
+def test_glmm_tidy_glance_augment_api_and_cli(tmp_path):
+    """The same verbs on a GLMM: z statistics and no residual row in tidy(), lme4's deviance()
+    in glance(), glmer's columns from --augment, lme4's predict() from `mixcli predict`."""
+    import csv
+    import io
+
+    from conftest import run_cli as run
+
+    ref = GLMM_REF["binary"]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family="binomial")
+    tidy = m.tidy()
+    fixed = tidy[tidy.effect == "fixed"]
+    np.testing.assert_allclose(fixed.statistic, [f.estimate / f.se for f in m.fixef], rtol=1e-12)
+    assert fixed.df.isna().all()
+    assert list(tidy[tidy.effect == "ran_pars"].group) == [v.group for v in m.varcorr]  # no "Residual"
+    g = m.glance().iloc[0]
+    assert g["deviance"] == m.deviance and g["logLik"] == m.loglik and g["sigma"] == 1.0
+    assert g["icc_adjusted"] == m.variance_explained().icc_adjusted
+    assert str(m).startswith("Generalized linear mixed model fit by maximum likelihood (Laplace")
+    data = str(FIXTURES / "data" / ref["csv"])
+    out = run("fit", data, ref["formula"], "--family", "binomial", "--augment")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0])[-5:] == [".fitted", ".fixed", ".eta", ".resid", ".resid_pearson"]
+    np.testing.assert_allclose([float(r[".fitted"]) for r in rows], m.augment()[".fitted"], rtol=1e-12)
+    new = tmp_path / "new.csv"
+    pd.DataFrame(ref["newdata"]).to_csv(new, index=False)
+    out = run("predict", data, ref["formula"], "--family", "binomial", "--newdata", str(new), "--type", "response")
+    assert out.returncode == 0, out.stderr
+    got = [float(r["predicted"]) for r in csv.DictReader(io.StringIO(out.stdout))]
+    np.testing.assert_allclose(got, m.predict(pd.DataFrame(ref["newdata"]), type="response")["predicted"],
+                               rtol=1e-12)
+    assert "level the fit has not seen" in out.stderr

@@ -4,6 +4,10 @@
   ``fitted()``: Xβ̂ + Zb̂ + offset, conditional on the random effects), ``.fixed``
   (``predict(m, re.form = NA)``: Xβ̂ + offset), ``.resid`` (``residuals()``: y − .fitted) and
   ``.resid_pearson`` (``residuals(m, type = "pearson", scaled = TRUE)``: √w (y − .fitted) / σ̂).
+  For a GLMM, glmer's: ``.fitted`` μ̂ = g⁻¹(η̂) (``fitted()``, the response scale), ``.fixed``
+  g⁻¹(Xβ̂ + offset) (``predict(m, re.form = NA, type = "response")``), ``.eta`` η̂
+  (``predict(m)``, the link scale), ``.resid`` the deviance residuals sign(y − μ̂)·√devresid
+  (``residuals()``'s default for GLMMs) and ``.resid_pearson`` √w (y − μ̂) / √V(μ̂).
 * ``predict(m, new, population=False, se=False)`` — ``predict(m, newdata)`` for new rows:
   conditional on the fitted random effects, a level the fit has never seen getting 0 (lme4's
   ``allow.new.levels = TRUE``), or with ``population`` the fixed part only (``re.form = NA``);
@@ -33,6 +37,8 @@ STATEFUL = ("scale",) + tuple(sorted(MATRIX))
 
 def augment(m) -> dict[str, np.ndarray]:
     """The broom.mixed ``augment()`` columns of the rows used, in their order."""
+    if m.is_glmm:
+        return _glmm_augment(m)
     frame = m.frame
     beta = np.array([f.estimate for f in m.fixef])
     fixed = frame.X @ beta
@@ -44,12 +50,23 @@ def augment(m) -> dict[str, np.ndarray]:
     return {".fitted": fitted, ".fixed": fixed, ".resid": resid, ".resid_pearson": np.sqrt(w) * resid / m.sigma}
 
 
+def _glmm_augment(m) -> dict[str, np.ndarray]:
+    data, modes = m.data, m.modes
+    fam = data.family
+    beta = np.array([f.estimate for f in m.fixef])
+    fixed_eta = data.x @ beta + data.offset
+    mu = modes.mu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = np.maximum(fam.dev_resids(data.y, mu, data.wt), 0.0)
+        return {".fitted": mu, ".fixed": fam.link.linkinv(fixed_eta), ".eta": modes.eta,
+                ".resid": np.sign(data.y - mu) * np.sqrt(dev),
+                ".resid_pearson": np.sqrt(data.wt) * (data.y - mu) / np.sqrt(fam.variance(mu))}
+
+
 def _random_part(m) -> np.ndarray:
     """Zb̂ on the rows used: each term's columns times its conditional modes at the row's level."""
-    fac = m.full_factorization()
-    beta = np.array([f.estimate for f in m.fixef])
     out = np.zeros(m.nobs)
-    for term, b in zip(m.frame.terms, fac.modes(beta)):
+    for term, b in zip(m.frame.terms, m.conditional_modes()):
         out += np.einsum("ij,ij->i", term.z, b[term.codes])
     return out
 
@@ -62,9 +79,12 @@ class Prediction:
     missing: int  # rows left NaN for a missing predictor
 
 
-def predict(m, new: Table, population: bool = False, se: bool = False) -> Prediction:
+def predict(m, new: Table, population: bool = False, se: bool = False, type: str = "link") -> Prediction:
     """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
-    ``population``) for the rows of ``new``; ``se`` adds the fixed part's standard error."""
+    ``population``) for the rows of ``new``; ``se`` adds the fixed part's standard error. For a
+    GLMM, ``type`` is lme4's: ``link`` (η, the default) or ``response`` (μ = g⁻¹(η)); the
+    standard error is the link scale's only."""
+    check_type(type, se, m.is_glmm)
     frame = m.frame
     f = frame.formula
     if frame.table is None:
@@ -104,7 +124,19 @@ def predict(m, new: Table, population: bool = False, se: bool = False) -> Predic
     new_levels: dict[str, int] = {}
     if not population:
         out = out + _new_random_part(m, combined, n_old, ok, new_levels)
+    if m.is_glmm and type == "response":
+        with np.errstate(invalid="ignore"):
+            out = m.data.family.link.linkinv(out)
     return Prediction(out, se_out, new_levels, int(missing.sum()))
+
+
+def check_type(type: str, se: bool, glmm: bool) -> None:
+    """A prediction type lme4 knows; the standard error only on the link scale of a GLMM."""
+    if type not in ("link", "response"):
+        raise UsageError(f"unknown prediction type '{type}'; use link or response")
+    if se and type == "response" and glmm:
+        raise UsageError("--se gives the standard error on the link scale: leave out --type response "
+                         "and transform the interval's ends with the inverse link")
 
 
 def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) -> np.ndarray:
@@ -130,13 +162,11 @@ def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels:
     from ..frame import grouping_factor
 
     frame = m.frame
-    fac = m.full_factorization()
-    beta = np.array([f.estimate for f in m.fixef])
     total = np.zeros(combined.nrows - n_old)
     both = np.zeros(combined.nrows, dtype=bool)
     both[:n_old] = True
     both |= ok
-    for i, (rt_term, b) in enumerate(zip(frame.terms, fac.modes(beta))):
+    for i, (rt_term, b) in enumerate(zip(frame.terms, m.conditional_modes())):
         rt = frame.formula.random[frame.term_sources[i]]
         # the grouping factor on the fitted rows and the new ones: fitted rows keep their levels
         present = both & ~np.any([is_missing(combined.columns[g]) for g in rt.group], axis=0)
