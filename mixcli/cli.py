@@ -666,18 +666,24 @@ def predict_command(data, formula, newdata, population, se, pred_type, ml, famil
               show_default=True, help="Coverage of the intervals drawn.")
 @click.option("--size", metavar="WxH", help="Figure size in inches, e.g. 8x6 (default: chosen from the panels).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_FAMILY
+@_LINK
+@_NAGQ
 @_WEIGHTS
 @_CONTRASTS
 @_SEP
 @_PROGRESS
-def plot_command(data, formula, kind, output, level, size, ml, weights, contrasts, sep, progress):
-    """Diagnostic plots of a fitted linear mixed model.
+def plot_command(data, formula, kind, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
+                 progress):
+    """Diagnostic plots of a fitted mixed model (a GLMM's: ranef, resid with Pearson residuals, qq of
+    the conditional modes).
 
     \b
     Examples:
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind ranef -o ranef.png
       mixcli plot classroom.csv "mathscore ~ ses + (1 | schoolid)" --kind resid -o resid.svg
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
+      mixcli plot pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --kind ranef -o ranef.png
     """
     from .plot import check_destination, plot
 
@@ -687,8 +693,12 @@ def plot_command(data, formula, kind, output, level, size, ml, weights, contrast
             width, height = (float(v) for v in size.lower().split("x"))
         except ValueError:
             raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
+    fam = _family(family_name, link, nagq, ml, None, None, weights)
+    if fam is not None and kind == "profile":
+        raise click.UsageError("--kind profile is for linear mixed models (mixcli profiles no GLMM yet); "
+                               "ranef, resid and qq work for a GLMM")
     check_destination(kind, output)  # before the fit: a bad path costs nothing
-    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress)
+    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
     if kind == "profile":
         with _Bar(progress, "profiling"):
             plot(m, kind, output, level=level, width=width, height=height)

@@ -1,4 +1,4 @@
-"""Diagnostic plots of a fitted linear mixed model, as lme4 + lattice users draw them.
+"""Diagnostic plots of a fitted mixed model, as lme4 + lattice users draw them.
 
 ``plot(m, kind, path)`` draws one figure and writes it to ``path`` (its extension
 picks the format: ``.png`` at 120 dpi, ``.svg`` or ``.pdf``), atomically through
@@ -14,11 +14,13 @@ picks the format: ``.png`` at 120 dpi, ``.svg`` or ``.pdf``), atomically through
   60 levels the level names are left off (the axis is the rank) and the
   markers get thinner.
 * ``resid`` — residuals (``.resid``) against fitted values (``.fitted``), with a
-  line at zero.
+  line at zero; for a GLMM, as lme4's ``plot(m)``, the Pearson residuals against
+  the fitted means μ̂.
 * ``qq`` — normal QQ plots, ``qqnorm``/``qqline`` of the residuals and of each
   term's conditional modes (lattice's ``qqmath(ranef(m, condVar = TRUE))``, with
   its bars): theoretical quantiles ``qnorm(ppoints(n))`` against the sorted
-  values, and R's ``qqline`` through the quartiles.
+  values, and R's ``qqline`` through the quartiles. A GLMM's residuals are not
+  normal (0/1 data, counts), so its QQ plots are the conditional modes' only.
 * ``profile`` — ζ plots, lme4's ``xyplot(profile(m))``: for each parameter
   (SDs and correlations of the random effects, σ, the fixed effects; lme4's
   names) the signed square root of the ML deviance change against its value,
@@ -274,8 +276,12 @@ def _build_resid(m, z, level):
     from .inference.predictions import augment
 
     a = augment(m)
-    p = Panel("residuals against fitted values", np.asarray(a[".fitted"], float), np.asarray(a[".resid"], float),
-              xlabel="fitted values", ylabel="residuals")
+    if m.is_glmm:
+        p = Panel("Pearson residuals against fitted means", np.asarray(a[".fitted"], float),
+                  np.asarray(a[".resid_pearson"], float), xlabel="fitted means", ylabel="Pearson residuals")
+    else:
+        p = Panel("residuals against fitted values", np.asarray(a[".fitted"], float), np.asarray(a[".resid"], float),
+                  xlabel="fitted values", ylabel="residuals")
     return [p], (7.0, 5.0), _draw_resid
 
 
@@ -284,9 +290,11 @@ def _build_qq(m, z, level):
 
     from .inference.predictions import augment
 
-    resid = np.sort(np.asarray(augment(m)[".resid"], float))
-    panels = [Panel("residuals", ndtri(ppoints(len(resid))), resid, xlabel="standard normal quantiles",
-                    ylabel="residuals", line=qqline(resid))]
+    panels = []
+    if not m.is_glmm:
+        resid = np.sort(np.asarray(augment(m)[".resid"], float))
+        panels.append(Panel("residuals", ndtri(ppoints(len(resid))), resid, xlabel="standard normal quantiles",
+                            ylabel="residuals", line=qqline(resid)))
     for factor, cols, levels in ranef_groups(m):
         for name, vals, sd in cols:
             order = np.argsort(vals, kind="stable")

@@ -426,6 +426,10 @@ CASES: list[Case] = [
           "--type", "response"], 2,
          "--se gives the standard error on the link scale: leave out --type response and transform the interval's "
          "ends with the inverse link", TRIAL_FILES),
+    Case("GLMM", "a profile plot of a GLMM",
+         ["plot", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--kind", "profile", "-o", "p.png"], 2,
+         "--kind profile is for linear mixed models (mixcli profiles no GLMM yet); ranef, resid and qq work for a "
+         "GLMM", TRIAL_FILES),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

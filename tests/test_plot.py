@@ -137,6 +137,29 @@ def test_qq_is_qqnorm_and_qqline(m, drawn):
             np.testing.assert_allclose(p.y - p.lower, Z95 * sd[order], rtol=1e-12, atol=1e-14)
 
 
+def test_glmm_plots_pearson_residuals_and_the_modes_qq(tmp_path):
+    """A GLMM's resid plot is lme4's plot(m): Pearson residuals against the fitted means; its QQ
+    plots are the conditional modes' only (0/1 residuals are not normal); its caterpillar plot
+    is its ranef(); profile is refused from the command line before fitting."""
+    g = mixcli.fit(str(FIXTURES / "data" / "glmm_binary.csv"), "pass ~ ses + (1 | schoolid)", family="binomial")
+    a = augment(g)
+    (p,) = plot(g, "resid", str(tmp_path / "r.png")).panels
+    np.testing.assert_array_equal(p.x, a[".fitted"])
+    np.testing.assert_array_equal(p.y, a[".resid_pearson"])
+    (q,) = plot(g, "qq", str(tmp_path / "q.png")).panels
+    (t,) = g.ranef()
+    assert q.title == "schoolid: (Intercept)"
+    np.testing.assert_array_equal(q.y, np.sort(t.values[:, 0]))
+    (c,) = plot(g, "ranef", str(tmp_path / "c.png")).panels
+    np.testing.assert_array_equal(np.sort(c.x), np.sort(t.values[:, 0]))
+    from conftest import run_cli
+
+    out = run_cli("plot", str(FIXTURES / "data" / "glmm_binary.csv"), "pass ~ ses + (1 | schoolid)",
+                  "--family", "binomial", "--kind", "profile", "-o", str(tmp_path / "p.png"))
+    assert out.returncode == 2 and "profile is for linear mixed models" in out.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_profile_traces(m, drawn):
     from mixcli.inference.profile import Profiler, profile_intervals
 
