@@ -157,11 +157,12 @@ class FitStatistics:
         import pandas as pd
 
         ve = self.variance_explained()
+        shares = {key: None if ve is None else getattr(ve, key)
+                  for key in ("icc_adjusted", "r2_marginal", "r2_conditional")}
         return pd.DataFrame([{
             "nobs": self.nobs, "sigma": self.sigma, "logLik": self.loglik, "AIC": self.aic, "BIC": self.bic,
             ("REMLcrit" if self.reml else "deviance"): self.deviance, "df.residual": self.nobs - self.npar,
-            "icc_adjusted": ve and ve.icc_adjusted, "r2_marginal": ve and ve.r2_marginal,
-            "r2_conditional": ve and ve.r2_conditional,
+            **shares,
         }])
 
     def augment(self):

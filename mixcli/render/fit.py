@@ -20,10 +20,6 @@ from .numbers import aligned, format_p_coef, stars
 from .numbers import json_number as num
 
 
-def is_glmm(m) -> bool:
-    return hasattr(m, "nagq")
-
-
 def _variance_records(m) -> dict:
     """``icc`` and ``r2`` (performance's icc() and r2_nakagawa()); null where not computed
     (Poisson GLMMs)."""
@@ -153,7 +149,7 @@ def _fixef_record(f, ci: bool) -> dict:
 
 
 def render_json(models) -> str:
-    return "".join(json.dumps(glmm_record(m) if is_glmm(m) else fit_record(m), allow_nan=False) + "\n"
+    return "".join(json.dumps(glmm_record(m) if m.is_glmm else fit_record(m), allow_nan=False) + "\n"
                    for m in models)
 
 
@@ -173,7 +169,7 @@ def render_csv(models, table: str = "fixef") -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     ci = any(m.ci_method is not None for m in models)
-    if models and is_glmm(models[0]):  # (one invocation fits one family)
+    if models and models[0].is_glmm:  # (one invocation fits one family)
         w.writerow(["formula", "method", "family", "link", "term", "estimate", "se", "z", "p"]
                    + (["lower", "upper"] if ci else []))
         for m in models:
@@ -240,7 +236,7 @@ def table_renderables(m, source: str | None = None):
     from rich.table import Table
     from rich.text import Text
 
-    glmm = is_glmm(m)
+    glmm = m.is_glmm
     out = []
     title = Text()
     if glmm:
