@@ -173,6 +173,23 @@ _NAGQ = click.option("--nagq", type=int, default=1, show_default=True, metavar="
                      help="GLMMs: 1 for the Laplace approximation (glmer's default), 0 for the faster first "
                           "stage only, up to 25 for adaptive Gauss-Hermite quadrature (one scalar random-"
                           "effects term only).")
+def _lmm_only(why: str):
+    """Hidden --family, --link and --nagq for a command of linear mixed models only: a GLMM asked
+    for gets one line saying why and what to use instead (not click's "no such option")."""
+    def refuse(ctx, param, value):
+        if value is not None and not (param.name == "family_name" and value.lower() == "gaussian"):
+            raise click.UsageError(f"{ctx.info_name} is for linear mixed models{why}; for a GLMM, test terms by "
+                                   "comparing nested fits, as lme4's anova() of glmer fits does: mixcli compare "
+                                   "DATA SMALLER LARGER --family binomial (or poisson)")
+        return value
+
+    def decorate(f):
+        for flag, name in (("--nagq", "nagq"), ("--link", "link"), ("--family", "family_name")):
+            f = click.option(flag, name, hidden=True, expose_value=False, callback=refuse)(f)
+        return f
+    return decorate
+
+
 _WEIGHTS = click.option("--weights", metavar="COLUMN",
                         help="Prior weights, as lmer's and glmer's weights =: for a linear mixed model the "
                              "residual variance of a row is sigma^2/weight; for a binomial proportion, the "
@@ -279,7 +296,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     from .frame import model_frame
     from .progress import FitProgress
 
-    fam = _family(family_name, link, nagq, ml, ddf, ci, weights)
+    given = click.get_current_context().get_parameter_source("ddf") is click.core.ParameterSource.COMMANDLINE
+    fam = _family(family_name, link, nagq, ml, ddf if given else None, ci, weights)
     if (nsim is not None or seed is not None) and (ci is None or ci[0] != "boot"):
         raise click.UsageError("--nsim and --seed are options of --ci boot")
     if table_name != "fixef":
@@ -359,6 +377,9 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
         return None
     if ml:
         raise UsageError("--ml: a generalized linear mixed model is always fitted by maximum likelihood; leave it out")
+    if ddf is not None:
+        raise UsageError(f"--ddf {ddf}: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in "
+                         "glmer's summary; leave it out")
     if ci is not None and ci[0] in ("profile", "boot"):
         raise UsageError(f"--ci {ci[0]} is for linear mixed models; use --ci 0.95 (Wald intervals) for a GLMM")
     return family(name, link)
@@ -562,6 +583,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
               help="Denominator df: Satterthwaite's (lmerTest's default), Kenward-Roger's (pbkrtest, REML "
                    "only), or none (lme4's anova table: Sum Sq, Mean Sq, F only, sequential).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_lmm_only(" (its F tests need a residual variance)")
 @_WEIGHTS
 @_CONTRASTS
 @_FORMAT
@@ -713,6 +735,7 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
 @click.argument("data", metavar="DATA")
 @click.argument("formula", metavar="FORMULA")
 @click.option("--ml", is_flag=True, help="Fit every model by maximum likelihood instead of REML.")
+@_lmm_only(", as lmerTest's ranova()")
 @_WEIGHTS
 @_CONTRASTS
 @_FORMAT
@@ -750,6 +773,7 @@ def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
               show_default=True, help="Drop a random-effects reduction whose ranova p-value is above this.")
 @click.option("--alpha-fixed", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="With --fixed: drop a fixed term whose F-test p-value is above this.")
+@_lmm_only(", as lmerTest's step()")
 @_WEIGHTS
 @_CONTRASTS
 @_FORMAT

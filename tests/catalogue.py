@@ -430,6 +430,14 @@ CASES: list[Case] = [
          ["plot", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--kind", "profile", "-o", "p.png"], 2,
          "--kind profile is for linear mixed models (mixcli profiles no GLMM yet); ranef, resid and qq work for a "
          "GLMM", TRIAL_FILES),
+    Case("GLMM", "F tests of a GLMM", ["anova", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial"], 2,
+         "anova is for linear mixed models (its F tests need a residual variance); for a GLMM, test terms by "
+         "comparing nested fits, as lme4's anova() of glmer fits does: mixcli compare DATA SMALLER LARGER --family "
+         "binomial (or poisson)", TRIAL_FILES),
+    Case("GLMM", "degrees of freedom for a GLMM",
+         GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--ddf", "kr"], 2,
+         "--ddf kr: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in glmer's summary; leave "
+         "it out", TRIAL_FILES),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

@@ -164,3 +164,22 @@ def test_csv_of_profile_intervals_says_where_the_variance_intervals_are():
     assert out.returncode == 0
     assert "--table intervals" in out.stderr
     assert list(csv.DictReader(io.StringIO(out.stdout)))[0]["lower"]  # the fixed effects' intervals are there
+
+
+@pytest.mark.parametrize("command", ["anova", "ranova", "reduce"])
+@pytest.mark.parametrize("option", [["--family", "binomial"], ["--link", "probit"], ["--nagq", "9"]])
+def test_lmm_only_commands_point_glmm_users_to_compare(command, option):
+    """Not click's "no such option '--family'. Did you mean '--ml'?": one line saying why, and what to use."""
+    from conftest import run_cli
+
+    out = run_cli(command, str(FIXTURES / "data" / "glmm_binary.csv"), "pass ~ ses + (1 | schoolid)", *option)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert f"{command} is for linear mixed models" in out.stderr and "mixcli compare" in out.stderr
+
+
+def test_gaussian_family_is_accepted_by_lmm_only_commands():
+    from conftest import run_cli
+
+    out = run_cli("anova", str(FIXTURES / "data" / "slopes.csv"), "y ~ x + (1 | g)", "--family", "gaussian")
+    assert out.returncode == 0, out.stderr
