@@ -116,16 +116,20 @@ class GlmmData:
                 mu_eta = np.maximum(mu / one_e, EPS)
                 log1pe = np.log(one_e)
                 dev = 2.0 * (float(np.sum(log1pe) if self.unit_weights else self.wt @ log1pe) - float(self.wy @ eta))
-                return mu, mu_eta, dev + self.dev_constant
+                return mu, mu_eta, _nan_as_inf(dev + self.dev_constant)
             if self.direct == "log" and LOG_EPS <= lo and hi <= LOG_MAX:
                 mu = np.exp(eta)
                 dev = 2.0 * (float(self.wt @ mu) - float(self.wy @ eta)) + self.dev_constant
-                return mu, mu, dev
+                return mu, mu, _nan_as_inf(dev)
         mu, mu_eta = link.inverse(eta)
         if not (self.family.valid_eta(eta) and self.family.valid_mu(mu)):
             return mu, mu_eta, math.inf
-        dev = float(np.sum(self.dev_resids(mu)))
-        return mu, mu_eta, dev if not math.isnan(dev) else math.inf
+        return mu, mu_eta, _nan_as_inf(float(np.sum(self.dev_resids(mu))))
+
+
+def _nan_as_inf(value: float) -> float:
+    """A deviance, or +∞ for NaN (PIRLS's step-halving then treats the point as outside)."""
+    return math.inf if math.isnan(value) else value
 
 
 @dataclass
