@@ -324,7 +324,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         if not ranef and fam is None:
             _add_inference(m, ddf, ci, progress, i, len(frames), nsim, seed)
         elif ci is not None and fam is not None:
-            m.add_confint(ci[1], "wald")
+            _add_intervals(m, ci if not ranef else ("wald", ci[1]), progress, i, len(frames), nsim, seed)
         results.append(m)
     if augment:
         from .inference.predictions import augment as augment_columns
@@ -380,8 +380,9 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
     if ddf is not None:
         raise UsageError(f"--ddf {ddf}: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in "
                          "glmer's summary; leave it out")
-    if ci is not None and ci[0] in ("profile", "boot"):
-        raise UsageError(f"--ci {ci[0]} is for linear mixed models; use --ci 0.95 (Wald intervals) for a GLMM")
+    if ci is not None and ci[0] == "profile":
+        raise UsageError("--ci profile is for linear mixed models; use --ci boot (lme4's bootMer) or --ci 0.95 "
+                         "(Wald intervals) for a GLMM")
     return family(name, link)
 
 
@@ -397,8 +398,13 @@ def _add_inference(m, ddf, ci, progress, i, n, nsim=None, seed=None):
             add_kenward_roger(m)
         except ValueError as exc:
             raise UsageError(f"--ddf kr: {exc}") from None
-    if ci is None:
-        return
+    if ci is not None:
+        _add_intervals(m, ci, progress, i, n, nsim, seed)
+
+
+def _add_intervals(m, ci, progress, i, n, nsim=None, seed=None):
+    """Confidence intervals (``ci`` = (method, level)) on one fitted model, with a progress bar
+    for the slow methods."""
     method, level = ci
     if method == "profile":
         label = f"profiling model {i}/{n}" if n > 1 else "profiling"

@@ -316,6 +316,7 @@ class GlmmResult(FitStatistics):
     ci_method: str | None = None
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)
+    bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
 
     reml = False
     sigma = 1.0
@@ -339,13 +340,15 @@ class GlmmResult(FitStatistics):
             return None
         return self.pearson_chisq / self.df_resid
 
-    def add_confint(self, level: float = 0.95, method: str = "wald") -> "GlmmResult":
-        """Wald intervals for the fixed effects (lme4's confint(method = "Wald"))."""
+    def add_confint(self, level: float = 0.95, method: str = "wald", progress=None, nsim: int = 500,
+                    seed: int | None = None) -> "GlmmResult":
+        """Wald intervals for the fixed effects (lme4's confint(method = "Wald")), or parametric
+        bootstrap intervals of every parameter (``boot``: lme4's confint(method = "boot"))."""
         from .inference import add_confint
 
-        if method.lower() != "wald":
-            raise UsageError("GLMMs have Wald intervals only (--ci LEVEL)")
-        return add_confint(self, level, "wald")
+        if method.lower() not in ("wald", "boot"):
+            raise UsageError("GLMMs have Wald and bootstrap intervals (--ci LEVEL, --ci boot), not profiles yet")
+        return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
     def notes(self) -> list[str]:
         out = self.data_notes()

@@ -1,4 +1,5 @@
-"""Parametric bootstrap intervals against lme4's confint(method = "boot") (fixtures/boot_reference.R).
+"""Parametric bootstrap intervals against lme4's confint(method = "boot") (fixtures/boot_reference.R, and
+for glmer fits fixtures/glmm_boot_reference.R).
 
 mixcli's draws are not R's, so the endpoints can only agree within Monte Carlo error: the SE of
 a 2.5% percentile from N draws is about s·√(α(1−α)/N)/φ(z_α) ≈ 0.12·s for N = 500 (s the SD of
@@ -24,6 +25,10 @@ REF = {k: v for k, v in load_json(FIXTURES / "boot_reference.json").items() if n
 def test_within_monte_carlo_error_of_lme4(case):
     ref = REF[case]
     m = mixcli.fit(cached_table(ref["csv"]), ref["formula"])
+    _assert_within_monte_carlo_error(m, ref)
+
+
+def _assert_within_monte_carlo_error(m, ref):
     ivs, failed = bootstrap_intervals(m, ref["nsim"], seed=1, level=ref["level"])
     assert failed == 0
     assert [iv.parameter for iv in ivs] == ref["parameters"]
@@ -54,3 +59,32 @@ def test_norm_inter_is_boots_percentile_rule():
 
     z, z2, z3 = norm_ppf(0.025), norm_ppf(0.02), norm_ppf(0.03)
     assert _norm_inter(t, 0.025) == pytest.approx(2 + (z - z2) / (z3 - z2), rel=1e-12)
+
+
+GLMM_REF = {k: v for k, v in load_json(FIXTURES / "glmm_boot_reference.json").items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("case", sorted(GLMM_REF))
+def test_glmm_within_monte_carlo_error_of_glmer(case):
+    """The same for glmer fits: the family's draws around simulated random effects, refitted in
+    (θ, β); no σ. (glmer's estimates differ from mixcli's by ~1e-3 of an SE: far inside.)"""
+    ref = GLMM_REF[case]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family=ref["family"])
+    _assert_within_monte_carlo_error(m, ref)
+
+
+def test_glmm_boot_from_the_command_line_and_json(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    data = str(FIXTURES / "data" / "glmm_binary.csv")
+    out = run_cli("fit", data, "pass ~ ses + (1 | schoolid)", "--family", "binomial", "--ci", "boot", "--nsim", "20",
+                  "--seed", "3", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["ci"]["method"] == "bootstrap" and rec["ci"]["bootstrap"] == {"nsim": 20, "seed": 3, "failed": 0}
+    assert [iv["parameter"] for iv in rec["ci"]["intervals"]] == ["sd_(Intercept)|schoolid"]
+    assert all(f["lower"] < f["estimate"] < f["upper"] for f in rec["fixef"])
+    out = run_cli("fit", data, "pass ~ ses + (1 | schoolid)", "--family", "binomial", "--ci", "profile")
+    assert out.returncode == 2 and "--ci profile is for linear mixed models" in out.stderr

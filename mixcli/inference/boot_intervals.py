@@ -7,34 +7,43 @@ correlations, σ, β) with ``boot.ci(type = "perc")``: the (N + 1)·α-th order 
 interpolated on the normal scale between neighbours when (N + 1)·α is not a whole number
 (``boot``'s ``norm.inter``). The simulation and the refits are the bootstrap LRT's
 (``inference.bootstrap``: replicate i seeded by SeedSequence(seed, spawn_key=(i,)), every
-core, results independent of the number of workers).
+core, results independent of the number of workers). For a GLMM the responses are the
+family's draws around the simulated random effects (lme4's ``simulate``), each refitted in
+(θ, β) from the estimate, and there is no σ.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
-from .bootstrap import _Job, _Spec, run_replicates
+from .bootstrap import _glmm_job, _Job, _Spec, run_replicates
 from .distributions import norm_ppf
 from .profile import ProfileInterval, model_parameters
 
 
 def bootstrap_intervals(m, nsim: int, seed: int, level: float = 0.95, workers: int | None = None,
                         progress=None) -> tuple[list[ProfileInterval], int]:
-    """Percentile intervals of every parameter of the fitted LMM ``m`` from ``nsim`` parametric
-    bootstrap refits; returns the intervals (lme4's order and names) and the failed refits."""
+    """Percentile intervals of every parameter of the fitted LMM or GLMM ``m`` from ``nsim``
+    parametric bootstrap refits; returns the intervals (lme4's order and names) and the failed
+    refits."""
     if nsim < 1:
         raise ValueError("--nsim must be at least 1")
     st = m.structure
     theta = np.asarray(m.theta, dtype=float)
     beta = np.array([f.estimate for f in m.fixef])
-    mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
-    job = _Job(small=_Spec(st, theta, m.reml), big=None, mean=mean, sigma=float(m.sigma),
-               lambdas=[np.array(lam) for lam in st.engine_lambdas(theta)], seed=int(seed), parameters=True)
+    if m.is_glmm:
+        job = replace(_glmm_job(m, m, seed), big=None, parameters=True)
+    else:
+        mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
+        job = _Job(small=_Spec(st, theta, m.reml), big=None, mean=mean, sigma=float(m.sigma),
+                   lambdas=[np.array(lam) for lam in st.engine_lambdas(theta)], seed=int(seed), parameters=True)
     out, _ = run_replicates(job, nsim, workers, progress)
     params = model_parameters(m.frame.terms, st.lambdas(theta), float(m.sigma), [f.term for f in m.fixef], beta)
+    if m.is_glmm:  # (no residual SD: the replicates have none either)
+        params = [par for par in params if par.kind != "sigma"]
     alpha = (1.0 - level) / 2.0
     intervals = []
     for j, par in enumerate(params):

@@ -78,29 +78,33 @@ class _Spec:
         """The refitted model's SDs and correlations (term by term, lower triangle column by
         column), σ and β, in the order of lme4's ``confint()`` (and ``profile_parameters``)."""
         from ..engine.factor import evaluate
-        from ..engine.structure import lower_indices
 
         theta, f, st = self.fit(y)
         if not math.isfinite(f):
             return np.full(self.width, np.nan)
         fac = evaluate(st, theta, full=False)
         sigma = math.sqrt(fac.pwrss / (st.n - st.p if self.reml else st.n))
-        out = []
-        for term, lam in zip(st.terms, st.lambdas(theta)):
-            cov = sigma**2 * (lam @ lam.T)
-            sd = np.sqrt(np.diag(cov))
-            for i, j in zip(*lower_indices(term.k)):
-                if i == j:
-                    out.append(sd[i])
-                else:
-                    out.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
-        out.append(sigma)
-        out.extend(fac.fixef())
-        return np.array(out, dtype=float)
+        return np.concatenate([_sd_cor(st, theta, sigma), [sigma], fac.fixef()])
 
     @property
     def width(self) -> int:
         return self.structure.n_theta + 1 + self.structure.p
+
+
+def _sd_cor(st, theta: np.ndarray, sigma: float) -> np.ndarray:
+    """Each term's SDs and correlations (lower triangle, column by column) of σ²ΛΛᵀ, lme4's θ."""
+    from ..engine.structure import lower_indices
+
+    out = []
+    for term, lam in zip(st.terms, st.lambdas(theta)):
+        cov = sigma**2 * (lam @ lam.T)
+        sd = np.sqrt(np.diag(cov))
+        for i, j in zip(*lower_indices(term.k)):
+            if i == j:
+                out.append(sd[i])
+            else:
+                out.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
+    return np.array(out, dtype=float)
 
 
 @dataclass
@@ -115,6 +119,25 @@ class _GlmmSpec:
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum −2 logLik for response ``y``: (θ̃, β) from the estimate, PIRLS inside."""
+        return self.fit(y)[1]
+
+    def parameters(self, y: np.ndarray) -> np.ndarray:
+        """The refitted model's SDs and correlations (the random effects' own scale: no σ) and β,
+        in the order of lme4's ``confint()`` for a glmer fit."""
+        par, f = self.fit(y)
+        if not math.isfinite(f):
+            return np.full(self.width, np.nan)
+        st = self.data.st
+        k = st.n_theta
+        theta = st.to_user(par[:k])
+        return np.concatenate([_sd_cor(st, theta, 1.0), self.beta + self.scale * par[k:]])
+
+    @property
+    def width(self) -> int:
+        return self.data.st.n_theta + len(self.beta)
+
+    def fit(self, y: np.ndarray):
+        """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + scale·δ."""
         from ..engine.agq import agq_deviance
         from ..engine.pirls import GlmmData, laplace, pirls
 
@@ -135,8 +158,8 @@ class _GlmmSpec:
         step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(len(self.beta), 0.5)])
         summary = OptSummary(start=np.maximum(start, lower), lower=lower, initial_step=step, ftol_abs=FTOL,
                              ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
-        _, f, _ = run(summary, fn)
-        return f if f < 1e300 else math.nan
+        par, f, _ = run(summary, fn)
+        return np.asarray(par, dtype=float), (f if f < 1e300 else math.nan)
 
 
 @dataclass

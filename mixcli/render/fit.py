@@ -61,8 +61,7 @@ def glmm_record(m) -> dict:
     }
     rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
-    if ci:
-        rec["ci"] = {"method": m.ci_method, "level": m.ci_level, "intervals": []}
+    rec.update(_ci_record(m))
     return rec
 
 
@@ -126,19 +125,27 @@ def fit_record(m) -> dict:
     }
     rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
-    if m.ci_method is not None:
-        rec["ci"] = {
-            "method": m.ci_method,
-            "level": m.ci_level,
-            "intervals": [
-                {"parameter": iv.parameter, "kind": iv.kind, "group": iv.group, "term": iv.term1, "term2": iv.term2,
-                 "lower": num(iv.lower), "upper": num(iv.upper)}
-                for iv in m.intervals
-            ],
-        }
-        if m.ci_method == "bootstrap":
-            rec["ci"]["bootstrap"] = dict(m.bootstrap)
+    rec.update(_ci_record(m))
     return rec
+
+
+def _ci_record(m) -> dict:
+    """``ci``: the method, level and the variance parameters' intervals (the fixed effects'
+    are in ``fixef``), with the bootstrap's nsim, seed and failed refits."""
+    if m.ci_method is None:
+        return {}
+    rec = {
+        "method": m.ci_method,
+        "level": m.ci_level,
+        "intervals": [
+            {"parameter": iv.parameter, "kind": iv.kind, "group": iv.group, "term": iv.term1, "term2": iv.term2,
+             "lower": num(iv.lower), "upper": num(iv.upper)}
+            for iv in m.intervals
+        ],
+    }
+    if m.ci_method == "bootstrap":
+        rec["bootstrap"] = dict(m.bootstrap)
+    return {"ci": rec}
 
 
 def _fixef_record(f, ci: bool) -> dict:
