@@ -15,11 +15,10 @@ family's draws around the simulated random effects (lme4's ``simulate``), each r
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
-from .bootstrap import _glmm_job, _Job, _Spec, run_replicates
+from .bootstrap import make_job, run_replicates
 from .distributions import norm_ppf
 from .profile import ProfileInterval, model_parameters
 
@@ -34,12 +33,7 @@ def bootstrap_intervals(m, nsim: int, seed: int, level: float = 0.95, workers: i
     st = m.structure
     theta = np.asarray(m.theta, dtype=float)
     beta = np.array([f.estimate for f in m.fixef])
-    if m.is_glmm:
-        job = replace(_glmm_job(m, m, seed), big=None, parameters=True)
-    else:
-        mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
-        job = _Job(small=_Spec(st, theta, m.reml), big=None, mean=mean, sigma=float(m.sigma),
-                   lambdas=[np.array(lam) for lam in st.engine_lambdas(theta)], seed=int(seed), parameters=True)
+    job = make_job(m, None, m.reml, seed, parameters=True)
     out, _ = run_replicates(job, nsim, workers, progress)
     params = model_parameters(m.frame.terms, st.lambdas(theta), float(m.sigma), [f.term for f in m.fixef], beta)
     if m.is_glmm:  # (no residual SD: the replicates have none either)

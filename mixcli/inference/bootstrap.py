@@ -264,20 +264,23 @@ def _run_chunk(indices):
     return [(i, replicate(_JOB, i)) for i in indices]
 
 
-def make_job(small, big, reml: bool, seed: int) -> _Job:
-    """The simulation and refit specification for two fitted models (``LmmResult`` or ``GlmmResult``)."""
-    if getattr(small, "family", None) is not None and hasattr(small, "data"):
-        return _glmm_job(small, big, seed)
+def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Job:
+    """The simulation and refit specification for two fitted models (``LmmResult`` or
+    ``GlmmResult``), simulating from ``small``; with ``parameters`` (and ``big`` None), for
+    replicating ``small``'s parameters (bootstrap intervals) instead of T*."""
+    if small.is_glmm:
+        return _glmm_job(small, big, seed, parameters)
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])
     mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
     return _Job(
         small=_Spec(st, np.asarray(small.theta, float), reml),
-        big=_Spec(big.structure, np.asarray(big.theta, float), reml),
+        big=None if big is None else _Spec(big.structure, np.asarray(big.theta, float), reml),
         mean=mean,
         sigma=float(small.sigma),
         lambdas=[np.array(l) for l in st.engine_lambdas(np.asarray(small.theta, float))],
         seed=int(seed),
+        parameters=parameters,
     )
 
 
@@ -288,14 +291,14 @@ def _glmm_spec(m) -> _GlmmSpec:
     return _GlmmSpec(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, scale, m.nagq)
 
 
-def _glmm_job(small, big, seed: int) -> _Job:
+def _glmm_job(small, big, seed: int, parameters: bool) -> _Job:
     data = small.data
     beta = np.array([f.estimate for f in small.fixef])
     mean = data.offset + (data.x @ beta if len(beta) else 0.0)
     theta = np.asarray(small.theta, float)
-    return _Job(small=_glmm_spec(small), big=_glmm_spec(big), mean=mean, sigma=1.0,
+    return _Job(small=_glmm_spec(small), big=None if big is None else _glmm_spec(big), mean=mean, sigma=1.0,
                 lambdas=[np.array(l) for l in data.st.engine_lambdas(theta)], seed=int(seed),
-                family=data.family, trials=data.wt)
+                family=data.family, trials=data.wt, parameters=parameters)
 
 
 def default_workers() -> int:

@@ -60,7 +60,7 @@ class VarianceExplained:
 def variance_explained(m) -> VarianceExplained | None:
     """The decomposition for a fitted ``LmmResult`` or binomial ``GlmmResult`` (None for the
     other GLMMs)."""
-    glmm = hasattr(m, "family")
+    glmm = m.is_glmm
     if glmm and m.family != "binomial":
         return None
     frame = m.frame
@@ -75,8 +75,7 @@ def variance_explained(m) -> VarianceExplained | None:
     missing: list[str] = []
     partition_rows = []
     intercepts_only = True
-    lams = m.structure.lambdas(m.theta) if glmm else m.factorization.user_lam
-    for term, lam in zip(frame.terms, lams):
+    for term, lam in zip(frame.terms, m.structure.lambdas(m.theta)):
         cov = sigma2 * (lam @ lam.T)
         keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
         missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
