@@ -25,6 +25,7 @@ import numpy as np
 
 from .engine.agq import MAX_NODES, agq_deviance
 from .engine.derivatives import gradient_hessian
+from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import FitError, UsageError
@@ -39,7 +40,7 @@ from .table import Table
 Progress = Callable[[int, float], None]
 SINGULAR_TOL = 1e-4
 STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
-HESSIAN_STEP = 0.05  # β's step in the Hessian's differences, in standard errors
+HESSIAN_STEP = 0.05  # ζ's step in the Hessian's differences (ζ: β in units of its conditional covariance)
 # Stopping rules. The criterion carries PIRLS's tolerance (1e-10 of the penalised deviance,
 # 1e-5 absolute on 100k rows), so the LMM's 1e-10 would chase noise. The first stage only
 # provides the second's start; the second's estimate is then known to 1e-6 of a standard error.
@@ -102,12 +103,12 @@ class GlmmModel:
             return self._value(m, 0)
         return fn
 
-    def devfun(self, nagq: int, beta0: np.ndarray, scale: np.ndarray) -> Callable[[np.ndarray], float]:
-        """The nAGQ ≥ 1 criterion of (θ̃, δ), β = beta0 + scale·δ, u in PIRLS."""
+    def devfun(self, nagq: int, beta0: np.ndarray, basis: np.ndarray) -> Callable[[np.ndarray], float]:
+        """The nAGQ ≥ 1 criterion of (θ̃, δ), β = beta0 + basis·δ, u in PIRLS."""
         k = self.structure.n_theta
 
         def fn(par):
-            theta_w, beta = par[:k], beta0 + scale * par[k:]
+            theta_w, beta = par[:k], beta0 + basis @ par[k:]
             last = self._last
             m = pirls(self.data, theta_w, beta, u0=last.u if last else None)
             if not m.converged and last is not None:
@@ -153,13 +154,15 @@ class GlmmModel:
         m0 = pirls(self.data, theta0, None, u0=self._last.u if self._last else None,
                    beta0=self._last.beta if self._last else None)
         beta0 = m0.beta
-        se0 = np.sqrt(np.maximum(np.diag(m0.factor.rx_inverse()), 0.0)) if len(beta0) else np.zeros(0)
-        scale = np.where(se0 > 0, se0, 1.0)
         rx_vcov = m0.factor.rx_inverse() if len(beta0) else None
         if nagq == 0:
-            return self.result(theta0, beta0, stage0, nagq, None, rx_vcov)
+            return self.result(theta0, beta0, stage0, nagq, rx_vcov)
         k = st.n_theta
-        fn = self.devfun(nagq, beta0, scale)
+        # β is searched as β₀ + Bδ, B a Cholesky factor of the first stage's Var(β̂): δ is uncorrelated
+        # and unit-free, so an uncentred predictor (whose slope and the intercept are correlated
+        # 0.99999) gives the optimiser the same round problem as a centred one
+        basis = whitening(rx_vcov) if len(beta0) else np.zeros((0, 0))
+        fn = self.devfun(nagq, beta0, basis)
         lower = np.concatenate([st.theta_lower, np.full(len(beta0), -np.inf)])
         start = np.concatenate([theta0, np.zeros(len(beta0))])
         step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), STEP_BETA)])
@@ -168,8 +171,41 @@ class GlmmModel:
         stage1.stages = list(stage0.stages)
         minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: θ and β)")
         par = stage1.theta
-        hessian = self._hessian(fn, par, k, scale)
-        return self.result(par[:k], beta0 + scale * par[k:], stage1, nagq, hessian, rx_vcov)
+        return self.result(par[:k], beta0 + basis @ par[k:], stage1, nagq, rx_vcov)
+
+    def vcov(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> np.ndarray | None:
+        """lme4's vcov(m) at (θ̃, β): the β block of 2H⁻¹, H the Hessian of the deviance in (θ, β)
+        (glmer's ``use.hessian = TRUE``); None where H is not positive definite.
+
+        H is taken by central differences (two Richardson levels) in coordinates where it is well
+        conditioned: the unit-free θ̃, and ζ with β = β̂ + Bζ, B a Cholesky factor of PIRLS's
+        (XᵀWX − …)⁻¹ at θ̃ (Var(β̂) given θ). There H ≈ 2I in the β block, so steps of a twentieth
+        of a unit change the deviance by ~0.0025 whatever the predictors' units or origins, and
+        2H⁻¹ is mapped back as B (2H⁻¹)_ζζ Bᵀ without inverting an ill-conditioned matrix.
+        Differences in β itself, or in β scaled by its marginal standard errors, break down when a
+        predictor is far from zero: a step of one marginal SE then moves along the intercept-slope
+        ridge by thousands of conditional SEs."""
+        beta = np.asarray(beta, dtype=float)
+        p, k = len(beta), self.structure.n_theta
+        if not p:
+            return None
+        m0 = pirls(self.data, theta_w, None, beta0=beta)
+        basis = whitening(m0.factor.rx_inverse())
+        fn = self.devfun(nagq, beta, basis)
+        par = np.concatenate([theta_w, np.zeros(p)])
+        steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, HESSIAN_STEP)])
+        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps)
+        h = 0.5 * (h[0] + h[0].T)
+        try:
+            inv = np.linalg.inv(h)
+        except np.linalg.LinAlgError:
+            return None
+        v_zeta = 2.0 * inv[k:, k:]
+        v_zeta = 0.5 * (v_zeta + v_zeta.T)
+        if not (np.all(np.isfinite(v_zeta)) and np.all(np.linalg.eigvalsh(v_zeta) > 0)):
+            return None
+        v = basis @ v_zeta @ basis.T
+        return 0.5 * (v + v.T)
 
     def _worth_more_starts(self, stage0: OptSummary) -> bool:
         st = self.structure
@@ -177,20 +213,9 @@ class GlmmModel:
             return False
         return bool(np.any(stage0.theta[st.theta_is_diag] == 0.0)) or min(t.n_levels for t in st.terms) < FEW_LEVELS
 
-    def _hessian(self, fn, par, k, scale):
-        """The Hessian of the deviance in (θ̃, β) at the optimum, by central differences: steps of
-        1% of θ̃ (0.001 at 0) and a twentieth of a standard error in β (steps relative to β's
-        offset from the first stage would be tiny, and PIRLS's tolerance would swamp them)."""
-        steps = np.concatenate([np.maximum(1e-2 * np.abs(par[:k]), 1e-3), np.full(len(par) - k, HESSIAN_STEP)])
-        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=1, steps=steps)
-        h = h[0]
-        # back from δ = (β − β₀)/se to β
-        d = np.concatenate([np.ones(k), 1.0 / scale])
-        return h * np.outer(d, d)
-
     # ------------------------------------------------------------------ result
     def result(self, theta_w: np.ndarray, beta: np.ndarray, opt: OptSummary, nagq: int,
-               hessian: np.ndarray | None, rx_vcov: np.ndarray | None) -> "GlmmResult":
+               rx_vcov: np.ndarray | None) -> "GlmmResult":
         """The fitted GLMM at (θ̃, β); standard errors from the Hessian in (θ, β) (lme4's), or
         without one (nAGQ = 0, or a Hessian that cannot be inverted) from R_X of the weighted
         system of the first stage (lme4's too)."""
@@ -208,8 +233,8 @@ class GlmmModel:
         p = len(beta)
         vcov = None
         warnings = list(opt.warnings)
-        if hessian is not None and p:
-            vcov = _hessian_vcov(hessian, st.n_theta)
+        if nagq and p:
+            vcov = self.vcov(theta_w, beta, nagq)
         if vcov is None and p:
             vcov = rx_vcov
         se = np.sqrt(np.maximum(np.diag(vcov), 0.0)) if p else np.zeros(0)
@@ -258,19 +283,6 @@ def _better(a: Modes, b: Modes) -> Modes:
     if a.converged != b.converged:
         return a if a.converged else b
     return a if a.pdev <= b.pdev else b
-
-
-def _hessian_vcov(h: np.ndarray, k: int) -> np.ndarray | None:
-    """lme4's vcov from the Hessian of the deviance in (θ, β): the β block of 2 H⁻¹."""
-    h = 0.5 * (h + h.T)
-    try:
-        inv = np.linalg.inv(h)
-    except np.linalg.LinAlgError:
-        return None
-    v = 2.0 * inv[k:, k:]
-    if not (np.all(np.isfinite(v)) and np.all(np.diag(v) > 0)):
-        return None
-    return 0.5 * (v + v.T)
 
 
 @dataclass

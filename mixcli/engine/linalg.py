@@ -285,3 +285,13 @@ def cholesky_in_place(a: np.ndarray) -> bool:
     if not np.shares_memory(c, a):  # (LAPACK copied after all: keep its result)
         a[...] = c.T
     return info == 0
+
+
+def whitening(v: np.ndarray) -> np.ndarray:
+    """B with BBᵀ = v (lower Cholesky factor), or the diagonal of standard deviations if v is not
+    numerically positive definite."""
+    try:
+        return np.linalg.cholesky(0.5 * (v + v.T))
+    except np.linalg.LinAlgError:
+        sd = np.sqrt(np.maximum(np.diag(v), 0.0))
+        return np.diag(np.where(sd > 0, sd, 1.0))

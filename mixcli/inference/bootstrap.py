@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.factor import criterion
+from ..engine.linalg import whitening
 from ..engine.optimize import OptSummary, run
 
 CHUNK = 8  # replicates per task sent to a worker
@@ -109,12 +110,14 @@ def _sd_cor(st, theta: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclass
 class _GlmmSpec:
-    """The same for a GLMM: its data (y replaced per replicate), working θ̃, β̂ and SEs, nAGQ."""
+    """The same for a GLMM: its data (y replaced per replicate), working θ̃, β̂, nAGQ, and a
+    Cholesky factor of Var(β̂): β is searched as β̂ + basis·δ (uncorrelated, unit-free δ, as in
+    ``GlmmModel.fit``)."""
 
     data: object  # engine.pirls.GlmmData
     theta_w: np.ndarray
     beta: np.ndarray
-    scale: np.ndarray
+    basis: np.ndarray
     nagq: int
 
     def refit(self, y: np.ndarray) -> float:
@@ -130,14 +133,14 @@ class _GlmmSpec:
         st = self.data.st
         k = st.n_theta
         theta = st.to_user(par[:k])
-        return np.concatenate([_sd_cor(st, theta, 1.0), self.beta + self.scale * par[k:]])
+        return np.concatenate([_sd_cor(st, theta, 1.0), self.beta + self.basis @ par[k:]])
 
     @property
     def width(self) -> int:
         return self.data.st.n_theta + len(self.beta)
 
     def fit(self, y: np.ndarray):
-        """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + scale·δ."""
+        """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + basis·δ."""
         from ..engine.agq import agq_deviance
         from ..engine.pirls import GlmmData, laplace, pirls
 
@@ -147,7 +150,7 @@ class _GlmmSpec:
         last = [None]
 
         def fn(par):
-            m = pirls(data, par[:k], self.beta + self.scale * par[k:], u0=last[0])
+            m = pirls(data, par[:k], self.beta + self.basis @ par[k:], u0=last[0])
             if not m.converged:
                 return math.inf
             last[0] = m.u
@@ -286,9 +289,8 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Jo
 
 def _glmm_spec(m) -> _GlmmSpec:
     beta = np.array([f.estimate for f in m.fixef])
-    se = np.array([f.se for f in m.fixef])
-    scale = np.where(np.isfinite(se) & (se > 0), se, 1.0)
-    return _GlmmSpec(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, scale, m.nagq)
+    basis = whitening(np.asarray(m.vcov, float)) if len(beta) else np.zeros((0, 0))
+    return _GlmmSpec(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, basis, m.nagq)
 
 
 def _glmm_job(small, big, seed: int, parameters: bool) -> _Job:
