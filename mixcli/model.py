@@ -164,7 +164,7 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     x, f = summary.theta, summary.fmin
     step = newton_step(curv, st)
     if step is not None:
-        xn = st.to_working(step)
+        xn = step if curv.working else st.to_working(step)
         fnew = fn(xn)
         summary.evaluations += 1
         if fnew < f:
@@ -305,7 +305,7 @@ class Model:
         fac = evaluate(st, theta, full=False)
         curv, problems = None, []
         if opt.converged and np.isfinite(opt.fmin) and fac.ok:
-            curv = curvature(st, theta, reml)
+            curv = curvature(st, opt.theta, reml)
             problems = check(curv, st, opt.fmin)
         return build_result(self.frame, st, fac, opt, reml, curv, problems)
 

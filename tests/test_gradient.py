@@ -100,7 +100,7 @@ def test_a_point_short_of_the_optimum_fails_the_check():
     m = fitted("slopes.csv", "y ~ x + z + (x + z | g)")
     st = m.structure
     off = m.theta * 1.02
-    problems = check(curvature(st, off, True), st, criterion(st, off, True))
+    problems = check(curvature(st, st.to_working(off), True), st, criterion(st, off, True))
     assert len(problems) == 1 and "stopped short of the minimum" in problems[0]
 
 

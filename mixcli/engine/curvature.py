@@ -2,8 +2,15 @@
 
 The profiled criteria are d(θ) = a(θ) + m·log r²(θ) + const, with
 a = log|L_Z|² (+ log|R_X|² for REML), m = n (− p for REML), and Var(β̂) =
-σ² V(θ), V = (R_XᵀR_X)⁻¹. ``curvature`` differentiates a, r² and V at lme4's θ
-once per fit; the fit checks its optimum with them (``check``) and
+σ² V(θ), V = (R_XᵀR_X)⁻¹. ``curvature`` differentiates a, r² and V at the
+optimiser's working θ̃ once per fit (unit-free: the covariances of the centred and
+scaled random-effect columns, ``engine.structure``). lme4's θ would do in exact
+arithmetic — a minimum, a Newton decrement and Satterthwaite's df do not depend on
+the parameterisation — but not in floating point: with a random slope whose
+predictor is far from zero (Days + 150) the intercept's θ is 150 times the slope's
+and their correlation −0.9999, so differences in θ mix scales, the Hessian's
+small eigenvalues fall below the pseudo-inverse's cut-off, and the df moved from
+17 to 5.5. The fit checks its optimum with these derivatives (``check``); the fit checks its optimum with them (``check``) and
 Satterthwaite's df reuse them (``inference.satterthwaite``):
 
 * models with many covariance parameters (``gradient.worth_gradient``): central
@@ -49,7 +56,7 @@ ON_BOUND = 1e-10  # a diagonal θ this close to 0 is on its bound
 class Curvature:
     """a, r², vech V at θ (lme4's) with their first and second derivatives in θ."""
 
-    theta: np.ndarray
+    theta: np.ndarray  # the working θ̃ (``working``) or lme4's θ
     reml: bool
     m: int  # n, or n − p for REML
     a_grad: np.ndarray  # (k,)
@@ -59,6 +66,7 @@ class Curvature:
     r2_hess: np.ndarray
     v: np.ndarray  # vech of V = (R_XᵀR_X)⁻¹ (upper triangle, row by row)
     v_grad: np.ndarray  # (len(v), k)
+    working: bool = True
 
     def criterion_gradient(self) -> np.ndarray:
         return self.a_grad + (self.m / self.r2) * self.r2_grad
@@ -68,14 +76,15 @@ class Curvature:
         return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
 
 
-def curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
-    """Derivatives of the criterion's pieces at lme4's θ (see the module docstring). Points
-    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool = True) -> Curvature:
+    """Derivatives of the criterion's pieces at the working θ̃ (or, with ``working=False``, at
+    lme4's θ): see the module docstring. Points where the system is numerically indefinite give
+    NaNs, not warnings (as ``evaluate``)."""
     with np.errstate(all="ignore"):
-        return _curvature(st, theta, reml)
+        return _curvature(st, theta, reml, working)
 
 
-def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool) -> Curvature:
     theta = np.asarray(theta, dtype=float)
     k, p = len(theta), st.p
     iu = np.triu_indices(p)
@@ -84,19 +93,20 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
     # of yᵀy to amplify in second differences)
     if worth_gradient(st):
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th)
+            fac = evaluate(st, th, working=working)
             g = gradient(fac, reml)
+            d = g.working if working else g.user
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
-            return np.concatenate([g.user(st, "logdet"), g.user(st, "pwrss"), v])
+            return np.concatenate([d(st, "logdet"), d(st, "pwrss"), v])
 
         f0 = pieces(theta)
         jac = jacobian(pieces, theta, levels)
-        r2 = evaluate(st, theta, full=False).pwrss
+        r2 = evaluate(st, theta, full=False, working=working).pwrss
         a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
         a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
     else:
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th, full=False)
+            fac = evaluate(st, th, full=False, working=working)
             a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([[a, fac.pwrss], v])
@@ -105,7 +115,8 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]
-    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad)
+    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad,
+                     working)
 
 
 def _symmetric(a: np.ndarray) -> np.ndarray:

@@ -288,14 +288,16 @@ class KRFTest:
 @dataclass
 class KenwardRoger:
     """pbkrtest's pieces at the REML estimate; parameters ordered term by term (each term's lower
-    triangle column by column, as θ), then the residual variance."""
+    triangle column by column, as θ), then the residual variance. ``P`` and ``W`` are for the
+    covariance entries of the unit-free random-effect columns (see ``kenward_roger``),
+    ``information`` and ``condition`` for pbkrtest's own (the covariances of the user's columns)."""
 
     names: list[str]
     beta: np.ndarray
     vcov: np.ndarray  # Φ (the fit's Var(β̂))
     vcov_adj: np.ndarray  # Φ_A (pbkrtest::vcovAdj)
-    P: np.ndarray  # (g, p, p), pbkrtest's Pᵢ = −XᵀΣ⁻¹GᵢΣ⁻¹X
-    W: np.ndarray  # (g, g) = 2 × inverse of the information below
+    P: np.ndarray  # (g, p, p), pbkrtest's Pᵢ = −XᵀΣ⁻¹GᵢΣ⁻¹X (unit-free parameters)
+    W: np.ndarray  # (g, g) = 2 × inverse of the information (unit-free parameters)
     information: np.ndarray  # (g, g), pbkrtest's IE2
     condition: float  # min |eigenvalue| of the information (pbkrtest's attribute "condi")
     xtvx: np.ndarray  # XᵀΣ⁻¹X computed here (its inverse should be Φ: a check of the fit)
@@ -399,7 +401,16 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
         raise ValueError(why)
 
     s2 = float(m.sigma) ** 2
-    lams = m.structure.lambdas(np.asarray(m.theta, dtype=float))  # the user's Λₜ, for frame.terms' z
+    # Everything is computed for the structure's unit-free columns z̃ = z M⁻¹ (centred and scaled,
+    # ``engine.structure.TermBasis``) with their Λ̃ (the working θ̃): their covariance entries φ̃ are
+    # a linear map φ̃ = Tφ of pbkrtest's, and Kenward–Roger's df and Φ_A do not depend on a linear
+    # reparameterisation of φ. The information in pbkrtest's φ is hopelessly conditioned when a
+    # random slope's predictor is far from zero (Days + 100: the intercept's variance is 10⁴ times
+    # the slope's and their correlation −0.9999; its inverse, or pbkrtest's ginv, gave df 2,024
+    # for an exact 17); in φ̃ it is not.
+    st = m.structure
+    terms = st.terms
+    lams = st.engine_lambdas(st.to_working(np.asarray(m.theta, dtype=float)), working=True)
     params = _parameters(terms)
     g = len(params) + 1  # and the residual
     res = g - 1
@@ -427,12 +438,14 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
         for j in range(i, g):
             info[i, j] = info[j, i] = (ktrace[i, j] - 2.0 * np.sum(phi * Q[i, j])
                                        + np.sum(phip[i] * np.swapaxes(phip[j], 0, 1)))
-    condi = float(np.min(np.abs(np.linalg.eigvalsh(info))))
-    if condi > GINV_TOL:
+    if float(np.min(np.abs(np.linalg.eigvalsh(info)))) > GINV_TOL:
         W = 2.0 * np.linalg.inv(info)
     else:
         # MASS::ginv: singular values above sqrt(eps) × the largest
         W = 2.0 * np.linalg.pinv(info, rcond=math.sqrt(np.finfo(float).eps))
+    to_std = _standardising_map(st.bases, params)
+    info_user = to_std.T @ info @ to_std  # the information in pbkrtest's parameters
+    condi = float(np.min(np.abs(np.linalg.eigvalsh(info_user))))
     W = (W + W.T) / 2.0  # forceSymmetric
     # U = Σ_{i<j} Wᵢⱼ(Qᵢⱼ − PᵢΦPⱼ), plus its transpose, plus the diagonal terms (pbkrtest's order)
     U = np.zeros((p, p))
@@ -446,8 +459,28 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
 
     return KenwardRoger(
         names=[f.term for f in m.fixef], beta=np.array([f.estimate for f in m.fixef]), vcov=phi, vcov_adj=phi_a,
-        P=P, W=W, information=info, condition=condi, xtvx=xtvx, cost=cost,
+        P=P, W=W, information=info_user, condition=condi, xtvx=xtvx, cost=cost,
     )
+
+
+def _standardising_map(bases, params) -> np.ndarray:
+    """T with φ̃ = Tφ: the covariance entries of the unit-free columns z̃ (Σ̃ₜ = MₜΣₜMₜᵀ, as
+    z = z̃Mₜ) from pbkrtest's φ (Σₜ = Σᵢ φᵢEᵢ, Eᵢ = e_a e_bᵀ + e_b e_aᵀ or e_a e_aᵀ); the residual
+    variance maps to itself."""
+    g = len(params) + 1
+    T = np.zeros((g, g))
+    T[-1, -1] = 1.0
+    for i, pairs in enumerate(params):
+        (t, a), (_, b) = pairs[0]
+        mt = bases[t].matrix
+        e = np.zeros_like(mt)
+        e[a, b] = e[b, a] = 1.0
+        image = mt @ e @ mt.T
+        for j, pairs_j in enumerate(params):
+            (tj, aj), (_, bj) = pairs_j[0]
+            if tj == t:
+                T[j, i] = image[aj, bj]
+    return T
 
 
 def _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs):

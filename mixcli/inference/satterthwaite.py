@@ -74,8 +74,9 @@ def satterthwaite(m) -> Satterthwaite:
     st, reml = m.structure, m.reml
     p = st.p
     sigma = float(m.sigma)
-    theta = np.asarray(m.theta, dtype=float)
-    curv = m.curvature if getattr(m, "curvature", None) is not None else curvature(st, theta, reml)
+    curv = m.curvature if getattr(m, "curvature", None) is not None else curvature(
+        st, st.to_working(np.asarray(m.theta, dtype=float)), reml)
+    theta = curv.theta
     k = len(theta)
     s2 = sigma * sigma
     h = np.empty((k + 1, k + 1))
