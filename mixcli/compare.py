@@ -6,12 +6,13 @@ refits REML fits; fitting by ML directly reaches the same optimum). Models
 are sorted by their number of parameters; each row is tested against the row
 above: Chisq = 2·max(0, ΔlogLik), Df = Δnpar, p from the χ² upper tail.
 
-When the extra parameters of the larger model are variance components, the
-null hypothesis puts them on the boundary of the parameter space and the χ²
-p-value is conservative; ``p_mixture`` gives the 50:50 mixture of χ²(Df−1)
-and χ²(Df) (Self & Liang 1987; Stram & Lee 1994), exact for one added
-variance, the usual approximation otherwise. ``add_bootstrap`` adds a
-parametric-bootstrap p-value, which needs neither approximation.
+When the larger model adds random effects, the null hypothesis puts variances on
+the boundary of the parameter space and the χ² p-value is conservative;
+``p_mixture`` gives the chi-bar-square mixture where it is the null distribution
+(one random effect added per covariance block), and nothing where it is not; a
+pair of models that are not nested gets a note instead (``inference.lrt_null``).
+``add_bootstrap`` adds a parametric-bootstrap p-value, which needs no such
+approximation.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .frame import model_frame
 from .glmm import GlmmModel, check_nagq
 from .inference.bootstrap import bootstrap_lrt
 from .inference.distributions import chi2_sf
+from .inference.lrt_null import LrtNull, lrt_null
 from .model import Model
 from .results import LmmResult
 from .table import Table
@@ -44,6 +46,8 @@ class AnovaRow:
     p: float | None = None
     p_mixture: float | None = None
     p_boot: float | None = None  # parametric bootstrap p-value (add_bootstrap)
+    null: LrtNull | None = None  # the test's null distribution against the row above
+    against: str | None = None  # the row above's name
 
     @property
     def formula(self) -> str:
@@ -114,8 +118,9 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
             chisq = 0.0
         row.chisq, row.df = chisq, df
         row.p = chi2_sf(chisq, df) if df > 0 else float("nan")
-        if df > 0 and _adds_only_variance_components(prev.model, row.model):
-            row.p_mixture = 0.5 * chi2_sf(chisq, df - 1) + 0.5 * chi2_sf(chisq, df)
+        row.null, row.against = lrt_null(prev.model.frame, row.model.frame), prev.name
+        if df > 0:
+            row.p_mixture = row.null.p_mixture(chisq, df)
     return Comparison(rows=rows, refit=refit, family=None if family is None else family.name)
 
 
@@ -171,11 +176,3 @@ def _check_same_fixed(frames, names):
                 f"--no-refit: {names[0]} and {name} have different fixed effects, and REML "
                 "likelihoods of such models are not comparable; compare them without --no-refit"
             )
-
-
-def _adds_only_variance_components(small: LmmResult, big: LmmResult) -> bool:
-    """True when the bigger model has the same fixed effects and more variance parameters."""
-    same_fixed = [f.term for f in small.fixef] == [f.term for f in big.fixef] and np.allclose(
-        small.frame.X, big.frame.X
-    )
-    return same_fixed and len(big.theta) > len(small.theta)

@@ -56,11 +56,8 @@ def notes(comp) -> list[str]:
     for r in comp.rows:
         for line in r.model.notes():
             out.append(f"{r.name}: {line}")
-    if comp.boundary_tests:
-        out.append(
-            "variance components tested at their boundary (zero): the χ² p-value is conservative; "
-            "Pr(mix) uses the 50:50 mixture of χ²(Df−1) and χ²(Df) as the null distribution"
-        )
+    for r in comp.rows:
+        out.extend(_null_notes(r))
     boot = getattr(comp, "bootstrap", None)
     if boot is not None:
         if comp.family is not None:
@@ -75,6 +72,25 @@ def notes(comp) -> list[str]:
         if boot["failed"]:
             out.append(f"Pr(boot): {boot['failed']} bootstrap refits failed and were left out")
     return out
+
+
+def _null_notes(r) -> list[str]:
+    """What the row's test may be compared with (``inference.lrt_null``), when it is not plain χ²."""
+    null = r.null
+    if null is None:
+        return []
+    pair = f"{r.name} vs {r.against}"
+    if not null.nested:
+        return [f"{pair}: the models are not nested ({null.why_not_nested}): the χ² test does not apply; "
+                "compare such models by AIC and BIC"]
+    if null.crowded:
+        blocks = ", ".join(null.crowded)
+        return [f"{pair}: {blocks} gains two or more random effects at once, so a covariance matrix is tested at "
+                "its boundary and no simple mixture is the null distribution: the χ² p-value is conservative; "
+                "the parametric bootstrap (--bootstrap N) gives a p-value"]
+    if r.p_mixture is not None:
+        return [f"{pair}: {null.describe()}; the χ² p-value is conservative"]
+    return []
 
 
 def table_renderables(comp, source: str | None = None):
