@@ -151,97 +151,106 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         messages.append(f"{zero_weight} row{'s' if zero_weight > 1 else ''} with weight 0 left out: "
                         "they carry no information about the model")
 
-    label = formula.response.label
-    wt = prior_weights(weights, table, rows)
-    offset = _offset(formula, table, rows)
-    if glmm:
-        y, wt, notes = glm_response(formula, table, rows, family, wt)
-        messages.extend(notes)
-    else:
-        y = evaluate(formula.response, table)[rows]
-        _check_finite(y[:, None], [label], rows, table, "the response")
-        _check_magnitude(y[:, None], [label], "the response")
-        if np.all(y == y[0]):
+    # (a number column with a typo is read as text: when that makes the model impossible, the
+    # error below is a consequence, and the note names the cause)
+    typos = _near_numeric_messages(formula, table, rows)
+    try:
+        label = formula.response.label
+        wt = prior_weights(weights, table, rows)
+        offset = _offset(formula, table, rows)
+        if glmm:
+            y, wt, notes = glm_response(formula, table, rows, family, wt)
+            messages.extend(notes)
+        else:
+            y = evaluate(formula.response, table)[rows]
+            _check_finite(y[:, None], [label], rows, table, "the response")
+            _check_magnitude(y[:, None], [label], "the response")
+            if np.all(y == y[0]):
+                raise DataError(
+                    f"the response '{label}' has the same value ({r_number(float(y[0]))}) in all {n} rows used, "
+                    "so there is no variation to model"
+                )
+
+        design = model_matrix(formula.intercept, formula.terms, table, rows, contrasts)
+        _check_finite(design.X, design.names, rows, table, "the fixed-effect column")
+        _check_magnitude(design.X, design.names, "the fixed-effect column")
+        # (an LMM's offset is part of the linear predictor: the checks look at y − offset)
+        y_fit = y - offset if offset is not None and not glmm else y
+        X, names, dropped, residual = drop_aliased(design.X, design.names, y_fit)
+        assign = [a for a, name in zip(design.assign, design.names) if name in set(names)]
+        if dropped:
+            k = len(dropped)
+            messages.append(
+                f"fixed-effect model matrix is rank deficient so dropping {k} column{'s' if k > 1 else ''} / "
+                f"coefficient{'s' if k > 1 else ''} ({', '.join(dropped)})"
+            )
+        if X.shape[1] >= n:
             raise DataError(
-                f"the response '{label}' has the same value ({r_number(float(y[0]))}) in all {n} rows used, "
-                "so there is no variation to model"
+                f"{X.shape[1]} fixed effects for {n} observations: the model needs fewer fixed effects "
+                "than observations (drop terms, or check the data)"
+            )
+        if not glmm and residual <= EXACT_FIT_TOL * _safe_norm(y_fit):
+            raise DataError(
+                f"the fixed effects ({', '.join(names)}) fit the response '{label}' exactly (every residual is 0), "
+                "so no variance is left for the random effects or the residual; is the response also a predictor?"
             )
 
-    design = model_matrix(formula.intercept, formula.terms, table, rows, contrasts)
-    _check_finite(design.X, design.names, rows, table, "the fixed-effect column")
-    _check_magnitude(design.X, design.names, "the fixed-effect column")
-    # (an LMM's offset is part of the linear predictor: the checks look at y − offset)
-    y_fit = y - offset if offset is not None and not glmm else y
-    X, names, dropped, residual = drop_aliased(design.X, design.names, y_fit)
-    assign = [a for a, name in zip(design.assign, design.names) if name in set(names)]
-    if dropped:
-        k = len(dropped)
-        messages.append(
-            f"fixed-effect model matrix is rank deficient so dropping {k} column{'s' if k > 1 else ''} / "
-            f"coefficient{'s' if k > 1 else ''} ({', '.join(dropped)})"
-        )
-    if X.shape[1] >= n:
-        raise DataError(
-            f"{X.shape[1]} fixed effects for {n} observations: the model needs fewer fixed effects "
-            "than observations (drop terms, or check the data)"
-        )
-    if not glmm and residual <= EXACT_FIT_TOL * _safe_norm(y_fit):
-        raise DataError(
-            f"the fixed effects ({', '.join(names)}) fit the response '{label}' exactly (every residual is 0), "
-            "so no variance is left for the random effects or the residual; is the response also a predictor?"
-        )
-
-    factors: dict[str, GroupingFactor] = {}
-    terms: list[ReTerm] = []
-    for rt in formula.random:
-        key = rt.lme4_group_name
-        if key not in factors:
-            factors[key] = _grouping_factor(table, rt.group, key, rows, messages)
-        gf = factors[key]
-        zm = model_matrix(rt.intercept, rt.terms, table, rows, contrasts)
-        if zm.X.shape[1] == 0:
-            raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
-        _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
-        _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
-        terms.append(
-            ReTerm(
-                codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+        factors: dict[str, GroupingFactor] = {}
+        terms: list[ReTerm] = []
+        for rt in formula.random:
+            key = rt.lme4_group_name
+            if key not in factors:
+                factors[key] = _grouping_factor(table, rt.group, key, rows, messages)
+            gf = factors[key]
+            zm = model_matrix(rt.intercept, rt.terms, table, rows, contrasts)
+            if zm.X.shape[1] == 0:
+                raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
+            _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
+            _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
+            terms.append(
+                ReTerm(
+                    codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+                )
             )
+        order = lme4_term_order([t.n_levels for t in terms])
+        terms = [terms[i] for i in order]
+        for name, t in zip(_unique_names([t.group for t in terms]), terms):
+            t.group = name
+        ordered_factors = {}
+        for t in terms:
+            ordered_factors.setdefault(t.factor, factors[t.factor])
+            t.levels_to_r = factors[t.factor].to_r
+        _check_levels(terms, ordered_factors, n, glmm)
+        if not glmm:
+            _check_residual_left(X, y_fit, terms, label)
+        predictors = {name: X[:, j] for j, name in enumerate(names)}
+        for t in terms:  # lme4 checks X only; a random slope on a wild scale hurts the optimiser as much
+            for a, name in enumerate(t.names):
+                predictors.setdefault(name, t.z[:, a])
+        scale = _scale_message(predictors)
+        if scale:
+            messages.append(scale)
+        messages.extend(_double_bar_factor_messages(formula, table))
+        messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
+        mistakes = _nesting_mistakes(formula, ordered_factors)
+        messages.extend(_nesting_mistake_message(inner, outer, pairs, ordered_factors)
+                        for inner, (outer, pairs) in mistakes.items())
+        nested_labels = {inner: outer for inner, (outer, _) in mistakes.items()}
+        messages.extend(_integer_code_messages(formula, table, rows))
+        messages.extend(typos)
+        if not glmm and (weights is None) and _only_zero_one(y):
+            messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
+                            "model of it; for a pass/fail outcome use --family binomial (glmer's logistic model)")
+        return ModelFrame(
+            formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
+            rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
+            family=family, weights=wt, offset=offset, nested_labels=nested_labels,
+            table=table, contrasts=contrasts, fixef_assign=assign,
         )
-    order = lme4_term_order([t.n_levels for t in terms])
-    terms = [terms[i] for i in order]
-    for name, t in zip(_unique_names([t.group for t in terms]), terms):
-        t.group = name
-    ordered_factors = {}
-    for t in terms:
-        ordered_factors.setdefault(t.factor, factors[t.factor])
-        t.levels_to_r = factors[t.factor].to_r
-    _check_levels(terms, ordered_factors, n, glmm)
-    if not glmm:
-        _check_residual_left(X, y_fit, terms, label)
-    predictors = {name: X[:, j] for j, name in enumerate(names)}
-    for t in terms:  # lme4 checks X only; a random slope on a wild scale hurts the optimiser as much
-        for a, name in enumerate(t.names):
-            predictors.setdefault(name, t.z[:, a])
-    scale = _scale_message(predictors)
-    if scale:
-        messages.append(scale)
-    messages.extend(_double_bar_factor_messages(formula, table))
-    messages.extend(_repeated_effect_messages(formula, terms, term_sources=order))
-    mistakes = _nesting_mistakes(formula, ordered_factors)
-    messages.extend(_nesting_mistake_message(inner, outer, pairs, ordered_factors)
-                    for inner, (outer, pairs) in mistakes.items())
-    nested_labels = {inner: outer for inner, (outer, _) in mistakes.items()}
-    messages.extend(_integer_code_messages(formula, table, rows))
-    if not glmm and (weights is None) and _only_zero_one(y):
-        messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
-                        "model of it; for a pass/fail outcome use --family binomial (glmer's logistic model)")
-    return ModelFrame(
-        formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
-        rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
-        family=family, weights=wt, offset=offset, nested_labels=nested_labels,
-        table=table, contrasts=contrasts, fixef_assign=assign,
-    )
+    except DataError as err:
+        if typos:
+            raise DataError(f"{err}; {typos[0]}") from None
+        raise
 
 
 # Mean rows per combination of two grouping factors above which labels that repeat across the
@@ -310,6 +319,53 @@ def _integer_code_messages(formula: Formula, table: Table, rows: np.ndarray) -> 
                 out.append(f"{expr.name} takes only the values {shown}: it is fitted as a number (one slope); "
                            f"if these are codes for groups, write factor({expr.name})")
     return out
+
+
+# A text column whose cells are numbers but for a few (at most this many, and this share of its
+# cells) is most likely a number column with typos or home-made missing-value codes ("five", "n/a",
+# "."): read as text it becomes a factor, one coefficient per distinct number, without a word.
+NEAR_NUMERIC_CELLS = 10
+NEAR_NUMERIC_SHARE = 0.05
+
+
+def _near_numeric_messages(formula: Formula, table: Table, rows: np.ndarray) -> list[str]:
+    """A warning for each predictor written bare (not factor(x)) whose text column is numbers but
+    for a few cells: the cells, where they are, and the two ways to say what was meant."""
+    from .formula.evaluate import non_numeric_labels
+
+    out = []
+    seen = set()
+    exprs = [e for t in formula.terms for e in t] + [e for rt in formula.random for t in rt.terms for e in t]
+    for expr in exprs:
+        if not isinstance(expr, Var) or expr.name in seen or not isinstance(table.columns.get(expr.name), TextColumn):
+            continue
+        seen.add(expr.name)
+        column = table[expr.name]
+        codes = column.codes[rows]
+        present = codes >= 0
+        if not present.any():
+            continue
+        bad_label = non_numeric_labels(column.labels)
+        bad = present & bad_label[np.maximum(codes, 0)]
+        n_bad = int(bad.sum())
+        if n_bad == 0 or n_bad > NEAR_NUMERIC_CELLS or n_bad > NEAR_NUMERIC_SHARE * int(present.sum()):
+            continue
+        where = np.flatnonzero(rows)[np.flatnonzero(bad)]
+        shown = [f"{str(column.labels[column.codes[i]])!r} on {where_in_data(table, int(i))}" for i in where[:5]]
+        more = f" and {n_bad - 5} more" if n_bad > 5 else ""
+        cells = f"{n_bad} cell{'s' if n_bad > 1 else ''}"
+        out.append(f"column '{expr.name}' is numbers except for {cells} ({'; '.join(shown)}{more}), so it is read "
+                   f"as text and fitted as a factor, one coefficient per value: if {'these are' if n_bad > 1 else 'it is'}"
+                   f" missing, leave the cell{'s' if n_bad > 1 else ''} empty or write NA; if a typo, correct it; if "
+                   f"{expr.name} is categorical, write factor({expr.name}) to say so")
+    return out
+
+
+def _effects_label(names: list[str], most: int = 6) -> str:
+    """A term's effects for a message, the first few of a long list (a factor's many levels)."""
+    if len(names) <= most:
+        return " + ".join(names)
+    return f"{' + '.join(names[:most - 1])} + … ({len(names)} columns)"
 
 
 def _only_zero_one(y: np.ndarray) -> bool:
@@ -597,7 +653,7 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
         if n <= q:
             raise DataError(
                 f"number of observations (={n}) <= number of random effects (={q}) for term "
-                f"({' + '.join(t.names)} | {t.factor}); the random-effects parameters and the "
+                f"({_effects_label(t.names)} | {t.factor}); the random-effects parameters and the "
                 "residual variance are probably unidentifiable"
             )
 

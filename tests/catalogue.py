@@ -373,6 +373,16 @@ CASES: list[Case] = [
     Case("Data", "values too large for double precision", FIT + ["y ~ x + (1 | g)"], 1,
          "the fixed-effect column 'x' has values too large to fit in double precision (largest 1e+300)",
          {"study.csv": csv_text(ROWS, transform=_set(0, "x", "1e300"))}),
+    Case("Data", "a typo in a number column", FIT + ["y ~ x + z + (1 | g)", "--format", "csv"], 0,
+         "column 'z' is numbers except for 1 cell ('five' on line 8), so it is read as text and fitted as a factor, "
+         "one coefficient per value: if it is missing, leave the cell empty or write NA; if a typo, correct it; "
+         "if z is categorical, write factor(z) to say so",
+         {"study.csv": csv_text(ROWS, transform=_set(6, "z", "five"))}, kind="warning", more_warnings=True),
+    Case("Data", "a typo in a random slope's number column", FIT + ["y ~ x + (1 + z | g)"], 1,
+         "number of observations (=240) <= number of random effects (=5370) for term ((Intercept) + z-0.03 + "
+         "z-0.04 + z-0.05 + z-0.06 + … (179 columns) | g); the random-effects parameters and the residual "
+         "variance are probably unidentifiable; column 'z' is numbers except for 1 cell ('five' on line 8)",
+         {"study.csv": csv_text(ROWS, transform=_set(6, "z", "five"))}),
     Case("Data", "a text column in '||'", FIT + ["y ~ x + (f || g)", "--format", "csv"], 0,
          "(f || g): f is a factor (text column), so '||' does not make its effects uncorrelated", STUDY_FILES,
          kind="warning"),

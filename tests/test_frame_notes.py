@@ -57,3 +57,54 @@ def test_a_few_whole_number_codes_fitted_as_a_number_point_at_factor():
                    for msg in mixcli.fit(cached_table("slopes.csv"), "y ~ x + factor(b) + (1 | g)").messages)
     assert not any("codes for groups" in msg
                    for msg in mixcli.fit(cached_table("categorical.csv"), "y ~ temp + (1 | batch)").messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# a number column with a typo: read as text, it would silently become a factor
+
+
+def _typo_data(cells: dict[int, str]):
+    import pandas as pd
+
+    data = pd.read_csv(FIXTURES / "data" / "slopes.csv")
+    x = [f"{v:.3f}" for v in data["x"]]
+    for i, value in cells.items():
+        x[i] = value
+    data["x"] = x  # an object column of strings, as a CSV column with text in it is read
+    return data
+
+
+def _typo_notes(m):
+    return [msg for msg in m.messages if "is numbers except for" in msg]
+
+
+def test_a_number_column_with_a_typo_is_named_with_its_cells_and_the_fixes():
+    m = mixcli.fit(_typo_data({16: "five"}), "y ~ x + (1 | g)")
+    (note,) = _typo_notes(m)
+    assert note.startswith("column 'x' is numbers except for 1 cell ('five' on row 17), so it is read as text "
+                           "and fitted as a factor")
+    assert "leave the cell empty or write NA" in note and "write factor(x)" in note
+    assert len(m.fixef) > 100  # what the note warns of: a coefficient per distinct value
+
+
+def test_typos_that_make_the_model_impossible_are_named_in_its_error():
+    import pytest
+
+    from mixcli.errors import DataError
+
+    # as a random slope, the text column has a random effect per value and group: too many to fit
+    data = _typo_data({i: v for i, v in zip(range(3, 30, 4), ["n/a", ".", "?", "-", "x", "NaN?", "o"])})
+    with pytest.raises(DataError) as err:
+        mixcli.fit(data, "y ~ z + (1 | g) + (0 + x | a)")
+    msg = str(err.value)
+    assert msg.startswith("number of observations (=450) <= number of random effects")
+    assert "… (420 columns) | a)" in msg  # the term's 420 columns are not all listed
+    assert ("column 'x' is numbers except for 7 cells ('n/a' on row 4; '.' on row 8; '?' on row 12; '-' on row 16; "
+            "'x' on row 20 and 2 more)") in msg
+
+
+def test_no_note_for_factor_x_or_for_a_text_column():
+    assert not _typo_notes(mixcli.fit(_typo_data({16: "five"}), "y ~ factor(x) + (1 | g)"))
+    # 11 text cells: more than a few typos, a column that is text on purpose
+    assert not _typo_notes(mixcli.fit(_typo_data({i: f"t{i}" for i in range(11)}), "y ~ x + (1 | g)"))
+    assert not _typo_notes(mixcli.fit(cached_table("slopes.csv"), "y ~ a + (1 | g)"))

@@ -235,6 +235,11 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|Inf
 _MISSING_LOOKALIKES = {"n/a", "na", "nan", "null", "none", ".", "-", "--", "?", "missing", "#n/a", "nil"}
 
 
+def non_numeric_labels(labels) -> np.ndarray:
+    """For each label of a text column, whether it is not a number as the readers parse one."""
+    return np.array([_NUMBER.fullmatch(str(lab)) is None for lab in labels], dtype=bool)
+
+
 def where_in_data(table: Table, index: int) -> str:
     """Where row ``index`` (0-based) of ``table`` is, for a message: ``line 7`` of a file
     (counting the header as line 1), ``row 6`` of an in-memory table."""
@@ -247,7 +252,7 @@ def _text_response_message(name: str, table: Table) -> str:
     """Why a text column cannot be the response: its first value that is not a number, and where."""
     column = table[name]
     labels = column.labels
-    bad_label = np.array([_NUMBER.fullmatch(str(lab)) is None for lab in labels], dtype=bool)
+    bad_label = non_numeric_labels(labels)
     codes = column.codes
     bad_rows = np.flatnonzero((codes >= 0) & bad_label[np.maximum(codes, 0)])
     if len(bad_rows) == 0:  # every value looks like a number (cannot happen with mixcli's readers)
