@@ -35,6 +35,9 @@ class FixedEffect:
     p: float | None = None  # Pr(>|t|) with those df
     lower: float | None = None  # confidence bounds, when asked for (see LmmResult.ci_method)
     upper: float | None = None
+    # the estimate the interval is centred on: ``estimate`` for Wald and bootstrap intervals, the
+    # ML estimate for a profile (lme4 profiles the ML deviance, also for a REML fit)
+    ci_estimate: float | None = None
 
 
 @dataclass
@@ -111,6 +114,17 @@ class FitStatistics:
         return hasattr(self, "nagq")
 
     # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
+
+    def parameter_estimates(self) -> dict:
+        """The fit's own estimate of every parameter confint() reports, keyed as its intervals are:
+        (kind, grouping factor, term1, term2) → SD, correlation, σ or coefficient."""
+        from .inference.profile import model_parameters
+
+        lams = self.structure.lambdas(np.asarray(self.theta, dtype=float))
+        beta = [f.estimate for f in self.fixef]
+        return {(p.kind, p.group, p.term1, p.term2): p.estimate
+                for p in model_parameters(self.frame.terms, lams, float(self.sigma), [f.term for f in self.fixef], beta)
+                if not (self.is_glmm and p.kind == "sigma")}
 
     def tidy(self):
         """One row per parameter, as broom.mixed's ``tidy()``: effect ("fixed" or "ran_pars"),

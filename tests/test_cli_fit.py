@@ -183,3 +183,39 @@ def test_gaussian_family_is_accepted_by_lmm_only_commands():
 
     out = run_cli("anova", str(FIXTURES / "data" / "slopes.csv"), "y ~ x + (1 | g)", "--family", "gaussian")
     assert out.returncode == 0, out.stderr
+
+
+def test_intervals_table_says_which_fit_each_estimate_is_from():
+    """A REML fit's profile intervals are of the ML deviance (as lme4's): each row's estimate is the
+    REML fit's, and ci_estimate the ML estimate the interval is centred on (issue 19: a REML row
+    showed the ML SD)."""
+    path = str(FIXTURES / "data" / "slopes.csv")
+    formula = "y ~ x + (x | g)"
+
+    def table(*extra):
+        out = run("fit", path, formula, "--format", "csv", *extra)
+        assert out.returncode == 0, out.stderr
+        return list(csv.DictReader(io.StringIO(out.stdout)))
+
+    reml_vc = {(r["term"], r["term2"]): r for r in table("--table", "varcorr")}
+    ml_vc = {(r["term"], r["term2"]): r for r in table("--table", "varcorr", "--ml")}
+    ml_fixef = {r["term"]: float(r["estimate"]) for r in table("--ml")}
+    rows = {r["parameter"]: r for r in table("--table", "intervals", "--ci", "profile")}
+    assert {r["ci_criterion"] for r in rows.values()} == {"ML"}
+    sd = rows["sd_(Intercept)|g"]
+    assert float(sd["estimate"]) == pytest.approx(float(reml_vc["(Intercept)", ""]["sd"]), rel=1e-12)
+    assert float(sd["ci_estimate"]) == pytest.approx(float(ml_vc["(Intercept)", ""]["sd"]), rel=1e-6)
+    assert float(sd["estimate"]) != pytest.approx(float(sd["ci_estimate"]), rel=1e-3)  # they differ here
+    cor = rows["cor_x.(Intercept)|g"]
+    assert float(cor["estimate"]) == pytest.approx(float(reml_vc["(Intercept)", "x"]["corr"]), rel=1e-12)
+    assert float(cor["ci_estimate"]) == pytest.approx(float(ml_vc["(Intercept)", "x"]["corr"]), rel=1e-5)
+    assert float(rows["x"]["ci_estimate"]) == pytest.approx(ml_fixef["x"], rel=1e-7)
+    # Wald intervals are about the fit's own estimates
+    wald = table("--table", "intervals", "--ci", "0.9")
+    assert {r["ci_criterion"] for r in wald} == {"REML"}
+    assert all(r["ci_estimate"] == r["estimate"] for r in wald)
+    rec = json.loads(run("fit", path, formula, "--format", "json", "--ci", "profile").stdout)
+    assert rec["ci"]["criterion"] == "ML"
+    iv = next(i for i in rec["ci"]["intervals"] if i["parameter"] == "sd_(Intercept)|g")
+    assert iv["estimate"] == pytest.approx(float(sd["estimate"]), rel=1e-12)
+    assert iv["ci_estimate"] == pytest.approx(float(sd["ci_estimate"]), rel=1e-12)

@@ -67,7 +67,7 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsi
     if method == "wald":
         for f in m.fixef:
             lo, hi = wald_bounds(f.estimate, f.se, level) if math.isfinite(f.se) else (math.nan, math.nan)
-            f.lower, f.upper = float(lo), float(hi)
+            f.lower, f.upper, f.ci_estimate = float(lo), float(hi), f.estimate
         m.intervals = []
     else:
         if method == "boot":
@@ -85,6 +85,7 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsi
         for f in m.fixef:
             iv = fixed.get(f.term)
             f.lower, f.upper = (float(iv.lower), float(iv.upper)) if iv else (math.nan, math.nan)
+            f.ci_estimate = float(iv.estimate) if iv else None
         m.intervals = [iv for iv in ivs if iv.kind != "fixef"]
     m.ci_method, m.ci_level = {"wald": "Wald", "profile": "profile", "boot": "bootstrap"}[method], level
     return m

@@ -134,12 +134,15 @@ def _ci_record(m) -> dict:
     are in ``fixef``), with the bootstrap's nsim, seed and failed refits."""
     if m.ci_method is None:
         return {}
+    own = m.parameter_estimates()
     rec = {
         "method": m.ci_method,
         "level": m.ci_level,
+        "criterion": ci_criterion(m),
         "intervals": [
             {"parameter": iv.parameter, "kind": iv.kind, "group": iv.group, "term": iv.term1, "term2": iv.term2,
-             "lower": num(iv.lower), "upper": num(iv.upper)}
+             "estimate": num(own.get((iv.kind, iv.group, iv.term1, iv.term2))), "lower": num(iv.lower),
+             "upper": num(iv.upper), "ci_estimate": num(iv.estimate)}
             for iv in m.intervals
         ],
     }
@@ -209,18 +212,33 @@ def _varcorr_csv(models) -> str:
     return buf.getvalue()
 
 
+def ci_criterion(m) -> str | None:
+    """What the intervals were computed from: lme4 profiles the ML deviance whatever the fit's
+    method; Wald and bootstrap intervals come from the fit's own criterion."""
+    if m.ci_method is None:
+        return None
+    return "ML" if m.ci_method == "profile" else m.method
+
+
 def _intervals_csv(models) -> str:
+    """Every interval with the estimate of the row's ``method`` (the fit's own) and, in
+    ``ci_estimate``, the one the interval is centred on (the ML estimate for a profile of a REML
+    fit), computed by ``ci_criterion``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["formula", "method", "ci_method", "level", "parameter", "kind", "group", "term", "term2", "estimate",
-                "lower", "upper"])
+                "lower", "upper", "ci_criterion", "ci_estimate"])
     for m in models:
+        crit = ci_criterion(m)
         for f in m.fixef:
             w.writerow([m.formula, m.method, m.ci_method, m.ci_level, f.term, "fixef", "", f.term, "",
-                        repr(f.estimate), _cell(f.lower), _cell(f.upper)])
+                        repr(f.estimate), _cell(f.lower), _cell(f.upper), crit, _cell(f.ci_estimate)])
+        own = m.parameter_estimates()
         for iv in m.intervals:
+            est = own.get((iv.kind, iv.group, iv.term1, iv.term2))
             w.writerow([m.formula, m.method, m.ci_method, m.ci_level, iv.parameter, iv.kind, iv.group or "",
-                        iv.term1 or "", iv.term2 or "", _cell(iv.estimate), _cell(iv.lower), _cell(iv.upper)])
+                        iv.term1 or "", iv.term2 or "", _cell(est), _cell(iv.lower), _cell(iv.upper), crit,
+                        _cell(iv.estimate)])
     return buf.getvalue()
 
 
