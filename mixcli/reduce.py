@@ -128,7 +128,8 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
             current = new
     if m.formula != current:
         m = fit(current)
-    return Reduction(formula, steps, current, m, "REML" if reml else "ML")
+    # the final model is printed as ``fit`` prints one: with lmerTest's df and p-values
+    return Reduction(formula, steps, current, m.add_satterthwaite(), "REML" if reml else "ML")
 
 
 def _ranova_record(r) -> dict:

@@ -96,3 +96,14 @@ def test_a_model_whose_every_random_effect_is_zero_reduces_to_the_linear_model()
     red = reduce_model(cached_table("singular.csv"), "y ~ x + (1 | g)")
     assert [(s.action, s.result) for s in red.steps] == [("simplify", "y ~ x")]
     assert red.final == "y ~ x" and red.model is None
+
+
+def test_the_final_model_has_lmertests_df_and_p_values_as_fit_prints_them():
+    import mixcli
+
+    table = _weak_second_factor()
+    red = reduce_model(table, "y ~ x + (1 | g) + (1 | h)")
+    direct = mixcli.fit(table, red.final).add_satterthwaite()
+    for got, want in zip(red.model.fixef, direct.fixef):
+        assert got.df is not None and got.df == pytest.approx(want.df, rel=1e-10)
+        assert got.p == pytest.approx(want.p, rel=1e-10)
