@@ -117,6 +117,21 @@ class ModelFrame:
         return {name: f.n_levels for name, f in self.factors.items()}
 
 
+# A column every table has unless it names one itself: the row's number, 1 to n, so that an
+# observation-level random effect, (1 | .row), can be written for overdispersed counts without
+# adding an ID column to the data first.
+ROW_ID = ".row"
+
+
+def with_row_id(table: Table, formula: Formula) -> Table:
+    """``table`` with the ``.row`` column (1, 2, …, n) if the formula uses it and the data lack it."""
+    if ROW_ID in table or not any(o.name == ROW_ID for o in formula.occurrences):
+        return table
+    columns = dict(table.columns)
+    columns[ROW_ID] = np.arange(1, table.nrows + 1, dtype=float)
+    return Table(columns=columns, source=table.source, nrows=table.nrows)
+
+
 def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
                 contrasts: str = "treatment") -> ModelFrame:
     """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
@@ -127,6 +142,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         raise UsageError(f"--contrasts {contrasts}: use one of {', '.join(CONTRASTS)}")
     if isinstance(formula, str):
         formula = parse_formula(formula)
+    table = with_row_id(table, formula)
     if not formula.random:
         raise FormulaError(
             "no random-effects terms; add one such as (1 | group) (for a model without them use ordinary regression)",

@@ -367,7 +367,8 @@ class GlmmResult(FitStatistics):
         ratio = self.overdispersion
         if ratio is not None and ratio > 1.5:
             out.append(f"overdispersion: Pearson χ² / residual df = {ratio:.2f} (1 for Poisson data); the "
-                       "standard errors are too small: consider an observation-level random effect, (1 | obs)")
+                       "standard errors are too small: consider an observation-level random effect, + (1 | .row) "
+                       "(.row numbers the rows)")
         return out + list(self.warnings)
 
     def _user_lambdas(self) -> list[np.ndarray]:

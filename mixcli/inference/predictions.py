@@ -29,6 +29,7 @@ from ..design import model_matrix
 from ..errors import DataError, UsageError
 from ..formula.evaluate import evaluate
 from ..formula.exprs import MATRIX, Call, Var
+from ..frame import ROW_ID
 from ..table import Table, TextColumn, is_missing
 
 # functions of all rows (R keeps their state in the terms object for predict())
@@ -98,6 +99,11 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     random_vars = [] if population else _names([e for rt in f.random for t in rt.terms for e in t])
     groups = [] if population else sorted({g for rt in f.random for g in rt.group})
     needed = list(dict.fromkeys(fixed_vars + random_vars + groups))
+    if ROW_ID in needed and ROW_ID not in new.columns:
+        # (1 | .row) in the formula: each new row is a new observation, a level the fit never saw
+        # (numbered −1, −2, … so as not to meet the fitted rows' 1, 2, …): its effect is 0
+        new = Table({**new.columns, ROW_ID: -np.arange(1, new.nrows + 1, dtype=float)}, source=new.source,
+                    nrows=new.nrows)
     for name in needed:
         if name not in new.columns:
             what = "fixed effects" if name in fixed_vars else "random effects (or use --population)"
