@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .engine.agq import MAX_NODES, agq_deviance
+from .engine.curvature import NEGATIVE_EIGEN, ON_BOUND
 from .engine.derivatives import gradient_hessian
 from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
@@ -173,39 +174,43 @@ class GlmmModel:
         par = stage1.theta
         return self.result(par[:k], beta0 + basis @ par[k:], stage1, nagq, rx_vcov)
 
-    def vcov(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> np.ndarray | None:
-        """lme4's vcov(m) at (θ̃, β): the β block of 2H⁻¹, H the Hessian of the deviance in (θ, β)
-        (glmer's ``use.hessian = TRUE``); None where H is not positive definite.
+    def hessian(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+        """(H, B): the Hessian of the deviance in (θ̃, ζ), β = β + Bζ, at (θ̃, β) (None without β).
 
         H is taken by central differences (two Richardson levels) in coordinates where it is well
-        conditioned: the unit-free θ̃, and ζ with β = β̂ + Bζ, B a Cholesky factor of PIRLS's
-        (XᵀWX − …)⁻¹ at θ̃ (Var(β̂) given θ). There H ≈ 2I in the β block, so steps of a twentieth
-        of a unit change the deviance by ~0.0025 whatever the predictors' units or origins, and
-        2H⁻¹ is mapped back as B (2H⁻¹)_ζζ Bᵀ without inverting an ill-conditioned matrix.
-        Differences in β itself, or in β scaled by its marginal standard errors, break down when a
-        predictor is far from zero: a step of one marginal SE then moves along the intercept-slope
-        ridge by thousands of conditional SEs."""
+        conditioned: the unit-free θ̃, and ζ, B a Cholesky factor of PIRLS's Var(β̂) given θ (from
+        R_X). There the β block of H is ≈ 2I, so steps of a twentieth of a unit change the deviance
+        by ~0.0025 whatever the predictors' units or origins. Where the Laplace term moves with β
+        (a large variance, near-separation), the β block is far from 2I: B is then refined with
+        that block and H taken again. Differences in β itself, or in β scaled by its marginal
+        standard errors, break down when a predictor is far from zero: a step of one marginal SE
+        then runs along the intercept-slope ridge for thousands of conditional SEs."""
         beta = np.asarray(beta, dtype=float)
         p, k = len(beta), self.structure.n_theta
         if not p:
             return None
         m0 = pirls(self.data, theta_w, None, beta0=beta)
         basis = whitening(m0.factor.rx_inverse())
-        fn = self.devfun(nagq, beta, basis)
         par = np.concatenate([theta_w, np.zeros(p)])
         steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, HESSIAN_STEP)])
-        _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps)
-        h = 0.5 * (h[0] + h[0].T)
-        try:
-            inv = np.linalg.inv(h)
-        except np.linalg.LinAlgError:
-            return None
-        v_zeta = 2.0 * inv[k:, k:]
-        v_zeta = 0.5 * (v_zeta + v_zeta.T)
-        if not (np.all(np.isfinite(v_zeta)) and np.all(np.linalg.eigvalsh(v_zeta) > 0)):
-            return None
-        v = basis @ v_zeta @ basis.T
-        return 0.5 * (v + v.T)
+        for _ in range(2):
+            fn = self.devfun(nagq, beta, basis)
+            with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
+                _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps)
+            h = 0.5 * (h[0] + h[0].T)
+            block = 0.5 * h[k:, k:]  # ≈ I when B whitens β
+            if not np.all(np.isfinite(block)):
+                break
+            vals = np.linalg.eigvalsh(block)
+            if vals[0] <= 0 or (vals[0] > 0.5 and vals[-1] < 2.0):
+                break
+            basis = basis @ whitening(np.linalg.inv(block))
+        return h, basis
+
+    def vcov(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> np.ndarray | None:
+        """lme4's vcov(m) at (θ̃, β): the β block of 2H⁻¹, H the Hessian of the deviance in (θ, β)
+        (glmer's ``use.hessian = TRUE``); None where that block is not positive definite."""
+        return vcov_from_hessian(self.hessian(theta_w, beta, nagq), self.structure.n_theta)
 
     def _worth_more_starts(self, stage0: OptSummary) -> bool:
         st = self.structure
@@ -232,9 +237,17 @@ class GlmmModel:
         user_lam = st.lambdas(theta)
         p = len(beta)
         vcov = None
+        negative: list[float] = []
+        fallback = False
         warnings = list(opt.warnings)
         if nagq and p:
-            vcov = self.vcov(theta_w, beta, nagq)
+            hb = self.hessian(theta_w, beta, nagq)
+            vcov = vcov_from_hessian(hb, st.n_theta)
+            # glmer's checkConv: "degenerate Hessian with N negative eigenvalues" (θ on its bound,
+            # a variance of 0, is left out: the deviance is even there, flat to second order)
+            free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < ON_BOUND)), np.ones(p, dtype=bool)])
+            negative = negative_curvature(hb[0][np.ix_(free, free)])
+            fallback = vcov is None
         if vcov is None and p:
             vcov = rx_vcov
         se = np.sqrt(np.maximum(np.diag(vcov), 0.0)) if p else np.zeros(0)
@@ -246,7 +259,6 @@ class GlmmModel:
         varcorr, correlations = variance_components(frame, user_lam, 1.0)
         varcorr = varcorr[:-1]  # no residual in a GLMM
         singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
-        converged = opt.converged
         separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
         if separated:
             warnings.append(
@@ -254,6 +266,19 @@ class GlmmModel:
                 "(|estimate| > 15 on the link scale), a sign of complete separation; drop or recode "
                 f"{'it' if len(separated) == 1 else 'them'}" if frame.family.name == "binomial" else
                 f"the estimate for {', '.join(separated)} is extreme (|estimate| > 15 on the link scale)")
+        if not separated:  # (its consequences for the Hessian need no second warning)
+            if negative:
+                warnings.append(
+                    f"the Hessian of the deviance in (θ, β) has {len(negative)} negative eigenvalue(s) "
+                    f"({', '.join(f'{v:.2g}' for v in negative)}): the estimate is not a minimum (a saddle or a "
+                    "flat likelihood); the estimates and standard errors are unreliable: simplify the model")
+            if fallback:
+                # (lme4 falls back the same way, and warns too)
+                warnings.append(
+                    "the Hessian of the deviance in (θ, β) is not positive definite at the estimate (a flat "
+                    "or degenerate likelihood: a variance at or near its bound, or separation): the standard "
+                    "errors come from R_X, β's curvature with θ held fixed, and may be too small")
+        converged = opt.converged and not (negative and not separated)
         if singular:
             warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
         if self.pirls_failures:
@@ -283,6 +308,35 @@ def _better(a: Modes, b: Modes) -> Modes:
     if a.converged != b.converged:
         return a if a.converged else b
     return a if a.pdev <= b.pdev else b
+
+
+def vcov_from_hessian(hb, k: int) -> np.ndarray | None:
+    """Var(β̂) = B (2H⁻¹)_ζζ Bᵀ from ``GlmmModel.hessian``'s (H, B), mapped back without inverting
+    an ill-conditioned matrix; None where the block is not positive definite (lme4's test)."""
+    if hb is None:
+        return None
+    h, basis = hb
+    try:
+        inv = np.linalg.inv(h)
+    except np.linalg.LinAlgError:
+        return None
+    v_zeta = 2.0 * inv[k:, k:]
+    v_zeta = 0.5 * (v_zeta + v_zeta.T)
+    if not (np.all(np.isfinite(v_zeta)) and np.all(np.linalg.eigvalsh(v_zeta) > 0)):
+        return None
+    v = basis @ v_zeta @ basis.T
+    return 0.5 * (v + v.T)
+
+
+def negative_curvature(h: np.ndarray) -> list[float]:
+    """The Hessian's clearly negative eigenvalues (below −NEGATIVE_EIGEN × the largest: the LMM
+    check's rule, ``engine.curvature``); H is in unit-free coordinates, so the ratio means the
+    same for every model."""
+    if not np.all(np.isfinite(h)):
+        return []
+    vals = np.linalg.eigvalsh(h)
+    top = float(np.max(np.abs(vals))) if len(vals) else 0.0
+    return [float(v) for v in vals if v < -NEGATIVE_EIGEN * max(top, 1e-300)]
 
 
 @dataclass

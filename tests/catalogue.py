@@ -418,6 +418,20 @@ CASES: list[Case] = [
                                                 "csv"], 0,
          "fitted probabilities numerically 0 or 1: the estimate for sep runs away (|estimate| > 15 on the link "
          "scale), a sign of complete separation; drop or recode it", TRIAL_FILES, kind="warning", more_warnings=True),
+    Case("GLMM", "a likelihood that is flat or saddle-shaped at the estimate",
+         GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         "the Hessian of the deviance in (θ, β) has 1 negative eigenvalue(s) (-1): the estimate is not a minimum "
+         "(a saddle or a flat likelihood); the estimates and standard errors are unreliable: simplify the model",
+         TRIAL_FILES, kind="warning", more_warnings=True,
+         setup="import mixcli.glmm as _g; _g.negative_curvature = lambda h: [-1.0]",
+         note="with a Hessian made to have a negative eigenvalue"),
+    Case("GLMM", "standard errors from R_X (the Hessian cannot be inverted)",
+         GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         "the Hessian of the deviance in (θ, β) is not positive definite at the estimate (a flat or degenerate "
+         "likelihood: a variance at or near its bound, or separation): the standard errors come from R_X, β's "
+         "curvature with θ held fixed, and may be too small", TRIAL_FILES, kind="warning",
+         setup="import mixcli.glmm as _g; _g.vcov_from_hessian = lambda hb, k: None",
+         note="with a Hessian made singular"),
     Case("GLMM", "quadrature with two random-effects terms",
          GLMM + ["pass ~ x + (1 | g) + (1 | h)", "--family", "binomial", "--nagq", "9"], 2,
          "--nagq 9: adaptive Gauss-Hermite quadrature needs a single random-effects term (this model has 2)",

@@ -244,6 +244,45 @@ def test_glmm_gives_a_correct_model_or_a_declared_error(table, formula, fam, nag
         assert result.criterion == pytest.approx(dense, rel=1e-7, abs=1e-6)
 
 
+@FUZZ
+@given(table=frames(), response=st.sampled_from(["b", "k", "cbind(k, 5 - k)"]),
+       extra=st.sampled_from(["", " + z", " + f"]),
+       random=st.sampled_from(["(1 | g)", "(x | g)", "(1 | g) + (1 | h)", "(1 | g:h)"]),
+       shift=st.sampled_from([100.0, 1000.0, -5000.0]),
+       fam=st.sampled_from([("binomial", "logit"), ("binomial", "probit"), ("poisson", "log")]))
+def test_glmm_slope_and_its_se_do_not_move_with_the_predictor_origin(table, response, extra, random, shift, fam):
+    """An uncentred predictor, I(x + c), is a reparameterisation of β: x's estimate and standard
+    error (2H⁻¹ of the deviance in (θ, β)) must be the same as with x (issue 19: they were 4 to
+    200 times too small when the Hessian's steps were scaled by β's marginal SEs)."""
+    if fam[0] == "poisson" and response != "k":
+        return
+    fits = []
+    for x in ("x", f"I(x + {shift:g})"):
+        try:
+            frame = model_frame(table, f"{response} ~ {x}{extra} + {random}", family=family(*fam))
+            model = GlmmModel(frame)
+            fits.append((model, model.fit()))
+        except MixcliError:
+            return  # (a declared error: the other test checks those)
+    (base_model, base), (moved_model, moved) = fits
+    if not (base.converged and moved.converged) or badly_scaled(base.frame) or base.warnings or moved.warnings:
+        return  # separation, a boundary or PIRLS trouble: the optimum is not well defined there
+    assert moved.criterion == pytest.approx(base.criterion, abs=1e-5)
+    # the Hessian at the same point of both parameterisations (β₀' = β₀ − c·βₓ): the optimum itself
+    # may sit anywhere on a flat ridge (a large group SD with 26 rows), where SEs change fast
+    i = [f.term for f in base.fixef].index("x")
+    beta = np.array([f.estimate for f in base.fixef])
+    beta_moved = beta.copy()
+    beta_moved[0] -= shift * beta[i]
+    theta_w = base.structure.to_working(base.theta)
+    v_base = base_model.vcov(theta_w, beta)
+    v_moved = moved_model.vcov(theta_w, beta_moved)
+    if v_base is None or v_moved is None:
+        assert (v_base is None) == (v_moved is None)
+        return
+    assert math.sqrt(v_moved[i, i]) == pytest.approx(math.sqrt(v_base[i, i]), rel=1e-3)
+
+
 # ---------------------------------------------------------------- CSV input
 
 GOOD_CSV = "y,x,g\n" + "".join(f"{1.5 * i % 7 + (i % 3):.2f},{i % 5 - 2},g{i % 4}\n" for i in range(24))
