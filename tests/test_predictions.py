@@ -9,7 +9,7 @@ import pytest
 import mixcli
 from mixcli.errors import DataError, UsageError
 from mixcli.inference.predictions import augment, predict
-from mixcli.table import Table
+from mixcli.table import Table, TextColumn
 
 from conftest import FIXTURES, cached_table, load_json
 
@@ -203,3 +203,51 @@ def test_glmm_tidy_glance_augment_api_and_cli(tmp_path):
     np.testing.assert_allclose(got, m.predict(pd.DataFrame(ref["newdata"]), type="response")["predicted"],
                                rtol=1e-12)
     assert "level the fit has not seen" in out.stderr
+
+
+# -- new-data columns in the type the fit read them (issue 19) ---------------------------------
+
+# k: labels that are digits except one ("3+", as mlmRev's livch), so the column is text; "02" and
+# "2" are different levels
+K_LABELS = ["1", "02", "2", "3+", "1", "02"]
+
+
+def _with_digit_labels() -> Table:
+    """slopes.csv with a text column k of digit labels, one per value of b (1..6)."""
+    t = cached_table("slopes.csv")
+    b = np.asarray(t.columns["b"], dtype=int)
+    return Table({**t.columns, "k": TextColumn.from_values(np.array(K_LABELS, dtype=object)[b - 1])})
+
+
+def test_numbers_for_a_text_factor_are_its_labels():
+    m = mixcli.fit(_with_digit_labels(), "y ~ x + k + (1 | g)")
+    numbers = predict(m, Table.from_mapping({"x": [0.5, 0.5, -1.0], "k": [1.0, 2.0, 1.0], "g": [1.0, 2.0, 99.0]}))
+    text = predict(m, Table.from_mapping({"x": [0.5, 0.5, -1.0], "k": ["1", "2", "1"], "g": [1.0, 2.0, 99.0]}))
+    np.testing.assert_array_equal(numbers.predicted, text.predicted)
+    assert numbers.new_levels == text.new_levels == {"g": 1}
+    # 2 is level "2" (as.character(2)), not "02": Xβ̂ + b̂ with the k2 coefficient
+    coef = m.coef
+    b_g2 = next(t for t in m.ranef() if t.factor == "g")
+    b_g2 = float(b_g2.values[b_g2.levels.index("2"), 0])
+    assert numbers.predicted[1] == pytest.approx(coef["(Intercept)"] + 0.5 * coef["x"] + coef["k2"] + b_g2,
+                                                 rel=1e-12)
+    with pytest.raises(DataError, match="'k5' is a factor level the model was not fitted with"):
+        predict(m, Table.from_mapping({"x": [0.5], "k": [5.0], "g": [1.0]}))
+
+
+def test_numbers_for_text_grouping_labels_are_its_labels():
+    m = mixcli.fit(_with_digit_labels(), "y ~ x + (1 | k)")
+    numbers = predict(m, Table.from_mapping({"x": [0.5, 0.5], "k": [2.0, 7.0]}))
+    text = predict(m, Table.from_mapping({"x": [0.5, 0.5], "k": ["2", "7"]}))
+    np.testing.assert_array_equal(numbers.predicted, text.predicted)
+    assert numbers.new_levels == {"k": 1}  # 7 is no level of k
+    population = predict(m, Table.from_mapping({"x": [0.5]}), population=True).predicted[0]
+    assert numbers.predicted[1] == pytest.approx(population, rel=1e-12)
+
+
+def test_text_in_new_data_where_the_fit_had_numbers_is_an_error_without_a_flag():
+    m = mixcli.fit(cached_table("slopes.csv"), "y ~ x + (1 | g)")
+    with pytest.raises(DataError, match=r"column 'x' holds numbers in the fitted data but text in the new rows "
+                                        r"\('high' in new row 2\)") as err:
+        predict(m, Table.from_mapping({"x": [None, "high"], "g": [1.0, 1.0]}))
+    assert "--" not in str(err.value)

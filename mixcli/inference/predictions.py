@@ -27,7 +27,7 @@ import numpy as np
 
 from ..design import model_matrix
 from ..errors import DataError, UsageError
-from ..formula.evaluate import evaluate
+from ..formula.evaluate import evaluate, number_labels
 from ..formula.exprs import MATRIX, Call, Var
 from ..table import Table, TextColumn, is_missing
 
@@ -188,17 +188,25 @@ def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels:
 
 
 def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels=frozenset()) -> Table:
-    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``;
-    the grouping columns in ``labels`` only name levels, so numbers and text may meet there
-    (a level written as text in one file and as a number in the other is the same label)."""
+    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``.
+
+    A column that is text in the fit's data may hold numbers in ``new`` (a reader guessed
+    numbers for labels that happen to be digits): they become labels as R's as.character()
+    writes them, so that 2 is level "2" and a number that is no fitted level is an unseen
+    level like any other (R's predict() refuses them: "variable is not a factor"). The reverse (numbers in
+    the data, text in the new rows) is a real mismatch and an error — except in the grouping
+    columns of ``labels``, which only name levels (a level written as text in one file and as
+    a number in the other is the same label)."""
     cols = {}
     for name in names:
         a, b = table.columns[name], new.columns[name]
-        if (isinstance(a, TextColumn) != isinstance(b, TextColumn) and not np.all(is_missing(b))
-                and name not in labels):
-            kinds = ("text", "numbers") if isinstance(a, TextColumn) else ("numbers", "text")
-            raise DataError(f"column '{name}' holds {kinds[0]} in the data but {kinds[1]} in --newdata; "
-                            "the new rows must be coded as the fitted ones")
+        if not isinstance(a, TextColumn) and isinstance(b, TextColumn) and name not in labels:
+            present = np.flatnonzero(b.codes >= 0)
+            if present.size:
+                i = int(present[0])
+                raise DataError(f"column '{name}' holds numbers in the fitted data but text in the new rows "
+                                f"('{b.labels[b.codes[i]]}' in new row {i + 1}); the new rows must be coded as "
+                                "the fitted ones")
         if isinstance(a, TextColumn) or isinstance(b, TextColumn):
             cols[name] = TextColumn.from_values(list(_text_values(a)[rows]) + list(_text_values(b)))
         else:
@@ -207,12 +215,8 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
 
 
 def _text_values(col) -> np.ndarray:
-    if isinstance(col, TextColumn):
-        return col.values()
-    arr = np.asarray(col, dtype=float)
-    from ..formula.evaluate import r_number
-
-    return np.array([None if np.isnan(v) else r_number(float(v)) for v in arr], dtype=object)
+    """A column's values as labels (None where missing): numbers as R's as.character() writes them."""
+    return (col if isinstance(col, TextColumn) else number_labels(col)).values()
 
 
 def _names(exprs) -> list[str]:
