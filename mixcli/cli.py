@@ -116,16 +116,17 @@ def main():
     """
 
 
-def _read_data(data: str, sep: str | None):
-    """Read DATA into a Table. The reader's warnings (a legacy encoding, say) are kept for the
-    end: one ``mixcli: warning:`` line each if the command succeeds, part of the error line if not."""
+def _read_data(data: str, sep: str | None, text_columns=()):
+    """Read DATA into a Table (``text_columns`` read as text whatever they hold). The reader's
+    warnings (a legacy encoding, say) are kept for the end: one ``mixcli: warning:`` line each
+    if the command succeeds, part of the error line if not."""
     import warnings
 
     from .io import read_table
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = read_table(data, sep=sep)
+        table = read_table(data, sep=sep, text_columns=text_columns)
     notes = click.get_current_context().meta.setdefault(_DATA_NOTES, [])
     notes.extend(" ".join(str(w.message).split("\n")) for w in caught)
     return table
@@ -661,8 +662,12 @@ def predict_command(data, formula, newdata, population, se, pred_type, ml, famil
         raise click.UsageError("DATA and --newdata cannot both be standard input")
     fam = _family(family_name, link, nagq, ml, None, None, weights)
     check_type(pred_type, se, fam is not None)
+    from .table import TextColumn
+
     table = _read_data(data, sep)
-    new = _read_data(newdata, sep)
+    # a column that is text in DATA is text in NEW too, each field as written: digits are then
+    # labels, not numbers, and a label such as "02" stays "02" (as a number it would be level "2")
+    new = _read_data(newdata, sep, text_columns=[n for n, c in table.columns.items() if isinstance(c, TextColumn)])
     m = _fit_one(table, formula, ml, weights, contrasts, progress, fam, nagq)
     pred = predict(m, new, population=population, se=se, type=pred_type)
     extra = {"predicted": pred.predicted}

@@ -306,6 +306,10 @@ CASES: list[Case] = [
          ["predict", "study.csv", "y ~ x + f + (1 | g)", "--newdata", "new.csv"], 1,
          "--newdata row 2: 'fc' is a factor level the model was not fitted with",
          {**STUDY_FILES, "new.csv": "x,f,g\n0.5,a,s01\n0.1,c,s02\n"}),
+    Case("Data", "--newdata with text where the data had numbers",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv"], 1,
+         "column 'x' holds numbers in the fitted data but text in the new rows ('high' in new row 2); the new rows "
+         "must be coded as the fitted ones", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\nhigh,s02\n"}),
     Case("Usage", "a plot into a folder that does not exist",
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
          "plot: folder plots does not exist for plots/resid.png; create it first", STUDY_FILES,

@@ -249,5 +249,40 @@ def test_text_in_new_data_where_the_fit_had_numbers_is_an_error_without_a_flag()
     m = mixcli.fit(cached_table("slopes.csv"), "y ~ x + (1 | g)")
     with pytest.raises(DataError, match=r"column 'x' holds numbers in the fitted data but text in the new rows "
                                         r"\('high' in new row 2\)") as err:
-        predict(m, Table.from_mapping({"x": [None, "high"], "g": [1.0, 1.0]}))
+        predict(m, Table.from_mapping({"x": ["0.5", "high"], "g": [1.0, 1.0]}))
     assert "--" not in str(err.value)
+
+
+def test_cli_reads_new_data_columns_as_the_data_had_them(tmp_path):
+    """Digits (quoted or not) in a column that is text in DATA are labels, written as read:
+    "02" stays "02", and the predictions are those of a NEW whose column was text anyway."""
+    import csv
+    import io
+
+    from conftest import run_cli as run
+
+    data = tmp_path / "data.csv"
+    m_table = _with_digit_labels()
+    frame = pd.DataFrame({n: (c.values() if isinstance(c, TextColumn) else np.asarray(c))
+                          for n, c in m_table.columns.items()})
+    frame.to_csv(data, index=False)
+    rows = "x,k,g\n0.5,1,1\n0.5,02,2\n-1,2,3\n0.2,02,99\n"
+    files = {"digits": rows, "quoted": rows.replace(",02,", ',"02",').replace(",1,1", ',"1",1'),
+             "text": rows + "0,3+,4\n"}
+    for formula in ("y ~ x + k + (1 | g)", "y ~ x + (1 | k)"):
+        out = {}
+        for name, text in files.items():
+            (tmp_path / f"{name}.csv").write_text(text)
+            res = run("predict", str(data), formula, "--newdata", str(tmp_path / f"{name}.csv"))
+            assert res.returncode == 0, res.stderr
+            out[name] = list(csv.DictReader(io.StringIO(res.stdout)))
+        assert [r["k"] for r in out["digits"]] == ["1", "02", "2", "02"]  # as written
+        for name in ("quoted", "text"):
+            assert [r["predicted"] for r in out[name][:4]] == [r["predicted"] for r in out["digits"]]
+        m = mixcli.fit(m_table, formula)
+        expected = predict(m, Table.from_mapping({"x": [0.5, 0.5, -1.0, 0.2], "k": ["1", "02", "2", "02"],
+                                                  "g": [1.0, 2.0, 3.0, 99.0]})).predicted
+        np.testing.assert_allclose([float(r["predicted"]) for r in out["digits"]], expected, rtol=1e-12)
+        # "02" is not "2", which the number 2 would have been
+        as_two = predict(m, Table.from_mapping({"x": [0.5], "k": ["2"], "g": [2.0]})).predicted[0]
+        assert abs(float(out["digits"][1]["predicted"]) - as_two) > 1e-3

@@ -203,7 +203,10 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
         if not isinstance(a, TextColumn) and isinstance(b, TextColumn) and name not in labels:
             present = np.flatnonzero(b.codes >= 0)
             if present.size:
-                i = int(present[0])
+                # show the first value that is not a number (one makes the whole column text)
+                words = np.array([not _is_number(str(v)) for v in b.labels] + [False])
+                shown = np.flatnonzero(words[b.codes[present]])
+                i = int(present[shown[0] if shown.size else 0])
                 raise DataError(f"column '{name}' holds numbers in the fitted data but text in the new rows "
                                 f"('{b.labels[b.codes[i]]}' in new row {i + 1}); the new rows must be coded as "
                                 "the fitted ones")
@@ -212,6 +215,14 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
         else:
             cols[name] = np.concatenate([np.asarray(a, dtype=float)[rows], np.asarray(b, dtype=float)])
     return Table(cols)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _text_values(col) -> np.ndarray:
