@@ -617,6 +617,17 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
     _emit(fmt, render, anova_result(m, int(kind), ddf.lower()), data)
 
 
+def _se_note(glmm: bool, interval: str | None) -> str:
+    """--se next to a conditional prediction: what it is, and where the rest of the uncertainty is."""
+    note = ("se is the standard error of the fixed part X*beta only, not of the prediction with its random "
+            "effects (the uncertainty of their conditional modes is not in it)")
+    if glmm:
+        return note
+    if interval is not None:
+        return note + "; lower and upper include it"
+    return note + "; --interval prediction gives a prediction interval for a new observation"
+
+
 @main.command("predict")
 @click.argument("data", metavar="DATA")
 @click.argument("formula", metavar="FORMULA")
@@ -624,8 +635,9 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
               help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
 @click.option("--population", is_flag=True,
               help="The fixed part only (lme4's re.form = NA), instead of conditional on the random effects.")
-@click.option("--se", is_flag=True, help="Also the standard error of the fixed part of each prediction "
-                                         "(a GLMM's on the link scale).")
+@click.option("--se", is_flag=True, help="Also the standard error of the fixed part X*beta of each prediction "
+                                         "(a GLMM's on the link scale): all of a --population prediction's, but "
+                                         "without the random effects' uncertainty otherwise.")
 @click.option("--type", "pred_type", type=click.Choice(["link", "response"]), default="link", show_default=True,
               help="For a GLMM, lme4's: the linear predictor η, or the response scale μ (probabilities, rates).")
 @click.option("--interval", type=click.Choice(["prediction"]),
@@ -694,6 +706,8 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
     everything = np.ones(new.nrows, dtype=bool)
     _write(fmt, lambda: render.render_json(new, everything, extra), lambda: render.render_csv(new, everything, extra),
            None)
+    if se and not population:
+        _warn(_se_note(fam is not None, interval))
     for name, count in pred.new_levels.items():
         _warn(f"{count} row{'s' if count > 1 else ''} of --newdata had a {name} level the fit has not seen "
               "(or none): predicted with its random effects at 0, as lme4's allow.new.levels = TRUE")

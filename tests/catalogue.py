@@ -315,6 +315,10 @@ CASES: list[Case] = [
           "prediction"], 2,
          "no prediction interval for a fit with prior weights: a new row's residual variance would be "
          "sigma^2/weight, and the new rows have no weights", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\n"}),
+    Case("Data", "--se next to a conditional prediction",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv", "--se"], 0,
+         "se is the standard error of the fixed part X*beta only", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\n"},
+         kind="warning"),
     Case("Usage", "a plot into a folder that does not exist",
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
          "plot: folder plots does not exist for plots/resid.png; create it first", STUDY_FILES,

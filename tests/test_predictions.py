@@ -441,8 +441,40 @@ def test_cli_prediction_interval_columns(tmp_path):
         assert out.returncode == 0, out.stderr
         rows = list(csv.DictReader(io.StringIO(out.stdout)))
         assert list(rows[0])[-4:] == ["predicted", "se", "lower", "upper"]
+        assert "se is the standard error of the fixed part X*beta only" in out.stderr
+        assert "lower and upper include it" in out.stderr
         p = predict(m, Table.from_mapping(pd.DataFrame(ref["newdata"])), interval="prediction", level=level)
         for name, values in (("lower", p.lower), ("upper", p.upper)):
             got = [float(r[name]) for r in rows]
             np.testing.assert_allclose(got, values, rtol=1e-14)
             np.testing.assert_allclose(got, ref[key][name], rtol=0, atol=1e-5)  # lme4's (see above)
+
+
+def test_cli_says_what_se_is_next_to_a_conditional_prediction(tmp_path):
+    """--se without --population: the same se column (the fixed part's, √(x Var(β̂) xᵀ)), and one
+    note on stderr saying that is all it is; none next to a population prediction, where it is
+    the prediction's own."""
+    import csv
+    import io
+
+    from conftest import run_cli as run
+
+    ref = INTERVAL_REF["slopes"]
+    data = str(FIXTURES / "data" / ref["csv"])
+    new = tmp_path / "new.csv"
+    pd.DataFrame(ref["newdata"]).to_csv(new, index=False)
+    note = "se is the standard error of the fixed part X*beta only"
+    conditional = run("predict", data, ref["formula"], "--newdata", str(new), "--se")
+    population = run("predict", data, ref["formula"], "--newdata", str(new), "--se", "--population")
+    assert conditional.returncode == population.returncode == 0
+    assert conditional.stderr.count(note) == 1 and "--interval prediction gives" in conditional.stderr
+    assert note not in population.stderr
+    se = [float(r["se"]) for r in csv.DictReader(io.StringIO(conditional.stdout))]
+    assert se == [float(r["se"]) for r in csv.DictReader(io.StringIO(population.stdout))]
+    np.testing.assert_allclose(np.square(se), ref["var_fixed"], rtol=2e-6)  # lme4's x vcov(m) x'
+    assert conditional.stdout.splitlines()[0] == "x,g,predicted,se"
+    glmm = GLMM_REF["binary"]
+    pd.DataFrame(glmm["newdata"]).to_csv(new, index=False)
+    out = run("predict", str(FIXTURES / "data" / glmm["csv"]), glmm["formula"], "--family", "binomial",
+              "--newdata", str(new), "--se")
+    assert out.returncode == 0 and note in out.stderr and "--interval" not in out.stderr  # none for a GLMM
