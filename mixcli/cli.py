@@ -116,16 +116,17 @@ def main():
     """
 
 
-def _read_data(data: str, sep: str | None):
-    """Read DATA into a Table. The reader's warnings (a legacy encoding, say) are kept for the
-    end: one ``mixcli: warning:`` line each if the command succeeds, part of the error line if not."""
+def _read_data(data: str, sep: str | None, text_columns=()):
+    """Read DATA into a Table (``text_columns`` read as text whatever they hold). The reader's
+    warnings (a legacy encoding, say) are kept for the end: one ``mixcli: warning:`` line each
+    if the command succeeds, part of the error line if not."""
     import warnings
 
     from .io import read_table
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = read_table(data, sep=sep)
+        table = read_table(data, sep=sep, text_columns=text_columns)
     notes = click.get_current_context().meta.setdefault(_DATA_NOTES, [])
     notes.extend(" ".join(str(w.message).split("\n")) for w in caught)
     return table
@@ -616,6 +617,17 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
     _emit(fmt, render, anova_result(m, int(kind), ddf.lower()), data)
 
 
+def _se_note(glmm: bool, interval: str | None) -> str:
+    """--se next to a conditional prediction: what it is, and where the rest of the uncertainty is."""
+    note = ("se is the standard error of the fixed part X*beta only, not of the prediction with its random "
+            "effects (the uncertainty of their conditional modes is not in it)")
+    if glmm:
+        return note
+    if interval is not None:
+        return note + "; lower and upper include it"
+    return note + "; --interval prediction gives a prediction interval for a new observation"
+
+
 @main.command("predict")
 @click.argument("data", metavar="DATA")
 @click.argument("formula", metavar="FORMULA")
@@ -623,10 +635,20 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
               help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
 @click.option("--population", is_flag=True,
               help="The fixed part only (lme4's re.form = NA), instead of conditional on the random effects.")
-@click.option("--se", is_flag=True, help="Also the standard error of the fixed part of each prediction "
-                                         "(a GLMM's on the link scale).")
+@click.option("--se", is_flag=True, help="Also the standard error of the fixed part X*beta of each prediction "
+                                         "(a GLMM's on the link scale): all of a --population prediction's, but "
+                                         "without the random effects' uncertainty otherwise.")
 @click.option("--type", "pred_type", type=click.Choice(["link", "response"]), default="link", show_default=True,
               help="For a GLMM, lme4's: the linear predictor η, or the response scale μ (probabilities, rates).")
+@click.option("--interval", type=click.Choice(["prediction"]),
+              help="Also 'lower' and 'upper': a prediction interval for a new observation of a linear mixed "
+                   "model, predicted ± z·sqrt(x'Var(b)x + sigma^2 + z'Vz), V the conditional covariance of the "
+                   "row's level (lme4's ranef(condVar = TRUE)), or the term's VarCorr covariance for a level "
+                   "the fit has not seen and with --population. As the common lme4 recipe (Bolker's GLMM FAQ, "
+                   "merTools), it ignores the covariance between the fixed effects' and the random effects' "
+                   "estimates and the uncertainty in the variance parameters.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Coverage of --interval.")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
 @_FAMILY
 @_LINK
@@ -637,40 +659,55 @@ def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, pr
               help="csv, tsv, or json (one object per row).")
 @_SEP
 @_PROGRESS
-def predict_command(data, formula, newdata, population, se, pred_type, ml, family_name, link, nagq, weights, contrasts,
-                    fmt, sep, progress):
+def predict_command(data, formula, newdata, population, se, pred_type, interval, level, ml, family_name, link, nagq,
+                    weights, contrasts, fmt, sep, progress):
     """Predictions for new rows, like lme4's predict(m, newdata).
 
     Fits the model to DATA, then writes NEW's columns with 'predicted'
     appended: conditional on the fitted random effects, a level the fit has
     not seen getting 0 (lme4's allow.new.levels = TRUE; a note says how
-    many rows), or the fixed part only with --population.
+    many rows), or the fixed part only with --population. --se adds the
+    fixed part's standard error, --interval prediction a prediction
+    interval for a new observation (linear mixed models).
 
     \b
     Examples:
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --population --se
+      mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --interval prediction
       mixcli predict pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --newdata new.csv --type response
     """
     import numpy as np
 
-    from .inference.predictions import check_type, predict
+    from .inference.predictions import check_interval, check_type, predict
     from .render import rows as render
 
     if data == "-" and newdata == "-":
         raise click.UsageError("DATA and --newdata cannot both be standard input")
     fam = _family(family_name, link, nagq, ml, None, None, weights)
     check_type(pred_type, se, fam is not None)
+    if interval is not None and fam is not None:
+        raise click.UsageError("--interval prediction is for linear mixed models: a GLMM has no residual variance; "
+                               "--se gives the standard error of the fixed part on the link scale")
+    check_interval(interval, level, False, weights is not None)  # before the fit, not after
+    from .table import TextColumn
+
     table = _read_data(data, sep)
-    new = _read_data(newdata, sep)
+    # a column that is text in DATA is text in NEW too, each field as written: digits are then
+    # labels, not numbers, and a label such as "02" stays "02" (as a number it would be level "2")
+    new = _read_data(newdata, sep, text_columns=[n for n, c in table.columns.items() if isinstance(c, TextColumn)])
     m = _fit_one(table, formula, ml, weights, contrasts, progress, fam, nagq)
-    pred = predict(m, new, population=population, se=se, type=pred_type)
+    pred = predict(m, new, population=population, se=se, type=pred_type, interval=interval, level=level)
     extra = {"predicted": pred.predicted}
     if se:
         extra["se"] = pred.se
+    if interval is not None:
+        extra["lower"], extra["upper"] = pred.lower, pred.upper
     everything = np.ones(new.nrows, dtype=bool)
     _write(fmt, lambda: render.render_json(new, everything, extra), lambda: render.render_csv(new, everything, extra),
            None)
+    if se and not population:
+        _warn(_se_note(fam is not None, interval))
     for name, count in pred.new_levels.items():
         _warn(f"{count} row{'s' if count > 1 else ''} of --newdata had a {name} level the fit has not seen "
               "(or none): predicted with its random effects at 0, as lme4's allow.new.levels = TRUE")

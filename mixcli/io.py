@@ -215,18 +215,21 @@ def decode_text(raw: bytes) -> tuple[str, str]:
 _BLANK = re.compile(rb"(?:\xef\xbb\xbf)?\s*")
 
 
-def read_table(source: str, sep: str | None = None) -> "Table":
+def read_table(source: str, sep: str | None = None, text_columns=()) -> "Table":
     """Read ``source`` (a path, or ``-`` for standard input) into a ``Table``.
 
     CSV/TSV by default; ``.parquet`` files (or Parquet data on stdin) with pyarrow.
-    ``sep`` overrides the separator chosen from the extension. Raises ``DataError``
-    for any unreadable or malformed input and ``UsageError`` for a bad ``sep``.
+    ``sep`` overrides the separator chosen from the extension. The columns named in
+    ``text_columns`` (those the file has) are text whatever they hold: a field is kept as
+    written ("02" stays "02"); Parquet numbers become labels as R's as.character() writes
+    them. Raises ``DataError`` for any unreadable or malformed input and ``UsageError`` for
+    a bad ``sep``.
     """
     name = display_name(source)
     sep = resolve_sep(source, sep)
     data = read_bytes(source)
     if data.startswith(b"PAR1") or source.lower().endswith((".parquet", ".pq")):
-        return _read_parquet(data, name)
+        return _read_parquet(data, name, text_columns)
     if data.startswith(b"\x1f\x8b"):
         import gzip
         import zlib
@@ -243,7 +246,7 @@ def read_table(source: str, sep: str | None = None) -> "Table":
     check_header_sep(_parse_fields(header_text, sep), header_text, sep, name)
     import pyarrow
 
-    table = _read_csv_arrow(data, sep, name)
+    table = _read_csv_arrow(data, sep, name, text_columns)
     del data
     # pyarrow's mimalloc pool keeps what it freed (~2x the file size) for
     # reuse; mixcli is done with arrow now, so hand it back before fitting.
@@ -273,14 +276,14 @@ def _arrow_csv(data: bytes, sep: str, text_columns=()):
     return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse, convert_options=convert)
 
 
-def _read_csv_arrow(data: bytes, sep: str, name: str) -> "Table":
+def _read_csv_arrow(data: bytes, sep: str, name: str, text_columns=()) -> "Table":
     import warnings
 
     import pyarrow as pa
     import pyarrow.types as pat
 
     try:
-        table = _arrow_csv(data, sep)
+        table = _arrow_csv(data, sep, text_columns)
         table.column_names  # decoded lazily: a header that is not UTF-8 fails here, not in read_csv
     except UnicodeDecodeError:  # the header itself is not UTF-8
         table = None
@@ -291,7 +294,7 @@ def _read_csv_arrow(data: bytes, sep: str, name: str) -> "Table":
         data = decode_legacy(data).encode("utf-8")
         warnings.warn(f"{name}: not valid UTF-8; read as Windows-1252 (Latin-1)", DataWarning, stacklevel=3)
         try:
-            table = _arrow_csv(data, sep)
+            table = _arrow_csv(data, sep, text_columns)
         except pa.ArrowInvalid as err:
             raise DataError(_explain_arrow_error(err, data, sep, name)) from None
     _check_names(table.column_names, name)
@@ -300,9 +303,9 @@ def _read_csv_arrow(data: bytes, sep: str, name: str) -> "Table":
     # Dates and times pyarrow recognised: re-read those columns as their original text.
     temporal = [f.name for f in table.schema if pat.is_temporal(f.type)]
     if temporal:
-        table = _arrow_csv(data, sep, text_columns=temporal)
+        table = _arrow_csv(data, sep, text_columns=list(dict.fromkeys([*text_columns, *temporal])))
     _check_unterminated_quote(table, data, name)
-    return _arrow_to_table(table, name)
+    return _arrow_to_table(table, name, text_columns)
 
 
 def _check_names(names: list[str], name: str) -> None:
@@ -368,7 +371,7 @@ def _check_unterminated_quote(table, data: bytes, name: str) -> None:
                                 f"is never closed (it runs to the end of the file)")
 
 
-def _arrow_to_table(table, name: str) -> "Table":
+def _arrow_to_table(table, name: str, text_columns=()) -> "Table":
     import pyarrow as pa
     import pyarrow.types as pat
 
@@ -382,6 +385,10 @@ def _arrow_to_table(table, name: str) -> "Table":
             typ = typ.value_type
         if pat.is_integer(typ) or pat.is_floating(typ) or pat.is_decimal(typ) or pat.is_boolean(typ) or pat.is_null(typ):
             columns[field.name] = _arrow_numeric(column)
+            if field.name in text_columns:  # (a CSV's are read as text; a Parquet file's come typed)
+                from .formula.evaluate import number_labels
+
+                columns[field.name] = number_labels(columns[field.name])
         elif pat.is_string(typ) or pat.is_large_string(typ):
             columns[field.name] = _arrow_text(column)
         elif pat.is_temporal(typ) or pat.is_binary(typ) or pat.is_large_binary(typ):
@@ -459,7 +466,7 @@ def _arrow_text(column):
     return TextColumn(codes=codes_arr, labels=label_arr)
 
 
-def _read_parquet(data: bytes, name: str) -> "Table":
+def _read_parquet(data: bytes, name: str, text_columns=()) -> "Table":
     import pyarrow as pa
     import pyarrow.parquet as pq
     try:
@@ -469,7 +476,7 @@ def _read_parquet(data: bytes, name: str) -> "Table":
     _check_names(table.column_names, name)
     if table.num_rows == 0:
         raise DataError(f"{name}: the Parquet file has no rows")
-    return _arrow_to_table(table, name)
+    return _arrow_to_table(table, name, text_columns)
 
 
 # ---------------------------------------------------------------- records, for byte-exact editing

@@ -191,19 +191,25 @@ class FitStatistics:
             data[name] = values
         return data
 
-    def predict(self, newdata, population: bool = False, se: bool = False, type: str = "link"):
+    def predict(self, newdata, population: bool = False, se: bool = False, type: str = "link",
+                interval: str | None = None, level: float = 0.95):
         """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
         ``population``; for a GLMM ``type = "response"`` for μ instead of η): ``newdata``'s
-        columns with ``predicted`` (and ``se``, the link scale's) appended."""
+        columns with ``predicted`` (and ``se``, the fixed part's standard error, the link
+        scale's; and with ``interval="prediction"`` a linear mixed model's prediction interval
+        for a new observation, ``lower`` and ``upper``, of coverage ``level``: see
+        ``inference.predictions`` for the recipe and what it leaves out) appended."""
         from .inference.predictions import predict
         from .table import Table
 
         new = Table.from_mapping(newdata)
-        p = predict(self, new, population=population, se=se, type=type)
+        p = predict(self, new, population=population, se=se, type=type, interval=interval, level=level)
         out = self._data_frame(new, np.ones(new.nrows, dtype=bool))
         out["predicted"] = p.predicted
         if se:
             out["se"] = p.se
+        if interval is not None:
+            out["lower"], out["upper"] = p.lower, p.upper
         return out
 
     @staticmethod

@@ -306,6 +306,19 @@ CASES: list[Case] = [
          ["predict", "study.csv", "y ~ x + f + (1 | g)", "--newdata", "new.csv"], 1,
          "--newdata row 2: 'fc' is a factor level the model was not fitted with",
          {**STUDY_FILES, "new.csv": "x,f,g\n0.5,a,s01\n0.1,c,s02\n"}),
+    Case("Data", "--newdata with text where the data had numbers",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv"], 1,
+         "column 'x' holds numbers in the fitted data but text in the new rows ('high' in new row 2); the new rows "
+         "must be coded as the fitted ones", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\nhigh,s02\n"}),
+    Case("Usage", "a prediction interval of a weighted fit",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv", "--weights", "site", "--interval",
+          "prediction"], 2,
+         "no prediction interval for a fit with prior weights: a new row's residual variance would be "
+         "sigma^2/weight, and the new rows have no weights", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\n"}),
+    Case("Data", "--se next to a conditional prediction",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv", "--se"], 0,
+         "se is the standard error of the fixed part X*beta only", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\n"},
+         kind="warning"),
     Case("Usage", "a plot into a folder that does not exist",
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
          "plot: folder plots does not exist for plots/resid.png; create it first", STUDY_FILES,
@@ -450,6 +463,11 @@ CASES: list[Case] = [
           "--type", "response"], 2,
          "--se gives the standard error on the link scale: leave out --type response and transform the interval's "
          "ends with the inverse link", TRIAL_FILES),
+    Case("GLMM", "a prediction interval of a GLMM",
+         ["predict", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--newdata", "trials.csv",
+          "--interval", "prediction"], 2,
+         "--interval prediction is for linear mixed models: a GLMM has no residual variance; --se gives the "
+         "standard error of the fixed part on the link scale", TRIAL_FILES),
     Case("GLMM", "a profile plot of a GLMM",
          ["plot", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--kind", "profile", "-o", "p.png"], 2,
          "--kind profile is for linear mixed models (mixcli profiles no GLMM yet); ranef, resid and qq work for a "

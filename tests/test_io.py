@@ -183,6 +183,29 @@ def test_parquet(tmp_path):
     np.testing.assert_array_equal(table["flag"], [1.0, 0.0, np.nan])
 
 
+def test_text_columns_keep_each_field_as_written(tmp_path):
+    """Named columns are text whatever they hold (quoted or not): "02" stays "02"; the others
+    are typed as usual, and a name the file lacks is no error."""
+    path = write(tmp_path, "d.csv", 'k,n,when\n02,1,2024-01-02\n"2",2,2024-01-03\nNA,3,\n')
+    table = read_table(path, text_columns=["k", "absent"])
+    assert text_values(table["k"]) == ["02", "2", None]
+    np.testing.assert_array_equal(table["n"], [1.0, 2.0, 3.0])
+    assert text_values(table["when"]) == ["2024-01-02", "2024-01-03", None]  # dates stay text as before
+    assert not isinstance(read_table(path)["k"], TextColumn)
+
+
+def test_text_columns_of_a_parquet_file_are_labels_as_r_writes_numbers(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = str(tmp_path / "d.parquet")
+    # R: as.character(c(2, 0.5, NA, 1e15, 2, -Inf)) is "2" "0.5" NA "1e+15" "2" "-Inf"
+    pq.write_table(pa.table({"k": pa.array([2.0, 0.5, None, 1e15, 2.0, -np.inf]),
+                             "n": pa.array([1, 2, 3, 4, 5, 6])}), path)
+    table = read_table(path, text_columns=["k", "n"])
+    assert text_values(table["k"]) == ["2", "0.5", None, "1e+15", "2", "-Inf"]
+    assert text_values(table["n"]) == ["1", "2", "3", "4", "5", "6"]
+
+
 def test_not_utf8_falls_back_to_windows_1252(tmp_path):
     path = write(tmp_path, "d.csv", "école,x\ncafé,1\nnaïve,2\n€uro,3\n".encode("cp1252") + b"\x81,4\n")
     with pytest.warns(DataWarning, match="not valid UTF-8"):

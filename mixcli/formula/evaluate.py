@@ -13,6 +13,7 @@ up front, so that errors point at the place in the formula.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 
 import numpy as np
@@ -188,10 +189,26 @@ def factor_levels(column: TextColumn, rows: np.ndarray | None = None) -> tuple[l
 
 
 def r_number(v: float) -> str:
-    """A number as R's as.character() writes it (15 significant digits)."""
+    """A number as R's as.character() writes it (15 significant digits; Inf, -Inf)."""
+    if math.isinf(v):  # int(v) would raise
+        return "Inf" if v > 0 else "-Inf"
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return f"{v:.15g}"
+
+
+def number_labels(values) -> TextColumn:
+    """Numbers as text labels, as R's as.character() writes them (NaN missing): what a factor
+    of them calls its levels. Numbers that print alike (15 significant digits) share a label."""
+    arr = np.asarray(values, dtype=float)
+    ok = ~np.isnan(arr)
+    # format each distinct number once: a column of many rows has few distinct values
+    uniq, inverse = np.unique(arr[ok], return_inverse=True)
+    labels, merged = np.unique(np.array([r_number(float(v)) for v in uniq], dtype=object).astype(str),
+                               return_inverse=True)
+    codes = np.full(arr.shape, -1, dtype=np.int64)
+    codes[ok] = merged.ravel()[inverse.ravel()]
+    return TextColumn(codes=codes, labels=labels.astype(object))
 
 
 def missing_values(expr: Expr, table: Table) -> np.ndarray:

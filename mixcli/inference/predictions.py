@@ -11,12 +11,30 @@
 * ``predict(m, new, population=False, se=False)`` — ``predict(m, newdata)`` for new rows:
   conditional on the fitted random effects, a level the fit has never seen getting 0 (lme4's
   ``allow.new.levels = TRUE``), or with ``population`` the fixed part only (``re.form = NA``);
-  ``se`` adds the standard error of the fixed part, √(x Var(β̂) xᵀ).
+  ``se`` adds the standard error of the fixed part, √(x Var(β̂) xᵀ) — all of a population
+  prediction's, but without the random effects' uncertainty next to a conditional one;
+  ``interval="prediction"`` adds a prediction interval for a new observation (below).
+
+The prediction interval of a linear mixed model is the recipe lme4 users compute by hand
+(Bolker's GLMM FAQ; merTools' ``predictInterval`` approximates the same by simulation):
+predicted ± q √v, q the standard normal quantile at (1 + level)/2 and
+
+    v = x Var(β̂) xᵀ + σ̂² + Σ_terms z V zᵀ,
+
+V the conditional covariance of the row's level given the data and β̂ (lme4's
+``ranef(condVar = TRUE)`` "postVar", σ̂² Λ S Λᵀ) for a level the fit has seen, and the term's
+covariance σ̂² Λ Λᵀ (``VarCorr``) for a level it has not seen — and for every term of a
+population prediction. It is an approximation: it ignores the covariance between β̂ and b̂, the
+covariances between the conditional modes of different terms, and the uncertainty in θ̂ (and
+so σ̂), and treats the whole as normal; a fit with prior weights (whose new rows' residual
+variances σ̂²/w are unknown) and a GLMM (no residual variance) have none.
 
 New rows are coded exactly as the fitted rows: their design matrix is built on the fitted
 table with the new rows appended, so factor levels keep the fit's order and reference level.
 That is wrong for functions whose values depend on all rows (``scale``, ``poly``, ``ns``,
-``bs``: R remembers their centring or basis), which ``predict`` therefore refuses.
+``bs``: R remembers their centring or basis), which ``predict`` therefore refuses. Numbers in a
+column that is text in the data (labels that happen to be digits) are the labels R's
+as.character() writes for them.
 """
 
 from __future__ import annotations
@@ -27,10 +45,11 @@ import numpy as np
 
 from ..design import model_matrix
 from ..errors import DataError, UsageError
-from ..formula.evaluate import evaluate
+from ..formula.evaluate import evaluate, number_labels
 from ..formula.exprs import MATRIX, Call, Var
 from ..frame import ROW_ID
 from ..table import Table, TextColumn, is_missing
+from .distributions import norm_ppf
 
 # functions of all rows (R keeps their state in the terms object for predict())
 STATEFUL = ("scale",) + tuple(sorted(MATRIX))
@@ -78,14 +97,21 @@ class Prediction:
     se: np.ndarray | None  # standard error of the fixed part, when asked for
     new_levels: dict[str, int]  # grouping factor -> rows whose level the fit has not seen (or missing)
     missing: int  # rows left NaN for a missing predictor
+    lower: np.ndarray | None = None  # the prediction interval's ends, when asked for
+    upper: np.ndarray | None = None
 
 
-def predict(m, new: Table, population: bool = False, se: bool = False, type: str = "link") -> Prediction:
+def predict(m, new: Table, population: bool = False, se: bool = False, type: str = "link",
+            interval: str | None = None, level: float = 0.95) -> Prediction:
     """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with
     ``population``) for the rows of ``new``; ``se`` adds the fixed part's standard error. For a
     GLMM, ``type`` is lme4's: ``link`` (η, the default) or ``response`` (μ = g⁻¹(η)); the
-    standard error is the link scale's only."""
+    standard error is the link scale's only. ``interval="prediction"`` adds the ends of a
+    prediction interval of coverage ``level`` for a new observation of a linear mixed model,
+    predicted ± q √(x Var(β̂) xᵀ + σ̂² + the random part's variance), q the normal quantile:
+    see the module's docstring for the recipe and what it leaves out."""
     check_type(type, se, m.is_glmm)
+    check_interval(interval, level, m.is_glmm, m.frame.weights is not None)
     frame = m.frame
     f = frame.formula
     if frame.table is None:
@@ -96,7 +122,9 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
             raise UsageError(f"predict: {call.label} depends on all the fitted rows (R remembers its {what}); "
                              "compute it as a column of both files first")
     fixed_vars = _names([e for t in f.terms for e in t] + list(f.offsets))
-    random_vars = [] if population else _names([e for rt in f.random for t in rt.terms for e in t])
+    # a population interval needs the random effects' columns z (not their levels): z Σ zᵀ
+    random_vars = ([] if population and interval is None
+                   else _names([e for rt in f.random for t in rt.terms for e in t]))
     groups = [] if population else sorted({g for rt in f.random for g in rt.group})
     needed = list(dict.fromkeys(fixed_vars + random_vars + groups))
     if ROW_ID in needed and ROW_ID not in new.columns:
@@ -106,7 +134,8 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
                     nrows=new.nrows)
     for name in needed:
         if name not in new.columns:
-            what = "fixed effects" if name in fixed_vars else "random effects (or use --population)"
+            what = ("fixed effects" if name in fixed_vars else "random effects (their variance in the interval)"
+                    if population else "random effects (or use --population)")
             raise DataError(f"--newdata has no column '{name}', which the formula's {what} need")
     n_old = int(frame.rows.sum())
     combined = _append(frame.table, frame.rows, new, needed, labels=set(groups) - set(fixed_vars + random_vars))
@@ -128,12 +157,38 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
         se_out = np.full(new.nrows, np.nan)
         se_out[~missing] = np.sqrt(np.einsum("ij,jk,ik->i", X, np.asarray(m.vcov), X))
     new_levels: dict[str, int] = {}
-    if not population:
-        out = out + _new_random_part(m, combined, n_old, ok, new_levels)
+    random_var = None if interval is None else np.zeros(new.nrows)
+    if not population or interval is not None:
+        random = _new_random_part(m, combined, n_old, ok, new_levels, population, random_var)
+        if not population:
+            out = out + random
     if m.is_glmm and type == "response":
         with np.errstate(invalid="ignore"):
             out = m.data.family.link.linkinv(out)
-    return Prediction(out, se_out, new_levels, int(missing.sum()))
+    lower = upper = None
+    if interval is not None:
+        var = np.full(new.nrows, np.nan)
+        var[~missing] = np.einsum("ij,jk,ik->i", X, np.asarray(m.vcov), X) + m.sigma**2 + random_var[~missing]
+        half = norm_ppf((1.0 + level) / 2.0) * np.sqrt(var)
+        lower, upper = out - half, out + half
+    return Prediction(out, se_out, new_levels, int(missing.sum()), lower, upper)
+
+
+def check_interval(interval: str | None, level: float, glmm: bool, weighted: bool) -> None:
+    """An interval this module computes: a prediction interval of a linear mixed model fitted
+    without prior weights, at a level strictly between 0 and 1."""
+    if interval is None:
+        return
+    if interval != "prediction":
+        raise UsageError(f"unknown interval '{interval}'; use 'prediction' (or None for none)")
+    if not 0.0 < level < 1.0:
+        raise UsageError(f"the interval's level must be between 0 and 1, not {level:g}")
+    if glmm:
+        raise UsageError("a prediction interval needs a residual variance, which a GLMM does not have; the fixed "
+                         "part's standard error (se=True) is on the link scale")
+    if weighted:
+        raise UsageError("no prediction interval for a fit with prior weights: a new row's residual variance "
+                         "would be sigma^2/weight, and the new rows have no weights")
 
 
 def check_type(type: str, se: bool, glmm: bool) -> None:
@@ -163,48 +218,78 @@ def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) ->
     return new_rows[:, [index[n] for n in fitted_names]]
 
 
-def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels: dict[str, int]) -> np.ndarray:
-    """Zb̂ for the new rows: a fitted level's conditional modes, 0 for a level never seen."""
+def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels: dict[str, int],
+                     population: bool = False, variance: np.ndarray | None = None) -> np.ndarray:
+    """Zb̂ for the new rows: a fitted level's conditional modes, 0 for a level never seen (and
+    for every row with ``population``). With ``variance`` (one entry per new row), adds each
+    row's Σ_terms z V zᵀ to it: V the level's conditional covariance σ̂² Λ S Λᵀ (lme4's
+    ``ranef(condVar = TRUE)``) for a level the fit has seen, the term's σ̂² Λ Λᵀ otherwise."""
     from ..frame import grouping_factor
 
     frame = m.frame
-    total = np.zeros(combined.nrows - n_old)
+    n_new = combined.nrows - n_old
+    total = np.zeros(n_new)
     both = np.zeros(combined.nrows, dtype=bool)
     both[:n_old] = True
     both |= ok
-    for i, (rt_term, b) in enumerate(zip(frame.terms, m.conditional_modes())):
+    modes = [None] * len(frame.terms) if population else m.conditional_modes()
+    conditional = (m.full_factorization().conditional_covariances()
+                   if variance is not None and not population else None)
+    lams = m.structure.lambdas(m.theta)  # lme4's Λ of each term, for the user's columns
+    for i, (rt_term, b) in enumerate(zip(frame.terms, modes)):
         rt = frame.formula.random[frame.term_sources[i]]
-        # the grouping factor on the fitted rows and the new ones: fitted rows keep their levels
-        present = both & ~np.any([is_missing(combined.columns[g]) for g in rt.group], axis=0)
-        gf = grouping_factor(combined, rt.group, rt_term.factor, present)
-        codes = np.full(combined.nrows, -1, dtype=np.int64)
-        codes[present] = gf.codes
-        engine = np.full(gf.n_levels, -1, dtype=np.int64)
-        engine[codes[:n_old]] = rt_term.codes  # combined level -> the fit's level
-        level = np.where(codes[n_old:] >= 0, engine[np.maximum(codes[n_old:], 0)], -1)
-        unseen = ok[n_old:] & (level < 0)
-        if unseen.any():
-            new_levels[rt_term.factor] = new_levels.get(rt_term.factor, 0) + int(unseen.sum())
+        level = np.full(n_new, -1, dtype=np.int64)
+        if not population:
+            # the grouping factor on the fitted rows and the new ones: fitted rows keep their levels
+            present = both & ~np.any([is_missing(combined.columns[g]) for g in rt.group], axis=0)
+            gf = grouping_factor(combined, rt.group, rt_term.factor, present)
+            codes = np.full(combined.nrows, -1, dtype=np.int64)
+            codes[present] = gf.codes
+            engine = np.full(gf.n_levels, -1, dtype=np.int64)
+            engine[codes[:n_old]] = rt_term.codes  # combined level -> the fit's level
+            level = np.where(codes[n_old:] >= 0, engine[np.maximum(codes[n_old:], 0)], -1)
+            unseen = ok[n_old:] & (level < 0)
+            if unseen.any():
+                new_levels[rt_term.factor] = new_levels.get(rt_term.factor, 0) + int(unseen.sum())
         z = np.zeros((combined.nrows, rt_term.k))
         z[both] = model_matrix(rt.intercept, rt.terms, combined, both, frame.contrasts).X
         zn = z[n_old:]
         use = ok[n_old:] & (level >= 0)
-        total[use] += np.einsum("ij,ij->i", zn[use], b[level[use]])
+        if b is not None:
+            total[use] += np.einsum("ij,ij->i", zn[use], b[level[use]])
+        if variance is not None:
+            # z V zᵀ = σ̂² w S wᵀ (seen) or σ̂² w wᵀ (unseen), with w = zΛ
+            w = zn @ lams[i]
+            v = np.einsum("ia,ia->i", w, w)
+            if conditional is not None:
+                v[use] = np.einsum("ia,abi,ib->i", w[use], conditional[i][:, :, level[use]], w[use])
+            variance += m.sigma**2 * v
     return total
 
 
 def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels=frozenset()) -> Table:
-    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``;
-    the grouping columns in ``labels`` only name levels, so numbers and text may meet there
-    (a level written as text in one file and as a number in the other is the same label)."""
+    """The fitted rows of ``table`` followed by all rows of ``new``, for the columns ``names``.
+
+    A column that is text in the fit's data may hold numbers in ``new`` (a reader guessed
+    numbers for labels that happen to be digits): they become labels as R's as.character()
+    writes them, so that 2 is level "2" and a number that is no fitted level is an unseen
+    level like any other (R's predict() refuses them: "variable is not a factor"). The reverse (numbers in
+    the data, text in the new rows) is a real mismatch and an error — except in the grouping
+    columns of ``labels``, which only name levels (a level written as text in one file and as
+    a number in the other is the same label)."""
     cols = {}
     for name in names:
         a, b = table.columns[name], new.columns[name]
-        if (isinstance(a, TextColumn) != isinstance(b, TextColumn) and not np.all(is_missing(b))
-                and name not in labels):
-            kinds = ("text", "numbers") if isinstance(a, TextColumn) else ("numbers", "text")
-            raise DataError(f"column '{name}' holds {kinds[0]} in the data but {kinds[1]} in --newdata; "
-                            "the new rows must be coded as the fitted ones")
+        if not isinstance(a, TextColumn) and isinstance(b, TextColumn) and name not in labels:
+            present = np.flatnonzero(b.codes >= 0)
+            if present.size:
+                # show the first value that is not a number (one makes the whole column text)
+                words = np.array([not _is_number(str(v)) for v in b.labels] + [False])
+                shown = np.flatnonzero(words[b.codes[present]])
+                i = int(present[shown[0] if shown.size else 0])
+                raise DataError(f"column '{name}' holds numbers in the fitted data but text in the new rows "
+                                f"('{b.labels[b.codes[i]]}' in new row {i + 1}); the new rows must be coded as "
+                                "the fitted ones")
         if isinstance(a, TextColumn) or isinstance(b, TextColumn):
             cols[name] = TextColumn.from_values(list(_text_values(a)[rows]) + list(_text_values(b)))
         else:
@@ -212,13 +297,17 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
     return Table(cols)
 
 
-def _text_values(col) -> np.ndarray:
-    if isinstance(col, TextColumn):
-        return col.values()
-    arr = np.asarray(col, dtype=float)
-    from ..formula.evaluate import r_number
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
-    return np.array([None if np.isnan(v) else r_number(float(v)) for v in arr], dtype=object)
+
+def _text_values(col) -> np.ndarray:
+    """A column's values as labels (None where missing): numbers as R's as.character() writes them."""
+    return (col if isinstance(col, TextColumn) else number_labels(col)).values()
 
 
 def _names(exprs) -> list[str]:
