@@ -57,3 +57,14 @@ def test_reductions_of_a_three_level_nesting_read_back_as_lme4_writes_them():
     # each reduced formula keeps the other two terms, with lme4's grouping names
     kept = parse_formula(reductions(f)[1][1])
     assert [rt.lme4_group_name for rt in kept.random] == ["class:(school:district)", "district"]
+
+
+def test_the_table_says_its_chi2_p_values_are_conservative():
+    """Every ranova test puts a variance at its bound: lmerTest prints plain χ² p-values, which
+    mixcli keeps (the numbers users compare) with a note saying what they are."""
+    from conftest import ROOT, run_cli
+
+    out = run_cli("ranova", str(ROOT / "mixcli" / "data" / "classroom_sim.csv"),
+                  "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
+    assert out.returncode == 0, out.stderr
+    assert "each test sets a variance to its bound, 0: the χ² p-values (lmerTest's) are conservative" in out.stdout

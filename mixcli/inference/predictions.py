@@ -45,7 +45,7 @@ import numpy as np
 
 from ..design import model_matrix
 from ..errors import DataError, UsageError
-from ..formula.evaluate import evaluate, number_labels
+from ..formula.evaluate import evaluate, non_numeric_labels, number_labels
 from ..formula.exprs import MATRIX, Call, Var
 from ..frame import ROW_ID
 from ..table import Table, TextColumn, is_missing
@@ -284,7 +284,7 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
             present = np.flatnonzero(b.codes >= 0)
             if present.size:
                 # show the first value that is not a number (one makes the whole column text)
-                words = np.array([not _is_number(str(v)) for v in b.labels] + [False])
+                words = np.append(non_numeric_labels(b.labels), False)
                 shown = np.flatnonzero(words[b.codes[present]])
                 i = int(present[shown[0] if shown.size else 0])
                 raise DataError(f"column '{name}' holds numbers in the fitted data but text in the new rows "
@@ -295,14 +295,6 @@ def _append(table: Table, rows: np.ndarray, new: Table, names: list[str], labels
         else:
             cols[name] = np.concatenate([np.asarray(a, dtype=float)[rows], np.asarray(b, dtype=float)])
     return Table(cols)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _text_values(col) -> np.ndarray:

@@ -32,7 +32,12 @@ def render_csv(res) -> str:
 
 
 def notes(res) -> list[str]:
-    return list(res.model.notes()) + list(res.warnings)
+    out = list(res.model.notes()) + list(res.warnings)
+    if any(r.p is not None for r in res.rows):
+        # (lmerTest's table; the null of each test puts a variance at its bound)
+        out.append("each test sets a variance to its bound, 0: the χ² p-values (lmerTest's) are conservative; "
+                   "mixcli compare gives the boundary mixture, Pr(mix), for a pair of models")
+    return out
 
 
 def table_renderables(res, source: str | None = None):
