@@ -9,6 +9,7 @@ and errors go to stderr. Exit codes: 0 success, 1 data or fit error,
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 # One BLAS thread unless the user says otherwise: mixcli's dense blocks are at
@@ -21,7 +22,25 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import click  # noqa: E402
 
-from .errors import MixcliError  # noqa: E402
+from .errors import MixcliError, use_option_style  # noqa: E402
+
+# How the library's messages name an option (``errors.option``: the Python argument) for a
+# command-line user: the flag, where it is not --name with the value after it.
+_FLAGS = {
+    "refit=False": "--no-refit", "refit=True": "leave out --no-refit", "method='wald'": "--ci LEVEL",
+    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name",
+}
+_IDENTIFIER = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def _flag(name: str, value: str | None) -> str:
+    if value is not None and f"{name}={value}" in _FLAGS:
+        return _FLAGS[f"{name}={value}"]
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    if value is None or value == "True":
+        return flag
+    quoted = _IDENTIFIER.fullmatch(value)  # type='response' is typed --type response
+    return f"{flag} {quoted.group(1) if quoted else value}"
 
 
 class _Group(click.Group):
@@ -37,6 +56,14 @@ class _Group(click.Group):
     def invoke(self, ctx):
         import warnings
 
+        # the library's messages name the flags this user types, for the length of the command
+        previous = use_option_style(_flag)
+        try:
+            return self._invoke(ctx, warnings)
+        finally:
+            use_option_style(previous)
+
+    def _invoke(self, ctx, warnings):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, option
 from .frame import model_frame
 from .glmm import GlmmModel, check_nagq
 from .inference.bootstrap import bootstrap_lrt
@@ -135,7 +135,7 @@ def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: in
     label)`` is called as replicates complete.
     """
     if n < 1:
-        raise UsageError("--bootstrap needs at least 1 replicate")
+        raise UsageError(f"{option('n', n)}: the bootstrap needs at least 1 replicate")
     if seed is None:
         import secrets
 
@@ -173,6 +173,6 @@ def _check_same_fixed(frames, names):
     for name, frame in zip(names[1:], frames[1:]):
         if frame.fixef_names != base.fixef_names or not np.allclose(frame.X, base.X):
             raise UsageError(
-                f"--no-refit: {names[0]} and {name} have different fixed effects, and REML "
-                "likelihoods of such models are not comparable; compare them without --no-refit"
+                f"{option('refit', False)}: {names[0]} and {name} have different fixed effects, and REML "
+                f"likelihoods of such models are not comparable; compare them by ML ({option('refit', True)})"
             )

@@ -1,17 +1,65 @@
-"""The errors mixcli reports to users.
+"""The errors mixcli reports to users, and how a message names one of the user's options.
 
 Every problem a user can cause ends in one of these; the CLI prints its message
 as one line on stderr and exits with its ``exit_code``. Anything else escaping
 to the top level is a bug in mixcli.
+
+The library speaks Python: a message that points at an option names it by the
+argument a Python caller passes (``nagq``, ``nagq=1``). It is written with
+``option("nagq", 1)``, a marker that ``render`` turns into that text; the command
+line installs its own spelling (``use_option_style``: ``--nagq 1``), so that its
+users read the flags they typed. Notes drawn from the data go through ``render``
+the same way.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Callable
+
+_MARK = "\x1f"  # (a control character no message or data label contains)
+_OPTION = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
+
+
+def option(name: str, value=None) -> str:
+    """A reference to the library argument ``name`` (given ``value``) inside a message."""
+    return f"{_MARK}{name}{_MARK}" if value is None else f"{_MARK}{name}={value}{_MARK}"
+
+
+def python_style(name: str, value: str | None) -> str:
+    return name if value is None else f"{name}={value}"
+
+
+_style: Callable[[str, str | None], str] = python_style
+
+
+def use_option_style(style: Callable[[str, str | None], str]) -> Callable[[str, str | None], str]:
+    """How ``render`` spells an option from now on (the command line's flags, for the duration of
+    a command; default Python's). Returns the style it replaces, to be put back."""
+    global _style
+    previous, _style = _style, style
+    return previous
+
+
+def render(text: str) -> str:
+    """``text`` with its option markers spelled in the current style."""
+    if _MARK not in text:
+        return text
+
+    def spell(match: re.Match) -> str:
+        name, eq, value = match.group(1).partition("=")
+        return _style(name, value if eq else None)
+
+    return _OPTION.sub(spell, text)
 
 
 class MixcliError(Exception):
     """Base class: a problem with the user's input or model, not a bug."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return render(super().__str__())
 
 
 class UsageError(MixcliError):

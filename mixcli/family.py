@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, option
 
 EPS = float(np.finfo(float).eps)
 LOGIT_THRESH = -math.log(EPS)  # 36.04
@@ -201,5 +201,5 @@ def family(name: str, link: str | None = None) -> Family:
     links = LINKS_OF[name]
     link = links[0] if link is None else link.lower()
     if link not in links:
-        raise UsageError(f"--link {link} does not belong to the {name} family; use one of: {', '.join(links)}")
+        raise UsageError(f"{option('link', link)} does not belong to the {name} family; use one of: {', '.join(links)}")
     return Family(name, LINKS[link])

@@ -23,7 +23,7 @@ import numpy as np
 
 from .design import CONTRASTS, complete_rows, model_matrix
 from .engine.structure import ReTerm, nested_map
-from .errors import DataError, FormulaError, UsageError
+from .errors import DataError, FormulaError, UsageError, option
 from .formula import Formula, Var, parse_formula, r_sort_key
 from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
 from .response import glm_response, prior_weights, weight_missing, weight_values
@@ -117,6 +117,9 @@ class ModelFrame:
         return {name: f.n_levels for name, f in self.factors.items()}
 
 
+BINOMIAL = "'binomial'"  # the family, as a message names it
+
+
 # A column every table has unless it names one itself: the row's number, 1 to n, so that an
 # observation-level random effect, (1 | .row), can be written for overdispersed counts without
 # adding an ID column to the data first.
@@ -139,7 +142,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     array over the table's rows), rows where they are missing being dropped; unordered
     factors are coded by ``contrasts`` (treatment, sum or helmert) unless C() says otherwise."""
     if contrasts not in CONTRASTS:
-        raise UsageError(f"--contrasts {contrasts}: use one of {', '.join(CONTRASTS)}")
+        raise UsageError(f"{option('contrasts', contrasts)}: use one of {', '.join(CONTRASTS)}")
     if isinstance(formula, str):
         formula = parse_formula(formula)
     table = with_row_id(table, formula)
@@ -256,7 +259,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         messages.extend(typos)
         if not glmm and (weights is None) and _only_zero_one(y):
             messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
-                            "model of it; for a pass/fail outcome use --family binomial (glmer's logistic model)")
+                            f"model of it; for a pass/fail outcome use {option('family', BINOMIAL)} (glmer's logistic model)")
         return ModelFrame(
             formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
             rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,

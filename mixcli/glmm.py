@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -29,17 +29,16 @@ from .engine.derivatives import gradient_hessian
 from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
-from .errors import FitError, UsageError
+from .errors import FitError, UsageError, option
 from .family import family as make_family
 from .frame import ModelFrame, model_frame
 from .inference.distributions import norm_cdf
 from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
 from .results import Correlation, FitStatistics, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
-from .singular import singular_fit_warnings
+from .singular import is_singular, singular_fit_warnings
 from .table import Table
 
 Progress = Callable[[int, float], None]
-SINGULAR_TOL = 1e-4
 STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
 HESSIAN_STEP = 0.05  # ζ's step in the Hessian's differences (ζ: β in units of its conditional covariance)
 # Stopping rules. The criterion carries PIRLS's tolerance (1e-10 of the penalised deviance,
@@ -65,18 +64,21 @@ def fit_glmm(data, formula, family, link: str | None = None, nagq: int = 1, weig
 def check_nagq(frame: ModelFrame, nagq: int):
     """lme4's rules for nAGQ: 0, 1, or up to 25 for a single scalar random-effects term."""
     if nagq < 0 or nagq > MAX_NODES:
-        raise UsageError(f"--nagq must be between 0 and {MAX_NODES} (as glmer allows), not {nagq}")
+        raise UsageError(f"{option('nagq')} must be between 0 and {MAX_NODES} (as glmer allows), not {nagq}")
     if nagq > 1:
         if len(frame.terms) != 1:
             raise UsageError(
-                f"--nagq {nagq}: adaptive Gauss-Hermite quadrature needs a single random-effects term "
+                f"{option('nagq', nagq)}: adaptive Gauss-Hermite quadrature needs a single random-effects term "
                 f"(this model has {len(frame.terms)}): the integral only factorises over the groups of one "
-                "factor; use --nagq 1 (the Laplace approximation)")
+                f"factor; use {option('nagq', 1)} (the Laplace approximation)")
         if frame.terms[0].k != 1:
             raise UsageError(
-                f"--nagq {nagq}: adaptive Gauss-Hermite quadrature needs a scalar random-effects term, one "
+                f"{option('nagq', nagq)}: adaptive Gauss-Hermite quadrature needs a scalar random-effects term, one "
                 f"effect per group; ({' + '.join(frame.terms[0].names)} | {frame.terms[0].factor}) has "
-                f"{frame.terms[0].k}; use --nagq 1 (the Laplace approximation)")
+                f"{frame.terms[0].k}; use {option('nagq', 1)} (the Laplace approximation)")
+
+
+WALD, BOOT = "'wald'", "'boot'"  # confidence-interval methods, as a message names them
 
 
 class GlmmModel:
@@ -258,7 +260,7 @@ class GlmmModel:
             fixef.append(FixedEffect(name, float(b), float(s), z, p=pval))
         varcorr, correlations = variance_components(frame, user_lam, 1.0)
         varcorr = varcorr[:-1]  # no residual in a GLMM
-        singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
+        singular = is_singular(theta, st.theta_is_diag)
         separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
         if separated:
             warnings.append(
@@ -386,6 +388,7 @@ class GlmmResult(FitStatistics):
 
     reml = False
     sigma = 1.0
+    is_glmm: ClassVar[bool] = True
 
     @property
     def method(self) -> str:
@@ -413,7 +416,8 @@ class GlmmResult(FitStatistics):
         from .inference import add_confint
 
         if method.lower() not in ("wald", "boot"):
-            raise UsageError("GLMMs have Wald and bootstrap intervals (--ci LEVEL, --ci boot), not profiles yet")
+            raise UsageError(f"GLMMs have Wald and bootstrap intervals ({option('method', WALD)}, {option('method', BOOT)}), "
+                             "not profiles yet")
         return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
     def notes(self) -> list[str]:

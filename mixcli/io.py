@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, option
 
 if TYPE_CHECKING:  # pragma: no cover
     from .table import Table
@@ -72,9 +72,9 @@ def resolve_sep(source: str, sep: str | None = None) -> str:
     if sep is not None:
         sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(sep, sep)
         if len(sep) != 1:
-            raise UsageError(f"--sep must be a single character, got {sep!r}")
+            raise UsageError(f"{option('sep')} must be a single character, got {sep!r}")
         if sep in "\"\r\n":
-            raise UsageError(f"--sep cannot be {sep!r}")
+            raise UsageError(f"{option('sep')} cannot be {sep!r}")
         return sep
     lower = source.lower()
     for ext in _COMPRESSED_EXTENSIONS:
@@ -168,7 +168,7 @@ def check_header_sep(header_fields: list[str], header_text: str, sep: str, name:
             shown = header_text if len(header_text) <= 60 else header_text[:57] + "..."
             raise DataError(
                 f"{name}: found a single column {shown!r} using separator {describe_sep(sep)}, "
-                f"but the header contains {describe_sep(alt)}; try --sep {describe_sep(alt)}"
+                f"but the header contains {describe_sep(alt)}; try {option('sep', describe_sep(alt))}"
             )
 
 

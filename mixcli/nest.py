@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, option
 from .io import (
     NULL_VALUES,
     Header,
@@ -101,11 +101,11 @@ def check_specs(specs: Sequence[str], names: Sequence[str] = ()) -> None:
         if len(splits) == 1 and splits[0][0] == splits[0][1]:
             raise UsageError(f"spec {text!r} names the same column twice; expected OUTER:INNER, two different columns")
     if names and len(names) != len(specs):
-        raise UsageError(f"give --name once per spec ({len(specs)} spec{'s' if len(specs) != 1 else ''}, "
-                         f"{len(names)} --name)")
+        raise UsageError(f"give {option('names')} once per spec ({len(specs)} spec{'s' if len(specs) != 1 else ''}, "
+                         f"{len(names)} {option('names')})")
     for new in names:
         if not new or any(ch in new for ch in "\r\n"):
-            raise UsageError(f"--name {new!r} is not a usable column name")
+            raise UsageError(f"{option('names')} {new!r} is not a usable column name")
 
 
 def resolve_specs(specs: Sequence[str], names: Sequence[str], columns: Sequence[str], source: str) -> list[NestSpec]:
@@ -130,9 +130,9 @@ def resolve_specs(specs: Sequence[str], names: Sequence[str], columns: Sequence[
             raise UsageError(f"spec {text!r} names the same column twice; expected OUTER:INNER, two different columns")
         new = names[k] if names else f"{outer}_{inner}"
         if new in known:
-            raise UsageError(f"column {new!r} already exists in {source}; choose another name with --name")
+            raise UsageError(f"column {new!r} already exists in {source}; choose another name with {option('names')}")
         if any(new == r.name for r in resolved):
-            raise UsageError(f"two specs would both create column {new!r}; give each its own --name")
+            raise UsageError(f"two specs would both create column {new!r}; give each its own {option('names')}")
         resolved.append(NestSpec(outer, inner, new))
     return resolved
 

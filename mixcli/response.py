@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, option
 from .formula import Call, Formula
 from .formula.evaluate import categorical, evaluate, is_factor, where_in_data
 from .table import Table
@@ -53,10 +53,10 @@ def weight_values(weights, table: Table) -> np.ndarray:
 
             close = difflib.get_close_matches(weights, table.names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise DataError(f"--weights: no column '{weights}' in the data{hint}")
+            raise DataError(f"{option('weights')}: no column '{weights}' in the data{hint}")
         column = table[weights]
         if isinstance(column, TextColumn):
-            raise DataError(f"--weights: the column '{weights}' is text, not numbers; weights must be numeric")
+            raise DataError(f"{option('weights')}: the column '{weights}' is text, not numbers; weights must be numeric")
         values = np.asarray(column, dtype=float)
     else:
         values = np.asarray(weights, dtype=float)
@@ -116,7 +116,7 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
                 bad = float(y[(y != 0) & (y != 1)][0])
                 raise DataError(
                     f"the response '{label}' has the value {bad:g}, but a binomial response is 0/1, "
-                    "cbind(successes, failures), or a proportion with the number of trials as --weights")
+                    f"cbind(successes, failures), or a proportion with the number of trials as {option('weights')}")
             if np.any((y < 0) | (y > 1)):
                 bad = float(y[(y < 0) | (y > 1)][0])
                 raise DataError(f"the response '{label}' has the value {bad:g}; a proportion must be between 0 and 1")

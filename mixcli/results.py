@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -20,9 +21,7 @@ from .engine.factor import Factorization, evaluate
 from .engine.optimize import OptSummary
 from .engine.structure import ModelStructure, lower_indices
 from .frame import ModelFrame
-from .singular import singular_fit_warnings
-
-SINGULAR_TOL = 1e-4  # lme4's isSingular() default
+from .singular import is_singular, singular_fit_warnings
 
 
 @dataclass
@@ -103,15 +102,16 @@ class FitStatistics:
         return self.__dict__["_variance_explained"]
 
     def data_notes(self) -> list[str]:
-        """The notes about the data: the frame's messages, then the rows dropped."""
-        out = list(self.messages)
+        """The notes about the data: the frame's messages, then the rows dropped (an option a
+        note names is spelled as the caller passes it: ``errors.render``)."""
+        from .errors import render
+
+        out = [render(msg) for msg in self.messages]
         if self.n_dropped:
             out.append(f"{self.n_dropped} row{'s' if self.n_dropped != 1 else ''} with missing values dropped")
         return out
 
-    @property
-    def is_glmm(self) -> bool:
-        return hasattr(self, "nagq")
+    is_glmm: ClassVar[bool] = False  # (GlmmResult says True)
 
     # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
 
@@ -219,7 +219,7 @@ class FitStatistics:
         from .table import TextColumn
 
         if table is None:
-            raise ValueError("the fit no longer holds its data (fitted by the command line without --augment)")
+            raise ValueError("the fit no longer holds its data (its frame's table was released after fitting)")
         cols = {}
         for name in table.names:
             col = table.columns[name]
@@ -378,7 +378,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     user_lam = fac.user_lam
     varcorr, correlations = variance_components(frame, user_lam, sigma)
     theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
-    singular = bool(np.any(theta[st.theta_is_diag] < SINGULAR_TOL))
+    singular = is_singular(theta, st.theta_is_diag)
     warnings = list(opt.warnings) + list(problems or [])
     converged = opt.converged and not problems
     if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):

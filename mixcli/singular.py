@@ -21,7 +21,14 @@ import numpy as np
 
 from .formula import RandomTerm, term_label
 
-ZERO_SD = 1e-4  # relative to σ, the scale of θ (lme4's isSingular tolerance)
+# lme4's isSingular() tolerance: a diagonal θ (an SD relative to σ, or to 1 in a GLMM) below it is
+# on the boundary. The one tolerance for the singular flag and for what the diagnosis names.
+SINGULAR_TOL = 1e-4
+
+
+def is_singular(theta, theta_is_diag) -> bool:
+    """lme4's ``isSingular(m)``: some diagonal θ below ``SINGULAR_TOL``."""
+    return bool(np.any(np.asarray(theta)[theta_is_diag] < SINGULAR_TOL))
 
 
 def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) -> list[str]:
@@ -50,7 +57,7 @@ def diagnose(frame, lams: list[np.ndarray]) -> tuple[list[str], str | None]:
     decorrelate: set[int] = set()
     for term, source, lam in zip(frame.terms, frame.term_sources, lams):
         rel_sd = np.sqrt(np.diag(lam @ lam.T))
-        zero = [name for name, s in zip(term.names, rel_sd) if s < ZERO_SD]
+        zero = [name for name, s in zip(term.names, rel_sd) if s < SINGULAR_TOL]
         for name in zero:
             problems.append(f"the {term.factor} ({name}) standard deviation is estimated at 0")
         if zero and term.factor in getattr(frame, "nested_labels", {}):
@@ -61,7 +68,7 @@ def diagnose(frame, lams: list[np.ndarray]) -> tuple[list[str], str | None]:
         if zero:
             drop[source] = set(zero)
             continue
-        if term.k > 1 and np.any(np.abs(np.diag(lam)) < ZERO_SD):
+        if term.k > 1 and np.any(np.abs(np.diag(lam)) < SINGULAR_TOL):
             cov = lam @ lam.T
             sd = np.sqrt(np.diag(cov))
             corr = cov / np.outer(sd, sd)

@@ -117,3 +117,51 @@ def test_one_atomic_writer():
 def test_the_api_only_names_the_entry_points():
     assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.model", "mixcli.glmm", "mixcli.compare", "mixcli.errors",
                                                                   "mixcli.io"}
+
+
+def test_no_command_line_flag_in_an_exception_below_the_cli():
+    """The library speaks Python: a message that names an option uses errors.option(), which the
+    command line renders as its flag (issue 20: 24 exceptions quoted --nagq, --ci, --no-refit...)."""
+    import re
+
+    flag = re.compile(r"(^|[\s(])--[a-z]")
+    found = []
+    for name, tree in MODULES.items():
+        if name == "mixcli.cli":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for sub in ast.walk(node.exc):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and flag.search(sub.value):
+                    found.append(f"{name}:{node.lineno}: {sub.value!r}")
+    assert not found, "\n".join(found)
+
+
+def test_messages_name_options_in_the_callers_language():
+    from mixcli.errors import UsageError, option, python_style, render, use_option_style
+
+    err = UsageError(f"{option('nagq', 3)}: needs one term; use {option('nagq', 1)} or {option('refit', False)}")
+    assert str(err) == "nagq=3: needs one term; use nagq=1 or refit=False"
+    from mixcli.cli import _flag
+
+    use_option_style(_flag)
+    try:
+        assert str(err) == "--nagq 3: needs one term; use --nagq 1 or --no-refit"
+        assert render(f"leave out {option('type', chr(39) + 'response' + chr(39))}") == "leave out --type response"
+        assert render(f"try {option('sep', repr(';'))}") == "try --sep ';'"
+    finally:
+        use_option_style(python_style)
+
+
+def test_one_singular_tolerance_and_no_hasattr_for_the_kind_of_fit():
+    """lme4's isSingular tolerance is defined once (singular.py); whether a result is a GLMM is a
+    class attribute, not a guess from its fields."""
+    defined = [name for name, tree in MODULES.items() for node in ast.walk(tree)
+               if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SINGULAR_TOL"
+                                                       for t in node.targets)]
+    assert defined == ["mixcli.singular"]
+    guesses = [f"{name}:{node.lineno}" for name, tree in MODULES.items() for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"
+               and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "nagq"]
+    assert not guesses

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ..errors import UsageError, option
 from .bootstrap import make_job, run_replicates
 from .distributions import norm_ppf
 from .profile import ProfileInterval, model_parameters
@@ -29,7 +30,7 @@ def bootstrap_intervals(m, nsim: int, seed: int, level: float = 0.95, workers: i
     parametric bootstrap refits; returns the intervals (lme4's order and names) and the failed
     refits."""
     if nsim < 1:
-        raise ValueError("--nsim must be at least 1")
+        raise UsageError(f"{option('nsim', nsim)}: the bootstrap needs at least 1 replicate")
     st = m.structure
     theta = np.asarray(m.theta, dtype=float)
     beta = np.array([f.estimate for f in m.fixef])

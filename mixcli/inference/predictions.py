@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..design import model_matrix
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, option
 from ..formula.evaluate import evaluate, non_numeric_labels, number_labels
 from ..formula.exprs import MATRIX, Call, Var
 from ..frame import ROW_ID
@@ -135,8 +135,8 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     for name in needed:
         if name not in new.columns:
             what = ("fixed effects" if name in fixed_vars else "random effects (their variance in the interval)"
-                    if population else "random effects (or use --population)")
-            raise DataError(f"--newdata has no column '{name}', which the formula's {what} need")
+                    if population else f"random effects (or use {option('population', True)})")
+            raise DataError(f"{option('newdata')} has no column '{name}', which the formula's {what} need")
     n_old = int(frame.rows.sum())
     combined = _append(frame.table, frame.rows, new, needed, labels=set(groups) - set(fixed_vars + random_vars))
     missing = np.zeros(new.nrows, dtype=bool)
@@ -191,12 +191,16 @@ def check_interval(interval: str | None, level: float, glmm: bool, weighted: boo
                          "would be sigma^2/weight, and the new rows have no weights")
 
 
+RESPONSE = "'response'"  # the prediction type, as a message names it
+
+
 def check_type(type: str, se: bool, glmm: bool) -> None:
     """A prediction type lme4 knows; the standard error only on the link scale of a GLMM."""
     if type not in ("link", "response"):
         raise UsageError(f"unknown prediction type '{type}'; use link or response")
     if se and type == "response" and glmm:
-        raise UsageError("--se gives the standard error on the link scale: leave out --type response "
+        raise UsageError(f"{option('se', True)} gives the standard error on the link scale: leave out "
+                         f"{option('type', RESPONSE)} "
                          "and transform the interval's ends with the inverse link")
 
 
@@ -213,7 +217,7 @@ def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) ->
     for name in extra:
         hits = np.flatnonzero(new_rows[:, index[name]] != 0)
         if hits.size:
-            raise DataError(f"--newdata row {int(np.flatnonzero(ok)[hits[0]] - n_old) + 1}: '{name}' is a factor "
+            raise DataError(f"{option('newdata')} row {int(np.flatnonzero(ok)[hits[0]] - n_old) + 1}: '{name}' is a factor "
                             "level the model was not fitted with; its effect is unknown")
     return new_rows[:, [index[n] for n in fitted_names]]
 
