@@ -19,7 +19,7 @@ import numpy as np
 
 from .engine.factor import Factorization, evaluate
 from .engine.optimize import OptSummary
-from .engine.structure import ModelStructure, lower_indices
+from .engine.structure import ModelStructure, lower_indices, sd_cor
 from .frame import ModelFrame
 from .singular import is_singular, singular_fit_warnings
 
@@ -428,16 +428,13 @@ def variance_components(frame: ModelFrame, lams: list[np.ndarray], sigma: float)
     varcorr: list[VarComp] = []
     correlations: list[Correlation] = []
     for term, lam in zip(frame.terms, lams):
-        cov = sigma**2 * (lam @ lam.T)
-        sds = np.sqrt(np.diag(cov))
-        for name, v, s in zip(term.names, np.diag(cov), sds):
-            varcorr.append(VarComp(term.group, name, float(v), float(s)))
+        sds, cor = sd_cor(lam, sigma)
+        for name, s in zip(term.names, sds):
+            varcorr.append(VarComp(term.group, name, float(s * s), float(s)))
         k = len(term.names)
         for j in range(k):
             for i in range(j + 1, k):
-                denom = sds[i] * sds[j]
-                corr = float(cov[i, j] / denom) if denom > 0 else math.nan
-                correlations.append(Correlation(term.group, term.names[j], term.names[i], corr))
+                correlations.append(Correlation(term.group, term.names[j], term.names[i], float(cor[i, j])))
     varcorr.append(VarComp("Residual", None, sigma**2, sigma))
     return varcorr, correlations
 

@@ -165,3 +165,31 @@ def test_one_singular_tolerance_and_no_hasattr_for_the_kind_of_fit():
                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"
                and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "nagq"]
     assert not guesses
+
+
+def test_one_f_tail_and_one_sd_correlation_from_lambda():
+    """The F distribution's tail and the SDs/correlations of σ²ΛΛᵀ each have one implementation
+    (inference.distributions.f_sf, engine.structure.sd_cor), the callers' rules on top."""
+    defined = {}
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name in ("f_sf", "sd_cor", "_sd_cor"):
+                defined.setdefault(node.name, []).append(name)
+    assert defined["f_sf"] == ["mixcli.inference.distributions"]
+    assert defined["sd_cor"] == ["mixcli.engine.structure"]
+    # the bootstrap's _sd_cor is its failed-replicate rule over sd_cor, not a second computation
+    src = ast.unparse(next(n for n in ast.walk(MODULES["mixcli.inference.bootstrap"])
+                           if isinstance(n, ast.FunctionDef) and n.name == "_sd_cor"))
+    assert "sd_cor(" in src and "lam.T" not in src
+
+
+def test_sd_cor_marks_an_undefined_correlation():
+    import numpy as np
+
+    from mixcli.engine.structure import sd_cor
+
+    sd, cor = sd_cor(np.array([[2.0, 0.0], [1.0, 1.0]]), 3.0)
+    np.testing.assert_allclose(sd, [6.0, 3.0 * np.sqrt(2.0)])
+    assert cor[1, 0] == cor[0, 1] and abs(cor[1, 0] - 1.0 / np.sqrt(2.0)) < 1e-15  # 18 / (6 · 3√2)
+    _, cor0 = sd_cor(np.array([[1.0, 0.0], [0.0, 0.0]]), 1.0)
+    assert np.isnan(cor0[1, 0]) and cor0[1, 1] == 1.0

@@ -153,6 +153,19 @@ def lower_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+def sd_cor(lam: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The SDs and the correlation matrix of one term's covariance σ²ΛΛᵀ (R's VarCorr and
+    cov2cor): the one place they are computed. A correlation with an effect whose SD is 0 is
+    undefined and NaN, as in R; callers that need a number there say what they use instead."""
+    cov = sigma**2 * (lam @ lam.T)
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    den = np.outer(sd, sd)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cor = np.where(den > 0, cov / np.where(den > 0, den, 1.0), np.nan)
+    np.fill_diagonal(cor, 1.0)
+    return sd, cor
+
+
 def nested_map(inner: np.ndarray, n_inner: int, outer: np.ndarray) -> np.ndarray | None:
     """The outer level of each inner level if ``inner`` is nested in ``outer``, else None. O(n)."""
     mapping = np.full(n_inner, -1, dtype=np.int64)

@@ -59,7 +59,7 @@ from ..formula import term_label
 from ..formula.evaluate import is_factor
 from ..formula.exprs import MATRIX, Call
 from ..frame import drop_aliased
-from .distributions import betainc, chi2_sf
+from .distributions import f_sf
 from .satterthwaite import satterthwaite
 
 # contestMD's default eps: eigenvalues of L V Lᵀ at or below eps · (the largest) are dropped
@@ -161,23 +161,6 @@ def anova_table(m, type: int | str = 3, ddf: str = "satterthwaite") -> AnovaTabl
 
 
 # ---------------------------------------------------------------------------- F tests
-
-
-def f_sf(f: float, d1: float, d2: float) -> float:
-    """P(F > f) for the F distribution with d1, d2 degrees of freedom (R's ``pf(lower = FALSE)``):
-    I_x(d2/2, d1/2) with x = d2/(d2 + d1 f), its logarithms formed without cancellation."""
-    if any(math.isnan(v) for v in (f, d1, d2)) or d1 <= 0 or d2 <= 0:
-        return math.nan
-    if f <= 0:
-        return 1.0
-    if math.isinf(f):
-        return 0.0
-    if math.isinf(d2):  # q F ~ χ²_q
-        return chi2_sf(d1 * f, int(d1)) if float(d1).is_integer() else math.nan
-    log_den = math.log(d2 + d1 * f)
-    log_x = math.log(d2) - log_den
-    log_1mx = math.log(d1 * f) - log_den
-    return betainc(d2 / 2.0, d1 / 2.0, math.exp(log_x), log_x, log_1mx)
 
 
 def _fstat_ddf(nu: np.ndarray) -> float:

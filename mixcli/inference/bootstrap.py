@@ -94,17 +94,13 @@ class _Spec:
 
 def _sd_cor(st, theta: np.ndarray, sigma: float) -> np.ndarray:
     """Each term's SDs and correlations (lower triangle, column by column) of σ²ΛΛᵀ, lme4's θ."""
-    from ..engine.structure import lower_indices
+    from ..engine.structure import lower_indices, sd_cor
 
     out = []
     for term, lam in zip(st.terms, st.lambdas(theta)):
-        cov = sigma**2 * (lam @ lam.T)
-        sd = np.sqrt(np.diag(cov))
-        for i, j in zip(*lower_indices(term.k)):
-            if i == j:
-                out.append(sd[i])
-            else:
-                out.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
+        sd, cor = sd_cor(lam, sigma)  # (an undefined correlation is NaN: the replicate counts as failed)
+        rows, cols = lower_indices(term.k)
+        out.extend(np.where(rows == cols, sd[rows], cor[rows, cols]))
     return np.array(out, dtype=float)
 
 

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.structure import lower_indices
-from .distributions import betainc, t_two_sided
+from .distributions import f_sf, t_two_sided
 
 GINV_TOL = 1e-10  # pbkrtest: solve(IE2) unless min |eigenvalue| ≤ this, then MASS::ginv
 BLOCK_Q = 256  # small components are packed into blocks of about this many random effects
@@ -366,18 +366,6 @@ class KenwardRoger:
         f_u = wald / q
         f = scale * f_u
         return KRFTest(F=f, numdf=q, dendf=df, scale=scale, p=f_sf(f, q, df), F_unscaled=f_u)
-
-
-def f_sf(f: float, d1: float, d2: float) -> float:
-    """P(F > f) for F on (d1, d2) degrees of freedom: I_{d2/(d2 + d1 f)}(d2/2, d1/2)."""
-    if math.isnan(f) or math.isnan(d2) or d2 <= 0:
-        return math.nan
-    if f <= 0:
-        return 1.0
-    if math.isinf(f):
-        return 0.0
-    den = d2 + d1 * f
-    return betainc(d2 / 2.0, d1 / 2.0, d2 / den, math.log(d2) - math.log(den), math.log(d1 * f) - math.log(den))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ import numpy as np
 
 from ..engine.factor import criterion, evaluate
 from ..engine.optimize import OptSummary, minimize_theta, run
-from ..engine.structure import lower_indices
+from ..engine.structure import lower_indices, sd_cor
 from .distributions import norm_ppf
 
 INNER_FTOL = 1e-8  # on the deviance: ζ² is a deviance difference, so ζ is good to ~1e-9
@@ -101,16 +101,15 @@ def model_parameters(terms, lams, sigma: float, fixef_names, beta) -> list[Profi
     estimates given by the terms' Λ (lme4's θ), σ and β."""
     out = []
     for ti, (term, lam) in enumerate(zip(terms, lams)):
-        cov = sigma**2 * (lam @ lam.T)
-        sd = np.sqrt(np.diag(cov))
+        sd, cor = sd_cor(lam, sigma)
         rows, cols = lower_indices(term.k)
         for e, (i, j) in enumerate(zip(rows, cols)):
             if i == j:
                 out.append(ProfileParameter(f"sd_{term.names[i]}|{term.factor}", "sd", term.factor, term.names[i],
                                             None, float(sd[i]), 0.0, math.inf, ti, e))
             else:
-                den = sd[i] * sd[j]
-                c = float(cov[i, j] / den) if den > 0 else 0.0
+                # (a profile starts from a number: an undefined correlation, with an SD of 0, from 0)
+                c = float(np.nan_to_num(cor[i, j], nan=0.0))
                 out.append(ProfileParameter(f"cor_{term.names[i]}.{term.names[j]}|{term.factor}", "cor",
                                             term.factor, term.names[j], term.names[i], c, -1.0, 1.0, ti, e))
     out.append(ProfileParameter("sigma", "sigma", None, None, None, sigma, 0.0, math.inf))
