@@ -34,7 +34,7 @@ from .family import family as make_family
 from .frame import ModelFrame, model_frame
 from .inference.distributions import norm_cdf
 from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
-from .results import Correlation, FitStatistics, FixedEffect, RanefTerm, VarComp, theta_names, variance_components
+from .results import Correlation, FitStatistics, FixedEffect, VarComp, theta_names, variance_components
 from .singular import is_singular, singular_fit_warnings
 from .table import Table
 
@@ -438,21 +438,6 @@ class GlmmResult(FitStatistics):
         """b̂ = Λû per term in the user's columns, as (levels in the engine's order, k) arrays."""
         return [(lam @ u).T for u, lam in zip(self.modes.u, self._user_lambdas())]
 
-    def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
-        """Conditional modes b = Λû per term (levels in lme4's order) and their conditional SDs
-        (lme4's ``ranef(condVar = TRUE)``: from L at the modes)."""
-        m = self.modes
-        lams = self._user_lambdas()
-        covs = m.factor.conditional_covariances() if cond_var else [None] * len(lams)
-        out = []
-        for term, b, cov, lam in zip(self.frame.terms, self.conditional_modes(), covs, lams):
-            values = np.empty_like(b)
-            values[term.levels_to_r] = b
-            sd = None
-            if cov is not None:
-                var = np.einsum("ia,abm,ib->mi", lam, cov, lam)
-                sd = np.empty_like(var)
-                sd[term.levels_to_r] = np.sqrt(np.maximum(var, 0.0))
-            gf = self.frame.factors[term.factor]
-            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), values, sd))
-        return out
+    def _conditional_covariances(self) -> list[np.ndarray]:
+        return self.modes.factor.conditional_covariances()
+

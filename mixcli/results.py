@@ -113,6 +113,31 @@ class FitStatistics:
 
     is_glmm: ClassVar[bool] = False  # (GlmmResult says True)
 
+    def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
+        """Conditional modes b = Λû of every term, levels as lme4 orders them, and (with
+        ``cond_var``) their conditional SDs given the data and β̂, as lme4's
+        ``ranef(condVar = TRUE)``: the square roots of diag(σ² Λ S Λᵀ) (σ = 1 for a GLMM, S from
+        L at the modes). The fits supply ``conditional_modes``, ``_user_lambdas`` (Λ for the
+        user's columns) and ``_conditional_covariances`` (S per term)."""
+        modes = self.conditional_modes()
+        lams = self._user_lambdas()
+        covs = self._conditional_covariances() if cond_var else [None] * len(modes)
+        out = []
+        for term, b, cov, lam in zip(self.frame.terms, modes, covs, lams):
+            gf = self.frame.factors[term.factor]
+            to_r = term.levels_to_r  # the engine numbers levels by first appearance
+            values = np.empty_like(b)
+            values[to_r] = b
+            sd = None
+            if cov is not None:
+                # diag(Λ S Λᵀ) per level: Σ_ab Λ_ia S_ab Λ_ib
+                var = np.einsum("ia,abm,ib->mi", lam, cov, lam) * self.sigma**2
+                sd = np.empty_like(var)
+                sd[to_r] = np.sqrt(np.maximum(var, 0.0))
+            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), values, sd))
+        return out
+
+
     # -- a tidy API for analysts (broom.mixed's verbs), as pandas DataFrames ------------------
 
     def parameter_estimates(self) -> dict:
@@ -337,28 +362,11 @@ class LmmResult(FitStatistics):
             self.factorization = evaluate(self.structure, self.factorization.theta, full=True)
         return self.factorization
 
-    def ranef(self, cond_var: bool = True) -> list[RanefTerm]:
-        """Conditional modes b = Λû of every term, levels as lme4 orders them, and (with
-        ``cond_var``) their conditional SDs given the data and β̂, as lme4's
-        ``ranef(condVar = TRUE)``: the square roots of diag(σ² Λ S Λᵀ)."""
-        fac = self.full_factorization()
-        beta = np.array([f.estimate for f in self.fixef])
-        modes = fac.modes(beta)
-        covs = fac.conditional_covariances() if cond_var else [None] * len(modes)
-        out = []
-        for term, b, cov, lam in zip(self.frame.terms, modes, covs, fac.user_lam):
-            gf = self.frame.factors[term.factor]
-            to_r = term.levels_to_r  # the engine numbers levels by first appearance
-            values = np.empty_like(b)
-            values[to_r] = b
-            sd = None
-            if cov is not None:
-                # diag(Λ S Λᵀ) per level: Σ_ab Λ_ia S_ab Λ_ib
-                var = np.einsum("ia,abm,ib->mi", lam, cov, lam) * self.sigma**2
-                sd = np.empty_like(var)
-                sd[to_r] = np.sqrt(np.maximum(var, 0.0))
-            out.append(RanefTerm(term.group, term.factor, list(term.names), gf.labels(), values, sd))
-        return out
+    def _user_lambdas(self) -> list[np.ndarray]:
+        return self.full_factorization().user_lam
+
+    def _conditional_covariances(self) -> list[np.ndarray]:
+        return self.full_factorization().conditional_covariances()
 
 
 def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool,

@@ -193,3 +193,10 @@ def test_sd_cor_marks_an_undefined_correlation():
     assert cor[1, 0] == cor[0, 1] and abs(cor[1, 0] - 1.0 / np.sqrt(2.0)) < 1e-15  # 18 / (6 · 3√2)
     _, cor0 = sd_cor(np.array([[1.0, 0.0], [0.0, 0.0]]), 1.0)
     assert np.isnan(cor0[1, 0]) and cor0[1, 1] == 1.0
+
+
+def test_one_ranef():
+    """ranef() is written once (FitStatistics), for LMMs and GLMMs alike."""
+    defs = [name for name, tree in MODULES.items() for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name == "ranef"]
+    assert defs == ["mixcli.results"]
