@@ -7,8 +7,8 @@
 
 ``data`` may also be a path to a CSV/TSV/Parquet file, read as the command line reads it.
 
-The work is done by ``mixcli.model`` (frame → structure → criterion →
-optimiser → result), ``mixcli.glmm`` (the same stages with PIRLS inside) and
+The work is done by ``mixcli.fitting`` (the one entry point: ``mixcli.model``'s stages, frame →
+structure → criterion → optimiser → result, or ``mixcli.glmm``'s with PIRLS inside) and
 ``mixcli.compare``; this module only names the entry points.
 """
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 
 from . import compare as _compare
-from .glmm import fit_glmm
 from .io import read_table
-from .model import fit as fit_lmm
 
 __all__ = ["fit", "compare"]
 
@@ -29,12 +27,10 @@ def fit(data, formula, reml: bool = True, family=None, link: str | None = None, 
     """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"`` or ``"poisson"``,
     with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
     ``contrasts`` of unordered factors (treatment, sum or helmert) for both."""
-    data = _data(data)
-    name = getattr(family, "name", family)
-    if name is None or name == "gaussian":
-        return fit_lmm(data, formula, reml=reml, weights=weights, contrasts=contrasts, progress=progress)
-    return fit_glmm(data, formula, family, link=link, nagq=nagq, weights=weights, contrasts=contrasts,
-                    progress=progress)
+    from .fitting import fit as fit_model
+
+    return fit_model(_data(data), formula, reml=reml, family=family, link=link, nagq=nagq, weights=weights,
+                     contrasts=contrasts, progress=progress)
 
 
 def compare(data, formulas, names=None, refit: bool = True, **options):

@@ -532,15 +532,10 @@ def _fit_one(table, formula, ml, weights, contrasts, progress, fam=None, nagq=1)
 
 
 def _fit_model(frame, ml, fam, nagq, bar):
-    """lmer's fit of ``frame`` (REML unless ``ml``), or glmer's with ``fam``."""
-    if fam is None:
-        from .model import fit_frame
+    """lmer's fit of ``frame`` (REML unless ``ml``), or glmer's with ``fam`` (``fitting.fit_frame``)."""
+    from .fitting import fit_frame
 
-        return fit_frame(frame, reml=not ml, progress=bar)
-    from .glmm import GlmmModel, check_nagq
-
-    check_nagq(frame, nagq)
-    return GlmmModel(frame).fit(nagq=nagq, progress=bar)
+    return fit_frame(frame, reml=not ml, nagq=nagq, progress=bar)
 
 
 @main.command("compare")

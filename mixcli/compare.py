@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError, UsageError, option
+from .fitting import fit_frame
 from .frame import model_frame
-from .glmm import GlmmModel, check_nagq
+from .glmm import check_nagq
 from .inference.bootstrap import bootstrap_lrt
 from .inference.distributions import chi2_sf
 from .inference.lrt_null import LrtNull, lrt_null
-from .model import Model
 from .results import LmmResult
 from .table import Table
 
@@ -103,10 +103,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     for i, (name, frame) in enumerate(zip(names, frames), start=1):
         if progress is not None:
             progress.start(f"fitting {name} ({i}/{len(frames)})")
-        if family is None:
-            models.append(Model(frame).fit(reml=not refit, progress=progress))
-        else:
-            models.append(GlmmModel(frame).fit(nagq=nagq, progress=progress))
+        models.append(fit_frame(frame, reml=not refit, nagq=nagq, progress=progress))
         if progress is not None:
             progress.done()
     order = sorted(range(len(models)), key=lambda i: models[i].npar)  # stable, like R's order()

@@ -30,13 +30,11 @@ from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import FitError, UsageError, option
-from .family import family as make_family
-from .frame import ModelFrame, model_frame
+from .frame import ModelFrame
 from .inference.distributions import norm_cdf
 from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
 from .results import Correlation, FitStatistics, FixedEffect, VarComp, theta_names, variance_components
 from .singular import is_singular, singular_fit_warnings
-from .table import Table
 
 Progress = Callable[[int, float], None]
 STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
@@ -48,17 +46,6 @@ STAGE0_TOL = {"ftol_rel": 1e-9, "ftol_abs": 1e-6, "xtol_abs": 1e-4}
 STAGE1_TOL = {"ftol_rel": 1e-12, "ftol_abs": 1e-8, "xtol_abs": 1e-6}
 # |β| this large on the link scale means fitted probabilities of 0 or 1 (complete separation)
 SEPARATION = 15.0
-
-
-def fit_glmm(data, formula, family, link: str | None = None, nagq: int = 1, weights=None,
-             contrasts: str = "treatment", progress: Progress | None = None) -> "GlmmResult":
-    """Fit ``formula`` to ``data`` (DataFrame, mapping of columns, or Table) as a GLMM of ``family``
-    (a ``Family``, or its name with ``link``)."""
-    if isinstance(family, str):
-        family = make_family(family, link)
-    table = Table.from_mapping(data)
-    frame = model_frame(table, formula, family=family, weights=weights, contrasts=contrasts)
-    return GlmmModel(frame).fit(nagq=nagq, progress=progress)
 
 
 def check_nagq(frame: ModelFrame, nagq: int):

@@ -30,9 +30,8 @@ from .engine.gradient import gradient, worth_gradient
 from .engine.memory import keep_freed_memory
 from .engine.optimize import OptSummary, decreases_along_ray, minimize_theta
 from .engine.structure import ModelStructure, TermBasis
-from .frame import ModelFrame, model_frame
+from .frame import ModelFrame
 from .results import LmmResult, build_result
-from .table import Table
 
 Progress = Callable[[int, float], None]
 
@@ -57,17 +56,6 @@ FEW_LEVELS = 10
 # A start this fraction of the first looks for a local minimum near zero when the criterion
 # has none in the direction the first run took (decreases_along_ray).
 SMALL_START = 0.1
-
-
-def fit(data, formula, reml: bool = True, weights=None, contrasts: str = "treatment",
-        progress: Progress | None = None) -> LmmResult:
-    """Fit ``formula`` (lme4 syntax) to ``data`` (DataFrame, mapping of columns, or Table)."""
-    table = Table.from_mapping(data)
-    return fit_frame(model_frame(table, formula, weights=weights, contrasts=contrasts), reml=reml, progress=progress)
-
-
-def fit_frame(frame: ModelFrame, reml: bool = True, progress: Progress | None = None) -> LmmResult:
-    return Model(frame).fit(reml=reml, progress=progress)
 
 
 def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:

@@ -24,10 +24,10 @@ import numpy as np
 
 from .design import complete_rows
 from .errors import DataError
+from .fitting import fit_frame
 from .formula import parse_formula, term_label
 from .frame import model_frame
 from .inference.distributions import chi2_sf
-from .model import Model
 from .results import LmmResult
 from .table import Table
 
@@ -91,7 +91,7 @@ def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: st
     total = len(steps) + 1
     if progress is not None:
         progress.start(f"fitting the model (1/{total})")
-    full = Model(frame).fit(reml=reml, progress=progress)
+    full = fit_frame(frame, reml=reml, progress=progress)
     if progress is not None:
         progress.done()
     rows = [RanovaRow("<none>", full_text, full.npar, full.loglik)]
@@ -103,7 +103,7 @@ def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: st
         if parsed.random:
             reduced_frame = model_frame(table, parsed, weights=weights, contrasts=contrasts)
             _check_rows(frame.rows, reduced_frame.rows, name)
-            m = Model(reduced_frame).fit(reml=reml, progress=progress)
+            m = fit_frame(reduced_frame, reml=reml, progress=progress)
             npar, loglik = m.npar, m.loglik
             if not m.converged:
                 warnings.append(f"the model without {name} did not converge: {'; '.join(m.warnings)}")

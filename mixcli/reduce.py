@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import FitError
+from .fitting import fit_frame
 from .formula import parse_formula, term_label
 from .frame import model_frame
-from .model import Model
 from .ranova import ranova
 from .results import LmmResult
 from .singular import diagnose, simpler_model
@@ -61,7 +61,7 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
         if progress is not None:
             progress.start(f"fitting {text}")
         try:
-            m = Model(model_frame(table, text, **options)).fit(reml=reml, progress=progress)
+            m = fit_frame(model_frame(table, text, **options), reml=reml, progress=progress)
         except FitError as exc:
             raise FitError(f"reduce: the model {text} could not be fitted: {exc}") from None
         if progress is not None:

@@ -115,7 +115,8 @@ def test_one_atomic_writer():
 
 
 def test_the_api_only_names_the_entry_points():
-    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.model", "mixcli.glmm", "mixcli.compare", "mixcli.errors",
+    # (mixcli.fitting: the one entry point that dispatches to model and glmm)
+    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.fitting", "mixcli.compare", "mixcli.errors",
                                                                   "mixcli.io"}
 
 
@@ -200,3 +201,19 @@ def test_one_ranef():
     defs = [name for name, tree in MODULES.items() for node in ast.walk(tree)
             if isinstance(node, ast.FunctionDef) and node.name == "ranef"]
     assert defs == ["mixcli.results"]
+
+
+def test_one_entry_point_fits_a_frame():
+    """fitting.fit_frame is where a frame becomes a fit: nothing else calls Model(...).fit or
+    GlmmModel(...).fit in the package (the API, the command line, compare, ranova and reduce
+    all go through it)."""
+    calls = []
+    for name, tree in MODULES.items():
+        if name == "mixcli.fitting":
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "fit"
+                    and isinstance(node.func.value, ast.Call) and isinstance(node.func.value.func, ast.Name)
+                    and node.func.value.func.id in ("Model", "GlmmModel")):
+                calls.append(f"{name}:{node.lineno}")
+    assert not calls

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 from mixcli.cli import main
 from mixcli.errors import DataError, MixcliError, UsageError
 from mixcli.family import family
+from mixcli.fitting import fit_frame
 from mixcli.frame import model_frame
 from mixcli.glmm import GlmmModel
 from mixcli.io import read_table
-from mixcli.model import fit_frame
 from mixcli.table import Table, TextColumn
 
 from dense_oracle import dense_criterion, dense_laplace, dense_pieces

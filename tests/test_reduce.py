@@ -59,8 +59,8 @@ def test_a_random_term_with_p_above_alpha_is_dropped_and_the_rest_kept():
 
 
 def test_fixed_terms_are_eliminated_by_type_iii_f_tests_respecting_marginality():
+    from mixcli import fit
     from mixcli.inference.anova import anova_table
-    from mixcli.model import fit
 
     table = cached_table("categorical.csv")
     start = "y ~ recipe * temp + sex + (1 | batch)"

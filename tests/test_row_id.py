@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mixcli import fit
 from mixcli.family import family
-from mixcli.glmm import fit_glmm
 from mixcli.inference.predictions import predict
 from mixcli.table import Table
 
@@ -21,25 +21,25 @@ COUNTS = FIXTURES / "data" / "glmm_counts.csv"
 def test_row_id_is_an_observation_level_random_effect():
     data = cached_table(COUNTS)
     assert REF["formula"].endswith("(1 | chick)")
-    m = fit_glmm(data, REF["formula"].replace("chick", ".row"), family("poisson"))
+    m = fit(data, REF["formula"].replace("chick", ".row"), family=family("poisson"))
     assert m.ngroups[".row"] == m.nobs == 397
     # glmer's logLik with (1 | chick); mixcli reaches the same optimum (or a hair above it)
     assert m.loglik == pytest.approx(REF["loglik"], abs=2e-3)
     assert m.loglik >= REF["loglik"] - 1e-6
-    by_chick = fit_glmm(data, REF["formula"], family("poisson"))
+    by_chick = fit(data, REF["formula"], family=family("poisson"))
     assert m.criterion == pytest.approx(by_chick.criterion, abs=1e-8)
 
 
 def test_a_column_named_row_in_the_data_is_used_as_it_is():
     cols = dict(cached_table(COUNTS).columns)
     cols[".row"] = cols["location"]
-    m = fit_glmm(Table(cols), "ticks ~ cheight + (1 | .row)", family("poisson"))
+    m = fit(Table(cols), "ticks ~ cheight + (1 | .row)", family=family("poisson"))
     assert m.ngroups[".row"] == 60  # the data's column, not the row numbers
 
 
 def test_new_rows_are_new_observations_with_effect_zero():
     data = cached_table(COUNTS)
-    m = fit_glmm(data, "ticks ~ cheight + (1 | location) + (1 | .row)", family("poisson"))
+    m = fit(data, "ticks ~ cheight + (1 | location) + (1 | .row)", family=family("poisson"))
     new = Table({"cheight": np.array([0.0, 10.0]), "location": np.array([1.0, 1.0])})
     pred = predict(m, new)
     population = predict(m, new, population=True)

@@ -146,16 +146,16 @@ def test_cli_stdout_and_file(tmp_path):
 
 def test_the_outcomes_follow_their_models():
     """Fitted to a large simulation, the GLMMs recover the generating parameters."""
+    from mixcli import fit
     from mixcli.family import family
-    from mixcli.glmm import fit_glmm
 
     d = simulate_classroom(n_schools=1500, seed=3)
-    m = fit_glmm(d, "pass ~ ses + (1 | schoolid) + (1 | classid)", family("binomial"))
+    m = fit(d, "pass ~ ses + (1 | schoolid) + (1 | classid)", family=family("binomial"))
     assert m.coef["(Intercept)"] == pytest.approx(-0.4, abs=0.1) and m.coef["ses"] == pytest.approx(0.8, abs=0.1)
     sd = {v.group: v.sd for v in m.varcorr}
     # (with 1-10 children per class, binary data say little about the class SD: 0.31 here)
     assert sd["schoolid"] == pytest.approx(0.7, abs=0.1) and 0.15 < sd["classid"] < 0.65
-    c = fit_glmm(d, "absences ~ ses + (1 | schoolid) + (1 | classid)", family("poisson"))
+    c = fit(d, "absences ~ ses + (1 | schoolid) + (1 | classid)", family=family("poisson"))
     assert c.coef["(Intercept)"] == pytest.approx(1.1, abs=0.05) and c.coef["ses"] == pytest.approx(-0.25, abs=0.05)
     sd = {v.group: v.sd for v in c.varcorr}
     assert sd["schoolid"] == pytest.approx(0.35, abs=0.05) and sd["classid"] == pytest.approx(0.2, abs=0.05)

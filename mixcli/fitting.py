@@ -1,0 +1,34 @@
+"""The one way a model frame is fitted: lmer's stages (``model.Model``) for a linear mixed model,
+glmer's (``glmm.GlmmModel``) for a frame with a family. The API, the command line, compare,
+ranova and reduce all come here; the bootstrap and the profile refit through the same models'
+criteria."""
+
+from __future__ import annotations
+
+
+def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None):
+    """Fit ``frame`` (``frame.model_frame``): by REML (or ML with ``reml=False``) without a family;
+    by maximum likelihood with ``nagq`` (0, 1 = Laplace, up to 25) with one."""
+    if frame.family is None:
+        from .model import Model
+
+        return Model(frame).fit(reml=reml, progress=progress)
+    from .glmm import GlmmModel
+
+    return GlmmModel(frame).fit(nagq=nagq, progress=progress)
+
+
+def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1, weights=None,
+        contrasts: str = "treatment", progress=None):
+    """``formula`` fitted to ``data`` (a DataFrame, a mapping of columns or a ``Table``): lmer's
+    model without a family (or ``"gaussian"``), glmer's with one (a ``Family``, or its name with
+    ``link``)."""
+    from .family import family as make_family
+    from .frame import model_frame
+    from .table import Table
+
+    name = getattr(family, "name", family)
+    fam = None if name is None or name == "gaussian" else (
+        make_family(family, link) if isinstance(family, str) else family)
+    frame = model_frame(Table.from_mapping(data), formula, family=fam, weights=weights, contrasts=contrasts)
+    return fit_frame(frame, reml=reml, nagq=nagq, progress=progress)
