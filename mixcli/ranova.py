@@ -25,7 +25,7 @@ import numpy as np
 from .design import complete_rows
 from .errors import DataError
 from .fitting import fit_frame
-from .formula import parse_formula, term_label
+from .formula import RandomTerm, parse_formula, term_label
 from .frame import model_frame
 from .inference.distributions import chi2_sf
 from .results import LmmResult
@@ -58,26 +58,21 @@ class Ranova:
 
 def reductions(formula) -> list[tuple[str, str]]:
     """(row name, reduced formula text) of each reduction, in lmerTest's order."""
-    response = formula.text.split("~", 1)[0].strip()
-    fixed = _fixed_text(formula)
-    bars = [f"({rt.label})" for rt in formula.random]
+    bars = formula.random_texts()
     out = []
     for i, rt in enumerate(formula.random):
         others = bars[:i] + bars[i + 1:]
         labels = [term_label(t) for t in rt.terms]
         if not labels:
-            out.append((bars[i], _text(response, fixed, others)))
+            out.append((bars[i], formula.rewrite(random=others)))
             continue
         for t in rt.terms:
             if any(set(t) < set(u) for u in rt.terms):
                 continue  # contained in a higher-order effect: not droppable on its own
-            rest = [term_label(u) for u in rt.terms if u != t]
-            if not rest:
-                lhs = "1"
-            else:
-                lhs = " + ".join(rest) if rt.intercept else "0 + " + " + ".join(rest)
-            group = rt.label.rsplit("|", 1)[1].strip()
-            out.append((f"{term_label(t)} in ({rt.label})", _text(response, fixed, others + [f"({lhs} | {group})"])))
+            rest = tuple(u for u in rt.terms if u != t)
+            # (nothing left but the intercept, or not even that: lmerTest's reduction is (1 | g))
+            reduced = RandomTerm(rt.intercept or not rest, rest, rt.group, group_label=rt.group_label)
+            out.append((f"{term_label(t)} in ({rt.label})", formula.rewrite(random=others + [f"({reduced.label})"])))
     return out
 
 
@@ -86,7 +81,7 @@ def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: st
     """Fit the model and each reduction; ``progress`` (a ``cli`` progress line) hears each refit."""
     frame = model_frame(table, formula, weights=weights, contrasts=contrasts)
     f = frame.formula
-    full_text = _text(f.text.split("~", 1)[0].strip(), _fixed_text(f), [f"({rt.label})" for rt in f.random])
+    full_text = f.rewrite()
     steps = reductions(f)
     total = len(steps) + 1
     if progress is not None:
@@ -138,18 +133,6 @@ def linear_model_loglik(frame, reml: bool) -> float:
     if reml:
         value -= float(np.sum(np.log(np.abs(np.diag(r)))))
     return value
-
-
-def _fixed_text(formula) -> str:
-    labels = formula.term_labels + [f"offset({term_label((o,))})" for o in formula.offsets]
-    if not formula.intercept:
-        return " + ".join(["0"] + labels)
-    return " + ".join(labels) if labels else "1"
-
-
-def _text(response: str, fixed: str, bars: list[str]) -> str:
-    # R's update.formula keeps one copy of a repeated term: (x || g) reduced by x is (1 | g), once
-    return f"{response} ~ " + " + ".join([fixed] + list(dict.fromkeys(bars)))
 
 
 def _check_rows(full_rows, reduced_rows, name: str):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .errors import FitError
 from .fitting import fit_frame
-from .formula import parse_formula, term_label
+from .formula import parse_formula
 from .frame import model_frame
 from .ranova import ranova
 from .results import LmmResult
@@ -139,10 +139,4 @@ def _ranova_record(r) -> dict:
 def _without_fixed(text: str, term: str) -> str:
     """The formula without one fixed-effect term, written as R's update(f, . ~ . - term) would
     leave it: the remaining fixed terms, then the random-effects terms as written."""
-    f = parse_formula(text)
-    response = text.split("~", 1)[0].strip()
-    labels = [label for label in f.term_labels if label != term]
-    fixed = labels if f.intercept else ["0"] + labels
-    fixed += [f"offset({term_label((o,))})" for o in f.offsets]
-    bars = list(dict.fromkeys(f"({rt.label})" for rt in f.random))
-    return f"{response} ~ " + " + ".join((fixed or ["1"]) + bars)
+    return parse_formula(text).without_fixed(term)

@@ -15,8 +15,6 @@ term rewritten, so it can be pasted back into ``mixcli fit``.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from .formula import RandomTerm, term_label
@@ -100,8 +98,7 @@ def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -
     spans: dict[tuple[int, int], list[int]] = {}
     for i, rt in enumerate(formula.random):
         spans.setdefault(rt.span, []).append(i)
-    text = formula.text
-    pieces: list[tuple[tuple[int, int], str]] = []
+    pieces: dict[tuple[int, int], str] = {}
     for span, members in spans.items():
         if not any(i in drop or i in decorrelate for i in members):
             continue
@@ -115,25 +112,11 @@ def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -
                 if new != "":
                     rendered.append(new)
             elif i in decorrelate:
-                rendered.append(f"({rt.lhs_label or _lhs(rt)} || {rt.group_label or rt.group_name})")
+                rendered.append(f"({rt.lhs_text} || {rt.group_label or rt.group_name})")
             else:
                 rendered.append(f"({rt.label})")
-        pieces.append((span, " + ".join(rendered)))
-    for (start, end), new in sorted(pieces, reverse=True):
-        if new:
-            text = text[:start] + new + text[end:]
-        else:
-            before = re.search(r"\s*\+\s*$", text[:start])
-            if before:
-                text = text[: before.start()] + text[end:]
-            else:
-                after = re.match(r"\s*\+\s*", text[end:])
-                text = text[:start] + text[end + (after.end() if after else 0) :]
-    return text
-
-
-def _lhs(rt: RandomTerm) -> str:
-    return rt.label.split(" | ")[0]
+        pieces[span] = " + ".join(rendered)
+    return formula.with_random_rewritten(pieces)
 
 
 def _without(rt: RandomTerm, effects: set[str]) -> str | None:

@@ -217,3 +217,19 @@ def test_one_entry_point_fits_a_frame():
                     and node.func.value.func.id in ("Model", "GlmmModel")):
                 calls.append(f"{name}:{node.lineno}")
     assert not calls
+
+
+def test_no_string_surgery_on_formulas_in_ranova_reduce_and_singular():
+    """ranova, reduce and the singular-fit advice edit formulas through the Formula object
+    (rewrite, without_fixed, with_random_rewritten), not by splitting or splicing its text."""
+    for name in ("mixcli.ranova", "mixcli.reduce", "mixcli.singular"):
+        tree = MODULES[name]
+        src = ast.unparse(tree)
+        assert 'split("~"' not in src and "split('~'" not in src, name
+        assert ".split(' | ')" not in src and ".rsplit('|'" not in src, name
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "re" not in imported, name
+        # no slicing of a formula's text
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "text":
+                raise AssertionError(f"{name}:{node.lineno} slices a formula's text")

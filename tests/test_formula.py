@@ -344,3 +344,25 @@ def test_frame_variables_are_those_of_the_model_frame():
     f = parse_formula("log(y) ~ x - z + I(x^2) + (w + x | g/h) + (1 | g)")
     assert [e.label for e in f.frame_variables] == ["log(y)", "x", "z", "I(x^2)", "w", "g", "h"]
     assert f.term_labels == ["x", "I(x^2)"]
+
+
+def test_a_formula_edits_itself_as_r_update_writes_it():
+    """Formula.rewrite / without_fixed (R's update(), as ranova and reduce use it) and
+    with_random_rewritten (the user's own text, as the singular-fit advice uses it)."""
+    from mixcli.formula import parse_formula
+
+    f = parse_formula("log(y) ~ x*z + offset(log(t)) + (x || g) + (1 | g/h)")
+    assert f.response_text == "log(y)"
+    assert f.fixed_text() == "x + z + x:z + offset(log(t))"
+    # (one copy of the repeated (1 | g), as R keeps)
+    assert f.rewrite() == "log(y) ~ x + z + x:z + offset(log(t)) + (1 | g) + (0 + x | g) + (1 | h:g)"
+    assert f.without_fixed("x:z") == f"log(y) ~ x + z + offset(log(t)) + {' + '.join(dict.fromkeys(f.random_texts()))}"
+    g = parse_formula("y ~ 0 + x + (x | g)")
+    assert g.fixed_text() == "0 + x" and g.without_fixed("x") == "y ~ 0 + (x | g)"
+    h = parse_formula("y ~ x + (x | g) + z + (1 | h)")
+    spans = [rt.span for rt in h.random]
+    assert h.with_random_rewritten({spans[1]: ""}) == "y ~ x + (x | g) + z"
+    assert h.with_random_rewritten({spans[0]: ""}) == "y ~ x + z + (1 | h)"
+    assert h.with_random_rewritten({spans[0]: "(x || g)"}) == "y ~ x + (x || g) + z + (1 | h)"
+    first = parse_formula("y ~ (1 | g) + x")
+    assert first.with_random_rewritten({first.random[0].span: ""}) == "y ~ x"

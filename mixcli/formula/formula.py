@@ -32,6 +32,8 @@ class Formula:
     #: response, every variable of the fixed part (removed terms' too), of the
     #: random terms' left-hand sides, and the grouping columns; in order of appearance.
     frame_variables: tuple[Expr, ...] = field(default=(), compare=False, repr=False)
+    #: Offset of the '~' in ``text``.
+    tilde: int = field(default=-1, compare=False, repr=False)
 
     def variables(self) -> list[str]:
         """Every data column the formula names (response, fixed part, random
@@ -54,6 +56,57 @@ class Formula:
 
     def __str__(self) -> str:
         return self.text
+
+    # -- editing: the formula written back, as R's update() would, or as the user wrote it -------
+
+    @property
+    def response_text(self) -> str:
+        """The response as the user wrote it."""
+        return self.text[: self.tilde].strip()
+
+    def fixed_text(self) -> str:
+        """The fixed part as R's ``terms()`` writes it: term labels, then offsets; ``0 +`` first
+        without an intercept, ``1`` if nothing else is left."""
+        labels = self.term_labels + [f"offset({term_label((o,))})" for o in self.offsets]
+        if not self.intercept:
+            return " + ".join(["0"] + labels)
+        return " + ".join(labels) if labels else "1"
+
+    def random_texts(self) -> list[str]:
+        """Each random-effects term, parenthesised as lme4's ``findbars()`` deparses it."""
+        return [f"({rt.label})" for rt in self.random]
+
+    def rewrite(self, fixed: str | None = None, random: list[str] | None = None) -> str:
+        """``response ~ fixed + random terms`` with either part replaced (default: this formula's),
+        as R's ``update()`` writes it; like R, one copy of a repeated random term is kept
+        ((x || g) reduced by x is (1 | g), once)."""
+        fixed = self.fixed_text() if fixed is None else fixed
+        bars = self.random_texts() if random is None else random
+        return f"{self.response_text} ~ " + " + ".join([fixed] + list(dict.fromkeys(bars)))
+
+    def without_fixed(self, label: str) -> str:
+        """The formula without the fixed-effect term ``label`` (R's ``update(f, . ~ . - label)``)."""
+        labels = [lab for lab in self.term_labels if lab != label]
+        fixed = labels if self.intercept else ["0"] + labels
+        fixed += [f"offset({term_label((o,))})" for o in self.offsets]
+        return self.rewrite(" + ".join(fixed or ["1"]))
+
+    def with_random_rewritten(self, replacements: dict[tuple[int, int], str]) -> str:
+        """The user's text with the random terms written at each span (``RandomTerm.span``) replaced
+        by the given text, or removed with the ``+`` that joined them where the text is empty;
+        everything else stays as the user wrote it."""
+        text = self.text
+        for (start, end), new in sorted(replacements.items(), reverse=True):
+            if new:
+                text = text[:start] + new + text[end:]
+                continue
+            head = text[:start].rstrip()
+            if head.endswith("+"):
+                text = head[:-1].rstrip() + text[end:]
+            else:
+                tail = text[end:].lstrip()
+                text = text[:start] + (tail[1:].lstrip() if tail.startswith("+") else text[end:])
+        return text
 
 
 def parse_formula(text: str) -> Formula:
@@ -104,6 +157,7 @@ def parse_formula(text: str) -> Formula:
         offsets=tuple(encoder.offsets),
         occurrences=tuple(occurrences),
         frame_variables=tuple(sorted(frame, key=frame.__getitem__)),
+        tilde=root.op_pos,
     )
 
 

@@ -54,17 +54,24 @@ class RandomTerm:
         return self.group_label or ":".join(quote_name(g) for g in self.group)
 
     @property
+    def lhs_text(self) -> str:
+        """The left-hand side as lme4 deparses it: ``ses``, ``0 + x``, ``1``."""
+        if self.lhs_label:
+            return self.lhs_label
+        labels = [term_label(t) for t in self.terms]
+        if not self.intercept:
+            return " + ".join(["0"] + labels)
+        return " + ".join(labels) if labels else "1"
+
+    @property
+    def group_text(self) -> str:
+        """The grouping side as lme4 deparses it: ``schoolid``, ``b:a``."""
+        return self.group_label or ":".join(quote_name(g) for g in self.group)
+
+    @property
     def label(self) -> str:
         """The term as lme4 deparses it: ``ses | schoolid``, ``0 + x | g``, ``1 | b:a``."""
-        lhs = self.lhs_label
-        if not lhs:
-            labels = [term_label(t) for t in self.terms]
-            if not self.intercept:
-                lhs = " + ".join(["0"] + labels)
-            else:
-                lhs = " + ".join(labels) if labels else "1"
-        group = self.group_label or ":".join(quote_name(g) for g in self.group)
-        return f"{lhs} | {group}"
+        return f"{self.lhs_text} | {self.group_text}"
 
     def __str__(self) -> str:
         return self.label
