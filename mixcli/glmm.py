@@ -166,7 +166,8 @@ class GlmmModel:
     def hessian(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
         """(H, B): the Hessian of the deviance in (θ̃, ζ), β = β + Bζ, at (θ̃, β) (None without β).
 
-        H is taken by central differences (two Richardson levels) in coordinates where it is well
+        H is taken by central differences with one Richardson extrapolation (which matters where the
+        likelihood is flat: a large group SD on few rows) in coordinates where it is well
         conditioned: the unit-free θ̃, and ζ, B a Cholesky factor of PIRLS's Var(β̂) given θ (from
         R_X). There the β block of H is ≈ 2I, so steps of a twentieth of a unit change the deviance
         by ~0.0025 whatever the predictors' units or origins. Where the Laplace term moves with β
@@ -255,6 +256,24 @@ class GlmmModel:
                 "(|estimate| > 15 on the link scale), a sign of complete separation; drop or recode "
                 f"{'it' if len(separated) == 1 else 'them'}" if frame.family.name == "binomial" else
                 f"the estimate for {', '.join(separated)} is extreme (|estimate| > 15 on the link scale)")
+        # the same for the groups: a random part of η beyond ±15 (the conditional modes of a group
+        # whose rows are all 0 or all 1 run away, with the SD; the optimum is then a ridge)
+        if not separated:
+            runaway = [t.factor for t, part in zip(st.terms, _random_parts(st, m)) if np.max(np.abs(part)) > SEPARATION]
+            if runaway:
+                separated = list(dict.fromkeys(runaway))
+                what = ("fitted probabilities numerically 0 or 1 within groups" if frame.family.name == "binomial"
+                        else "extreme fitted values within groups")
+                warnings.append(
+                    f"{what}: the random effects reach |η| > 15 on the link scale (the SD of "
+                    f"{', '.join(separated)} runs away: groups whose outcomes are all alike); the estimates and "
+                    "standard errors are unreliable: simplify the random effects or pool the groups")
+        eps = 10 * np.finfo(float).eps  # glm.fit's rule
+        if not separated and frame.family.name == "binomial" and (np.any(m.mu > 1 - eps) or np.any(m.mu < eps)):
+            separated = ["μ"]
+            warnings.append("fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are "
+                            "predicted with certainty, a sign of quasi-separation by a combination of predictors; the "
+                            "estimates and standard errors are unreliable")
         if not separated:  # (its consequences for the Hessian need no second warning)
             if negative:
                 warnings.append(
@@ -297,6 +316,15 @@ def _better(a: Modes, b: Modes) -> Modes:
     if a.converged != b.converged:
         return a if a.converged else b
     return a if a.pdev <= b.pdev else b
+
+
+def _random_parts(st, m: Modes) -> list[np.ndarray]:
+    """Each term's share of η on every row at the modes: Z̃ₜ Λ̃ₜ uₜ (PIRLS runs in the working θ̃)."""
+    out = []
+    for term, lam, u in zip(st.terms, st.engine_lambdas(m.theta, working=True), m.u):
+        b = (lam @ u).T  # (levels, k)
+        out.append(np.einsum("ik,ik->i", term.z, b[term.codes]))
+    return out
 
 
 def vcov_from_hessian(hb, k: int) -> np.ndarray | None:

@@ -104,6 +104,13 @@ def trial_rows(seed: int = 11) -> list[dict[str, object]]:
 
 
 TRIALS = csv_text(trial_rows())
+# 33 rows in two groups where the group and x together predict some outcomes with certainty
+_QUASI = "b,x,g\n" + "".join(
+    f"{b},{x},g{g}\n" for b, x, g in zip(
+        [0, 1, 1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1],
+        [-0.3, -0.8, -0.3, 0.0, -0.3, 1.3, 1.0, -2.7, -1.9, -0.2, -0.4, 0.2, 0.2, 2.1, -1.1, -0.4, 2.0, 0.6,
+         0.7, -0.5, -1.6, 0.2, 0.1, -1.2, -0.7, -0.1, -0.9, -0.1, 0.1, 0.0, -0.5, 0.6, 0.9],
+        [0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1]))
 TRIAL_FILES = {"trials.csv": TRIALS}
 GLMM = ["fit", "trials.csv"]
 
@@ -445,6 +452,19 @@ CASES: list[Case] = [
          "curvature with θ held fixed, and may be too small", TRIAL_FILES, kind="warning",
          setup="import mixcli.glmm as _g; _g.vcov_from_hessian = lambda hb, k: None",
          note="with a Hessian made singular"),
+    Case("GLMM", "groups whose outcomes are all alike (the group SD runs away)",
+         GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         "fitted probabilities numerically 0 or 1 within groups: the random effects reach |η| > 15 on the link "
+         "scale (the SD of g runs away: groups whose outcomes are all alike); the estimates and standard errors "
+         "are unreliable: simplify the random effects or pool the groups", TRIAL_FILES, kind="warning",
+         more_warnings=True,
+         setup="import numpy as _np, mixcli.glmm as _g; _g._random_parts = lambda st, m: [_np.full(3, 20.0)]",
+         note="with the random part of η made 20"),
+    Case("GLMM", "outcomes predicted with certainty (quasi-separation)",
+         ["fit", "quasi.csv", "b ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         "fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are predicted with "
+         "certainty, a sign of quasi-separation by a combination of predictors; the estimates and standard "
+         "errors are unreliable", {"quasi.csv": _QUASI}, kind="warning", more_warnings=True),
     Case("GLMM", "quadrature with two random-effects terms",
          GLMM + ["pass ~ x + (1 | g) + (1 | h)", "--family", "binomial", "--nagq", "9"], 2,
          "--nagq 9: adaptive Gauss-Hermite quadrature needs a single random-effects term (this model has 2)",

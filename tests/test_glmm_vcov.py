@@ -102,3 +102,33 @@ def test_bootstrap_refits_search_in_the_same_whitened_coordinates():
     _, f0 = _glmm_spec(base).fit(y)
     _, f1 = _glmm_spec(shifted).fit(y)
     assert f1 == pytest.approx(f0, abs=1e-5)
+
+
+def test_groups_whose_outcomes_are_all_alike_are_named():
+    """Three groups all 1, three all 0: the group SD runs away (the likelihood keeps rising), so
+    the estimates sit anywhere on a ridge; the fit says so instead of printing them plainly."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(6), 8)
+    data = {"y": (g < 3).astype(float), "x": rng.normal(size=48), "g": [f"g{i}" for i in g]}
+    m = fit(data, "y ~ x + (1 | g)", family="binomial")
+    assert m.theta[0] > 15
+    assert any("the SD of g runs away" in w for w in m.warnings)
+    # one outcome flipped in two of the groups: a large but finite SD, and no such warning
+    data["y"][[0, 30]] = 1 - data["y"][[0, 30]]
+    ok = fit(data, "y ~ x + (1 | g)", family="binomial")
+    assert 1 < ok.theta[0] < 15 and not any("runs away" in w for w in ok.warnings)
+
+
+def test_fitted_probabilities_of_0_or_1_are_said_as_glm_says_them():
+    """33 rows, two groups: one group and x together predict some outcomes with certainty
+    (μ = 1 − 2e-16, |η| = 37) though no coefficient passes 15: glm.fit's rule (μ within 10ε of 0
+    or 1) names it. (Found by the origin fuzz property: the slope's SE, 21, moved with the coding.)"""
+    import io
+
+    import pandas as pd
+
+    from catalogue import _QUASI  # (the same rows as the catalogue's case)
+
+    m = fit(pd.read_csv(io.StringIO(_QUASI)), "b ~ x + (1 | g)", family="binomial")
+    assert max(abs(f.estimate) for f in m.fixef) < 15 and np.max(m.modes.mu) > 1 - 10 * np.finfo(float).eps
+    assert any(w.startswith("fitted probabilities numerically 0 or 1 occurred (as glm() warns)") for w in m.warnings)
