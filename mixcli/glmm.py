@@ -446,8 +446,7 @@ class GlmmResult(FitStatistics):
 
     def _user_lambdas(self) -> list[np.ndarray]:
         # the modes are spherical for the working Λ̃ (PIRLS runs in θ̃): b = M⁻¹Λ̃u in the user's columns
-        st = self.structure
-        return [minv @ lam for minv, lam in zip(st._m_inv, st.lambdas(self.modes.theta))]
+        return self.structure.user_lambdas(self.modes.theta)
 
     def conditional_modes(self) -> list[np.ndarray]:
         """b̂ = Λû per term in the user's columns, as (levels in the engine's order, k) arrays."""

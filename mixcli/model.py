@@ -74,9 +74,8 @@ def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
         sw = np.sqrt(frame.weights)
         bases = [TermBasis.of(t.z) for t in frame.terms]
         terms = [replace(t, z=b.standardise(t.z) * sw[:, None]) for t, b in zip(frame.terms, bases)]
-        st = ModelStructure(terms, np.column_stack([frame.X, y]) * sw[:, None], bases=bases)
-        st.weights_term = -float(np.sum(np.log(frame.weights)))
-        return st
+        return ModelStructure(terms, np.column_stack([frame.X, y]) * sw[:, None], bases=bases,
+                              weights_term=-float(np.sum(np.log(frame.weights))))
     return ModelStructure(frame.terms, np.column_stack([frame.X, y]))
 
 

@@ -233,3 +233,20 @@ def test_no_string_surgery_on_formulas_in_ranova_reduce_and_singular():
         for node in ast.walk(tree):
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "text":
                 raise AssertionError(f"{name}:{node.lineno} slices a formula's text")
+
+
+def test_the_structure_is_not_reached_into_from_outside():
+    """ModelStructure's private fields (its bases' matrices, its elimination cache) are read and
+    written by itself only; other modules use basis_matrices, user_lambdas and elimination(), and
+    the prior weights' term is given at construction."""
+    found = []
+    for name, tree in MODULES.items():
+        if name == "mixcli.engine.structure":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("_m", "_m_inv", "_elimination"):
+                found.append(f"{name}:{node.lineno} .{node.attr}")
+            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "weights_term"
+                                                     for t in node.targets)):
+                found.append(f"{name}:{node.lineno} sets weights_term")
+    assert not found, found

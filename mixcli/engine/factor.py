@@ -87,7 +87,7 @@ class Factorization:
         self.ok = True
         self.full = full
         self.logdet0 = 0.0  # log|D₀| of an eliminated first term
-        elim = _elimination(st) if not full else None
+        elim = st.elimination(_build_elimination) if not full else None
         if elim is None:
             self._factor_chain(0, st.gram, st.cross, st.zxy)
             self._factor_tail(st.xtx)
@@ -443,11 +443,8 @@ def criterion(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool =
     return evaluate(st, theta, full=False, working=working).criterion(reml)
 
 
-def _elimination(st: ModelStructure):
-    """The model's FirstTermElimination, built on first use (None if not applicable)."""
-    if not hasattr(st, "_elimination"):
-        st._elimination = FirstTermElimination(st) if eliminable(st) else None
-    return st._elimination
+def _build_elimination(st: ModelStructure):
+    return FirstTermElimination(st) if eliminable(st) else None
 
 
 # Triangular solves of the small dense blocks, done once per fit: np.linalg.solve

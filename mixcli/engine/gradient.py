@@ -65,7 +65,7 @@ class Gradient:
 
     def user(self, st: ModelStructure, which: str = "criterion") -> np.ndarray:
         """The gradient with respect to lme4's θ (the engine's blocks are MₜΛₜ)."""
-        return _to_theta(st, getattr(self, which), st._m)
+        return _to_theta(st, getattr(self, which), st.basis_matrices)
 
 
 def _to_theta(st: ModelStructure, mats: list[np.ndarray], left: list[np.ndarray] | None) -> np.ndarray:

@@ -200,7 +200,8 @@ class ModelStructure:
       ``_centre_response``).
     """
 
-    def __init__(self, terms: list[ReTerm], xy: np.ndarray, bases: list[TermBasis] | None = None):
+    def __init__(self, terms: list[ReTerm], xy: np.ndarray, bases: list[TermBasis] | None = None,
+                 weights_term: float = 0.0):
         """``terms`` with the user's columns; or, with ``bases`` given, columns already in
         those bases (a subset of a structure's own terms)."""
         if not terms:
@@ -211,7 +212,7 @@ class ModelStructure:
         self.bases = bases
         # −Σ log wᵢ for prior weights (rows and columns then carry √wᵢ): the criterion of
         # y ~ N(Xβ + Zb, σ²W⁻¹) is the unweighted one of the scaled rows plus this (lme4's ldW)
-        self.weights_term = 0.0
+        self.weights_term = weights_term
         self._m = [b.matrix for b in bases]
         self._m_inv = [np.linalg.inv(m) for m in self._m]
         self.terms = terms
@@ -364,6 +365,24 @@ class ModelStructure:
                     mirror[np.flatnonzero(below) + sl.start] *= -1.0
                     out.append((mirror, sl.start + int(diag[j])))
         return out
+
+    @property
+    def basis_matrices(self) -> list[np.ndarray]:
+        """Mₜ of each term (z = z̃ Mₜ): the user's columns from the unit-free ones."""
+        return list(self._m)
+
+    def user_lambdas(self, theta_w: np.ndarray) -> list[np.ndarray]:
+        """Mₜ⁻¹Λ̃ₜ for a working θ̃: the blocks that map spherical effects to the user's columns
+        (full, not lower triangular; ΛΛᵀ is the user's covariance)."""
+        return [minv @ lam for minv, lam in zip(self._m_inv, self.lambdas(theta_w))]
+
+    def elimination(self, build):
+        """The first term's closed-form elimination, ``build(self)`` on first use (the engine's
+        ``eliminate.FirstTermElimination``, or None where it does not apply), then kept with the
+        structure: a cache the structure owns (``with_response`` carries it to a new response)."""
+        if not hasattr(self, "_elimination"):
+            self._elimination = build(self)
+        return self._elimination
 
     def to_user(self, theta_w: np.ndarray) -> np.ndarray:
         """The user's θ of the covariances a working θ̃ describes."""
