@@ -32,7 +32,7 @@ from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import FitError, UsageError, option
 from .frame import ModelFrame
 from .inference.distributions import norm_cdf
-from .model import FEW_LEVELS, SECOND_START, SMALL_START, build_structure
+from .model import SECOND_START, SMALL_START, build_structure, prone_to_local_minima
 from .results import Correlation, FitStatistics, FixedEffect, VarComp, theta_names, variance_components
 from .singular import is_singular, singular_fit_warnings
 
@@ -203,10 +203,9 @@ class GlmmModel:
         return vcov_from_hessian(self.hessian(theta_w, beta, nagq), self.structure.n_theta)
 
     def _worth_more_starts(self, stage0: OptSummary) -> bool:
-        st = self.structure
         if stage0.theta is None or not math.isfinite(stage0.fmin):
             return False
-        return bool(np.any(stage0.theta[st.theta_is_diag] == 0.0)) or min(t.n_levels for t in st.terms) < FEW_LEVELS
+        return prone_to_local_minima(self.structure, stage0.theta)
 
     # ------------------------------------------------------------------ result
     def result(self, theta_w: np.ndarray, beta: np.ndarray, opt: OptSummary, nagq: int,

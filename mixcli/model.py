@@ -209,7 +209,13 @@ def _worth_another_start(st: ModelStructure, summary: OptSummary, first) -> bool
         return False
     if not first[2]:
         return True
-    on_boundary = bool(np.any(summary.theta[st.theta_is_diag] == 0.0))
+    return prone_to_local_minima(st, summary.theta)
+
+
+def prone_to_local_minima(st: ModelStructure, theta_w: np.ndarray) -> bool:
+    """The restart rule of LMMs and GLMMs alike: a first run that ended on the boundary, or a
+    grouping factor with fewer than FEW_LEVELS levels, often has a better minimum elsewhere."""
+    on_boundary = bool(np.any(np.asarray(theta_w)[st.theta_is_diag] == 0.0))
     return on_boundary or min(t.n_levels for t in st.terms) < FEW_LEVELS
 
 
