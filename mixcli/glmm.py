@@ -26,6 +26,7 @@ import numpy as np
 from .engine.agq import MAX_NODES, agq_deviance
 from .engine.curvature import NEGATIVE_EIGEN, ON_BOUND
 from .engine.derivatives import gradient_hessian
+from .engine.glmm_criterion import GlmmCriterion
 from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import GlmmData, Modes, laplace, pirls
@@ -78,19 +79,14 @@ class GlmmModel:
         self.data = GlmmData(self.structure, frame.X, frame.y,
                              frame.weights if frame.weights is not None else np.ones(n),
                              frame.offset if frame.offset is not None else np.zeros(n), frame.family)
-        self._last: Modes | None = None  # warm starts for PIRLS
-        self.pirls_failures = 0  # of pirls_runs criterion evaluations (optimisers' and the Hessian's)
-        self.pirls_runs = 0
+        # PIRLS's warm starts and its failures over the optimisers' and the Hessian's evaluations
+        self.criterion = GlmmCriterion(self.data)
 
     # ------------------------------------------------------------------ criteria
     def devfun0(self) -> Callable[[np.ndarray], float]:
         """The nAGQ = 0 criterion: θ̃ alone, β updated in PIRLS."""
         def fn(theta_w):
-            last = self._last
-            m = pirls(self.data, theta_w, None, u0=last.u if last else None, beta0=last.beta if last else None)
-            if not m.converged and last is not None:
-                m = _better(m, pirls(self.data, theta_w, None))
-            return self._value(m, 0)
+            return self.criterion.value(theta_w, None, 0)[0]
         return fn
 
     def devfun(self, nagq: int, beta0: np.ndarray, basis: np.ndarray) -> Callable[[np.ndarray], float]:
@@ -98,24 +94,8 @@ class GlmmModel:
         k = self.structure.n_theta
 
         def fn(par):
-            theta_w, beta = par[:k], beta0 + basis @ par[k:]
-            last = self._last
-            m = pirls(self.data, theta_w, beta, u0=last.u if last else None)
-            if not m.converged and last is not None:
-                m = _better(m, pirls(self.data, theta_w, beta))
-            return self._value(m, nagq)
+            return self.criterion.value(par[:k], beta0 + basis @ par[k:], nagq)[0]
         return fn
-
-    def _value(self, m: Modes, nagq: int) -> float:
-        self.pirls_runs += 1
-        if not m.converged:
-            self.pirls_failures += 1
-        value = agq_deviance(self.data, m, nagq) if nagq > 1 else laplace(self.data, m)
-        if math.isfinite(value) and m.converged:
-            # (warm starts only from converged modes: PIRLS stopped on the links' clamps, μ = ε,
-            # would hold every later evaluation there)
-            self._last = m
-        return value
 
     # ------------------------------------------------------------------ optimiser
     def fit(self, nagq: int = 1, progress: Progress | None = None) -> "GlmmResult":
@@ -141,8 +121,8 @@ class GlmmModel:
                 f"tried (PIRLS failed at every one; largest response {float(np.max(np.abs(self.frame.y))):.6g}): "
                 "check the response and predictors for extreme values, or simplify the model")
         theta0 = stage0.theta
-        m0 = pirls(self.data, theta0, None, u0=self._last.u if self._last else None,
-                   beta0=self._last.beta if self._last else None)
+        last = self.criterion.last
+        m0 = pirls(self.data, theta0, None, u0=last.u if last else None, beta0=last.beta if last else None)
         beta0 = m0.beta
         rx_vcov = m0.factor.rx_inverse() if len(beta0) else None
         if nagq == 0:
@@ -214,7 +194,8 @@ class GlmmModel:
         without one (nAGQ = 0, or a Hessian that cannot be inverted) from R_X of the weighted
         system of the first stage (lme4's too)."""
         st, frame, data = self.structure, self.frame, self.data
-        m = pirls(data, theta_w, beta, u0=self._last.u if self._last else None)
+        last = self.criterion.last
+        m = pirls(data, theta_w, beta, u0=last.u if last else None)
         if data.family.link.name == "sqrt" and not np.any(data.offset) and np.sum(m.eta) < 0:
             # μ = η²: (β, u) and (−β, −u) give the same μ and likelihood; report the one with
             # η mostly positive (η = √μ, glmer's convention). The β block of the vcov is unchanged.
@@ -288,8 +269,8 @@ class GlmmModel:
         converged = opt.converged and not (negative and not separated)
         if singular:
             warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
-        if self.pirls_failures:
-            warnings.append(f"PIRLS did not converge at {self.pirls_failures} of the {self.pirls_runs} parameter "
+        if self.criterion.failures:
+            warnings.append(f"PIRLS did not converge at {self.criterion.failures} of the {self.criterion.runs} parameter "
                             "values tried (the optimiser moved on from them)")
         if not m.converged:
             converged = False
@@ -307,14 +288,6 @@ class GlmmModel:
             deviance=dev, pearson_chisq=pearson_chisq, singular=singular, converged=converged,
             warnings=warnings, messages=messages, optsummary=opt, frame=frame, structure=st, modes=m, data=data,
         )
-
-
-def _better(a: Modes, b: Modes) -> Modes:
-    """Of two PIRLS runs at the same parameters (a warm and a fresh start): a converged one,
-    else the lower penalised deviance."""
-    if a.converged != b.converged:
-        return a if a.converged else b
-    return a if a.pdev <= b.pdev else b
 
 
 def _random_parts(st, m: Modes) -> list[np.ndarray]:

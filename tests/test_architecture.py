@@ -250,3 +250,13 @@ def test_the_structure_is_not_reached_into_from_outside():
                                                      for t in node.targets)):
                 found.append(f"{name}:{node.lineno} sets weights_term")
     assert not found, found
+
+
+def test_one_glmm_criterion():
+    """The GLMM criterion (PIRLS's warm starts, the fresh-start retry, Laplace or AGQ) is
+    engine.glmm_criterion's: the bootstrap's refits use it, with their own rule for a PIRLS that
+    did not converge, instead of a copy."""
+    tree = MODULES["mixcli.inference.bootstrap"]
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert not called & {"pirls", "laplace", "agq_deviance"}
+    assert "GlmmCriterion" in called

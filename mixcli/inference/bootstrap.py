@@ -137,20 +137,16 @@ class _GlmmSpec:
 
     def fit(self, y: np.ndarray):
         """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + basis·δ."""
-        from ..engine.agq import agq_deviance
-        from ..engine.pirls import GlmmData, laplace, pirls
+        from ..engine.glmm_criterion import GlmmCriterion
+        from ..engine.pirls import GlmmData
 
         d = self.data
-        data = GlmmData(d.st, d.x, y, d.wt, d.offset, d.family)
+        criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family))
         k = len(self.theta_w)
-        last = [None]
 
         def fn(par):
-            m = pirls(data, par[:k], self.beta + self.basis @ par[k:], u0=last[0])
-            if not m.converged:
-                return math.inf
-            last[0] = m.u
-            return agq_deviance(data, m, self.nagq) if self.nagq > 1 else laplace(data, m)
+            value, m = criterion.value(par[:k], self.beta + self.basis @ par[k:], self.nagq)
+            return value if m.converged else math.inf  # (a refit does not stand on modes PIRLS did not reach)
 
         start = np.concatenate([self.theta_w, np.zeros(len(self.beta))])
         lower = np.concatenate([d.st.theta_lower, np.full(len(self.beta), -np.inf)])
