@@ -163,17 +163,18 @@ class GlmmModel:
         basis = whitening(m0.factor.rx_inverse())
         par = np.concatenate([theta_w, np.zeros(p)])
         steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, HESSIAN_STEP)])
-        for _ in range(2):
+        for refine in (True, False):
             fn = self.devfun(nagq, beta, basis)
             with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
                 _, _, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps)
             h = 0.5 * (h[0] + h[0].T)
             block = 0.5 * h[k:, k:]  # ≈ I when B whitens β
-            if not np.all(np.isfinite(block)):
+            if not refine or not np.all(np.isfinite(block)):
                 break
             vals = np.linalg.eigvalsh(block)
             if vals[0] <= 0 or (vals[0] > 0.5 and vals[-1] < 2.0):
                 break
+            # (only when H is taken again with it: H and B are returned as a pair)
             basis = basis @ whitening(np.linalg.inv(block))
         return h, basis
 
