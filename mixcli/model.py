@@ -151,11 +151,10 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     x, f = summary.theta, summary.fmin
     step = newton_step(curv, st)
     if step is not None:
-        xn = step if curv.working else st.to_working(step)
-        fnew = fn(xn)
+        fnew = fn(step)  # (the check's derivatives are in the working θ̃, as the optimiser's)
         summary.evaluations += 1
         if fnew < f:
-            x, f = xn, fnew
+            x, f = step, fnew
         summary.stages.append(f"newton step from the convergence check: {fnew:.10f}")
     before = (x, f)
     minimize_theta(fn, summary, progress, stage="polish", start=x,

@@ -10,7 +10,7 @@ the parameterisation — but not in floating point: with a random slope whose
 predictor is far from zero (Days + 150) the intercept's θ is 150 times the slope's
 and their correlation −0.9999, so differences in θ mix scales, the Hessian's
 small eigenvalues fall below the pseudo-inverse's cut-off, and the df moved from
-17 to 5.5. The fit checks its optimum with these derivatives (``check``); the fit checks its optimum with them (``check``) and
+17 to 5.5. The fit checks its optimum with these derivatives (``check``) and
 Satterthwaite's df reuse them (``inference.satterthwaite``):
 
 * models with many covariance parameters (``gradient.worth_gradient``): central
@@ -54,9 +54,9 @@ ON_BOUND = 1e-10  # a diagonal θ this close to 0 is on its bound
 
 @dataclass
 class Curvature:
-    """a, r², vech V at θ (lme4's) with their first and second derivatives in θ."""
+    """a, r², vech V at the working θ̃ with their first and second derivatives in θ̃."""
 
-    theta: np.ndarray  # the working θ̃ (``working``) or lme4's θ
+    theta: np.ndarray  # the working θ̃
     reml: bool
     m: int  # n, or n − p for REML
     a_grad: np.ndarray  # (k,)
@@ -66,7 +66,6 @@ class Curvature:
     r2_hess: np.ndarray
     v: np.ndarray  # vech of V = (R_XᵀR_X)⁻¹ (upper triangle, row by row)
     v_grad: np.ndarray  # (len(v), k)
-    working: bool = True
 
     def criterion_gradient(self) -> np.ndarray:
         return self.a_grad + (self.m / self.r2) * self.r2_grad
@@ -76,15 +75,14 @@ class Curvature:
         return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
 
 
-def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool = True) -> Curvature:
-    """Derivatives of the criterion's pieces at the working θ̃ (or, with ``working=False``, at
-    lme4's θ): see the module docstring. Points where the system is numerically indefinite give
-    NaNs, not warnings (as ``evaluate``)."""
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+    """Derivatives of the criterion's pieces at the working θ̃ (see the module docstring). Points
+    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
     with np.errstate(all="ignore"):
-        return _curvature(st, theta, reml, working)
+        return _curvature(st, theta, reml)
 
 
-def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool) -> Curvature:
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
     theta = np.asarray(theta, dtype=float)
     k, p = len(theta), st.p
     iu = np.triu_indices(p)
@@ -93,20 +91,19 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool)
     # of yᵀy to amplify in second differences)
     if worth_gradient(st):
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th, working=working)
+            fac = evaluate(st, th, working=True)
             g = gradient(fac, reml)
-            d = g.working if working else g.user
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
-            return np.concatenate([d(st, "logdet"), d(st, "pwrss"), v])
+            return np.concatenate([g.working(st, "logdet"), g.working(st, "pwrss"), v])
 
         f0 = pieces(theta)
         jac = jacobian(pieces, theta, levels)
-        r2 = evaluate(st, theta, full=False, working=working).pwrss
+        r2 = evaluate(st, theta, full=False, working=True).pwrss
         a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
         a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
     else:
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th, full=False, working=working)
+            fac = evaluate(st, th, full=False, working=True)
             a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([[a, fac.pwrss], v])
@@ -115,8 +112,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool)
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]
-    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad,
-                     working)
+    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad)
 
 
 def _symmetric(a: np.ndarray) -> np.ndarray:

@@ -5,8 +5,10 @@ function of the variance parameters φ = (θ, σ),
 
     df = 2 v² / (gᵀ A g),    g = ∂v/∂φ,    A = 2 H⁻¹ = the asymptotic covariance of φ̂,
 
-with H the Hessian of the deviance in φ, *not* profiled over σ (lmerTest's
-parameterisation, σ not σ²):
+with H the Hessian of the deviance in φ, *not* profiled over σ (σ not σ², as lmerTest). θ is
+the optimiser's unit-free θ̃, not lme4's θ as in lmerTest: the df do not depend on the
+parameterisation, but lme4's θ is hopelessly conditioned when a random slope's predictor is far
+from zero (``engine.curvature``):
 
     d(θ, σ) = a(θ) + m·log(2πσ²) + r²(θ)/σ²,   a = log|L_Z|² [+ log|R_X|²],   m = n [− p],
 
