@@ -121,8 +121,7 @@ class GlmmModel:
                 f"tried (PIRLS failed at every one; largest response {float(np.max(np.abs(self.frame.y))):.6g}): "
                 "check the response and predictors for extreme values, or simplify the model")
         theta0 = stage0.theta
-        last = self.criterion.last
-        m0 = pirls(self.data, theta0, None, u0=last.u if last else None, beta0=last.beta if last else None)
+        m0 = self.criterion.modes(theta0, None)
         beta0 = m0.beta
         rx_vcov = m0.factor.rx_inverse() if len(beta0) else None
         if nagq == 0:
@@ -195,8 +194,7 @@ class GlmmModel:
         without one (nAGQ = 0, or a Hessian that cannot be inverted) from R_X of the weighted
         system of the first stage (lme4's too)."""
         st, frame, data = self.structure, self.frame, self.data
-        last = self.criterion.last
-        m = pirls(data, theta_w, beta, u0=last.u if last else None)
+        m = self.criterion.modes(theta_w, beta)
         if data.family.link.name == "sqrt" and not np.any(data.offset) and np.sum(m.eta) < 0:
             # μ = η²: (β, u) and (−β, −u) give the same μ and likelihood; report the one with
             # η mostly positive (η = √μ, glmer's convention). The β block of the vcov is unchanged.

@@ -32,14 +32,11 @@ class GlmmCriterion:
     def modes(self, theta_w: np.ndarray, beta: np.ndarray | None) -> Modes:
         """PIRLS at θ̃ and β (None: β updated inside PIRLS too, glmer's nAGQ = 0 stage)."""
         last = self.last
-        if beta is None:
-            m = pirls(self.data, theta_w, None, u0=last.u if last else None, beta0=last.beta if last else None)
-            if not m.converged and last is not None:
-                m = better(m, pirls(self.data, theta_w, None))
-        else:
-            m = pirls(self.data, theta_w, beta, u0=last.u if last else None)
-            if not m.converged and last is not None:
-                m = better(m, pirls(self.data, theta_w, beta))
+        # (β's warm start only where PIRLS updates β)
+        beta0 = last.beta if last is not None and beta is None else None
+        m = pirls(self.data, theta_w, beta, u0=last.u if last else None, beta0=beta0)
+        if not m.converged and last is not None:
+            m = better(m, pirls(self.data, theta_w, beta))
         return m
 
     def value(self, theta_w: np.ndarray, beta: np.ndarray | None, nagq: int) -> tuple[float, Modes]:
