@@ -228,32 +228,9 @@ class GlmmModel:
         varcorr, correlations = variance_components(frame, user_lam, 1.0)
         varcorr = varcorr[:-1]  # no residual in a GLMM
         singular = is_singular(theta, st.theta_is_diag)
-        separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
-        if separated:
-            warnings.append(
-                f"fitted probabilities numerically 0 or 1: the estimate for {', '.join(separated)} runs away "
-                "(|estimate| > 15 on the link scale), a sign of complete separation; drop or recode "
-                f"{'it' if len(separated) == 1 else 'them'}" if frame.family.name == "binomial" else
-                f"the estimate for {', '.join(separated)} is extreme (|estimate| > 15 on the link scale)")
-        # the same for the groups: a random part of η beyond ±15 (the conditional modes of a group
-        # whose rows are all 0 or all 1 run away, with the SD; the optimum is then a ridge)
-        if not separated:
-            runaway = [t.factor for t, part in zip(st.terms, _random_parts(st, m)) if np.max(np.abs(part)) > SEPARATION]
-            if runaway:
-                separated = list(dict.fromkeys(runaway))
-                what = ("fitted probabilities numerically 0 or 1 within groups" if frame.family.name == "binomial"
-                        else "extreme fitted values within groups")
-                warnings.append(
-                    f"{what}: the random effects reach |η| > 15 on the link scale (the SD of "
-                    f"{', '.join(separated)} runs away: groups whose outcomes are all alike); the estimates and "
-                    "standard errors are unreliable: simplify the random effects or pool the groups")
-        eps = 10 * np.finfo(float).eps  # glm.fit's rule
-        if not separated and frame.family.name == "binomial" and (np.any(m.mu > 1 - eps) or np.any(m.mu < eps)):
-            separated = ["μ"]
-            warnings.append("fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are "
-                            "predicted with certainty, a sign of quasi-separation by a combination of predictors; the "
-                            "estimates and standard errors are unreliable")
-        if not separated:  # (its consequences for the Hessian need no second warning)
+        degenerate = _degenerate_fit(frame, st, fixef, m)
+        warnings.extend(degenerate)
+        if not degenerate:  # (its consequences for the Hessian need no second warning)
             if negative:
                 warnings.append(
                     f"the Hessian of the deviance in (θ, β) has {len(negative)} negative eigenvalue(s) "
@@ -265,7 +242,7 @@ class GlmmModel:
                     "the Hessian of the deviance in (θ, β) is not positive definite at the estimate (a flat "
                     "or degenerate likelihood: a variance at or near its bound, or separation): the standard "
                     "errors come from R_X, β's curvature with θ held fixed, and may be too small")
-        converged = opt.converged and not (negative and not separated)
+        converged = opt.converged and not (negative and not degenerate)
         if singular:
             warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
         if self.criterion.failures:
@@ -287,6 +264,35 @@ class GlmmModel:
             deviance=dev, pearson_chisq=pearson_chisq, singular=singular, converged=converged,
             warnings=warnings, messages=messages, optsummary=opt, frame=frame, structure=st, modes=m, data=data,
         )
+
+
+def _degenerate_fit(frame, st, fixef, m: Modes) -> list[str]:
+    """The first sign, if any, that the likelihood has no proper maximum (one warning): a
+    coefficient past ±15 on the link scale (complete separation), a random part of η past ±15
+    (a group SD running away with groups whose outcomes are all alike), or, for a binomial model,
+    fitted probabilities within glm.fit's 10ε of 0 or 1 (quasi-separation by a combination)."""
+    binomial = frame.family.name == "binomial"
+    separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
+    if separated:
+        these = ", ".join(separated)
+        if binomial:
+            return [f"fitted probabilities numerically 0 or 1: the estimate for {these} runs away (|estimate| > 15 "
+                    f"on the link scale), a sign of complete separation; drop or recode "
+                    f"{'it' if len(separated) == 1 else 'them'}"]
+        return [f"the estimate for {these} is extreme (|estimate| > 15 on the link scale)"]
+    runaway = list(dict.fromkeys(t.factor for t, part in zip(st.terms, _random_parts(st, m))
+                                 if np.max(np.abs(part)) > SEPARATION))
+    if runaway:
+        what = "fitted probabilities numerically 0 or 1 within groups" if binomial else "extreme fitted values within groups"
+        return [f"{what}: the random effects reach |η| > 15 on the link scale (the SD of {', '.join(runaway)} runs "
+                "away: groups whose outcomes are all alike); the estimates and standard errors are unreliable: "
+                "simplify the random effects or pool the groups"]
+    eps = 10 * np.finfo(float).eps  # glm.fit's rule
+    if binomial and (np.any(m.mu > 1 - eps) or np.any(m.mu < eps)):
+        return ["fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are predicted "
+                "with certainty, a sign of quasi-separation by a combination of predictors; the estimates and "
+                "standard errors are unreliable"]
+    return []
 
 
 def _random_parts(st, m: Modes) -> list[np.ndarray]:
