@@ -47,7 +47,7 @@ EIGEN_TOL = 1e-8  # lmerTest's tolerance for zero eigenvalues of H
 class Satterthwaite:
     """Derivatives of Var(β̂) and the covariance of the variance parameters at the estimate."""
 
-    varpar: np.ndarray  # (θ..., σ)
+    varpar: np.ndarray  # (θ̃..., σ): the working θ̃ (see the module docstring)
     hessian: np.ndarray  # H, (k+1) × (k+1)
     vcov_varpar: np.ndarray  # A = 2 H⁺
     jacobian: np.ndarray  # ∂C/∂φᵢ, shape (k+1, p, p)
