@@ -100,3 +100,38 @@ def test_no_parameters():
     s = OptSummary(start=[], lower=[])
     x, f, status = run(s, lambda x: 4.0)
     assert len(x) == 0 and f == 4.0 and status == "ok"
+
+
+# ------------------------------------------------------------------ the fit's strategy on real models
+
+from conftest import SHARED, cached_table  # noqa: E402
+
+CLASSROOM = SHARED / "data" / "classroom.csv"
+needs_classroom = pytest.mark.skipif(not CLASSROOM.exists(), reason="needs ../shared/data/classroom.csv")
+
+
+@needs_classroom
+def test_a_second_start_heading_for_the_first_minimum_is_abandoned_early():
+    # M16 ML ends on the boundary, so a second start runs from 10 × the start; it comes within 1
+    # of the first minimum with nothing between the two, and stops there (138 evaluations to the
+    # end, 43 to that point), with lme4's criterion (the reference JSON: 11880.9645075431)
+    import mixcli
+
+    m = mixcli.fit(cached_table(CLASSROOM), "mathscore ~ ses + (ses | schoolid) + (ses || classid)", reml=False)
+    stages = m.optsummary.stages
+    assert any("(stopval)" in s for s in stages) and any("the same minimum" in s for s in stages)
+    assert m.optsummary.evaluations < 200
+    assert m.criterion == pytest.approx(11880.9645075431, rel=1e-11)
+
+
+@needs_classroom
+def test_the_restart_from_a_mirror_image_does_not_crawl():
+    # M15 REML: the first run stops at 11879.416 on the boundary; the mirror image across it
+    # leads to lme4's optimum 11874.894. Started with the probed entry's own trust region
+    # (7.5e-5) BOBYQA took 12,055 evaluations to get there.
+    import mixcli
+
+    m = mixcli.fit(cached_table(CLASSROOM), "mathscore ~ ses + (ses | schoolid) + (ses | classid)")
+    assert any("mirror image" in s for s in m.optsummary.stages)
+    assert m.optsummary.evaluations < 1000
+    assert m.criterion == pytest.approx(11874.8939657367, rel=1e-11)

@@ -63,7 +63,9 @@ class OptSummary:
       default MixedModels.jl's: 0.75 of a non-zero start value, 1 otherwise;
     * ``ftol_abs``, ``ftol_rel``, ``xtol_abs``, ``xtol_rel`` — NLopt's stopping rules
       (0 turns one off);
-    * ``max_eval`` — the most evaluations allowed, over all of ``run``'s calls.
+    * ``max_eval`` — the most evaluations allowed, over all of ``run``'s calls;
+    * ``stop_below`` — stop as soon as the criterion is at or below this (NLopt's
+      stopval; the fit's second start uses it to learn early which minimum it is heading for).
 
     Results:
 
@@ -89,6 +91,7 @@ class OptSummary:
     xtol_abs: float | None = None
     xtol_rel: float = 0.0
     max_eval: int | None = None
+    stop_below: float = -math.inf
     theta: np.ndarray | None = None
     fmin: float = math.inf
     evaluations: int = 0
@@ -184,12 +187,15 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
     opt.set_xtol_rel(summary.xtol_rel)
     opt.set_maxeval(max(summary.max_eval - summary.evaluations, 1))
     opt.set_initial_step(step)
+    opt.set_stopval(summary.stop_below)
     status = "ok"
     try:
         x = opt.optimize(x0)
         f = opt.last_optimum_value()
         if opt.last_optimize_result() == nlopt.MAXEVAL_REACHED:
             status = "maxeval"
+        elif opt.last_optimize_result() == nlopt.STOPVAL_REACHED:
+            status = "stopval"
     except nlopt.RoundoffLimited:
         x, f, status = obj.best_x, obj.best_f, "roundoff"
     except _failures(nlopt) as err:  # NLopt's "generic failure" and friends
@@ -244,6 +250,9 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "from st
     x, f, status = solve(start, step)
     summary.stages.append(f"{_NAMES.get(summary.algorithm, summary.algorithm)} {stage}: {f:.10f} ({status})")
     _note_status(summary, status)
+    if status == "stopval":  # (the caller only wanted to know where the run was heading)
+        summary.theta, summary.fmin = x, f
+        return summary
 
     # lme4's check.boundary, with a wider net: a diagonal θ near zero is tried
     # at zero, and kept there unless that raises the criterion beyond noise.
