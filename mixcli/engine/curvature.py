@@ -41,6 +41,11 @@ from .gradient import gradient, worth_gradient
 from .structure import ModelStructure
 
 HEAVY_DENSE = 2000  # crossed random effects from which one level of differences is used
+# The points of the differences are factored in batches of at most this many block entries
+# (θ values × ``ModelStructure.batch_size_unit``): on small models one batch does them all,
+# paying numpy's per-call overhead once instead of 2n(n+1) times (M16 on the classroom data:
+# 61 evaluations in ~5 evaluations' time); large models gain nothing and go one by one.
+BATCH_ENTRIES = 2_000_000
 # The fit is called not converged when a Newton step from it would lower the criterion by
 # more than this (absolute, plus a relative part for criteria of 1e6 and more, whose
 # differences carry more rounding)...
@@ -108,7 +113,16 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([[a, fac.pwrss], v])
 
-        f0, grad, hess = gradient_hessian(pieces, theta, levels)
+        def many(points: np.ndarray) -> np.ndarray:
+            out = []
+            for chunk in np.array_split(points, -(-len(points) * st.batch_size_unit // BATCH_ENTRIES)):
+                fac = evaluate(st, chunk, full=False, working=True)
+                a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
+                v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(chunk), 0))
+                out.append(np.column_stack([a, fac.pwrss, v]))
+            return np.concatenate(out)
+
+        f0, grad, hess = gradient_hessian(pieces, theta, levels, many=None if st.dense else many)
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]

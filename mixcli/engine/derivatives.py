@@ -67,43 +67,50 @@ def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int 
 
 
 def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS,
-                     steps: np.ndarray | None = None):
+                     steps: np.ndarray | None = None, many: Callable[[np.ndarray], np.ndarray] | None = None):
     """F(x), its gradient and its Hessian for F: Rⁿ → Rᵐ, with the first steps ``steps``
     (default: 1e-2·|x|, or 1e-3 where x is 0).
+
+    Every point is known before any is evaluated, so ``many`` (points (N, n) → values (N, m)),
+    if given, evaluates them all in one call (``Factorization`` of a batch of θ); otherwise
+    ``fn`` is called on each.
 
     Returns ``(f0, grad, hess)`` with shapes (m,), (m, n), (m, n, n).
     """
     x = np.asarray(x, dtype=float)
     n = len(x)
-    f0 = np.atleast_1d(np.asarray(fn(x), dtype=float))
-    m = len(f0)
     h0 = _steps(x) if steps is None else np.asarray(steps, dtype=float)
+    shrink = SHRINK ** -np.arange(levels)  # h, h/2, ... per level
+    # the points: x; x ± hᵢeᵢ per i and level; x ± (hᵢeᵢ + hⱼeⱼ) per pair j < i and level
+    diag = [(i, l) for i in range(n) for l in range(levels)]
+    pairs = [(i, j, l) for i in range(n) for j in range(i) for l in range(levels)]
+    offsets = np.zeros((len(diag) + len(pairs), n))
+    for r, (i, l) in enumerate(diag):
+        offsets[r, i] = h0[i] * shrink[l]
+    for r, (i, j, l) in enumerate(pairs, start=len(diag)):
+        offsets[r, i], offsets[r, j] = h0[i] * shrink[l], h0[j] * shrink[l]
+    points = np.concatenate([x[None, :], x + offsets, x - offsets])
+    if many is not None:
+        values = np.asarray(many(points), dtype=float).reshape(len(points), -1)
+    else:
+        values = np.array([np.atleast_1d(np.asarray(fn(pt), dtype=float)) for pt in points])
+    f0 = values[0]
+    m, k = len(f0), len(offsets)
+    plus, minus = values[1: 1 + k], values[1 + k:]
     grad = np.zeros((m, n))
     hess = np.zeros((m, n, n))
     for i in range(n):
-        d_est, h_est = [], []
-        h = h0[i]
-        for _ in range(levels):
-            e = np.zeros(n)
-            e[i] = h
-            f1 = np.asarray(fn(x + e), dtype=float)
-            f2 = np.asarray(fn(x - e), dtype=float)
-            d_est.append((f1 - f2) / (2.0 * h))
-            h_est.append((f1 - 2.0 * f0 + f2) / (h * h))
-            h /= SHRINK
-        grad[:, i] = _extrapolate(d_est)
-        hess[:, i, i] = _extrapolate(h_est)
-    for i in range(n):
-        for j in range(i):
-            est = []
-            hi, hj = h0[i], h0[j]
-            for _ in range(levels):
-                e = np.zeros(n)
-                e[i], e[j] = hi, hj
-                f1 = np.asarray(fn(x + e), dtype=float)
-                f2 = np.asarray(fn(x - e), dtype=float)
-                est.append((f1 - 2.0 * f0 + f2 - hess[:, i, i] * hi * hi - hess[:, j, j] * hj * hj) / (2.0 * hi * hj))
-                hi /= SHRINK
-                hj /= SHRINK
-            hess[:, i, j] = hess[:, j, i] = _extrapolate(est)
+        rows = [r for r, (ii, _) in enumerate(diag) if ii == i]
+        hs = h0[i] * shrink
+        grad[:, i] = _extrapolate([(plus[r] - minus[r]) / (2.0 * h) for r, h in zip(rows, hs)])
+        hess[:, i, i] = _extrapolate([(plus[r] - 2.0 * f0 + minus[r]) / (h * h) for r, h in zip(rows, hs)])
+    for r0 in range(0, len(pairs), levels):
+        i, j, _ = pairs[r0]
+        est = []
+        for l in range(levels):
+            r = len(diag) + r0 + l
+            hi, hj = h0[i] * shrink[l], h0[j] * shrink[l]
+            est.append((plus[r] - 2.0 * f0 + minus[r] - hess[:, i, i] * hi * hi - hess[:, j, j] * hj * hj)
+                       / (2.0 * hi * hj))
+        hess[:, i, j] = hess[:, j, i] = _extrapolate(est)
     return f0, grad, hess

@@ -113,8 +113,12 @@ class FirstTermElimination:
     # (an optimiser's coordinate steps, Satterthwaite's differences) reuse it.
     CACHE_FROM = 500
 
-    def reduce(self, lam0: float):
-        """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums (read-only)."""
+    def reduce(self, lam0):
+        """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums (read-only).
+        For a batch, λ₀ is a (B, 1) column and the results carry a batch axis (``linalg``);
+        crossed (dense) terms are not batched."""
+        if np.ndim(lam0):
+            return self._reduce(lam0)
         cached = getattr(self, "_last", None)
         if cached is not None and cached[0] == lam0:
             return cached[1]
@@ -123,29 +127,36 @@ class FirstTermElimination:
             self._last = (lam0, out)
         return out
 
-    def _reduce(self, lam0: float):
+    def _reduce(self, lam0):
         st = self.st
+        batch = np.ndim(lam0) > 0
+        # a batch's θ-free stacks broadcast along its axis: (k, c, 1, m)
+        free = (lambda a: a[:, :, None, :]) if batch else (lambda a: a)
         l2 = lam0 * lam0
         d0 = l2 * self.g0 + 1.0
-        logdet0 = float(np.log(d0).sum())
+        logdet0 = np.log(d0).sum(axis=-1) if batch else float(np.log(d0).sum())
         w = l2 / d0
         gram, cross, zxy = {}, {}, {}
         for s in range(1, st.n_chain):
             ks = st.terms[s].k
-            sums = st.segments[(0, s)].weighted(w, self.combined[s])  # (entries, q_s)
+            sums = st.segments[(0, s)].weighted(w, self.combined[s])  # (entries, [B,] q_s)
             at = 0
             for t in range(s, st.n_chain):
                 kt = st.terms[t].k
-                block = sums[at : at + kt * ks].reshape(kt, ks, -1)
+                block = sums[at : at + kt * ks].reshape(kt, ks, *sums.shape[1:])
                 at += kt * ks
                 if t == s:
-                    gram[s] = st.gram[s] - block
+                    gram[s] = free(st.gram[s]) - block
                 else:
-                    cross[(s, t)] = st.cross[(s, t)] - block
-            zxy[s] = st.zxy[s] - sums[at:].reshape(ks, st.p + 1, -1)
+                    cross[(s, t)] = free(st.cross[(s, t)]) - block
+            zxy[s] = free(st.zxy[s]) - sums[at:].reshape(ks, st.p + 1, *sums.shape[1:])
         p1 = st.p + 1
-        xtx = st.xtx - (w @ self.zz0).reshape(p1, p1)
+        xtx = st.xtx - (w @ self.zz0).reshape(w.shape[:-1] + (p1, p1))
         dense = None
+        if batch:
+            if self.dense_c is not None:
+                raise ValueError("crossed (dense) terms are not evaluated in batches")
+            return logdet0, gram, cross, zxy, xtx, dense
         c = self.dense_c
         wz = self.zxy0 * w[:, None] if c is not None else None
         if isinstance(c, np.ndarray):

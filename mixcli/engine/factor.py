@@ -83,16 +83,28 @@ class Factorization:
         self.st = st
         self.theta = np.array(theta, dtype=float)
         self.working = working
+        # A 2-D θ is a batch of B parameter values factored at once, for the criterion and
+        # R_X only (``criteria``): small models spend most of an evaluation in numpy's
+        # per-call overhead, which a batch pays once (``linalg``). Not for crossed terms.
+        self.batch = self.theta.ndim == 2
+        if self.batch and st.dense:
+            raise ValueError("crossed (dense) terms are not factored in batches")
         self.lam = st.engine_lambdas(self.theta, working)
         self.ok = True
         self.full = full
         self.logdet0 = 0.0  # log|D₀| of an eliminated first term
         elim = st.elimination(_build_elimination) if not full else None
         if elim is None:
-            self._factor_chain(0, st.gram, st.cross, st.zxy)
+            if self.batch:  # (θ-free stacks broadcast along the batch axis)
+                self._factor_chain(0, [g[:, :, None, :] for g in st.gram],
+                                   {key: c[:, :, None, :] for key, c in st.cross.items()},
+                                   [z[:, :, None, :] for z in st.zxy])
+            else:
+                self._factor_chain(0, st.gram, st.cross, st.zxy)
             self._factor_tail(st.xtx)
         else:
-            self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(float(self.lam[0][0, 0]))
+            lam0 = self.lam[0][0, 0] if self.batch else float(self.lam[0][0, 0])
+            self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(lam0)
             self._factor_chain(1, gram, cross, zxy)
             self._factor_tail(xtx, dense)
 
@@ -122,6 +134,8 @@ class Factorization:
             self.w[s] = linalg.solve_lower(lss, wx)
 
     def _factor_tail(self, xtx: np.ndarray, reduced_dense=None):
+        if self.batch:
+            return self._factor_tail_batch(xtx)
         st = self.st
         sxx = xtx.copy()
         for w in self.w:
@@ -144,6 +158,38 @@ class Factorization:
         except np.linalg.LinAlgError:
             self.ok = False
             self.tail = np.full_like(tail, np.nan)
+
+    def _factor_tail_batch(self, xtx: np.ndarray):
+        """The tail of every member of a batch: (B, p+1, p+1) factors, NaN where one failed."""
+        b = len(self.theta)
+        sxx = np.array(np.broadcast_to(xtx, (b,) + xtx.shape[-2:]))
+        for w in self.w:
+            if w is None:
+                continue
+            for wa in w:  # (p+1, B, m)
+                wt = wa.transpose(1, 0, 2)
+                sxx -= wt @ wt.transpose(0, 2, 1)
+        try:
+            self.tail = np.linalg.cholesky(sxx)
+            self.ok = np.ones(b, bool)
+        except np.linalg.LinAlgError:
+            self.tail = np.full_like(sxx, np.nan)
+            self.ok = np.zeros(b, bool)
+            for i in range(b):
+                try:
+                    self.tail[i] = np.linalg.cholesky(sxx[i])
+                    self.ok[i] = True
+                except np.linalg.LinAlgError:
+                    pass
+
+    def criteria(self, reml: bool) -> np.ndarray:
+        """The criterion of every member of a batch (+∞ where the factor failed)."""
+        n, p = self.st.n, self.st.p
+        r2 = self.pwrss
+        dof = n - p if reml else n
+        val = self.logdet_z + (self.logdet_x if reml else 0.0) + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
+        val = val + self.st.weights_term
+        return np.where(self.ok & (r2 > 0.0) & np.isfinite(val), val, np.inf)
 
     def _dense_blocks(self, gram_dd: np.ndarray, zx_correction=None):
         """Λ_DᵀG_DDΛ_D + I and Λ_DᵀZ_DᵀXy, before the chain's contribution is subtracted."""
@@ -228,7 +274,9 @@ class Factorization:
     # ------------------------------------------------------------- criteria
     @property
     def logdet_z(self) -> float:
-        """log |L_Z|² = log det(ΛᵀZᵀZΛ + I)."""
+        """log |L_Z|² = log det(ΛᵀZᵀZΛ + I) (per member of a batch: an array)."""
+        if self.batch:
+            return self.logdet0 + sum(linalg.logdet_blocks_batch(l) for l in self.lss if l is not None)
         ld = self.logdet0 + sum(linalg.logdet_blocks(l) for l in self.lss if l is not None)
         qd = self.st.q_dense
         if qd:
@@ -239,11 +287,15 @@ class Factorization:
     def logdet_x(self) -> float:
         """log |R_X|²."""
         qd, p = self.st.q_dense, self.st.p
+        if self.batch:
+            return 2.0 * np.sum(np.log(np.diagonal(self.tail, axis1=-2, axis2=-1)[:, qd: qd + p]), axis=-1)
         return 2.0 * float(np.sum(np.log(np.diag(self.tail)[qd : qd + p])))
 
     @property
     def pwrss(self) -> float:
         """Penalised residual sum of squares r²."""
+        if self.batch:
+            return self.tail[:, -1, -1] ** 2
         return float(self.tail[-1, -1]) ** 2
 
     def criterion(self, reml: bool) -> float:
@@ -265,7 +317,7 @@ class Factorization:
     # ------------------------------------------------------------ estimates
     def _rx_lower(self) -> np.ndarray:
         qd, p = self.st.q_dense, self.st.p
-        return self.tail[qd : qd + p, qd : qd + p]  # R_Xᵀ
+        return self.tail[..., qd : qd + p, qd : qd + p]  # R_Xᵀ
 
     def _fixef_centred(self) -> np.ndarray:
         qd, p = self.st.q_dense, self.st.p
@@ -279,9 +331,9 @@ class Factorization:
         return self._fixef_centred() + self.st.beta_shift
 
     def rx_inverse(self) -> np.ndarray:
-        """(R_XᵀR_X)⁻¹, the unscaled covariance of β̂."""
+        """(R_XᵀR_X)⁻¹, the unscaled covariance of β̂ (for a batch, (B, p, p))."""
         inv_l = _solve_lower(self._rx_lower(), np.eye(self.st.p))
-        return inv_l.T @ inv_l
+        return np.swapaxes(inv_l, -1, -2) @ inv_l
 
     def spherical_modes(self, beta: np.ndarray | None = None) -> list[np.ndarray]:
         """Conditional modes of the spherical random effects u, per term as (k_t, q_t) arrays,

@@ -310,11 +310,17 @@ class ModelStructure:
         self.theta_is_diag = np.isfinite(self.theta_lower)
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        """Λ_t (k×k lower triangular) of every term for a given θ (either parameterisation)."""
+        """Λ_t (k×k lower triangular) of every term for a given θ (either parameterisation); for
+        a batch of θ (B, n_theta), (k, k, B, 1) stacks (see ``linalg``)."""
         out = []
+        batch = theta.ndim == 2
         for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
-            lam = np.zeros((t.k, t.k))
-            lam[idx] = theta[sl]
+            if batch:
+                lam = np.zeros((t.k, t.k, len(theta), 1))
+                lam[idx[0], idx[1], :, 0] = theta[:, sl].T
+            else:
+                lam = np.zeros((t.k, t.k))
+                lam[idx] = theta[sl]
             out.append(lam)
         return out
 
@@ -324,6 +330,9 @@ class ModelStructure:
         lams = self.lambdas(theta)
         if working:
             return lams
+        if theta.ndim == 2:
+            return [lam if b.identity else np.einsum("ij,jk...->ik...", m, lam)
+                    for lam, b, m in zip(lams, self.bases, self._m)]
         return [lam if b.identity else m @ lam for lam, b, m in zip(lams, self.bases, self._m)]
 
     def fold(self, theta: np.ndarray) -> np.ndarray:
@@ -365,6 +374,12 @@ class ModelStructure:
                     mirror[np.flatnonzero(below) + sl.start] *= -1.0
                     out.append((mirror, sl.start + int(diag[j])))
         return out
+
+    @property
+    def batch_size_unit(self) -> int:
+        """About how many block entries one θ adds to a batch factored at once (``linalg``):
+        each level's k×k diagonal block and its k×(p+1) block towards Xy."""
+        return sum(t.k * (t.k + self.p + 1) * t.n_levels for t in self.terms) + (self.p + 1) ** 2
 
     @property
     def basis_matrices(self) -> list[np.ndarray]:
