@@ -9,33 +9,34 @@
 
 The work is done by ``mixcli.fitting`` (the one entry point: ``mixcli.model``'s stages, frame →
 structure → criterion → optimiser → result, or ``mixcli.glmm``'s with PIRLS inside) and
-``mixcli.compare``; this module only names the entry points.
+``mixcli.comparison``; this module only names the entry points.
 """
 
 from __future__ import annotations
 
 import os
 
-from . import compare as _compare
+from .comparison import compare as _compare_data
 from .io import read_table
 
 __all__ = ["fit", "compare"]
 
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1,
-        weights=None, contrasts: str = "treatment", progress=None):
+        weights=None, contrasts: str = "treatment", progress=None, control=None):
     """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"`` or ``"poisson"``,
     with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
-    ``contrasts`` of unordered factors (treatment, sum or helmert) for both."""
+    ``contrasts`` of unordered factors (treatment, sum or helmert) for both; ``control`` (a
+    ``mixcli.control.Control``) changes the fit's tolerances, limits and restart rules."""
     from .fitting import fit as fit_model
 
     return fit_model(_data(data), formula, reml=reml, family=family, link=link, nagq=nagq, weights=weights,
-                     contrasts=contrasts, progress=progress)
+                     contrasts=contrasts, progress=progress, control=control)
 
 
 def compare(data, formulas, names=None, refit: bool = True, **options):
     """``anova(m1, m2, ...)`` of lme4: fit the models and test each against the one before."""
-    return _compare.compare(_data(data), formulas, names=names, refit=refit, **options)
+    return _compare_data(_data(data), formulas, names=names, refit=refit, **options)
 
 
 def _data(data):

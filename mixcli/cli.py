@@ -218,6 +218,38 @@ def _lmm_only(why: str):
     return decorate
 
 
+def _parse_control(ctx, param, values):
+    """``--control NAME=VALUE`` (repeatable): the fit's settings (``control.Control``), kept in the
+    command's context for every fit it makes (``_control``)."""
+    from .control import DEFAULT
+
+    control = DEFAULT
+    for text in values:
+        name, eq, value = text.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{text!r} is not NAME=VALUE (e.g. max_eval=500)", ctx, param)
+        try:
+            control = control.with_text(name.strip(), value.strip())
+        except ValueError as err:
+            raise click.BadParameter(str(err), ctx, param) from None
+    ctx.meta["mixcli.control"] = control
+    return control
+
+
+_CONTROL = click.option(
+    "--control", multiple=True, metavar="NAME=VALUE", expose_value=False, callback=_parse_control,
+    help="Change a setting of the fit, as lme4's lmerControl(): e.g. max_eval=500 (the optimiser's evaluation "
+         "limit), ftol_abs=1e-8, second_start=0 (no second start). Repeatable. The settings, their defaults "
+         "and where those come from: mixcli.control.Control in the Python library; a fit's JSON reports them.")
+
+
+def _control():
+    """The settings ``--control`` gave this command (the defaults without it)."""
+    from .control import DEFAULT
+
+    return click.get_current_context().meta.get("mixcli.control", DEFAULT)
+
+
 _WEIGHTS = click.option("--weights", metavar="COLUMN",
                         help="Prior weights, as lmer's and glmer's weights =: for a linear mixed model the "
                              "residual variance of a row is sigma^2/weight; for a binomial proportion, the "
@@ -291,6 +323,7 @@ class _CiSpec(click.ParamType):
                    "fitted() and residuals()); CSV, or JSON lines with --format json. For a GLMM, glmer's: "
                    ".fitted and .fixed on the response scale (probabilities, rates), .eta the linear "
                    "predictor, .resid the deviance residuals.")
+@_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -535,7 +568,7 @@ def _fit_model(frame, ml, fam, nagq, bar):
     """lmer's fit of ``frame`` (REML unless ``ml``), or glmer's with ``fam`` (``fitting.fit_frame``)."""
     from .fitting import fit_frame
 
-    return fit_frame(frame, reml=not ml, nagq=nagq, progress=bar)
+    return fit_frame(frame, reml=not ml, nagq=nagq, progress=bar, control=_control())
 
 
 @main.command("compare")
@@ -558,6 +591,7 @@ def _fit_model(frame, ml, fam, nagq, bar):
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -581,7 +615,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
       mixcli compare pupils.csv "pass ~ ses + (1 | schoolid)" \\
           "pass ~ ses + (1 | schoolid/classid)" --family binomial
     """
-    from .compare import add_bootstrap, compare_models
+    from .comparison import add_bootstrap, compare_models
     from .progress import FitProgress
     from .render import compare as render
 
@@ -592,7 +626,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
                           announce=lambda message: click.echo(message, err=True), family=fam, nagq=nagq,
-                          weights=weights, contrasts=contrasts.lower())
+                          weights=weights, contrasts=contrasts.lower(), control=_control())
     if n_boot is not None:
         with _Bar(progress, "bootstrap") as bar:
             add_bootstrap(comp, n_boot, seed=seed, workers=jobs,
@@ -614,6 +648,7 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
 @_lmm_only(" (its F tests need a residual variance)")
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -676,6 +711,7 @@ def _se_note(glmm: bool, interval: str | None) -> str:
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "json"]), default="csv", show_default=True,
               help="csv, tsv, or json (one object per row).")
@@ -757,6 +793,7 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
 @_LINK
 @_NAGQ
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @_SEP
 @_PROGRESS
@@ -802,6 +839,7 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
 @click.option("--ml", is_flag=True, help="Fit every model by maximum likelihood instead of REML.")
 @_lmm_only(", as lmerTest's ranova()")
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -824,7 +862,7 @@ def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
     from .render import ranova as render
 
     res = ranova(_read_data(data, sep), formula, reml=not ml, weights=weights, contrasts=contrasts.lower(),
-                 progress=FitProgress(progress))
+                 progress=FitProgress(progress), control=_control())
     _emit(fmt, render, res, data)
 
 
@@ -840,6 +878,7 @@ def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
               show_default=True, help="With --fixed: drop a fixed term whose F-test p-value is above this.")
 @_lmm_only(", as lmerTest's step()")
 @_WEIGHTS
+@_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
@@ -865,7 +904,7 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
     table = _read_data(data, sep)
     red = reduce_model(table, formula, reml=not ml, fixed=fixed, alpha_random=alpha_random,
                        alpha_fixed=alpha_fixed, weights=weights, contrasts=contrasts.lower(),
-                       progress=FitProgress(progress))
+                       progress=FitProgress(progress), control=_control())
     _emit(fmt, render, red, data)
 
 

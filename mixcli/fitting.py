@@ -5,21 +5,26 @@ criteria."""
 
 from __future__ import annotations
 
+from .control import DEFAULT, Control
 
-def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None):
+
+def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None, control: Control | None = None):
     """Fit ``frame`` (``frame.model_frame``): by REML (or ML with ``reml=False``) without a family;
-    by maximum likelihood with ``nagq`` (0, 1 = Laplace, up to 25) with one."""
+    by maximum likelihood with ``nagq`` (0, 1 = Laplace, up to 25) with one; with the settings
+    of ``control`` (``control.Control``; default ``control.DEFAULT``), which the result keeps
+    (``result.control``)."""
+    control = control or DEFAULT
     if frame.family is None:
         from .model import Model
 
-        return Model(frame).fit(reml=reml, progress=progress)
+        return Model(frame, control).fit(reml=reml, progress=progress)
     from .glmm import GlmmModel
 
-    return GlmmModel(frame).fit(nagq=nagq, progress=progress)
+    return GlmmModel(frame, control).fit(nagq=nagq, progress=progress)
 
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1, weights=None,
-        contrasts: str = "treatment", progress=None):
+        contrasts: str = "treatment", progress=None, control: Control | None = None):
     """``formula`` fitted to ``data`` (a DataFrame, a mapping of columns or a ``Table``): lmer's
     model without a family (or ``"gaussian"``), glmer's with one (a ``Family``, or its name with
     ``link``)."""
@@ -31,4 +36,4 @@ def fit(data, formula, reml: bool = True, family=None, link: str | None = None, 
     fam = None if name is None or name == "gaussian" else (
         make_family(family, link) if isinstance(family, str) else family)
     frame = model_frame(Table.from_mapping(data), formula, family=fam, weights=weights, contrasts=contrasts)
-    return fit_frame(frame, reml=reml, nagq=nagq, progress=progress)
+    return fit_frame(frame, reml=reml, nagq=nagq, progress=progress, control=control)

@@ -23,8 +23,8 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from .control import DEFAULT, Control
 from .engine.agq import MAX_NODES, agq_deviance
-from .engine.curvature import NEGATIVE_EIGEN, ON_BOUND
 from .engine.derivatives import gradient_hessian
 from .engine.glmm_criterion import GlmmCriterion
 from .engine.linalg import whitening
@@ -33,20 +33,12 @@ from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import FitError, UsageError, option
 from .frame import ModelFrame
 from .inference.distributions import norm_cdf
-from .model import SECOND_START, SMALL_START, build_structure, prone_to_local_minima
+from .model import build_structure, prone_to_local_minima
 from .results import Correlation, FitStatistics, FixedEffect, VarComp, theta_names, variance_components
 from .singular import is_singular, singular_fit_warnings
 
 Progress = Callable[[int, float], None]
-STEP_BETA = 0.5  # the second stage's first trust region for β, in standard errors
-HESSIAN_STEP = 0.05  # ζ's step in the Hessian's differences (ζ: β in units of its conditional covariance)
-# Stopping rules. The criterion carries PIRLS's tolerance (1e-10 of the penalised deviance,
-# 1e-5 absolute on 100k rows), so the LMM's 1e-10 would chase noise. The first stage only
-# provides the second's start; the second's estimate is then known to 1e-6 of a standard error.
-STAGE0_TOL = {"ftol_rel": 1e-9, "ftol_abs": 1e-6, "xtol_abs": 1e-4}
-STAGE1_TOL = {"ftol_rel": 1e-12, "ftol_abs": 1e-8, "xtol_abs": 1e-6}
-# |β| this large on the link scale means fitted probabilities of 0 or 1 (complete separation)
-SEPARATION = 15.0
+# (the stages' tolerances, steps and the separation limit are settings of ``control.Control``)
 
 
 def check_nagq(frame: ModelFrame, nagq: int):
@@ -70,15 +62,18 @@ WALD, BOOT = "'wald'", "'boot'"  # confidence-interval methods, as a message nam
 
 
 class GlmmModel:
-    """A GLMM's frame, structure and data, ready to be fitted (``fit``)."""
+    """A GLMM's frame, structure and data, ready to be fitted (``fit``) with the settings of
+    ``control`` (``control.Control``; the result's ``optsummary.control``)."""
 
-    def __init__(self, frame: ModelFrame):
+    def __init__(self, frame: ModelFrame, control: Control = DEFAULT):
         self.frame = frame
+        self.control = control
         self.structure = build_structure(frame, response=False)
         n = frame.n
         self.data = GlmmData(self.structure, frame.X, frame.y,
                              frame.weights if frame.weights is not None else np.ones(n),
-                             frame.offset if frame.offset is not None else np.zeros(n), frame.family)
+                             frame.offset if frame.offset is not None else np.zeros(n), frame.family,
+                             control=control)
         # PIRLS's warm starts and its failures over the optimisers' and the Hessian's evaluations
         self.criterion = GlmmCriterion(self.data)
 
@@ -100,15 +95,16 @@ class GlmmModel:
     # ------------------------------------------------------------------ optimiser
     def fit(self, nagq: int = 1, progress: Progress | None = None) -> "GlmmResult":
         check_nagq(self.frame, nagq)
-        st = self.structure
-        stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower, **STAGE0_TOL if nagq else {})
+        st, c = self.structure, self.control
+        tol0 = dict(ftol_rel=c.stage0_ftol_rel, ftol_abs=c.stage0_ftol_abs, xtol_abs=c.stage0_xtol_abs) if nagq else {}
+        stage0 = OptSummary(start=st.theta_start, lower=st.theta_lower, control=c, **tol0)
         fn0 = self.devfun0()
         minimize_theta(fn0, stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
         if self._worth_more_starts(stage0):
             # Criteria on the boundary or with few groups often have several local minima (as
             # for LMMs, model.optimize); a GLMM's first stage is cheap: try a small and a large start.
             best = (stage0.theta, stage0.fmin)
-            for factor in (SMALL_START, SECOND_START):
+            for factor in (c.small_start, c.second_start):
                 minimize_theta(fn0, stage0, progress, stage=f"from {factor:g} × the start (nAGQ = 0)",
                                start=factor * st.theta_start)
                 if stage0.fmin < best[1]:
@@ -134,8 +130,9 @@ class GlmmModel:
         fn = self.devfun(nagq, beta0, basis)
         lower = np.concatenate([st.theta_lower, np.full(len(beta0), -np.inf)])
         start = np.concatenate([theta0, np.zeros(len(beta0))])
-        step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), STEP_BETA)])
-        stage1 = OptSummary(start=start, lower=lower, initial_step=step, **STAGE1_TOL)
+        step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), c.step_beta)])
+        stage1 = OptSummary(start=start, lower=lower, initial_step=step, ftol_rel=c.stage1_ftol_rel,
+                            ftol_abs=c.stage1_ftol_abs, xtol_abs=c.stage1_xtol_abs, control=c)
         stage1.evaluations = stage0.evaluations
         stage1.stages = list(stage0.stages)
         minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: θ and β)")
@@ -161,7 +158,7 @@ class GlmmModel:
         m0 = pirls(self.data, theta_w, None, beta0=beta)
         basis = whitening(m0.factor.rx_inverse())
         par = np.concatenate([theta_w, np.zeros(p)])
-        steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, HESSIAN_STEP)])
+        steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, self.control.hessian_step)])
         for refine in (True, False):
             fn = self.devfun(nagq, beta, basis)
             with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
@@ -185,7 +182,7 @@ class GlmmModel:
     def _worth_more_starts(self, stage0: OptSummary) -> bool:
         if stage0.theta is None or not math.isfinite(stage0.fmin):
             return False
-        return prone_to_local_minima(self.structure, stage0.theta)
+        return prone_to_local_minima(self.structure, stage0.theta, self.control)
 
     # ------------------------------------------------------------------ result
     def result(self, theta_w: np.ndarray, beta: np.ndarray, opt: OptSummary, nagq: int,
@@ -214,8 +211,9 @@ class GlmmModel:
             vcov = vcov_from_hessian(hb, st.n_theta)
             # glmer's checkConv: "degenerate Hessian with N negative eigenvalues" (θ on its bound,
             # a variance of 0, is left out: the deviance is even there, flat to second order)
-            free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < ON_BOUND)), np.ones(p, dtype=bool)])
-            negative = negative_curvature(hb[0][np.ix_(free, free)])
+            free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < opt.control.on_bound)),
+                                   np.ones(p, dtype=bool)])
+            negative = negative_curvature(hb[0][np.ix_(free, free)], opt.control.negative_eigen)
             fallback = vcov is None
         if vcov is None and p:
             vcov = rx_vcov
@@ -227,8 +225,8 @@ class GlmmModel:
             fixef.append(FixedEffect(name, float(b), float(s), z, p=pval))
         varcorr, correlations = variance_components(frame, user_lam, 1.0)
         varcorr = varcorr[:-1]  # no residual in a GLMM
-        singular = is_singular(theta, st.theta_is_diag)
-        degenerate = _degenerate_fit(frame, st, fixef, m)
+        singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
+        degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation)
         warnings.extend(degenerate)
         if not degenerate:  # (its consequences for the Hessian need no second warning)
             if negative:
@@ -244,7 +242,7 @@ class GlmmModel:
                     "errors come from R_X, β's curvature with θ held fixed, and may be too small")
         converged = opt.converged and not (negative and not degenerate)
         if singular:
-            warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
+            warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations, opt.control.singular_tol))
         if self.criterion.failures:
             warnings.append(f"PIRLS did not converge at {self.criterion.failures} of the {self.criterion.runs} parameter "
                             "values tried (the optimiser moved on from them)")
@@ -266,22 +264,22 @@ class GlmmModel:
         )
 
 
-def _degenerate_fit(frame, st, fixef, m: Modes) -> list[str]:
+def _degenerate_fit(frame, st, fixef, m: Modes, limit: float) -> list[str]:
     """The first sign, if any, that the likelihood has no proper maximum (one warning): a
-    coefficient past ±15 on the link scale (complete separation), a random part of η past ±15
+    coefficient past ±``limit`` (15) on the link scale (complete separation), a random part of η past it
     (a group SD running away with groups whose outcomes are all alike), or, for a binomial model,
     fitted probabilities within glm.fit's 10ε of 0 or 1 (quasi-separation by a combination)."""
     binomial = frame.family.name == "binomial"
-    separated = [f.term for f in fixef if abs(f.estimate) > SEPARATION and f.term != "(Intercept)"]
+    separated = [f.term for f in fixef if abs(f.estimate) > limit and f.term != "(Intercept)"]
     if separated:
         these = ", ".join(separated)
         if binomial:
-            return [f"fitted probabilities numerically 0 or 1: the estimate for {these} runs away (|estimate| > 15 "
+            return [f"fitted probabilities numerically 0 or 1: the estimate for {these} runs away (|estimate| > {limit:g} "
                     f"on the link scale), a sign of complete separation; drop or recode "
                     f"{'it' if len(separated) == 1 else 'them'}"]
-        return [f"the estimate for {these} is extreme (|estimate| > 15 on the link scale)"]
+        return [f"the estimate for {these} is extreme (|estimate| > {limit:g} on the link scale)"]
     runaway = list(dict.fromkeys(t.factor for t, part in zip(st.terms, _random_parts(st, m))
-                                 if np.max(np.abs(part)) > SEPARATION))
+                                 if np.max(np.abs(part)) > limit))
     if runaway:
         what = "fitted probabilities numerically 0 or 1 within groups" if binomial else "extreme fitted values within groups"
         return [f"{what}: the random effects reach |η| > 15 on the link scale (the SD of {', '.join(runaway)} runs "
@@ -322,15 +320,15 @@ def vcov_from_hessian(hb, k: int) -> np.ndarray | None:
     return 0.5 * (v + v.T)
 
 
-def negative_curvature(h: np.ndarray) -> list[float]:
-    """The Hessian's clearly negative eigenvalues (below −NEGATIVE_EIGEN × the largest: the LMM
+def negative_curvature(h: np.ndarray, tol: float = DEFAULT.negative_eigen) -> list[float]:
+    """The Hessian's clearly negative eigenvalues (below −``tol`` × the largest: the LMM
     check's rule, ``engine.curvature``); H is in unit-free coordinates, so the ratio means the
     same for every model."""
     if not np.all(np.isfinite(h)):
         return []
     vals = np.linalg.eigvalsh(h)
     top = float(np.max(np.abs(vals))) if len(vals) else 0.0
-    return [float(v) for v in vals if v < -NEGATIVE_EIGEN * max(top, 1e-300)]
+    return [float(v) for v in vals if v < -tol * max(top, 1e-300)]
 
 
 @dataclass

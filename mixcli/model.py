@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from .control import DEFAULT, Control
 from .engine.curvature import check, curvature, newton_step, stopped_short
 from .engine.factor import criterion, evaluate
 from .engine.gradient import gradient, worth_gradient
@@ -34,34 +35,6 @@ from .frame import ModelFrame
 from .results import LmmResult, build_result
 
 Progress = Callable[[int, float], None]
-
-# Fits of at least this many rows start from the optimum on a tenth of the
-# outermost groups (see warm_start).
-WARM_START_ROWS = 200_000
-WARM_START_DENSE = 500  # ... or a crossed (dense) block at least this wide
-WARM_START_FRACTION = 0.1
-# ... and stop when θ̃ is known to this (absolute, unit-free) precision instead of 1e-10:
-# the criterion is then within ~1e-9 relative of its minimum (curvature × step²), and on
-# the 1M-row crossed model the last dozen of 27 evaluations (1.5 s each) only moved θ̃ by 1e-6.
-WARM_XTOL = 1e-6
-# Rounds of polishing (Newton step + a short run) when the convergence check finds the
-# optimiser stopped short
-POLISH_ROUNDS = 2
-# A second start, from this multiple of the first, when the first run ends on the boundary
-# or a grouping factor has fewer than FEW_LEVELS levels: such criteria often have several
-# local minima, and one with larger variances is reached from larger starting values (on
-# random models, lme4's Nelder-Mead found the better one where BOBYQA from 1 did not).
-SECOND_START = 10.0
-FEW_LEVELS = 10
-# The second start is followed only until its criterion is within this of the first minimum's
-# (a deviance difference of 1, a likelihood ratio of e^0.5), then the segment between the two
-# points is probed at these fractions to tell whether a ridge separates them (_second_start).
-SAME_BASIN = 1.0
-SEGMENT_PROBES = (0.25, 0.5, 0.75)
-# A start this fraction of the first looks for a local minimum near zero when the criterion
-# has none in the direction the first run took (decreases_along_ray).
-SMALL_START = 0.1
-
 
 def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
     """The θ-free structure of a frame's model: terms, θ layout, nesting, per-level sums (of
@@ -100,51 +73,53 @@ def gradfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], tuple[floa
     return fdf
 
 
-def choose_algorithm(st: ModelStructure) -> str:
+def choose_algorithm(st: ModelStructure, control: Control = DEFAULT) -> str:
     """L-BFGS with the analytic gradient for models with many covariance parameters, BOBYQA
     (derivative-free) for the others (``engine.gradient.worth_gradient``)."""
-    return "LD_LBFGS" if worth_gradient(st) else "LN_BOBYQA"
+    return "LD_LBFGS" if worth_gradient(st, control.gradient_from) else "LN_BOBYQA"
 
 
 def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, start: np.ndarray | None = None,
-             progress: Progress | None = None, algorithm: str | None = None) -> OptSummary:
+             progress: Progress | None = None, algorithm: str | None = None, control: Control = DEFAULT) -> OptSummary:
     """Minimise ``fn`` (the model's criterion of θ̃) from ``start`` (a working θ̃; default the
     identity, lme4's start in unit-free columns), or, for large models without a start, from
-    the optimum on a subsample (``warm_start``). The summary's θ is a working θ̃."""
+    the optimum on a subsample (``warm_start``), with the settings of ``control``. The
+    summary's θ is a working θ̃."""
+    c = control
     step, stage = None, "from start"
     warm = None
-    if start is None and (st.n >= WARM_START_ROWS or st.q_dense >= WARM_START_DENSE):
-        warm = warm_start(st, reml)
+    if start is None and (st.n >= c.warm_start_rows or st.q_dense >= c.warm_start_dense):
+        warm = warm_start(st, reml, c)
     if warm is not None:
         start, evaluations = warm
         # close to the optimum already: a first trust region of 10% (at least 0.02)
         step = np.maximum(0.1 * np.abs(start), 0.02)
         stage = f"from a subsample's optimum ({evaluations} evaluations there)"
     x0 = st.theta_start if start is None else np.maximum(np.asarray(start, float), st.theta_lower)
-    algorithm = algorithm or choose_algorithm(st)
+    algorithm = algorithm or choose_algorithm(st, c)
     fdf = gradfun(st, reml) if algorithm.startswith("LD_") else None
     summary = OptSummary(start=x0, lower=st.theta_lower, initial_step=step, algorithm=algorithm,
-                         xtol_abs=WARM_XTOL if warm is not None else None)
+                         xtol_abs=c.warm_xtol if warm is not None else None, control=c)
     fold = st.fold if fdf is not None else None
     minimize_theta(fn, summary, progress, stage=stage, fdf=fdf, fold=fold)
     candidates = [_candidate(fn, summary)]
-    if warm is None and start is None and _worth_another_start(st, summary, candidates[0]):
-        second = _second_start(fn, summary, candidates[0], SECOND_START * x0, progress, fdf, fold)
+    if warm is None and start is None and c.second_start and _worth_another_start(st, summary, candidates[0]):
+        second = _second_start(fn, summary, candidates[0], c.second_start * x0, progress, fdf, fold)
         if second is not None:
             candidates.append(second)
-    if not any(c[2] for c in candidates):
-        minimize_theta(fn, summary, progress, stage=f"from {SMALL_START:g} × the start",
-                       start=SMALL_START * x0, fdf=fdf, fold=fold)
+    if not any(cand[2] for cand in candidates):
+        minimize_theta(fn, summary, progress, stage=f"from {c.small_start:g} × the start",
+                       start=c.small_start * x0, fdf=fdf, fold=fold)
         candidates.append(_candidate(fn, summary))
-    minima = [c for c in candidates if c[2]]
-    theta, fmin, _ = min(minima or candidates, key=lambda c: c[1])
+    minima = [cand for cand in candidates if cand[2]]
+    theta, fmin, _ = min(minima or candidates, key=lambda cand: cand[1])
     summary.theta, summary.fmin = theta, fmin
     if minima:
         theta, fmin = _leave_boundary(fn, st, summary, progress, fdf, fold)
     if not minima:
         summary.unbounded, summary.converged = True, False
         summary.warnings.append(_unbounded_message(st, local=False))
-    elif any(not c[2] and c[1] < fmin for c in candidates):
+    elif any(not cand[2] and cand[1] < fmin for cand in candidates):
         summary.warnings.append(_unbounded_message(st, local=True))
     summary.stages.append(f"chosen: {fmin:.10f}" + ("" if minima else " (no start reached a minimum)"))
     return summary
@@ -154,7 +129,7 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     """After the convergence check found the optimiser stopped short: a Newton step from the
     check's derivatives, then the optimiser again from the better point, with small steps."""
     x, f = summary.theta, summary.fmin
-    step = newton_step(curv, st)
+    step = newton_step(curv, st, summary.control.on_bound)
     if step is not None:
         fnew = fn(step)  # (the check's derivatives are in the working θ̃, as the optimiser's)
         summary.evaluations += 1
@@ -169,11 +144,6 @@ def polish(fn, st: ModelStructure, summary: OptSummary, curv, progress=None) -> 
     return summary
 
 
-# How far into the interior the mirror image is probed (working θ̃ is unit-free, O(1))
-MIRROR_PROBE = 1e-4
-MIRROR_STEP = 0.1
-
-
 def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, fold):
     """Restart from the boundary's mirror images (``ModelStructure.boundary_mirrors``) of the
     chosen θ̃, which have the same criterion, where stepping off the boundary there lowers it.
@@ -183,17 +153,18 @@ def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, 
     direction on the other side; one evaluation a step into the interior tells, and only then
     is the optimiser restarted (a genuine boundary optimum has slope 0 and costs nothing more)."""
     theta, fmin = summary.theta, summary.fmin
+    c = summary.control
     for mirror, diag in st.boundary_mirrors(theta):
         probe = mirror.copy()
-        probe[diag] = MIRROR_PROBE
+        probe[diag] = c.mirror_probe
         value = fn(probe)
         summary.evaluations += 1
         if not value < fmin - 1e-10 * max(1.0, abs(fmin)):
             continue
-        # (a first trust region of MIRROR_STEP at least: the probed entry's own, 0.75 × 1e-4,
+        # (a first trust region of at least mirror_step: the probed entry's own, 0.75 × 1e-4,
         # had BOBYQA crawl for 12,000 evaluations on the classroom M15)
         minimize_theta(fn, summary, progress, stage="from the optimum's mirror image across the boundary",
-                       start=probe, step=np.maximum(default_step(probe), MIRROR_STEP), fdf=fdf, fold=fold)
+                       start=probe, step=np.maximum(default_step(probe), c.mirror_step), fdf=fdf, fold=fold)
         if np.isfinite(summary.fmin) and summary.fmin < fmin - 1e-10 * max(1.0, abs(fmin)):
             theta, fmin = np.array(summary.theta, dtype=float), float(summary.fmin)
     summary.theta, summary.fmin = theta, fmin
@@ -203,17 +174,18 @@ def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, 
 def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf, fold):
     """The candidate of a second start from ``x0``, or None when it is heading for the first's minimum.
 
-    The run stops as soon as it comes within SAME_BASIN of the first minimum's criterion
+    The run stops as soon as it comes within ``same_basin`` of the first minimum's criterion
     (most of a run from afar is spent there on digits). If the criterion along the segment
     from that point to the first minimum never rises above its ends, nothing separates the
     two: the run would have descended to the same minimum (classroom M16: 43 evaluations
     instead of 138), and it is abandoned. Otherwise (a ridge between them, or a start whose
     first run found no minimum) it is run to its end as a candidate of its own."""
-    stage = f"from {SECOND_START:g} × the start"
+    c = summary.control
+    stage = f"from {c.second_start:g} × the start"
     if not first[2]:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
         return _candidate(fn, summary)
-    summary.stop_below = first[1] + SAME_BASIN
+    summary.stop_below = first[1] + c.same_basin
     try:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
     finally:
@@ -222,10 +194,10 @@ def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf,
         return _candidate(fn, summary)
     x, f = np.array(summary.theta, dtype=float), float(summary.fmin)
     ends = max(f, first[1]) + 1e-10 * max(1.0, abs(f))
-    between = [fn(first[0] + w * (x - first[0])) for w in SEGMENT_PROBES]
+    between = [fn(first[0] + w * (x - first[0])) for w in c.segment_probes]
     summary.evaluations += len(between)
     if all(v <= ends for v in between):
-        summary.stages.append(f"that run came within {SAME_BASIN:g} of the first minimum with nothing between "
+        summary.stages.append(f"that run came within {c.same_basin:g} of the first minimum with nothing between "
                               "them: the same minimum")
         return None
     summary.stages.append("a ridge separates that point from the first minimum: run on")
@@ -235,7 +207,7 @@ def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf,
 
 def _candidate(fn, summary: OptSummary):
     """(θ̃, criterion, is a minimum) of the summary's last start (see decreases_along_ray)."""
-    is_minimum = not decreases_along_ray(fn, summary.theta, summary.fmin)
+    is_minimum = not decreases_along_ray(fn, summary.theta, summary.fmin, summary.control.ray_slack)
     if not is_minimum:
         summary.stages.append("that point is no minimum: the criterion still decreases when every variance "
                               "parameter is doubled")
@@ -249,14 +221,14 @@ def _worth_another_start(st: ModelStructure, summary: OptSummary, first) -> bool
         return False
     if not first[2]:
         return True
-    return prone_to_local_minima(st, summary.theta)
+    return prone_to_local_minima(st, summary.theta, summary.control)
 
 
-def prone_to_local_minima(st: ModelStructure, theta_w: np.ndarray) -> bool:
+def prone_to_local_minima(st: ModelStructure, theta_w: np.ndarray, control: Control = DEFAULT) -> bool:
     """The restart rule of LMMs and GLMMs alike: a first run that ended on the boundary, or a
-    grouping factor with fewer than FEW_LEVELS levels, often has a better minimum elsewhere."""
+    grouping factor with fewer than ``few_levels`` levels, often has a better minimum elsewhere."""
     on_boundary = bool(np.any(np.asarray(theta_w)[st.theta_is_diag] == 0.0))
-    return on_boundary or min(t.n_levels for t in st.terms) < FEW_LEVELS
+    return on_boundary or min(t.n_levels for t in st.terms) < control.few_levels
 
 
 def _unbounded_message(st: ModelStructure, local: bool) -> str:
@@ -271,7 +243,7 @@ def _unbounded_message(st: ModelStructure, local: bool) -> str:
     return head + "; the estimates are where the optimiser stopped, not an optimum: simplify the random effects"
 
 
-def warm_start(st: ModelStructure, reml: bool):
+def warm_start(st: ModelStructure, reml: bool, control: Control = DEFAULT):
     """θ̂ of the same model on a random tenth of the levels of one factor, and the
     evaluations spent there; None when the model is too small for it to pay.
 
@@ -289,13 +261,13 @@ def warm_start(st: ModelStructure, reml: bool):
         outer = min(st.terms, key=lambda t: t.n_levels)
     if outer.n_levels < 50:
         return None
-    rng = np.random.default_rng(20261130)  # fixed: the same data always give the same fit
-    chosen = rng.random(outer.n_levels) < WARM_START_FRACTION
+    rng = np.random.default_rng(control.seed)  # fixed: the same data always give the same fit
+    chosen = rng.random(outer.n_levels) < control.warm_start_fraction
     rows = chosen[outer.codes]
     if rows.sum() < 1000:
         return None
     sub = st.subset(rows)
-    opt = minimize_theta(devfun(sub, reml), OptSummary(start=sub.theta_start, lower=sub.theta_lower))
+    opt = minimize_theta(devfun(sub, reml), OptSummary(start=sub.theta_start, lower=sub.theta_lower, control=control))
     if not (opt.converged and np.all(np.isfinite(opt.theta))):
         return None
     return opt.theta, opt.evaluations
@@ -305,11 +277,13 @@ class Model:
     """A model frame with its θ-free structure, ready to be fitted by REML or ML (and refitted).
 
     ``frame`` (``ModelFrame``) and ``structure`` (``ModelStructure``) are built once;
-    ``fit`` runs the criterion, the optimiser and the result stages.
+    ``fit`` runs the criterion, the optimiser and the result stages with the settings of
+    ``control`` (``control.Control``; the result's ``optsummary.control``).
     """
 
-    def __init__(self, frame: ModelFrame):
+    def __init__(self, frame: ModelFrame, control: Control = DEFAULT):
         self.frame = frame
+        self.control = control
         self.structure = build_structure(frame)
 
     def criterion(self, theta_w: np.ndarray, reml: bool) -> float:
@@ -321,9 +295,9 @@ class Model:
         st = self.structure
         start_w = None if start is None else st.to_working(np.maximum(np.asarray(start, float), st.theta_lower))
         fn = lambda th: self.criterion(th, reml)
-        opt = optimize(fn, st, reml, start_w, progress)
+        opt = optimize(fn, st, reml, start_w, progress, control=self.control)
         result = self.result(opt, reml)
-        for _ in range(POLISH_ROUNDS):
+        for _ in range(self.control.polish_rounds):
             if result.curvature is None or not stopped_short(result.warnings):
                 break
             polish(fn, st, opt, result.curvature, progress)
@@ -338,8 +312,8 @@ class Model:
         fac = evaluate(st, theta, full=False)
         curv, problems = None, []
         if opt.converged and np.isfinite(opt.fmin) and fac.ok:
-            curv = curvature(st, opt.theta, reml)
-            problems = check(curv, st, opt.fmin)
+            curv = curvature(st, opt.theta, reml, opt.control)
+            problems = check(curv, st, opt.fmin, opt.control)
         return build_result(self.frame, st, fac, opt, reml, curv, problems)
 
     def result_at(self, theta: np.ndarray, reml: bool = True) -> LmmResult:
@@ -348,6 +322,7 @@ class Model:
         theta = np.asarray(theta, dtype=float)
         fac = evaluate(st, theta)
         theta_w = st.to_working(theta)
-        opt = OptSummary(start=theta_w, lower=st.theta_lower, theta=theta_w, fmin=fac.criterion(reml))
+        opt = OptSummary(start=theta_w, lower=st.theta_lower, theta=theta_w, fmin=fac.criterion(reml),
+                         control=self.control)
         opt.stages.append("evaluated at a given theta, not optimised")
         return build_result(self.frame, st, fac, opt, reml)

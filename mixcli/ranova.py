@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .control import DEFAULT, Control
 from .design import complete_rows
 from .errors import DataError
 from .fitting import fit_frame
@@ -77,8 +78,9 @@ def reductions(formula) -> list[tuple[str, str]]:
 
 
 def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: str = "treatment",
-           progress=None) -> Ranova:
-    """Fit the model and each reduction; ``progress`` (a ``cli`` progress line) hears each refit."""
+           progress=None, control: Control = DEFAULT) -> Ranova:
+    """Fit the model and each reduction (all with the settings of ``control``); ``progress`` (a
+    ``cli`` progress line) hears each refit."""
     frame = model_frame(table, formula, weights=weights, contrasts=contrasts)
     f = frame.formula
     full_text = f.rewrite()
@@ -86,7 +88,7 @@ def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: st
     total = len(steps) + 1
     if progress is not None:
         progress.start(f"fitting the model (1/{total})")
-    full = fit_frame(frame, reml=reml, progress=progress)
+    full = fit_frame(frame, reml=reml, progress=progress, control=control)
     if progress is not None:
         progress.done()
     rows = [RanovaRow("<none>", full_text, full.npar, full.loglik)]
@@ -98,7 +100,7 @@ def ranova(table: Table, formula, reml: bool = True, weights=None, contrasts: st
         if parsed.random:
             reduced_frame = model_frame(table, parsed, weights=weights, contrasts=contrasts)
             _check_rows(frame.rows, reduced_frame.rows, name)
-            m = fit_frame(reduced_frame, reml=reml, progress=progress)
+            m = fit_frame(reduced_frame, reml=reml, progress=progress, control=control)
             npar, loglik = m.npar, m.loglik
             if not m.converged:
                 warnings.append(f"the model without {name} did not converge: {'; '.join(m.warnings)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .control import DEFAULT, Control
 from .errors import FitError
 from .fitting import fit_frame
 from .formula import parse_formula
@@ -52,7 +53,7 @@ class Reduction:
 
 def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, alpha_random: float = ALPHA_RANDOM,
                  alpha_fixed: float = ALPHA_FIXED, weights=None, contrasts: str = "treatment",
-                 progress=None) -> Reduction:
+                 progress=None, control: Control = DEFAULT) -> Reduction:
     options = dict(weights=weights, contrasts=contrasts)
     current = parse_formula(formula).text
     steps: list[Step] = []
@@ -61,7 +62,7 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
         if progress is not None:
             progress.start(f"fitting {text}")
         try:
-            m = fit_frame(model_frame(table, text, **options), reml=reml, progress=progress)
+            m = fit_frame(model_frame(table, text, **options), reml=reml, progress=progress, control=control)
         except FitError as exc:
             raise FitError(f"reduce: the model {text} could not be fitted: {exc}") from None
         if progress is not None:
@@ -74,7 +75,7 @@ def reduce_model(table, formula: str, reml: bool = True, fixed: bool = False, al
         simpler = simpler_model(m)
         if simpler is None:
             break
-        problems, _ = diagnose(m.frame, m.factorization.user_lam)
+        problems, _ = diagnose(m.frame, m.factorization.user_lam, m.control.singular_tol)
         steps.append(Step(current, "simplify", "singular fit: " + "; ".join(problems), simpler))
         current = simpler
         if not parse_formula(current).random:  # every random effect was at zero

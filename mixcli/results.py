@@ -84,6 +84,11 @@ class FitStatistics:
         return -self.criterion / 2.0
 
     @property
+    def control(self):
+        """The settings the fit used (``control.Control``); its refits use them too."""
+        return self.optsummary.control
+
+    @property
     def aic(self) -> float:
         return self.criterion + 2.0 * self.npar
 
@@ -386,7 +391,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     user_lam = fac.user_lam
     varcorr, correlations = variance_components(frame, user_lam, sigma)
     theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
-    singular = is_singular(theta, st.theta_is_diag)
+    singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
     warnings = list(opt.warnings) + list(problems or [])
     converged = opt.converged and not problems
     if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):
@@ -396,7 +401,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
             f"{sigma:.3g}); rescale the predictors, especially random-slope variables, or simplify the model"
         )
     if singular:
-        warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations))
+        warnings.extend(singular_fit_warnings(frame, user_lam, varcorr, correlations, opt.control.singular_tol))
     return LmmResult(
         formula=frame.formula.text,
         reml=reml,

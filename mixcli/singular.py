@@ -17,21 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from .control import DEFAULT
 from .formula import RandomTerm, term_label
 
-# lme4's isSingular() tolerance: a diagonal θ (an SD relative to σ, or to 1 in a GLMM) below it is
-# on the boundary. The one tolerance for the singular flag and for what the diagnosis names.
-SINGULAR_TOL = 1e-4
+# lme4's isSingular() tolerance is ``Control.singular_tol``: a diagonal θ (an SD relative to σ, or
+# to 1 in a GLMM) below it is on the boundary. The one tolerance for the singular flag and for
+# what the diagnosis names; a fit passes its control's.
 
 
-def is_singular(theta, theta_is_diag) -> bool:
-    """lme4's ``isSingular(m)``: some diagonal θ below ``SINGULAR_TOL``."""
-    return bool(np.any(np.asarray(theta)[theta_is_diag] < SINGULAR_TOL))
+def is_singular(theta, theta_is_diag, tol: float = DEFAULT.singular_tol) -> bool:
+    """lme4's ``isSingular(m)``: some diagonal θ below ``tol``."""
+    return bool(np.any(np.asarray(theta)[theta_is_diag] < tol))
 
 
-def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) -> list[str]:
+def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations, tol: float = DEFAULT.singular_tol) -> list[str]:
     """One line per boundary component, then the suggested simpler model."""
-    problems, simpler = diagnose(frame, lams)
+    problems, simpler = diagnose(frame, lams, tol)
     if not problems:
         return []
     lines = [f"boundary (singular) fit: {p}" for p in problems]
@@ -42,20 +43,20 @@ def singular_fit_warnings(frame, lams: list[np.ndarray], varcorr, correlations) 
 
 def simpler_model(m) -> str | None:
     """The simpler formula proposed for a singular fit (``LmmResult``), or None."""
-    problems, simpler = diagnose(m.frame, m.factorization.user_lam)
+    problems, simpler = diagnose(m.frame, m.factorization.user_lam, m.control.singular_tol)
     if not problems or simpler == m.frame.formula.text:
         return None
     return simpler
 
 
-def diagnose(frame, lams: list[np.ndarray]) -> tuple[list[str], str | None]:
+def diagnose(frame, lams: list[np.ndarray], tol: float = DEFAULT.singular_tol) -> tuple[list[str], str | None]:
     """What sits on the boundary (one phrase per component) and the simpler formula."""
     problems: list[str] = []
     drop: dict[int, set[str]] = {}  # formula.random index -> effect names to drop
     decorrelate: set[int] = set()
     for term, source, lam in zip(frame.terms, frame.term_sources, lams):
         rel_sd = np.sqrt(np.diag(lam @ lam.T))
-        zero = [name for name, s in zip(term.names, rel_sd) if s < SINGULAR_TOL]
+        zero = [name for name, s in zip(term.names, rel_sd) if s < tol]
         for name in zero:
             problems.append(f"the {term.factor} ({name}) standard deviation is estimated at 0")
         if zero and term.factor in getattr(frame, "nested_labels", {}):
@@ -66,7 +67,7 @@ def diagnose(frame, lams: list[np.ndarray]) -> tuple[list[str], str | None]:
         if zero:
             drop[source] = set(zero)
             continue
-        if term.k > 1 and np.any(np.abs(np.diag(lam)) < SINGULAR_TOL):
+        if term.k > 1 and np.any(np.abs(np.diag(lam)) < tol):
             cov = lam @ lam.T
             sd = np.sqrt(np.diag(cov))
             corr = cov / np.outer(sd, sd)

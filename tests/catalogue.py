@@ -207,6 +207,18 @@ CASES: list[Case] = [
     Case("Usage", "an unknown output format", FIT + ["y ~ x + (1 | g)", "--format", "xml"], 2,
          "invalid value for '--format': 'xml' is not one of 'table', 'json', 'csv', 'tsv' (see 'mixcli fit --help')",
          STUDY_FILES),
+    Case("Usage", "a misspelt setting of the fit", FIT + ["y ~ x + (1 | g)", "--control", "maxeval=500"], 2,
+         "invalid value for '--control': there is no setting 'maxeval': did you mean max_eval? (see 'mixcli fit "
+         "--help')", STUDY_FILES),
+    Case("Usage", "a setting that does not exist", FIT + ["y ~ x + (1 | g)", "--control", "quickly=1"], 2,
+         "invalid value for '--control': there is no setting 'quickly'; the settings are ftol_abs, ftol_rel",
+         STUDY_FILES),
+    Case("Usage", "a setting given a value of the wrong kind", FIT + ["y ~ x + (1 | g)", "--control", "max_eval=1e3"],
+         2, "invalid value for '--control': max_eval takes a whole number, not '1e3' (see 'mixcli fit --help')",
+         STUDY_FILES),
+    Case("Usage", "a setting without a value", FIT + ["y ~ x + (1 | g)", "--control", "max_eval"], 2,
+         "invalid value for '--control': 'max_eval' is not NAME=VALUE (e.g. max_eval=500) (see 'mixcli fit --help')",
+         STUDY_FILES),
     Case("Usage", "a separator of two characters", FIT + ["y ~ x + (1 | g)", "--sep", ";;"], 2,
          "--sep must be a single character, got ';;'", STUDY_FILES),
     # -- files ------------------------------------------------------------------------------
@@ -407,10 +419,10 @@ CASES: list[Case] = [
          "(f || g): f is a factor (text column), so '||' does not make its effects uncorrelated", STUDY_FILES,
          kind="warning"),
     # -- fitting ----------------------------------------------------------------------------
-    Case("Fit", "the optimiser reaches its evaluation limit", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
+    Case("Fit", "the optimiser reaches its evaluation limit", FIT + ["y ~ x + (x | g)", "--format", "csv",
+                                                                 "--control", "max_eval=5"], 0,
          "the optimiser stopped after 5 evaluations without converging; try a simpler random-effects structure "
          "or rescaling predictors", STUDY_FILES, kind="warning",
-         setup="import mixcli.engine.optimize as _o; _o.MAX_EVAL = 5", note="with the limit set to 5 evaluations",
          more_warnings=True),
     Case("Fit", "the criterion is never finite", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
          "the criterion was not finite at any of the", STUDY_FILES, kind="warning",
@@ -443,7 +455,7 @@ CASES: list[Case] = [
          "the Hessian of the deviance in (θ, β) has 1 negative eigenvalue(s) (-1): the estimate is not a minimum "
          "(a saddle or a flat likelihood); the estimates and standard errors are unreliable: simplify the model",
          TRIAL_FILES, kind="warning", more_warnings=True,
-         setup="import mixcli.glmm as _g; _g.negative_curvature = lambda h: [-1.0]",
+         setup="import mixcli.glmm as _g; _g.negative_curvature = lambda h, tol: [-1.0]",
          note="with a Hessian made to have a negative eigenvalue"),
     Case("GLMM", "standard errors from R_X (the Hessian cannot be inverted)",
          GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,

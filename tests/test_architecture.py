@@ -116,7 +116,7 @@ def test_one_atomic_writer():
 
 def test_the_api_only_names_the_entry_points():
     # (mixcli.fitting: the one entry point that dispatches to model and glmm)
-    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.fitting", "mixcli.compare", "mixcli.errors",
+    assert _imports("mixcli.api", MODULES["mixcli.api"]) <= {"mixcli.fitting", "mixcli.comparison", "mixcli.errors",
                                                                   "mixcli.io"}
 
 
@@ -155,13 +155,50 @@ def test_messages_name_options_in_the_callers_language():
         use_option_style(python_style)
 
 
+# The module-level settings the control record replaced: none may come back.
+FORMER_SETTINGS = {
+    "FTOL_ABS", "FTOL_REL", "XTOL_ABS", "MAX_EVAL", "NEAR_BOUNDARY", "BOUNDARY_SLACK", "EDGE_STEP", "RAY_SLACK",
+    "WARM_START_ROWS", "WARM_START_DENSE", "WARM_START_FRACTION", "WARM_XTOL", "POLISH_ROUNDS", "SECOND_START",
+    "FEW_LEVELS", "SAME_BASIN", "SEGMENT_PROBES", "SMALL_START", "MIRROR_PROBE", "MIRROR_STEP", "GRADIENT_FROM",
+    "HEAVY_DENSE", "BATCH_ENTRIES", "NEWTON_TOL", "NEWTON_REL", "NEGATIVE_EIGEN", "ON_BOUND", "TOL",
+    "TOL_NONCANONICAL", "MAX_ITER", "MAX_HALVINGS", "STAGE0_TOL", "STAGE1_TOL", "STEP_BETA", "HESSIAN_STEP",
+    "SEPARATION", "SINGULAR_TOL", "FTOL", "XTOL", "INNER_FTOL", "INNER_XTOL", "INNER_MAXEVAL", "ZETA_TOL",
+}
+
+
+def _module_assignments(names):
+    return sorted(f"{name}:{node.lineno} {t.id}" for name, tree in MODULES.items() for node in tree.body
+                  if isinstance(node, (ast.Assign, ast.AnnAssign))
+                  for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                  if isinstance(t, ast.Name) and t.id in names)
+
+
+def test_every_setting_of_a_fit_lives_in_the_control_record():
+    """Tolerances, limits, restart rules and seeds are fields of ``control.Control`` (each with its
+    source), passed to the fit, not module globals that tests patch."""
+    from mixcli.control import DEFAULT, Control
+
+    assert not _module_assignments(FORMER_SETTINGS | {n.upper() for n in DEFAULT.as_dict()})
+    sources = Control.sources()
+    assert set(sources) == set(DEFAULT.as_dict()) and all(len(s) > 10 for s in sources.values())
+    patched = [f"{p.name}:{i}" for p in (ROOT / "tests").glob("test_*.py")
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if "monkeypatch.setattr" in line and any(n in line for n in FORMER_SETTINGS)]
+    assert not patched
+
+
 def test_one_singular_tolerance_and_no_hasattr_for_the_kind_of_fit():
-    """lme4's isSingular tolerance is defined once (singular.py); whether a result is a GLMM is a
-    class attribute, not a guess from its fields."""
-    defined = [name for name, tree in MODULES.items() for node in ast.walk(tree)
-               if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SINGULAR_TOL"
-                                                       for t in node.targets)]
-    assert defined == ["mixcli.singular"]
+    """lme4's isSingular tolerance is one setting (``Control.singular_tol``) that the singular flag
+    and the diagnosis both take from the fit; whether a result is a GLMM is a class attribute, not
+    a guess from its fields."""
+    from mixcli.control import DEFAULT
+
+    assert DEFAULT.singular_tol == 1e-4
+    assert not _module_assignments({"SINGULAR_TOL", "TOL"})
+    literal = [f"{name}:{node.lineno}" for name, tree in MODULES.items() for node in ast.walk(tree)
+               if name in ("mixcli.singular", "mixcli.results", "mixcli.glmm")
+               and isinstance(node, ast.Constant) and node.value == 1e-4]
+    assert not literal
     guesses = [f"{name}:{node.lineno}" for name, tree in MODULES.items() for node in ast.walk(tree)
                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"
                and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "nagq"]

@@ -18,7 +18,7 @@ M17 = "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
 JSON_KEYS = [
     "formula", "method", "nobs", "ngroups", "fixef", "varcorr", "correlations", "theta", "sigma",
     "criterion", "loglik", "aic", "bic", "npar", "singular", "converged", "warnings", "icc", "r2", "vcov",
-    "fixef_correlation",
+    "fixef_correlation", "control",
 ]
 
 

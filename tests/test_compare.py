@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mixcli.compare import compare_models
+from mixcli.comparison import compare_models
 from mixcli.errors import DataError, UsageError
 from mixcli.inference.distributions import chi2_sf
 from mixcli.table import Table, TextColumn

@@ -175,18 +175,17 @@ def test_sparse_grouped_sums_agree_with_bincounts(monkeypatch):
         assert got.criterion(reml) == pytest.approx(expected.criterion(reml), rel=1e-12)
 
 
-def test_warm_start_from_a_subsample_reaches_the_same_optimum(monkeypatch):
+def test_warm_start_from_a_subsample_reaches_the_same_optimum():
     """Large fits start from a tenth of the outermost groups; the optimum must not move."""
     import mixcli.model as api
+    from mixcli.control import DEFAULT
     from mixcli.simulate import simulate_classroom
     from mixcli.table import Table
 
     data = Table.from_mapping(simulate_classroom(n_schools=3000, seed=4))
     frame = model_frame(data, "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
-    monkeypatch.setattr(api, "WARM_START_ROWS", 10**12)
-    cold = api.Model(frame).fit()
-    monkeypatch.setattr(api, "WARM_START_ROWS", 1000)
-    warm = api.Model(frame).fit()
+    cold = api.Model(frame, DEFAULT.replace(warm_start_rows=10**12)).fit()
+    warm = api.Model(frame, DEFAULT.replace(warm_start_rows=1000)).fit()
     assert "subsample" in warm.optsummary.stages[0] and "subsample" not in cold.optsummary.stages[0]
     assert warm.criterion == pytest.approx(cold.criterion, abs=1e-6)
     np.testing.assert_allclose(warm.theta, cold.theta, rtol=1e-4, atol=1e-6)

@@ -154,8 +154,7 @@ def test_fixed_effect_dropped_for_aliasing_is_named_and_absent():
 
 
 def test_evaluation_limit_marks_the_json_result_not_converged():
-    out = fit_cli("y ~ x + (x | g)", STUDY_FILES, "--format", "json",
-                  setup="import mixcli.engine.optimize as _o; _o.MAX_EVAL = 5")
+    out = fit_cli("y ~ x + (x | g)", STUDY_FILES, "--format", "json", "--control", "max_eval=5")
     assert out.code == 0 and out.stderr == ""
     rec = json.loads(out.stdout)
     assert rec["converged"] is False

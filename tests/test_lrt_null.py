@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixcli.compare import compare
+from mixcli.comparison import compare
 from mixcli.inference.distributions import chi2_sf
 from mixcli.render.compare import notes
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mixcli.engine import optimize
+from mixcli.control import DEFAULT
 from mixcli.engine.optimize import OptSummary, minimize_theta, run
 
 
@@ -25,12 +25,12 @@ def test_run_reaches_an_interior_minimum_and_counts_evaluations():
     assert s.evaluations > 0 and s.status == "ok"
 
 
-def test_settings_are_read_when_the_summary_is_made_not_at_import(monkeypatch):
-    monkeypatch.setattr(optimize, "MAX_EVAL", 7)
-    monkeypatch.setattr(optimize, "FTOL_ABS", 1e-3)
-    s = OptSummary(start=[1.0], lower=[0.0])
-    assert s.max_eval == 7 and s.ftol_abs == 1e-3
-    assert OptSummary(start=[1.0], lower=[0.0], max_eval=9).max_eval == 9
+def test_settings_come_from_the_summarys_control_unless_given():
+    control = DEFAULT.replace(max_eval=7, ftol_abs=1e-3)
+    s = OptSummary(start=[1.0], lower=[0.0], control=control)
+    assert s.max_eval == 7 and s.ftol_abs == 1e-3 and s.xtol_abs == DEFAULT.xtol_abs
+    assert OptSummary(start=[1.0], lower=[0.0], max_eval=9, control=control).max_eval == 9
+    assert OptSummary(start=[1.0], lower=[0.0]).max_eval == DEFAULT.max_eval == 100_000
 
 
 def test_the_evaluation_limit_is_reported_as_not_converged():

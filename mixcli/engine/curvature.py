@@ -35,26 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..control import DEFAULT, Control
 from .derivatives import LEVELS, gradient_hessian, jacobian
 from .factor import evaluate
 from .gradient import gradient, worth_gradient
 from .structure import ModelStructure
 
-HEAVY_DENSE = 2000  # crossed random effects from which one level of differences is used
-# The points of the differences are factored in batches of at most this many block entries
-# (θ values × ``ModelStructure.batch_size_unit``): on small models one batch does them all,
-# paying numpy's per-call overhead once instead of 2n(n+1) times (M16 on the classroom data:
-# 61 evaluations in ~5 evaluations' time); large models gain nothing and go one by one.
-BATCH_ENTRIES = 2_000_000
-# The fit is called not converged when a Newton step from it would lower the criterion by
-# more than this (absolute, plus a relative part for criteria of 1e6 and more, whose
-# differences carry more rounding)...
-NEWTON_TOL = 1e-5
-NEWTON_REL = 1e-10
-# ... or when the Hessian has an eigenvalue below −this × its largest (a saddle, not a minimum;
-# differences of the criterion carry ~1e-7 relative noise, so near-zero ones are flat directions)
-NEGATIVE_EIGEN = 1e-6
-ON_BOUND = 1e-10  # a diagonal θ this close to 0 is on its bound
+# (the check's tolerances and the batching of its points are settings of ``control.Control``)
 
 
 @dataclass
@@ -80,21 +67,21 @@ class Curvature:
         return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
 
 
-def curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control = DEFAULT) -> Curvature:
     """Derivatives of the criterion's pieces at the working θ̃ (see the module docstring). Points
     where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
     with np.errstate(all="ignore"):
-        return _curvature(st, theta, reml)
+        return _curvature(st, theta, reml, control)
 
 
-def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control) -> Curvature:
     theta = np.asarray(theta, dtype=float)
     k, p = len(theta), st.p
     iu = np.triu_indices(p)
-    levels = 1 if st.q_dense >= HEAVY_DENSE else LEVELS
+    levels = 1 if st.q_dense >= control.heavy_dense else LEVELS
     # (the structure's sums use a least-squares-centred response, so r² has no cancellation
     # of yᵀy to amplify in second differences)
-    if worth_gradient(st):
+    if worth_gradient(st, control.gradient_from):
         def pieces(th: np.ndarray) -> np.ndarray:
             fac = evaluate(st, th, working=True)
             g = gradient(fac, reml)
@@ -115,7 +102,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool) -> Curvature:
 
         def many(points: np.ndarray) -> np.ndarray:
             out = []
-            for chunk in np.array_split(points, -(-len(points) * st.batch_size_unit // BATCH_ENTRIES)):
+            for chunk in np.array_split(points, -(-len(points) * st.batch_size_unit // control.batch_entries)):
                 fac = evaluate(st, chunk, full=False, working=True)
                 a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
                 v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(chunk), 0))
@@ -133,12 +120,12 @@ def _symmetric(a: np.ndarray) -> np.ndarray:
     return 0.5 * (a + a.T)
 
 
-def newton_step(curv: Curvature, st: ModelStructure) -> np.ndarray | None:
+def newton_step(curv: Curvature, st: ModelStructure, on_bound: float = DEFAULT.on_bound) -> np.ndarray | None:
     """θ after one Newton step on the criterion over the parameters the check calls free
     (those not on their bound, or leaving it), kept within the bounds; None if the Hessian
     there is not positive definite."""
     g, h = curv.criterion_gradient(), curv.criterion_hessian()
-    bound = st.theta_is_diag & (np.abs(curv.theta) < ON_BOUND)
+    bound = st.theta_is_diag & (np.abs(curv.theta) < on_bound)
     free = ~bound | (g < 0)
     if not free.any() or not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return None
@@ -158,7 +145,7 @@ def stopped_short(problems: list[str]) -> bool:
     return any("stopped short" in p for p in problems)
 
 
-def check(curv: Curvature, st: ModelStructure, fmin: float) -> list[str]:
+def check(curv: Curvature, st: ModelStructure, fmin: float, control: Control = DEFAULT) -> list[str]:
     """What makes θ no minimum of the criterion (empty if it is one): see the module docstring."""
     theta = curv.theta
     with np.errstate(all="ignore"):
@@ -166,7 +153,7 @@ def check(curv: Curvature, st: ModelStructure, fmin: float) -> list[str]:
         h = curv.criterion_hessian()
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return ["the criterion's derivatives at the estimate are not finite, so it cannot be checked to be a minimum"]
-    bound = st.theta_is_diag & (np.abs(theta) < ON_BOUND)
+    bound = st.theta_is_diag & (np.abs(theta) < control.on_bound)
     problems = []
     # on the bound, a negative derivative means the criterion falls as the variance grows:
     # such a parameter is as free as any other
@@ -176,16 +163,16 @@ def check(curv: Curvature, st: ModelStructure, fmin: float) -> list[str]:
     if free.any():
         vals, vecs = np.linalg.eigh(hf)
         top = float(np.max(np.abs(vals))) if len(vals) else 0.0
-        negative = vals < -NEGATIVE_EIGEN * max(top, 1e-300)
+        negative = vals < -control.negative_eigen * max(top, 1e-300)
         if negative.any():
             problems.append(
                 f"the Hessian of the criterion has {int(negative.sum())} negative eigenvalue(s) "
                 f"({', '.join(f'{v:.2g}' for v in vals[negative])}): the estimate is a saddle point, not a minimum"
             )
-        pos = vals > NEGATIVE_EIGEN * max(top, 1e-300)
+        pos = vals > control.negative_eigen * max(top, 1e-300)
         proj = vecs[:, pos].T @ gf
         decrease = 0.5 * float(np.sum(proj**2 / vals[pos]))
-    if decrease > NEWTON_TOL + NEWTON_REL * abs(fmin):
+    if decrease > control.newton_tol + control.newton_rel * abs(fmin):
         worst = float(np.max(np.abs(gf)))
         problems.append(
             f"the gradient of the criterion is not zero at the estimate (largest {worst:.2g}; a Newton step "

@@ -35,15 +35,11 @@ from . import linalg
 from .factor import Factorization, _lambda_d
 from .structure import ModelStructure, lower_indices
 
-# Covariance parameters from which the analytic gradient pays: L-BFGS replaces BOBYQA in
-# the fit, and Satterthwaite's Hessian comes from differences of gradients. A gradient costs
-# 3-5 criterion evaluations (the full factor, a selected inversion); on the reference models
-# L-BFGS needs 3-5x fewer evaluations than BOBYQA, which wins below 6 parameters, loses above.
-GRADIENT_FROM = 7
 
-
-def worth_gradient(st: ModelStructure) -> bool:
-    return st.n_theta >= GRADIENT_FROM
+def worth_gradient(st: ModelStructure, gradient_from: int) -> bool:
+    """Whether the analytic gradient pays (``Control.gradient_from``): L-BFGS replaces BOBYQA in
+    the fit, and Satterthwaite's Hessian comes from differences of gradients."""
+    return st.n_theta >= gradient_from
 
 
 @dataclass

@@ -17,6 +17,8 @@ kernels only index the two block axes and broadcast the rest.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -255,7 +257,7 @@ class Segments:
         if self.identity:
             return values
         lead = values.shape[:-1]
-        rows = int(np.prod(lead))
+        rows = math.prod(lead)
         index = self._offsets.get(rows)
         if index is None:
             index = (self.target[None, :] + self.n_targets * np.arange(rows)[:, None]).ravel()

@@ -23,38 +23,19 @@ from typing import Callable
 
 import numpy as np
 
+from ..control import DEFAULT, Control
+
 ALGORITHM = "LN_BOBYQA"
 _NAMES = {"LN_BOBYQA": "bobyqa", "LD_LBFGS": "l-bfgs"}
-# Stopping rules: far tighter than lme4's nloptwrap (1e-8), because the
-# criterion must reach the best of lme4's optimisers to 1e-6 even on flat,
-# near-singular surfaces.
-FTOL_ABS = 1e-10
-# ... and relative: on a million rows the criterion is ~1e7, where 1e-10 is
-# below double-precision noise (1e-9) and BOBYQA wanders on noise (129
-# evaluations instead of 95 on 900k rows, for the same optimum). Not larger:
-# at 1e-14 a classroom-size fit (criterion 1.2e4) stopped 3e-7 short, with
-# Satterthwaite's df, which depend on θ̂, off by 0.15%.
-FTOL_REL = 1e-15
-XTOL_ABS = 1e-10
-MAX_EVAL = 100_000
-# Diagonal θ below this are tried at their bound of zero after convergence
-# (lme4 uses 1e-5, which misses optima on the boundary like the classroom M15).
-NEAR_BOUNDARY = 1e-3
-# A criterion change this small is optimiser noise (the criterion is ~1e4 and
-# reached to ~1e-10): within it, the boundary (a singular fit) is preferred.
-BOUNDARY_SLACK = 1e-9
-EDGE_STEP = 1e-5  # lme4's step off the boundary in restart_edge
 NONFINITE = 1e300  # what the optimiser sees where the criterion is NaN or infinite
-# An optimum must not improve when every parameter is doubled; if it does by more than
-# this, the criterion has no minimum in that direction (the residual variance collapses).
-RAY_SLACK = 1e-6
+# (every tolerance, limit and boundary rule is a setting of the fit's ``control.Control``)
 
 
 @dataclass
 class OptSummary:
     """Everything about one minimisation: what it was asked, what it did, what it found.
 
-    Settings (``None`` takes the module's default at construction time):
+    Settings (``None`` takes the ``control``'s at construction time):
 
     * ``start``, ``lower``, ``upper`` — the first point and the bounds (``upper``
       defaults to +∞ everywhere);
@@ -64,6 +45,8 @@ class OptSummary:
     * ``ftol_abs``, ``ftol_rel``, ``xtol_abs``, ``xtol_rel`` — NLopt's stopping rules
       (0 turns one off);
     * ``max_eval`` — the most evaluations allowed, over all of ``run``'s calls;
+    * ``control`` — the fit's settings (``control.Control``), whose boundary rules
+      ``minimize_theta`` applies;
     * ``stop_below`` — stop as soon as the criterion is at or below this (NLopt's
       stopval; the fit's second start uses it to learn early which minimum it is heading for).
 
@@ -92,6 +75,7 @@ class OptSummary:
     xtol_rel: float = 0.0
     max_eval: int | None = None
     stop_below: float = -math.inf
+    control: Control = DEFAULT
     theta: np.ndarray | None = None
     fmin: float = math.inf
     evaluations: int = 0
@@ -108,11 +92,11 @@ class OptSummary:
         self.upper = np.full(len(self.start), np.inf) if self.upper is None else np.array(self.upper, dtype=float)
         if self.initial_step is None:
             self.initial_step = default_step(self.start)
-        # read now, not at import: a setting changed at run time is what is used and reported
-        self.ftol_abs = FTOL_ABS if self.ftol_abs is None else self.ftol_abs
-        self.ftol_rel = FTOL_REL if self.ftol_rel is None else self.ftol_rel
-        self.xtol_abs = XTOL_ABS if self.xtol_abs is None else self.xtol_abs
-        self.max_eval = MAX_EVAL if self.max_eval is None else self.max_eval
+        c = self.control
+        self.ftol_abs = c.ftol_abs if self.ftol_abs is None else self.ftol_abs
+        self.ftol_rel = c.ftol_rel if self.ftol_rel is None else self.ftol_rel
+        self.xtol_abs = c.xtol_abs if self.xtol_abs is None else self.xtol_abs
+        self.max_eval = c.max_eval if self.max_eval is None else self.max_eval
 
 
 def default_step(start: np.ndarray) -> np.ndarray:
@@ -237,6 +221,7 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "from st
     if start is not None and step is None:
         step = default_step(start)
     obj = _Objective(fn, summary, progress, fdf)
+    c = summary.control
     lower, upper = summary.lower, summary.upper
     diag = np.isfinite(lower)
     free = np.full(len(lower), -np.inf) if fdf is not None else lower
@@ -256,13 +241,13 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "from st
 
     # lme4's check.boundary, with a wider net: a diagonal θ near zero is tried
     # at zero, and kept there unless that raises the criterion beyond noise.
-    near = np.flatnonzero(diag & (x - lower < NEAR_BOUNDARY) & (x != lower))
+    near = np.flatnonzero(diag & (x - lower < c.near_boundary) & (x != lower))
     pinned = []
     for i in near[np.argsort(x[near])]:
         trial = x.copy()
         trial[i] = lower[i]
         ft = obj(trial)
-        if ft <= f + BOUNDARY_SLACK:
+        if ft <= f + c.boundary_slack:
             x, f = trial, ft
             pinned.append(i)
     if pinned:
@@ -281,15 +266,15 @@ def minimize_theta(fn, summary: OptSummary, progress=None, stage: str = "from st
         leaving = []
         for i in at_bound:
             trial = x.copy()
-            trial[i] = lower[i] + EDGE_STEP
+            trial[i] = lower[i] + c.edge_step
             leaving.append(obj(trial) < f)
         if any(leaving):
             edge = diag & (x == lower)
             small = np.where(edge, 1e-3, np.maximum(0.05 * np.abs(x), 1e-3))
             # (off the edge: there the gradient of a one-effect term's θ is not zero)
-            xr, fr, _ = solve(np.where(edge, lower + EDGE_STEP, x) if fdf is not None else x, small)
+            xr, fr, _ = solve(np.where(edge, lower + c.edge_step, x) if fdf is not None else x, small)
             summary.stages.append(f"restart from the boundary: {fr:.10f}")
-            if fr < f - BOUNDARY_SLACK:
+            if fr < f - c.boundary_slack:
                 x, f = xr, fr
     summary.theta = x
     summary.fmin = f
@@ -316,7 +301,7 @@ def _note_status(summary: OptSummary, status: str):
         summary.warnings.append(f"the optimiser failed ({status[9:]}); the estimates may not be optimal")
 
 
-def decreases_along_ray(fn, x: np.ndarray, f: float) -> bool:
+def decreases_along_ray(fn, x: np.ndarray, f: float, slack: float = DEFAULT.ray_slack) -> bool:
     """Whether the criterion is lower at 2x than at x (beyond rounding): then x is no minimum.
 
     The profiled criteria of a mixed model can decrease without end as every
@@ -327,4 +312,4 @@ def decreases_along_ray(fn, x: np.ndarray, f: float) -> bool:
     """
     if x is None or not math.isfinite(f) or not np.any(x != 0):
         return False
-    return fn(2.0 * np.asarray(x, dtype=float)) < f - RAY_SLACK * max(1.0, abs(f))
+    return fn(2.0 * np.asarray(x, dtype=float)) < f - slack * max(1.0, abs(f))

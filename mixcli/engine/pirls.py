@@ -29,25 +29,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..control import DEFAULT, Control
 from ..family import EPS, LOGIT_THRESH
 from .factor import Factorization, evaluate
 from .structure import ModelStructure
 
-# Relative change of pdev at which PIRLS has converged (lme4: 1e-7). With the canonical links
-# (logit, log) a step is Newton's and convergence quadratic: the next change would be ~1e-20.
-# With the others (probit, cloglog, sqrt, identity) the Fisher-scoring step converges linearly,
-# and at 1e-10 the modes were still far enough off to move log|L|² by 2e-5 (checked against
-# Newton's method on dense matrices): they go on to 1e-14.
-TOL = 1e-10
-TOL_NONCANONICAL = 1e-14
+# (PIRLS's tolerances and limits are settings of ``control.Control``: pirls_tol and friends)
 CANONICAL = {"binomial": "logit", "poisson": "log"}
-MAX_ITER = 60
 LOG_EPS = math.log(EPS)  # below it R's log link returns μ = ε
 LOG_MAX = 700.0  # above it exp(η) is near overflow: the general path judges it
 # Links under which pdev(u) is not convex: with μ = η², the Poisson deviance has a mode for
 # each sign pattern of η (every other family-link pair here is log-concave in η).
 MULTIMODAL = {"sqrt"}
-MAX_HALVINGS = 20
 
 
 @dataclass
@@ -63,6 +56,7 @@ class GlmmData:
     offset: np.ndarray
     family: object
     aic_constant: float = 0.0
+    control: Control = DEFAULT  # PIRLS's tolerances and limits
 
     def __post_init__(self):
         self.aic_constant = self.family.aic_constant(self.y, self.wt)
@@ -234,7 +228,8 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         mu_eta = link.mu_eta(eta)
         rp = eta - data.offset - xb
         pdev = math.inf
-    tol = TOL if data.canonical else TOL_NONCANONICAL
+    c = data.control
+    tol = c.pirls_tol if data.canonical else c.pirls_tol_noncanonical
     converged = False
     fac = None
     iterations = 0
@@ -244,7 +239,7 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
     if not fixed:  # [X, z], columns contiguous for the weighted sums
         xy = np.empty((st.n, p + 1), order="F")
         xy[:, :p] = data.x
-    for iterations in range(1, MAX_ITER + 1):
+    for iterations in range(1, c.pirls_max_iter + 1):
         # the working weights and response: W = w (dμ/dη)² / V(μ), which is w dμ/dη for the
         # canonical links (dμ/dη = V(μ) there), and z = η − o + (y − μ) dη/dμ
         r = (data.y - mu) / mu_eta
@@ -270,7 +265,7 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         new_u = fac.spherical_modes(new_b if not fixed else np.zeros(0))
         # step-halving on pdev, from the current point towards the PLS solution
         step = 1.0
-        for _ in range(MAX_HALVINGS):
+        for _ in range(data.control.pirls_max_halvings):
             cand_u = [old + step * (nw - old) for old, nw in zip(u, new_u)]
             cand_b = b + step * (new_b - b) if not fixed else b
             cand_xb = data.x @ cand_b if not fixed else xb
@@ -337,7 +332,7 @@ def glm_start(data: GlmmData) -> np.ndarray:
             eta = data.offset + x @ b
             mu = link.linkinv(eta)
         dev = float(np.sum(fam.dev_resids(data.y, mu, data.wt)))
-        for _ in range(MAX_ITER):
+        for _ in range(data.control.pirls_max_iter):
             mu_eta = link.mu_eta(eta)
             w = data.wt * mu_eta * mu_eta / fam.variance(mu)
             z = (eta - data.offset) + (data.y - mu) / mu_eta
@@ -345,7 +340,7 @@ def glm_start(data: GlmmData) -> np.ndarray:
             if not np.all(np.isfinite(new)):  # (weights or working response not finite: μ = 0)
                 break
             step = 1.0
-            for _ in range(MAX_HALVINGS):
+            for _ in range(data.control.pirls_max_halvings):
                 cand = b + step * (new - b)
                 c_eta = data.offset + x @ cand
                 c_mu = link.linkinv(c_eta)

@@ -44,14 +44,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..control import DEFAULT, Control
 from ..engine.factor import criterion
 from ..engine.linalg import whitening
 from ..engine.optimize import OptSummary, run
 
 CHUNK = 8  # replicates per task sent to a worker
-FTOL = 1e-8  # on the criterion, per refit
-XTOL = 1e-8
-MAX_EVAL = 20_000
+# (each refit's tolerances and limit are the fitted model's ``Control``: refit_ftol and friends)
+
+
+def _refit_summary(control: Control, **settings) -> OptSummary:
+    return OptSummary(ftol_abs=control.refit_ftol, ftol_rel=0.0, xtol_abs=control.refit_xtol,
+                      max_eval=control.refit_max_eval, control=control, **settings)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class _Spec:
     structure: object
     theta: np.ndarray
     reml: bool
+    control: Control = DEFAULT
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
@@ -70,8 +75,8 @@ class _Spec:
         """(θ̂*, criterion, structure) for response ``y``."""
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
-        summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
-                             ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+        summary = _refit_summary(self.control, start=start, lower=st.theta_lower,
+                                 initial_step=np.maximum(0.2 * np.abs(start), 0.02))
         theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
         return np.asarray(theta, dtype=float), (f if f < 1e300 else math.nan), st
 
@@ -141,7 +146,7 @@ class _GlmmSpec:
         from ..engine.pirls import GlmmData
 
         d = self.data
-        criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family))
+        criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family, control=d.control))
         k = len(self.theta_w)
 
         def fn(par):
@@ -151,8 +156,7 @@ class _GlmmSpec:
         start = np.concatenate([self.theta_w, np.zeros(len(self.beta))])
         lower = np.concatenate([d.st.theta_lower, np.full(len(self.beta), -np.inf)])
         step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(len(self.beta), 0.5)])
-        summary = OptSummary(start=np.maximum(start, lower), lower=lower, initial_step=step, ftol_abs=FTOL,
-                             ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+        summary = _refit_summary(d.control, start=np.maximum(start, lower), lower=lower, initial_step=step)
         par, f, _ = run(summary, fn)
         return np.asarray(par, dtype=float), (f if f < 1e300 else math.nan)
 
@@ -269,8 +273,8 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Jo
     beta = np.array([f.estimate for f in small.fixef])
     mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
     return _Job(
-        small=_Spec(st, np.asarray(small.theta, float), reml),
-        big=None if big is None else _Spec(big.structure, np.asarray(big.theta, float), reml),
+        small=_Spec(st, np.asarray(small.theta, float), reml, small.control),
+        big=None if big is None else _Spec(big.structure, np.asarray(big.theta, float), reml, big.control),
         mean=mean,
         sigma=float(small.sigma),
         lambdas=[np.array(l) for l in st.engine_lambdas(np.asarray(small.theta, float))],

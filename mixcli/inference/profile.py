@@ -51,16 +51,14 @@ from typing import Callable
 
 import numpy as np
 
+from ..control import Control
 from ..engine.factor import criterion, evaluate
 from ..engine.optimize import OptSummary, minimize_theta, run
 from ..engine.structure import lower_indices, sd_cor
 from .distributions import norm_ppf
 
-INNER_FTOL = 1e-8  # on the deviance: ζ² is a deviance difference, so ζ is good to ~1e-9
-INNER_XTOL = 1e-7
-INNER_MAXEVAL = 20_000
-ZETA_TOL = 2e-6  # |ζ − target| at which an end is accepted (≈ 1e-6 standard errors in ψ)
-MAX_STEPS = 80  # evaluations of ζ per end of an interval
+# (the inner fits' tolerances, ζ's tolerance and the steps per end are the fitted model's
+# ``Control``: profile_ftol and friends)
 
 
 @dataclass
@@ -124,11 +122,12 @@ class Profiler:
 
     def __init__(self, m):
         self.m = m
+        self.control = c = m.control
         st = self.st = m.structure
         self.n, self.p = st.n, st.p
         if m.reml:
             opt = minimize_theta(lambda th: criterion(st, th, False),
-                                 OptSummary(start=np.asarray(m.theta, float), lower=st.theta_lower))
+                                 OptSummary(start=np.asarray(m.theta, float), lower=st.theta_lower, control=c))
             theta, base = np.asarray(opt.theta, float), float(opt.fmin)
         else:
             theta, base = np.asarray(m.theta, float), float(m.criterion)
@@ -237,7 +236,7 @@ class Profiler:
                 x0[cors] *= 0.5
                 if math.isfinite(f(x0)):
                     break
-        x, fval = _bobyqa(f, x0, lo, hi, step)
+        x, fval = _bobyqa(f, x0, lo, hi, step, self.control)
         return fval, x
 
     # -------------------------------------------------------------- intervals
@@ -291,16 +290,18 @@ class Profiler:
             step = 0.1 * (est if est > 0 else self.sigma)
         xs, zs = [est], [0.0]
         x = est + side * step
-        for _ in range(MAX_STEPS):
+        c = self.control
+        for _ in range(c.profile_max_steps):
             if side * (x - bound) >= 0:
                 x = bound
             zx = zeta(x)
             xs.append(x)
             zs.append(zx)
-            if abs(zx - target) < ZETA_TOL:
+            if abs(zx - target) < c.profile_zeta_tol:
                 return x, False, devs[x]
             if side * (zx - target) > 0:  # crossed: the end is between the last two points
-                root = _brent(lambda v: zeta(v) - target, xs[-2], zs[-2] - target, x, zx - target)
+                root = _brent(lambda v: zeta(v) - target, xs[-2], zs[-2] - target, x, zx - target,
+                              c.profile_zeta_tol, c.profile_max_steps)
                 return root, False, devs[root]
             if x == bound:
                 return bound, True, devs[x]
@@ -316,17 +317,17 @@ class Profiler:
         return math.nan, False, math.nan
 
 
-def _brent(f, a: float, fa: float, b: float, fb: float) -> float:
+def _brent(f, a: float, fa: float, b: float, fb: float, ftol: float, max_steps: int) -> float:
     """A root of f in the bracket [a, b] (fa, fb of opposite signs) by Brent's method.
 
-    Stops when |f| < ZETA_TOL or the bracket is below 1e-12 relative.
+    Stops when |f| < ``ftol`` or the bracket is below 1e-12 relative (or after ``max_steps``).
     """
     if abs(fa) < abs(fb):
         a, b, fa, fb = b, a, fb, fa
     c, fc = a, fa
     d = e = b - a
-    for _ in range(MAX_STEPS):
-        if abs(fb) < ZETA_TOL:
+    for _ in range(max_steps):
+        if abs(fb) < ftol:
             return b
         if (fb > 0) == (fc > 0):
             c, fc = a, fa
@@ -448,14 +449,14 @@ def _sdcor_chol(sdcor: np.ndarray, k: int, rows, cols) -> np.ndarray | None:
     return L
 
 
-def _bobyqa(f, x0, lower, upper, step):
+def _bobyqa(f, x0, lower, upper, step, control: Control):
     """Minimise f from x0 within [lower, upper] (the inner problem); returns (x, f(x))."""
     x0 = np.clip(np.asarray(x0, float), lower, upper)
     # steps must fit between the bounds
     room = np.minimum(x0 - lower, upper - x0)
     st = np.where(np.isfinite(room) & (room > 0), np.minimum(step, np.maximum(room, 1e-8)), step)
     summary = OptSummary(start=x0, lower=lower, upper=upper, initial_step=np.maximum(st, 1e-6),
-                         ftol_abs=INNER_FTOL, ftol_rel=0.0, xtol_abs=0.0, xtol_rel=INNER_XTOL,
-                         max_eval=INNER_MAXEVAL)
+                         ftol_abs=control.profile_ftol, ftol_rel=0.0, xtol_abs=0.0, xtol_rel=control.profile_xtol,
+                         max_eval=control.profile_max_eval, control=control)
     x, fx, _ = run(summary, f)
     return x, (fx if fx < 1e300 else math.inf)

@@ -62,6 +62,7 @@ def glmm_record(m) -> dict:
     rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
     rec.update(_ci_record(m))
+    rec["control"] = m.control.as_dict()
     return rec
 
 
@@ -104,7 +105,8 @@ def fit_record(m) -> dict:
 
     Each fixed effect has ``df`` and ``p`` (Satterthwaite; null with ``--ddf none``) and, when
     intervals were asked for, ``lower``/``upper``; the object then also has ``ci`` with the
-    method, level and (profile) the intervals of the variance parameters."""
+    method, level and (profile) the intervals of the variance parameters. ``control`` holds the
+    settings the fit used (``control.Control``: tolerances, limits, restart rules, seeds)."""
     rec = {
         "formula": m.formula,
         "method": m.method,
@@ -126,6 +128,7 @@ def fit_record(m) -> dict:
     rec.update(_variance_records(m))
     rec.update(_vcov_records(m))
     rec.update(_ci_record(m))
+    rec["control"] = m.control.as_dict()
     return rec
 
 

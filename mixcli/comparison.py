@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .control import DEFAULT, Control
 from .errors import DataError, UsageError, option
 from .fitting import fit_frame
 from .frame import model_frame
@@ -76,11 +77,13 @@ def compare(data, formulas, names=None, refit: bool = True, **options) -> Compar
 
 
 def compare_models(table, formulas, names=None, refit: bool = True, progress=None, announce=None,
-                   family=None, nagq: int = 1, weights=None, contrasts: str = "treatment") -> Comparison:
+                   family=None, nagq: int = 1, weights=None, contrasts: str = "treatment",
+                   control: Control = DEFAULT) -> Comparison:
     """Fit and test the models; ``announce(message)``, if given, hears what is about to be
     done once every formula has been checked against the data (lme4's "refitting models
     with ML" note, which should not precede an error). With a ``family`` the models are
-    GLMMs (maximum likelihood already: nothing is refitted), fitted with ``nagq``."""
+    GLMMs (maximum likelihood already: nothing is refitted), fitted with ``nagq``; all with
+    the settings of ``control``."""
     formulas = list(formulas)
     if len(formulas) < 2:
         raise UsageError("compare needs at least two formulas")
@@ -103,7 +106,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     for i, (name, frame) in enumerate(zip(names, frames), start=1):
         if progress is not None:
             progress.start(f"fitting {name} ({i}/{len(frames)})")
-        models.append(fit_frame(frame, reml=not refit, nagq=nagq, progress=progress))
+        models.append(fit_frame(frame, reml=not refit, nagq=nagq, progress=progress, control=control))
         if progress is not None:
             progress.done()
     order = sorted(range(len(models)), key=lambda i: models[i].npar)  # stable, like R's order()
