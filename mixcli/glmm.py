@@ -296,7 +296,7 @@ def _degenerate_fit(frame, st, fixef, m: Modes, limit: float) -> list[str]:
 def _random_parts(st, m: Modes) -> list[np.ndarray]:
     """Each term's share of η on every row at the modes: Z̃ₜ Λ̃ₜ uₜ (PIRLS runs in the working θ̃)."""
     out = []
-    for term, lam, u in zip(st.terms, st.engine_lambdas(m.theta, working=True), m.u):
+    for term, lam, u in zip(st.terms, st.lambdas(m.theta), m.u):
         b = (lam @ u).T  # (levels, k)
         out.append(np.einsum("ik,ik->i", term.z, b[term.codes]))
     return out

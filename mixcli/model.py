@@ -26,7 +26,7 @@ import numpy as np
 
 from .control import DEFAULT, Control
 from .engine.curvature import check, curvature, newton_step, stopped_short
-from .engine.factor import criterion, evaluate
+from .engine.factor import criterion_working, evaluate, evaluate_working
 from .engine.gradient import gradient, worth_gradient
 from .engine.memory import keep_freed_memory
 from .engine.optimize import OptSummary, decreases_along_ray, default_step, minimize_theta
@@ -59,13 +59,13 @@ def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
 
 def devfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], float]:
     """The profiled criterion (REML criterion or ML deviance) as a function of the working θ̃ alone."""
-    return lambda theta_w: criterion(st, theta_w, reml, working=True)
+    return lambda theta_w: criterion_working(st, theta_w, reml)
 
 
 def gradfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """The criterion and its analytic gradient (``engine.gradient``) as functions of θ̃."""
     def fdf(theta_w):
-        fac = evaluate(st, theta_w, working=True)
+        fac = evaluate_working(st, theta_w)
         if not fac.ok:
             return math.inf, np.zeros(len(theta_w))
         g = gradient(fac, reml)
@@ -288,7 +288,7 @@ class Model:
 
     def criterion(self, theta_w: np.ndarray, reml: bool) -> float:
         """The criterion at a working θ̃ (what the optimiser sees)."""
-        return criterion(self.structure, theta_w, reml, working=True)
+        return criterion_working(self.structure, theta_w, reml)
 
     def fit(self, reml: bool = True, start: np.ndarray | None = None, progress: Progress | None = None) -> LmmResult:
         """Fit by REML or ML, from lme4's θ ``start`` if given."""

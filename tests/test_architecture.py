@@ -297,3 +297,13 @@ def test_one_glmm_criterion():
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert not called & {"pirls", "laplace", "agq_deviance"}
     assert "GlmmCriterion" in called
+
+
+def test_no_flag_picks_which_theta_a_function_takes():
+    """The engine's functions take one parameterisation each: ``evaluate``/``criterion`` lme4's θ,
+    ``evaluate_working``/``criterion_working`` the optimiser's θ̃ (issue 20: a ``working=`` flag
+    chose between them)."""
+    flags = [f"{name}:{node.lineno} {node.name}" for name, tree in MODULES.items() for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and any(a.arg == "working" for a in node.args.args + node.args.kwonlyargs)]
+    assert not flags

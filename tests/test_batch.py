@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mixcli.engine.derivatives import gradient_hessian
-from mixcli.engine.factor import evaluate
+from mixcli.engine.factor import evaluate, evaluate_working
 from mixcli.frame import model_frame
 from mixcli.io import read_table
 from mixcli.model import build_structure
@@ -40,20 +40,21 @@ def test_a_batch_factors_as_its_members_do(table, formula, full, working):
     thetas = np.abs(rng.normal(size=(6, st.n_theta)))
     thetas[0] = st.theta_start
     thetas[1, st.theta_is_diag] = 0.0  # a singular point
-    batch = evaluate(st, thetas, full=full, working=working)
+    factor = evaluate_working if working else evaluate
+    batch = factor(st, thetas, full=full)
     for reml in (True, False):
-        alone = np.array([evaluate(st, th, full=full, working=working).criterion(reml) for th in thetas])
+        alone = np.array([factor(st, th, full=full).criterion(reml) for th in thetas])
         np.testing.assert_allclose(batch.criteria(reml), alone, rtol=1e-13)
-    v = np.array([evaluate(st, th, full=full, working=working).rx_inverse() for th in thetas])
+    v = np.array([factor(st, th, full=full).rx_inverse() for th in thetas])
     np.testing.assert_allclose(batch.rx_inverse(), v, rtol=1e-11)
 
 
 def test_a_failed_member_is_infinite_and_spares_the_others(table):
     st = build_structure(model_frame(table, FORMULAS[1]))
     thetas = np.array([st.theta_start, np.full(st.n_theta, np.nan), 2 * st.theta_start])
-    crit = evaluate(st, thetas, full=False, working=True).criteria(True)
+    crit = evaluate_working(st, thetas, full=False).criteria(True)
     assert np.isinf(crit[1]) and np.all(np.isfinite(crit[[0, 2]]))
-    assert crit[2] == pytest.approx(evaluate(st, thetas[2], full=False, working=True).criterion(True), rel=1e-13)
+    assert crit[2] == pytest.approx(evaluate_working(st, thetas[2], full=False).criterion(True), rel=1e-13)
 
 
 def test_derivatives_from_a_batch_equal_those_point_by_point():

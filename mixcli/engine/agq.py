@@ -37,7 +37,7 @@ def agq_deviance(data: GlmmData, modes: Modes, n_nodes: int) -> float:
     """−2 log L by adaptive Gauss–Hermite quadrature at the modes of one scalar term."""
     st = data.st
     term = st.terms[0]
-    lam = st.engine_lambdas(modes.theta, working=True)
+    lam = st.lambdas(modes.theta)  # (the working θ̃'s own blocks)
     fac = modes.factor
     if fac is None or not fac.ok:
         return math.inf

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..control import DEFAULT, Control
 from .derivatives import LEVELS, gradient_hessian, jacobian
-from .factor import evaluate
+from .factor import evaluate_working
 from .gradient import gradient, worth_gradient
 from .structure import ModelStructure
 
@@ -83,19 +83,19 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
     # of yᵀy to amplify in second differences)
     if worth_gradient(st, control.gradient_from):
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th, working=True)
+            fac = evaluate_working(st, th)
             g = gradient(fac, reml)
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([g.working(st, "logdet"), g.working(st, "pwrss"), v])
 
         f0 = pieces(theta)
         jac = jacobian(pieces, theta, levels)
-        r2 = evaluate(st, theta, full=False, working=True).pwrss
+        r2 = evaluate_working(st, theta, full=False).pwrss
         a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
         a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
     else:
         def pieces(th: np.ndarray) -> np.ndarray:
-            fac = evaluate(st, th, full=False, working=True)
+            fac = evaluate_working(st, th, full=False)
             a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([[a, fac.pwrss], v])
@@ -103,7 +103,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
         def many(points: np.ndarray) -> np.ndarray:
             out = []
             for chunk in np.array_split(points, -(-len(points) * st.batch_size_unit // control.batch_entries)):
-                fac = evaluate(st, chunk, full=False, working=True)
+                fac = evaluate_working(st, chunk, full=False)
                 a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
                 v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(chunk), 0))
                 out.append(np.column_stack([a, fac.pwrss, v]))

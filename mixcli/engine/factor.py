@@ -60,9 +60,9 @@ class Factorization:
 
     Fields (blocks of L, see the module docstring):
 
-    * ``st`` the structure, ``theta`` (the user's θ, or with ``working`` the optimiser's
-      θ̃), ``lam`` (the blocks the engine uses for the standardised columns, see
-      ``ModelStructure.engine_lambdas``), ``user_lam`` (lme4's Λₜ);
+    * ``st`` the structure, ``theta`` (the θ it was made for: the user's from ``evaluate``,
+      the optimiser's θ̃ from ``evaluate_working``), ``lam`` (the blocks the engine uses for
+      the standardised columns: MₜΛₜ or Λ̃ₜ), ``user_lam`` (lme4's Λₜ);
     * ``full`` — False when the criterion-only path eliminated a scalar first
       term (``logdet0`` is then its log|D₀|, and its blocks are absent);
     * ``lss[s]`` chain term s's diagonal blocks (k_s, k_s, q_s); ``l[(t, s)]`` the
@@ -79,17 +79,19 @@ class Factorization:
     criterion, not warnings or exceptions.
     """
 
-    def __init__(self, st: ModelStructure, theta: np.ndarray, full: bool = True, working: bool = False):
+    def __init__(self, st: ModelStructure, theta: np.ndarray, lam: list[np.ndarray], user_theta, full: bool = True):
+        """Made by ``evaluate`` (the user's θ) and ``evaluate_working`` (θ̃), which give the engine's
+        blocks ``lam`` and ``user_theta()``, the user's θ when asked for (``user_lam``)."""
         self.st = st
         self.theta = np.array(theta, dtype=float)
-        self.working = working
+        self._user_theta = user_theta
         # A 2-D θ is a batch of B parameter values factored at once, for the criterion and
         # R_X only (``criteria``): small models spend most of an evaluation in numpy's
         # per-call overhead, which a batch pays once (``linalg``). Not for crossed terms.
         self.batch = self.theta.ndim == 2
         if self.batch and st.dense:
             raise ValueError("crossed (dense) terms are not factored in batches")
-        self.lam = st.engine_lambdas(self.theta, working)
+        self.lam = lam
         self.ok = True
         self.full = full
         self.logdet0 = 0.0  # log|D₀| of an eliminated first term
@@ -470,7 +472,7 @@ class Factorization:
     @property
     def user_lam(self) -> list[np.ndarray]:
         """lme4's Λₜ (for the user's columns) of every term."""
-        return self.st.lambdas(self.st.to_user(self.theta) if self.working else self.theta)
+        return self.st.lambdas(self._user_theta())
 
     def modes(self, beta: np.ndarray | None = None) -> list[np.ndarray]:
         """Conditional modes b = Λu per term (the user's columns), as (q_t, k_t) arrays, at β
@@ -478,21 +480,34 @@ class Factorization:
         return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.user_lam)]
 
 
-def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True, working: bool = False) -> Factorization:
-    """Factor for the user's θ (or, with ``working``, the optimiser's θ̃) with floating-point
-    warnings silenced (see Factorization).
+def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True) -> Factorization:
+    """Factor for the user's θ (lme4's) with floating-point warnings silenced (see Factorization).
 
     ``full=False`` is for the criterion only: a scalar first term may then be
     eliminated in closed form (``eliminate``), and the estimates (β, modes,
     conditional variances) are not available.
     """
+    theta = np.asarray(theta, dtype=float)
     with np.errstate(all="ignore"):
-        return Factorization(st, theta, full=full, working=working)
+        return Factorization(st, theta, st.engine_lambdas(theta), lambda: theta, full=full)
 
 
-def criterion(st: ModelStructure, theta: np.ndarray, reml: bool, working: bool = False) -> float:
-    """The profiled criterion at θ (the user's, or the optimiser's θ̃), by the fastest path."""
-    return evaluate(st, theta, full=False, working=working).criterion(reml)
+def evaluate_working(st: ModelStructure, theta_w: np.ndarray, full: bool = True) -> Factorization:
+    """``evaluate`` for the optimiser's unit-free θ̃ (``engine.structure``): the engine multiplies
+    the standardised columns by Λ̃ₜ itself. A 2-D θ̃ is a batch (criteria and R_X only)."""
+    theta_w = np.asarray(theta_w, dtype=float)
+    with np.errstate(all="ignore"):
+        return Factorization(st, theta_w, st.lambdas(theta_w), lambda: st.to_user(theta_w), full=full)
+
+
+def criterion(st: ModelStructure, theta: np.ndarray, reml: bool) -> float:
+    """The profiled criterion at the user's θ, by the fastest path."""
+    return evaluate(st, theta, full=False).criterion(reml)
+
+
+def criterion_working(st: ModelStructure, theta_w: np.ndarray, reml: bool) -> float:
+    """The profiled criterion at the optimiser's θ̃ (what the optimiser sees), by the fastest path."""
+    return evaluate_working(st, theta_w, full=False).criterion(reml)
 
 
 def _build_elimination(st: ModelStructure):

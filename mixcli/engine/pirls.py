@@ -31,7 +31,7 @@ import numpy as np
 
 from ..control import DEFAULT, Control
 from ..family import EPS, LOGIT_THRESH
-from .factor import Factorization, evaluate
+from .factor import Factorization, evaluate_working
 from .structure import ModelStructure
 
 # (PIRLS's tolerances and limits are settings of ``control.Control``: pirls_tol and friends)
@@ -193,7 +193,7 @@ def pirls(data: GlmmData, theta_w: np.ndarray, beta: np.ndarray | None, u0: list
 def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
     st, fam = data.st, data.family
     link = fam.link
-    lam = st.engine_lambdas(theta_w, working=True)
+    lam = st.lambdas(theta_w)  # (the working θ̃'s own blocks)
     fixed = beta is not None
     u = [np.array(v, dtype=float) for v in u0] if u0 is not None else zero_modes(st)
     if fixed:
@@ -255,7 +255,7 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         if not np.all(np.isfinite(wst.xtx)):  # (any inf or NaN in the weights or z reaches Σ w z²)
             fac = None
             break
-        fac = evaluate(wst, theta_w, working=True)
+        fac = evaluate_working(wst, theta_w)
         if not fac.ok:
             break
         if change < tol:

@@ -324,12 +324,10 @@ class ModelStructure:
             out.append(lam)
         return out
 
-    def engine_lambdas(self, theta: np.ndarray, working: bool = False) -> list[np.ndarray]:
-        """The blocks the engine multiplies the standardised columns by: Λ̃ₜ for a working θ̃,
-        MₜΛₜ for the user's θ."""
+    def engine_lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The blocks the engine multiplies the standardised columns by for the user's θ: MₜΛₜ
+        (for a working θ̃ they are its own Λ̃ₜ, ``lambdas``)."""
         lams = self.lambdas(theta)
-        if working:
-            return lams
         if theta.ndim == 2:
             return [lam if b.identity else np.einsum("ij,jk...->ik...", m, lam)
                     for lam, b, m in zip(lams, self.bases, self._m)]

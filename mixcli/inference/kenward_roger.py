@@ -398,7 +398,7 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
     # for an exact 17); in φ̃ it is not.
     st = m.structure
     terms = st.terms
-    lams = st.engine_lambdas(st.to_working(np.asarray(m.theta, dtype=float)), working=True)
+    lams = st.lambdas(st.to_working(np.asarray(m.theta, dtype=float)))
     params = _parameters(terms)
     g = len(params) + 1  # and the residual
     res = g - 1
