@@ -368,13 +368,11 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
     table = _read_data(data, sep)
     # check every formula before fitting any
-    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower()) for f in formulas]
-    if augment:
-        if len(frames) > 1 or ranef:
-            raise click.UsageError("--augment takes one formula, without --ranef")
-    else:
-        for frame in frames:
-            frame.table = None  # the frames hold what the fits need; let the fits reuse the memory
+    if augment and (len(formulas) > 1 or ranef):
+        raise click.UsageError("--augment takes one formula, without --ranef")
+    # (without --augment the fits need only their matrices: the file's other columns are freed)
+    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=augment)
+              for f in formulas]
     del table
     meter = FitProgress(progress)
     results = []

@@ -136,11 +136,15 @@ def with_row_id(table: Table, formula: Formula) -> Table:
 
 
 def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
-                contrasts: str = "treatment") -> ModelFrame:
+                contrasts: str = "treatment", keep_data: bool = True) -> ModelFrame:
     """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
     ``family`` (``mixcli.family.Family``); ``weights`` are prior weights (a column name, or an
     array over the table's rows), rows where they are missing being dropped; unordered
-    factors are coded by ``contrasts`` (treatment, sum or helmert) unless C() says otherwise."""
+    factors are coded by ``contrasts`` (treatment, sum or helmert) unless C() says otherwise.
+
+    The frame keeps ``table`` (``ModelFrame.table``) for what rebuilds design matrices after the
+    fit (predictions, augment, type III F tests); with ``keep_data=False`` it does not, and
+    the fit holds only its matrices (a large file's other columns are freed)."""
     if contrasts not in CONTRASTS:
         raise UsageError(f"{option('contrasts', contrasts)}: use one of {', '.join(CONTRASTS)}")
     if isinstance(formula, str):
@@ -264,7 +268,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
             formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
             rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
             family=family, weights=wt, offset=offset, nested_labels=nested_labels,
-            table=table, contrasts=contrasts, fixef_assign=assign,
+            table=table if keep_data else None, contrasts=contrasts, fixef_assign=assign,
         )
     except DataError as err:
         if typos:

@@ -246,10 +246,12 @@ class FitStatistics:
     def _data_frame(table, rows):
         import pandas as pd
 
+        from .errors import UsageError, option
         from .table import TextColumn
 
         if table is None:
-            raise ValueError("the fit no longer holds its data (its frame's table was released after fitting)")
+            raise UsageError(f"this fit does not hold its data (its model frame was made with "
+                             f"{option('keep_data', False)}): make the frame with {option('keep_data', True)}")
         cols = {}
         for name in table.names:
             col = table.columns[name]

@@ -307,3 +307,13 @@ def test_no_flag_picks_which_theta_a_function_takes():
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
              and any(a.arg == "working" for a in node.args.args + node.args.kwonlyargs)]
     assert not flags
+
+
+def test_the_command_line_does_not_reach_into_a_frame():
+    """Whether a frame keeps its data is ``model_frame(keep_data=)``; cli.py used to set
+    ``frame.table = None`` behind the results' back (issue 20)."""
+    writes = [f"{name}:{node.lineno}" for name, tree in MODULES.items() if name != "mixcli.frame"
+              for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              for t in node.targets if isinstance(t, ast.Attribute) and t.attr == "table"
+              and not (isinstance(t.value, ast.Name) and t.value.id == "self")]
+    assert not writes

@@ -115,7 +115,8 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     frame = m.frame
     f = frame.formula
     if frame.table is None:
-        raise UsageError("predict needs the fit's data (a model fitted from a table)")
+        raise UsageError(f"predict needs the fit's data, which its model frame was made without "
+                         f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
     for call in _calls(f):
         if call.func in STATEFUL:
             what = "centring and scale" if call.func == "scale" else "basis"
