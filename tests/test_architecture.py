@@ -317,3 +317,15 @@ def test_the_command_line_does_not_reach_into_a_frame():
               for t in node.targets if isinstance(t, ast.Attribute) and t.attr == "table"
               and not (isinstance(t.value, ast.Name) and t.value.id == "self")]
     assert not writes
+
+
+def test_the_profiled_criterion_is_written_once():
+    """a + m(1 + log(2πr²/m)) − Σ log w lives in engine.factor.profiled_criterion; the factor, its
+    batches, the gradient and the profile's fixed-effect criterion call it (issue 20: it was
+    written out in factor.py, gradient.py and profile.py)."""
+    import re
+
+    pattern = re.compile(r"1\.0 \+ (math|np)\.log\(2(\.0)? \* (math|np)\.pi")
+    places = [f"{p.relative_to(ROOT)}:{i}" for p in sorted(PACKAGE.rglob("*.py"))
+              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert len(places) == 2 and all(p.startswith("mixcli/engine/factor.py") for p in places)  # (scalar and array)

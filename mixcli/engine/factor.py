@@ -188,9 +188,9 @@ class Factorization:
         """The criterion of every member of a batch (+∞ where the factor failed)."""
         n, p = self.st.n, self.st.p
         r2 = self.pwrss
-        dof = n - p if reml else n
-        val = self.logdet_z + (self.logdet_x if reml else 0.0) + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
-        val = val + self.st.weights_term
+        with np.errstate(all="ignore"):
+            val = profiled_criterion(self.logdet_z + (self.logdet_x if reml else 0.0), r2, n - p if reml else n,
+                                     self.st.weights_term)
         return np.where(self.ok & (r2 > 0.0) & np.isfinite(val), val, np.inf)
 
     def _dense_blocks(self, gram_dd: np.ndarray, zx_correction=None):
@@ -308,12 +308,8 @@ class Factorization:
         r2 = self.pwrss
         if not r2 > 0.0:  # also catches NaN
             return math.inf
-        if reml:
-            dof = n - p
-            val = self.logdet_z + self.logdet_x + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof))
-        else:
-            val = self.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n))
-        val += self.st.weights_term
+        val = profiled_criterion(self.logdet_z + (self.logdet_x if reml else 0.0), r2, n - p if reml else n,
+                                 self.st.weights_term)
         return val if math.isfinite(val) else math.inf
 
     # ------------------------------------------------------------ estimates
@@ -478,6 +474,16 @@ class Factorization:
         """Conditional modes b = Λu per term (the user's columns), as (q_t, k_t) arrays, at β
         (default β̂)."""
         return [(lam @ u).T for u, lam in zip(self.spherical_modes(beta), self.user_lam)]
+
+
+def profiled_criterion(logdet, r2, dof, weights_term: float = 0.0):
+    """The profiled criterion, written once: a + m(1 + log(2πr²/m)) − Σ log wᵢ, with a = log|L_Z|²
+    (+ log|R_X|² and m = n − p for the REML criterion; m = n for the ML deviance) and r² the
+    penalised residual sum of squares (Bates et al. 2015, eqs. 34 and 41; ``weights_term`` is
+    lmer's prior weights' −Σ log wᵢ). Elementwise on arrays (a batch)."""
+    if np.ndim(r2):
+        return logdet + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof)) + weights_term
+    return logdet + dof * (1.0 + math.log(2.0 * math.pi * r2 / dof)) + weights_term
 
 
 def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True) -> Factorization:

@@ -26,13 +26,12 @@ for the optimiser's θ̃ (Λ̃ₜ) and for lme4's θ (MₜΛₜ) by the chain ru
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import linalg
-from .factor import Factorization, _lambda_d
+from .factor import Factorization, _lambda_d, profiled_criterion
 from .structure import ModelStructure, lower_indices
 
 
@@ -95,7 +94,7 @@ def gradient(fac: Factorization, reml: bool) -> Gradient:
     m = st.n - p if reml else st.n
     crit = [ld + (m / r2) * pr for ld, pr in zip(logdet, pwrss)]
     logdet_value = fac.logdet_z + (fac.logdet_x if reml else 0.0)
-    value = logdet_value + m * (1.0 + math.log(2.0 * math.pi * r2 / m)) + st.weights_term
+    value = profiled_criterion(logdet_value, r2, m, st.weights_term)
     return Gradient(logdet, pwrss, crit, value, r2, logdet_value)
 
 

@@ -52,7 +52,7 @@ from typing import Callable
 import numpy as np
 
 from ..control import Control
-from ..engine.factor import criterion, evaluate
+from ..engine.factor import criterion, evaluate, profiled_criterion
 from ..engine.optimize import OptSummary, minimize_theta, run
 from ..engine.structure import lower_indices, sd_cor
 from .distributions import norm_ppf
@@ -165,7 +165,7 @@ class Profiler:
                     return math.inf
                 v = fac.rx_inverse()[j, j]
                 r2 = fac.pwrss + (value - fac.fixef()[j]) ** 2 / v
-                val = fac.logdet_z + n * (1.0 + math.log(2.0 * math.pi * r2 / n)) + st.weights_term
+                val = profiled_criterion(fac.logdet_z, r2, n, st.weights_term)
                 return val if math.isfinite(val) else math.inf
 
             return f, theta0.copy(), st.theta_lower.copy(), np.full(len(theta0), math.inf), _theta_steps(theta0)
