@@ -246,10 +246,7 @@ class Segments:
             # a transposed view: callers subtract it from entry-major stacks, which
             # reads it once; an explicit transposed copy cost as much as the product
             return (self._indicator @ products).T
-        out = np.empty((products.shape[1], self.n_targets))
-        for e in range(products.shape[1]):
-            out[e] = np.bincount(self.target, weights=w * products[:, e], minlength=self.n_targets)
-        return out
+        return self.sum((products * w[:, None]).T)
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         """Σ_{i → j} values[..., i] for every group j, over the last axis; one bincount for all
