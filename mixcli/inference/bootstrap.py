@@ -39,7 +39,6 @@ processes or on the order in which replicates finish.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +46,8 @@ import numpy as np
 from ..engine.factor import criterion
 from ..engine.linalg import whitening
 from ..engine.optimize import OptSummary, run
+from .pool import replicate_rng, run_pool
 
-CHUNK = 8  # replicates per task sent to a worker
 FTOL = 1e-8  # on the criterion, per refit
 XTOL = 1e-8
 MAX_EVAL = 20_000
@@ -218,7 +217,7 @@ def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
 
 def replicate(job: _Job, i: int):
     """T* of replicate i (or, for intervals, the refitted parameters)."""
-    rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(i,)))
+    rng = replicate_rng(job.seed, i)
     y = simulate_response(job, rng)
     if job.parameters:
         try:
@@ -235,28 +234,6 @@ def replicate(job: _Job, i: int):
     if not (math.isfinite(d_small) and math.isfinite(d_big)):
         return math.nan
     return max(0.0, d_small - d_big)
-
-
-_JOB: _Job | None = None  # the job in a worker process
-
-
-def _init_worker(job: _Job):
-    import signal
-
-    global _JOB
-    _JOB = job
-    # Ctrl-C goes to the whole process group: the parent stops the pool, workers stay quiet
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:  # one BLAS thread per process: the work is split across processes already
-        from threadpoolctl import threadpool_limits  # type: ignore
-
-        threadpool_limits(1)
-    except Exception:  # noqa: BLE001 (optional)
-        pass
-
-
-def _run_chunk(indices):
-    return [(i, replicate(_JOB, i)) for i in indices]
 
 
 def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Job:
@@ -295,13 +272,6 @@ def _glmm_job(small, big, seed: int, parameters: bool) -> _Job:
                 family=data.family, trials=data.wt, parameters=parameters)
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return max(1, os.cpu_count() or 1)
-
-
 def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: float | None = None,
                   workers: int | None = None, progress=None) -> BootstrapResult:
     """Parametric bootstrap of T = 2·max(0, ΔlogLik) between fitted models ``small`` ⊂ ``big``.
@@ -326,30 +296,6 @@ def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: 
 
 
 def run_replicates(job: _Job, n: int, workers: int | None = None, progress=None):
-    """Replicates 0..n−1 of ``job`` on ``workers`` processes: (results, workers used); results
-    are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
-    workers = default_workers() if workers is None else max(1, int(workers))
-    workers = min(workers, max(1, n // CHUNK))
-    out = np.full((n, job.small.width) if job.parameters else n, np.nan)
-    chunks = [range(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
-    done = 0
-    if workers == 1:
-        for idx in chunks:
-            for i in idx:
-                out[i] = replicate(job, i)
-            done += len(idx)
-            if progress is not None:
-                progress(done, n)
-    else:
-        import multiprocessing as mp
-
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-            for res in pool.imap_unordered(_run_chunk, chunks):
-                for i, t in res:
-                    out[i] = t
-                done += len(res)
-                if progress is not None:
-                    progress(done, n)
-    return out, workers
+    """Replicates 0..n−1 of ``job`` on ``workers`` processes (``pool.run_pool``): (results, workers
+    used); results are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
+    return run_pool(replicate, job, n, job.small.width if job.parameters else None, workers, progress)
