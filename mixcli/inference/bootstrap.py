@@ -60,18 +60,19 @@ class _Spec:
     structure: object
     theta: np.ndarray
     reml: bool
+    working: bool = False  # theta (the start, and the θ̂* returned) is the working θ̃, not lme4's θ
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
         return self.fit(y)[1]
 
     def fit(self, y: np.ndarray):
-        """(θ̂*, criterion, structure) for response ``y``."""
+        """(θ̂*, criterion, structure) for response ``y`` (θ̂* in the parameterisation of ``theta``)."""
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
         summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
                              ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
-        theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
+        theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml, working=self.working))
         return np.asarray(theta, dtype=float), (f if f < 1e300 else math.nan), st
 
     def parameters(self, y: np.ndarray) -> np.ndarray:
