@@ -61,6 +61,8 @@ class _Spec:
     theta: np.ndarray
     reml: bool
     working: bool = False  # theta (the start, and the θ̂* returned) is the working θ̃, not lme4's θ
+    ftol: float = FTOL  # stopping rules (the power simulation's tests want θ̂* as precise as a full fit's)
+    xtol: float = XTOL
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
@@ -71,7 +73,7 @@ class _Spec:
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
         summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
-                             ftol_abs=FTOL, ftol_rel=0.0, xtol_abs=XTOL, max_eval=MAX_EVAL)
+                             ftol_abs=self.ftol, ftol_rel=0.0, xtol_abs=self.xtol, max_eval=MAX_EVAL)
         theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml, working=self.working))
         return np.asarray(theta, dtype=float), (f if f < 1e300 else math.nan), st
 
