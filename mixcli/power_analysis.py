@@ -802,7 +802,8 @@ def power(data, formula: str, test: str, *, fixef=None, sd=None, cor=None, sigma
         try:
             f = model_frame(t, parsed, family=fam, contrasts=contrasts)
         except MixcliError as err:
-            what = f"{size} levels of {along}" if along is not None else f"{size} rows per level of {within}"
+            what = (f"{size} level{'s' * (size != 1)} of {along}" if along is not None else
+                    f"{size} row{'s' * (size != 1)} per level of {within}")
             raise DataError(f"{option('sizes', size)}: the model cannot be fitted with {what}: {err}") from None
         designs.append((size, t, f))
     total = nsim * len(designs)

@@ -234,7 +234,7 @@ def test_resizing_along_and_within():
     ({"nsim": 0}, "nsim=0: the number of simulations must be a whole number of at least 1"),
     ({"alpha": 1.5}, "alpha=1.5: the significance level must be between 0 and 1"),
     ({"along": "schoolid", "sizes": [0]}, "sizes=0: each size must be a whole number of at least 1"),
-    ({"along": "schoolid", "sizes": [1]}, "sizes=1: the model cannot be fitted with 1 levels of schoolid"),
+    ({"along": "schoolid", "sizes": [1]}, "sizes=1: the model cannot be fitted with 1 level of schoolid"),
     ({"along": "ses", "sizes": [10]}, "along=ses: not a grouping column of the model"),
     ({"method": "wald"}, "method='wald' is for GLMMs"),
 ])
