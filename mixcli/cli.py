@@ -943,8 +943,9 @@ def nest_command(data, specs, names, output, check, sep):
         click.echo(line, err=True)
 
 
-def _assignments(values, flag: str, numeric: bool = True) -> dict:
-    """NAME=VALUE options (--fixef ses=2, --sd "classid:schoolid=3") as a dict."""
+def _assignments(values, flag: str) -> dict:
+    """NAME=VALUE options (--fixef ses=2, --sd "classid:schoolid=3") as a dict of the values as typed
+    (checked to be numbers), so that messages quote them as the user wrote them."""
     out = {}
     for text in values:
         name, eq, value = text.rpartition("=")
@@ -956,7 +957,7 @@ def _assignments(values, flag: str, numeric: bool = True) -> dict:
         if not eq or not name or number is None:
             raise click.UsageError(f"{flag} {text}: give NAME=VALUE with a number, e.g. {flag} "
                                    f"{'ses=2' if flag == '--fixef' else 'schoolid=10'}")
-        out[name] = number
+        out[name] = value.strip()
     return out
 
 

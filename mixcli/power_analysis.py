@@ -187,6 +187,17 @@ def _resolve_effect(params: Parameters, key: str, what: str, value) -> tuple[str
     return group, names
 
 
+def _number(what: str, key: str, value) -> float:
+    """``value`` as a finite number, or the one-line error naming the option (``key=value``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x):
+        raise UsageError(f"{option(what, f'{key}={value}' if key else value)}: the value must be a finite number")
+    return x
+
+
 def change_parameters(params: Parameters, fixef=None, sd=None, cor=None, sigma=None) -> Parameters:
     """``params`` with the given fixed effects (name -> value), SDs (``GROUP`` or ``GROUP|EFFECT``
     -> value), correlations (``GROUP|E1,E2`` -> value) and σ replaced."""
@@ -195,7 +206,7 @@ def change_parameters(params: Parameters, fixef=None, sd=None, cor=None, sigma=N
         if name not in beta:
             raise UsageError(f"{option('fixef', f'{name}={value}')}: no fixed effect '{name}' in the model; its "
                              f"fixed effects are {', '.join(beta) or 'none'}")
-        beta[name] = float(value)
+        beta[name] = _number("fixef", name, value)
     covs = {g: c.copy() for g, c in params.covs.items()}
     sds = {g: np.sqrt(np.maximum(np.diag(c), 0.0)) for g, c in covs.items()}
     cors = {}
@@ -205,16 +216,18 @@ def change_parameters(params: Parameters, fixef=None, sd=None, cor=None, sigma=N
         np.fill_diagonal(cors[g], 1.0)
     for key, value in (sd or {}).items():
         group, names = _resolve_effect(params, key, "sd", value)
-        if len(names) != 1 or not (float(value) >= 0 and math.isfinite(float(value))):
+        x = _number("sd", key, value)
+        if len(names) != 1 or x < 0:
             raise UsageError(f"{option('sd', f'{key}={value}')}: give one effect and an SD of 0 or more")
-        sds[group][params.effects[group].index(names[0])] = float(value)
+        sds[group][params.effects[group].index(names[0])] = x
     for key, value in (cor or {}).items():
         group, names = _resolve_effect(params, key, "cor", value)
-        if len(names) != 2 or names[0] == names[1] or not -1.0 <= float(value) <= 1.0:
+        x = _number("cor", key, value)
+        if len(names) != 2 or names[0] == names[1] or not -1.0 <= x <= 1.0:
             raise UsageError(f"{option('cor', f'{key}={value}')}: give two effects of one group, "
                              f"GROUP|E1,E2=VALUE, with VALUE between -1 and 1")
         a, b = (params.effects[group].index(e) for e in names)
-        cors[group][a, b] = cors[group][b, a] = float(value)
+        cors[group][a, b] = cors[group][b, a] = x
     for g in covs:
         covs[g] = cors[g] * np.outer(sds[g], sds[g])
         if np.linalg.eigvalsh(cors[g]).min() < -1e-10:
@@ -223,7 +236,7 @@ def change_parameters(params: Parameters, fixef=None, sd=None, cor=None, sigma=N
     if sigma is not None:
         if params.sigma is None:
             raise UsageError(f"{option('sigma', sigma)}: a GLMM has no residual SD; leave it out")
-        if not (float(sigma) > 0 and math.isfinite(float(sigma))):
+        if not _number("sigma", "", sigma) > 0:
             raise UsageError(f"{option('sigma', sigma)}: the residual SD must be positive")
     return Parameters(beta, covs, dict(params.effects), params.sigma if sigma is None else float(sigma))
 
@@ -463,28 +476,43 @@ def find_target(frame, test: str) -> _Target:
 
 @dataclass
 class _LmmTTest:
-    """lmerTest's t or F test of L β = 0 with Satterthwaite's df, on a refit from the true θ̃."""
+    """lmerTest's t or F test of L β = 0 with Satterthwaite's df, on a refit from the true θ̃.
+
+    Only what the decision needs is computed: a t test whose |t| is below the normal's critical
+    value cannot be significant whatever its df (a t's tails are heavier than the normal's: p ≥
+    2Φ(−|t|) ≥ alpha), so its df — the criterion's second derivatives, most of the work — are
+    computed only when |t| is above it (``exact`` always computes them, for the tests that compare
+    p with a full fit's)."""
 
     spec: object  # bootstrap._Spec (working θ̃)
     L: np.ndarray
+    alpha: float = 0.05
 
-    def __call__(self, y: np.ndarray) -> tuple[float, bool]:
+    def __call__(self, y: np.ndarray, exact: bool = False) -> tuple[float, bool]:
         from .engine.curvature import curvature
         from .engine.factor import evaluate
         from .inference.anova import contest
+        from .inference.distributions import norm_cdf
         from .inference.satterthwaite import from_curvature
         from .singular import is_singular
 
         theta_w, f, st = self.spec.fit(y)
         if not math.isfinite(f):
             return math.nan, False
+        singular = is_singular(st.to_user(theta_w), st.theta_is_diag)
         fac = evaluate(st, theta_w, full=False, working=True)
         sigma = math.sqrt(fac.pwrss / (st.n - st.p))
         vcov = sigma**2 * fac.rx_inverse()
+        beta = fac.fixef()
+        if not exact and self.L.shape[0] == 1:
+            var = float(self.L[0] @ vcov @ self.L[0])
+            if var > 0:
+                bound = 2.0 * norm_cdf(-abs(float(self.L[0] @ beta)) / math.sqrt(var))
+                if bound >= self.alpha:
+                    return bound, singular  # (a lower bound of p: not rejected whatever the df)
         sat = from_curvature(curvature(st, theta_w, True), sigma, vcov, st.p)
-        row = contest(self.L, fac.fixef(), sat, sigma)
-        return (math.nan if row is None or row.p is None else row.p), is_singular(st.to_user(theta_w),
-                                                                                  st.theta_is_diag)
+        row = contest(self.L, beta, sat, sigma)
+        return (math.nan if row is None or row.p is None else row.p), singular
 
 
 @dataclass
@@ -653,7 +681,7 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
         if glmm or method == "kr":
             test = _FullFitTest(replace(frame, table=None) if glmm else frame, L, method == "kr", nagq)
         else:
-            test = _LmmTTest(_Spec(st, st.to_working(theta), True, working=True, **REFIT_TOL), L)
+            test = _LmmTTest(_Spec(st, st.to_working(theta), True, working=True, **REFIT_TOL), L, alpha)
     return _Job(sim=sim, test=test, alpha=alpha, seed=seed, key=key)
 
 

@@ -505,7 +505,7 @@ CASES: list[Case] = [
          "--test z: not a term of the model; test one of 'x', '(1 | g)'", STUDY_FILES),
     Case("Power", "an --sd group that does not exist",
          ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--sd", "school=1"], 2,
-         "--sd school=1.0: no random-effects group 'school' in the model; its groups are g (as lme4 names them)",
+         "--sd school=1: no random-effects group 'school' in the model; its groups are g (as lme4 names them)",
          STUDY_FILES),
     Case("Power", "sizes that cannot be built",
          ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--along", "g", "--sizes", "1,10"], 1,

@@ -113,14 +113,17 @@ def test_each_replicate_tests_what_mixcli_fit_prints():
     from mixcli.fitting import fit_frame
 
     frame, job = _classroom_setup("ses", fixef={"ses": 3.0})
-    for i in range(4):
+    for i in range(6):
         y = _simulated(job, i)
-        p_fast, singular = job.test(y)
+        p_fast, singular = job.test(y, exact=True)
         m = fit_frame(replace(frame, y=y)).add_satterthwaite()
         f = m.fixef[1]
         assert f.term == "ses"
         assert p_fast == pytest.approx(f.p, rel=1e-5)
         assert singular == m.singular
+        # without exact, the df are computed only when |t| could be significant: the same decision
+        p_quick, _ = job.test(y)
+        assert (p_quick < 0.05) == (f.p < 0.05) and p_quick <= f.p + 1e-9
 
 
 def test_a_multi_column_term_gets_the_anova_f_test():
@@ -131,7 +134,7 @@ def test_a_multi_column_term_gets_the_anova_f_test():
     frame, job = _classroom_setup("ses:classid2", formula=formula)
     for i in range(2):
         y = _simulated(job, i)
-        p_fast, _ = job.test(y)
+        p_fast, _ = job.test(y, exact=True)
         m = fit_frame(replace(frame, y=y))
         row = next(r for r in anova_table(m).rows if r.term == "ses:classid2")
         assert p_fast == pytest.approx(row.p, rel=1e-5)
