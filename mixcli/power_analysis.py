@@ -747,7 +747,7 @@ def _check_options(nsim, alpha, method, sizes, along, within):
     if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
         raise UsageError(f"{option('alpha', alpha)}: the significance level must be between 0 and 1, e.g. 0.05")
     if method is not None and method not in METHODS:
-        raise UsageError(f"{option('method', repr(method))}: use one of {', '.join(METHODS)}")
+        raise UsageError(f"{option('method', method)}: use one of {', '.join(METHODS)}")
     if along is not None and within is not None:
         raise UsageError(f"{option('along')} and {option('within')}: vary one design size at a time")
     if (along is not None or within is not None) and not sizes:
@@ -798,14 +798,14 @@ def power(data, formula: str, test: str, *, fixef=None, sd=None, cor=None, sigma
     if method is None:
         method = "lrt" if target.random else ("wald" if glmm else "satterthwaite")
     if target.random and method != "lrt":
-        raise UsageError(f"{option('method', repr(method))}: a random-effects term is tested by the likelihood "
-                         f"ratio; use {option('method', repr('lrt'))} or leave it out")
+        raise UsageError(f"{option('method', method)}: a random-effects term is tested by the likelihood "
+                         f"ratio; use {option('method', 'lrt')} or leave it out")
     if glmm and method in ("satterthwaite", "kr"):
-        raise UsageError(f"{option('method', repr(method))}: a GLMM's fixed effects get Wald z tests or "
-                         f"likelihood ratios; use {option('method', repr('wald'))} or {option('method', repr('lrt'))}")
+        raise UsageError(f"{option('method', method)}: a GLMM's fixed effects get Wald z tests or "
+                         f"likelihood ratios; use {option('method', 'wald')} or {option('method', 'lrt')}")
     if not glmm and method == "wald":
-        raise UsageError(f"{option('method', repr('wald'))} is for GLMMs; a linear mixed model's t test is "
-                         f"{option('method', repr('satterthwaite'))} or {option('method', repr('kr'))}")
+        raise UsageError(f"{option('method', 'wald')} is for GLMMs; a linear mixed model's t test is "
+                         f"{option('method', 'satterthwaite')} or {option('method', 'kr')}")
     grouping = _grouping_columns(frame)
     for what, group in (("along", along), ("within", within)):
         if group is not None and group not in grouping:

@@ -239,7 +239,7 @@ def test_resizing_along_and_within():
     ({"along": "schoolid", "sizes": [0]}, "sizes=0: each size must be a whole number of at least 1"),
     ({"along": "schoolid", "sizes": [1]}, "sizes=1: the model cannot be fitted with 1 level of schoolid"),
     ({"along": "ses", "sizes": [10]}, "along=ses: not a grouping column of the model"),
-    ({"method": "wald"}, "method='wald' is for GLMMs"),
+    ({"method": "wald"}, "method=wald is for GLMMs"),
 ])
 def test_bad_input_is_one_line(kwargs, message):
     args = {"test": "ses", "nsim": 8, "seed": 1, **kwargs}
