@@ -112,13 +112,26 @@ class PowerResult:
 
 
 def clopper_pearson(x: int, n: int, level: float = CONFIDENCE) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) interval for a binomial proportion x/n (R's binom.test)."""
-    from scipy.special import betaincinv
-
+    """The exact (Clopper–Pearson) interval for a binomial proportion x/n (R's binom.test): the
+    quantiles of Beta(x, n − x + 1) and Beta(x + 1, n − x), by bisection on the incomplete beta
+    (scipy.special would add a tenth of a second to every command's start)."""
     a = (1.0 - level) / 2.0
-    lower = 0.0 if x == 0 else float(betaincinv(x, n - x + 1, a))
-    upper = 1.0 if x == n else float(betaincinv(x + 1, n - x, 1.0 - a))
+    lower = 0.0 if x == 0 else _beta_quantile(x, n - x + 1, a)
+    upper = 1.0 if x == n else _beta_quantile(x + 1, n - x, 1.0 - a)
     return lower, upper
+
+
+def _beta_quantile(a: float, b: float, q: float) -> float:
+    from .inference.distributions import betainc
+
+    lo, hi = 0.0, 1.0
+    for _ in range(64):  # (to the last bit of the interval's ends)
+        mid = 0.5 * (lo + hi)
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 # ---------------------------------------------------------------------------- parameters
