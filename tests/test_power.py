@@ -75,6 +75,14 @@ def test_three_level_treatment_by_school_matches_the_noncentral_t(J, k, m, sds, 
         within_mc(row, exact_power(row.size, s_s**2 + s_c**2 / k + s**2 / (k * m), delta))
 
 
+def test_kenward_roger_in_a_balanced_design_is_the_same_exact_t():
+    """Kenward–Roger's df are J − 2 here too (the adjusted covariance equals the unadjusted one)."""
+    res = power(None, "y ~ treat + (1 | cluster)", "treat", design="cluster=10, n=6, treat=half/cluster",
+                method="kr", fixef={"treat": 0.8}, sd={"cluster": 0.6}, sigma=1.0, nsim=600, seed=4)
+    assert res.method == "kr" and res.rows[0].failed == 0
+    within_mc(res.rows[0], exact_power(10, 0.36 + 1 / 6, 0.8))
+
+
 @pytest.mark.parametrize("design, formula, sds", [
     ("cluster=14, n=8, treat=half/cluster", "y ~ treat + (1 | cluster)", {"cluster": 0.6}),
     ("school=12, class=3/school, n=6, treat=half/school", "y ~ treat + (1 | school) + (1 | class)",
