@@ -146,6 +146,7 @@ class Parameters:
     covs: dict[str, np.ndarray]  # term name (lme4's group name) -> Σₜ
     effects: dict[str, list[str]]  # term name -> its effects
     sigma: float
+    factors: dict[str, str] = field(default_factory=dict)  # term name -> its grouping factor
 
     def describe(self) -> dict:
         out = {"fixef": dict(self.beta), "sd": {}, "cor": {}}
@@ -171,6 +172,7 @@ def pilot_parameters(m) -> Parameters:
         covs={t.group: sigma**2 * (lam @ lam.T) for t, lam in zip(st.terms, lams)},
         effects={t.group: list(t.names) for t in st.terms},
         sigma=None if m.is_glmm else sigma,
+        factors={t.group: t.factor for t in st.terms},
     )
 
 
@@ -251,7 +253,8 @@ def change_parameters(params: Parameters, fixef=None, sd=None, cor=None, sigma=N
             raise UsageError(f"{option('sigma', sigma)}: a GLMM has no residual SD; leave it out")
         if not _number("sigma", "", sigma) > 0:
             raise UsageError(f"{option('sigma', sigma)}: the residual SD must be positive")
-    return Parameters(beta, covs, dict(params.effects), params.sigma if sigma is None else float(sigma))
+    return Parameters(beta, covs, dict(params.effects), params.sigma if sigma is None else float(sigma),
+                      dict(params.factors))
 
 
 def _lower(cov: np.ndarray) -> np.ndarray:
@@ -265,7 +268,7 @@ def _lower(cov: np.ndarray) -> np.ndarray:
         return _lower_factor(v * np.sqrt(np.maximum(w, 0.0)))
 
 
-def true_theta(st, params: Parameters, effects_of=None) -> np.ndarray:
+def true_theta(st, params: Parameters) -> np.ndarray:
     """lme4's θ of a structure's terms for ``params`` (a term with some of a parameter group's
     effects, as in a reduced model, takes that part of Σₜ)."""
     sigma = 1.0 if params.sigma is None else params.sigma
@@ -286,7 +289,7 @@ def _term_cov(params: Parameters, term) -> np.ndarray:
         if g == term.group and effects == list(term.names):
             return params.covs[g]
     for g, effects in params.effects.items():
-        if g.split(".")[0] == term.factor and set(term.names) <= set(effects):
+        if params.factors.get(g) == term.factor and set(term.names) <= set(effects):
             idx = [effects.index(e) for e in term.names]
             return params.covs[g][np.ix_(idx, idx)]
     raise DataError(f"no parameters for the random effects ({' + '.join(term.names)} | {term.factor})")
@@ -623,14 +626,12 @@ def _replicate(job: _Job, i: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- setting up one size
 
 
-def _x_without(frame, label: str) -> tuple[np.ndarray, int]:
-    """X without the columns of fixed-effect term ``label``, and how many columns that drops."""
+def _kept_columns(frame, label: str) -> np.ndarray:
+    """Which columns of X remain without fixed-effect term ``label``."""
     from .formula import term_label
 
     labels = [term_label(t) for t in frame.formula.terms]
-    assign = np.asarray(frame.fixef_assign, dtype=int)
-    keep = assign != labels.index(label) + 1
-    return frame.X[:, keep], int((~keep).sum())
+    return np.asarray(frame.fixef_assign, dtype=int) != labels.index(label) + 1
 
 
 def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, alpha: float, seed: int, key: int,
@@ -669,13 +670,13 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
     if target.random:
         test = _random_test(frame, st, params, target, table, contrasts, glmm, nagq, gm if glmm else None)
     elif method == "lrt":
-        x_small, dropped = _x_without(frame, target.label)
-        small_frame = replace(frame, X=x_small)
+        keep = _kept_columns(frame, target.label)
+        small_frame, dropped = replace(frame, X=frame.X[:, keep]), int((~keep).sum())
         if glmm:
             from .glmm import GlmmModel
 
             small_gm = GlmmModel(small_frame)
-            beta_small = _beta_without(frame, target.label, beta)
+            beta_small = beta[keep]
             test = _LrtTest(_glmm_spec(gm, theta, beta, nagq), _glmm_spec(small_gm, theta, beta_small, nagq), dropped)
         else:
             theta_w = st.to_working(theta)
@@ -696,14 +697,6 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
         else:
             test = _LmmTTest(_Spec(st, st.to_working(theta), True, working=True, **REFIT_TOL), L, alpha)
     return _Job(sim=sim, test=test, alpha=alpha, seed=seed, key=key)
-
-
-def _beta_without(frame, label: str, beta: np.ndarray) -> np.ndarray:
-    from .formula import term_label
-
-    labels = [term_label(t) for t in frame.formula.terms]
-    assign = np.asarray(frame.fixef_assign, dtype=int)
-    return beta[assign != labels.index(label) + 1]
 
 
 def _glmm_spec(gm, theta: np.ndarray, beta: np.ndarray, nagq: int):
@@ -882,7 +875,8 @@ def _design_parameters(frame, fixef, sd, cor, sigma) -> Parameters:
     glmm = frame.family is not None
     base = Parameters(beta={n: 0.0 for n in frame.fixef_names},
                       covs={t.group: np.zeros((t.k, t.k)) for t in frame.terms},
-                      effects={t.group: list(t.names) for t in frame.terms}, sigma=None if glmm else 1.0)
+                      effects={t.group: list(t.names) for t in frame.terms}, sigma=None if glmm else 1.0,
+                      factors={t.group: t.factor for t in frame.terms})
     given = set()
     for key, value in (sd or {}).items():
         group, names = _resolve_effect(base, key, "sd", value)
