@@ -401,14 +401,15 @@ class Job:
     seconds_goal: float | None = None  # mixcli median must be below this
     memory_mib_goal: float | None = None  # mixcli peak must be at most this many MiB
     extra: list[Tool] = field(default_factory=list)  # timed alone (statsmodels)
-    details_mode: str = "fit"  # bench/mixcli_details.py's mode for the untimed evaluation counts
+    details_mode: str | None = "fit"  # bench/mixcli_details.py's mode for the untimed evaluation counts
     rows: int = 0
     notes: list[str] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)  # per model: criteria and evaluations
+    lme4_scale: float = 1.0  # lme4's time is a run of 1/lme4_scale of the work (power jobs' R loops)
 
     @property
     def ratio(self) -> float:
-        return self.lme4.median / self.mixcli.median
+        return self.lme4.median * self.lme4_scale / self.mixcli.median
 
     def verdict(self) -> tuple[bool, str]:
         parts, ok = [], True
@@ -735,7 +736,8 @@ def table_lines(jobs: list[Job]) -> list[str]:
         ok, why = j.verdict()
         met = f"{'yes' if ok else '**no**'}: {why}" if why else "–"
         lines.append(
-            f"| {j.title} | {j.rows:,} | {_fmt_s(j.mixcli.median)} | {_fmt_s(j.lme4.median)} | {j.ratio:.1f} "
+            f"| {j.title} | {j.rows:,} | {_fmt_s(j.mixcli.median)} | {_fmt_s(j.lme4.median * j.lme4_scale)}"
+            f"{f' (×{j.lme4_scale:g})' if j.lme4_scale != 1 else ''} | {j.ratio:.1f} "
             f"| {j.mixcli.peak_mib:.0f} | {j.lme4.peak_mib:.0f} | {_fmt_s(j.mixcli.cpu)} / {_fmt_s(j.lme4.cpu)} "
             f"| {j.target or '–'} | {met} |"
         )
@@ -887,7 +889,8 @@ def save_results(path: Path, jobs: list[Job], env: dict, notes: list[str]) -> No
         runs = [{k: v for k, v in vars(r).items() if k not in ("stdout", "stderr")} for r in t.runs]
         return {"name": t.name, "steps": t.steps, "models": t.models, "runs": runs}
 
-    keys = ("name", "title", "reps", "target", "ratio_goal", "memory_goal", "seconds_goal", "rows", "notes", "details")
+    keys = ("name", "title", "reps", "target", "ratio_goal", "memory_goal", "seconds_goal", "rows", "notes", "details",
+            "lme4_scale")
     data = {
         "env": env,
         "notes": notes,
@@ -927,6 +930,70 @@ def lme4_warnings(job: Job) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Power (mixcli power against an R loop doing what simr's powerSim does: bench/power_loop.R)
+
+POWER_R = BENCH / "power_loop.R"
+POWER_NSIM = 1000
+CROSSED_POWER = "y ~ cond + (cond | subj) + (cond | item)"
+CROSSED_DESIGN = "subj=24, item=16, n=2, cond=half"
+CROSSED_SIZES = [12, 24, 36, 48, 60]
+CROSSED_NSIM = 500
+# the design's parameters for mixcli (SDs) and for R (lme4's θ = SD/σ, subj's term first: more levels)
+CROSSED_PARAMS = ["--fixef", "cond=0.3", "--sd", "subj=0.5", "--sd", "subj|cond=0.2", "--sd", "item=0.4", "--sd",
+                  "item|cond=0.2", "--sigma", "1"]
+CROSSED_R_PARAMS = ["fixef:cond=0.3", "theta:0.5,0,0.2,0.4,0,0.2", "sigma:1"]
+
+
+def _parse_nothing(stdout: str) -> dict:
+    return {}
+
+
+def power_m17_job(r_nsim: int) -> Job:
+    """The seed's design (the real classroom data, M17), the slope of ses set to 4, 1,000 simulations."""
+    mix = Tool("mixcli", [mixcli_cmd("power", str(REAL_CLASSROOM), M17, "--test", "ses", "--fixef", "ses=4", "--nsim",
+                                     str(POWER_NSIM), "--seed", "1", "--format", "csv")], _parse_nothing)
+    r = Tool("lme4", [[shutil.which("Rscript") or "Rscript", str(POWER_R), str(REAL_CLASSROOM), M17, "ses", str(r_nsim),
+                       "1", "fixef:ses=4"]], _parse_nothing)
+    job = Job("power-m17", "power: M17, test ses, 1,000 simulations", REAL_CLASSROOM, 1, mix, r,
+              target="≤ 10 s, ≤ 0.05 of the R loop's time", ratio_goal=20.0, seconds_goal=10.0, details_mode=None,
+              lme4_scale=POWER_NSIM / r_nsim)
+    job.notes.append(f"lme4: bench/power_loop.R, simr's procedure as a loop (lme4's simulate, lmerTest::lmer refits) "
+                     f"with {r_nsim} simulations; its whole-process time × {POWER_NSIM / r_nsim:g} (R's start-up and "
+                     "pilot fit, ~2 s, are scaled too)")
+    return job
+
+
+def power_crossed_data() -> Path:
+    """The crossed design at its middle size (36 subjects), for the R loop (mixcli builds its own)."""
+    def simulate(seed):
+        from mixcli.power_analysis import design_table
+
+        t = design_table(CROSSED_DESIGN.replace("subj=24", "subj=36"), "y", seed=seed)
+        return {c: t[c] for c in t.names}
+    return _generated("power_crossed", {"design": CROSSED_DESIGN, "subjects": 36, "seed": 9}, "crossed power design",
+                      lambda: simulate(9))
+
+
+def power_crossed_job(r_nsim: int) -> Job:
+    """A 5-size power curve × 500 simulations on a crossed subjects × items design."""
+    sizes = ",".join(str(s) for s in CROSSED_SIZES)
+    mix = Tool("mixcli", [mixcli_cmd("power", CROSSED_POWER, "--design", CROSSED_DESIGN, "--test", "cond",
+                                     *CROSSED_PARAMS, "--along", "subj", "--sizes", sizes, "--nsim", str(CROSSED_NSIM),
+                                     "--seed", "1", "--format", "csv")], _parse_nothing)
+    n_r = max(1, r_nsim // 10)
+    r = Tool("lme4", [[shutil.which("Rscript") or "Rscript", str(POWER_R), str(power_crossed_data()), CROSSED_POWER,
+                       "cond", str(n_r), "1", *CROSSED_R_PARAMS]], _parse_nothing)
+    total = CROSSED_NSIM * len(CROSSED_SIZES)
+    job = Job("power-crossed", f"power curve: crossed subjects × items, {len(CROSSED_SIZES)} sizes × {CROSSED_NSIM}",
+              power_crossed_data(), 1, mix, r, target="≤ 60 s", seconds_goal=60.0, details_mode=None,
+              lme4_scale=total / n_r)
+    job.notes.append(f"lme4: bench/power_loop.R with {n_r} simulations at the middle size (36 subjects), time × "
+                     f"{total / n_r:g}: a rough scale (sizes 12-60 subjects), for reference only; the target is mixcli's "
+                     "time")
+    return job
+
+
+# ---------------------------------------------------------------------------
 # Main
 
 
@@ -951,6 +1018,9 @@ def main(argv=None) -> int:
                     help="before each run, wait while other processes keep this many cores busy (default 0.3)")
     ap.add_argument("--max-wait", type=float, default=30,
                     help="longest wait for the machine to quieten before a run, seconds (default 30)")
+    ap.add_argument("--power-r-nsim", type=int, default=100,
+                    help="simulations in the R loop of the power jobs, whose time is scaled to mixcli's number "
+                         "(default 100; 1,000 lmerTest refits take minutes)")
     ap.add_argument("--data-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.render:
@@ -1031,6 +1101,12 @@ def main(argv=None) -> int:
         # lme4 takes about half an hour per run here: one run of each tool, unless --reps-slow says more
         jobs.append(fit_job("ratings", "crossed user × item, MovieLens 1M shape", ratings_data(), RATINGS,
                             args.reps_slow, ddf_none=ddf, target="in seconds, ≤ 1 GB", memory_mib_goal=1024.0))
+    if "power-m17" in wanted and REAL_CLASSROOM.exists():
+        jobs.append(power_m17_job(args.power_r_nsim))
+    elif "power-m17" in wanted:
+        notes.append(f"power-m17: {REAL_CLASSROOM} not available; job skipped")
+    if "power-crossed" in wanted:
+        jobs.append(power_crossed_job(args.power_r_nsim))
     for j in jobs:
         j.rows = count_rows(j.data)
 
@@ -1060,7 +1136,8 @@ def main(argv=None) -> int:
                 if rec.get("warnings"):
                     j.notes.append(f"{tool.name} {rec.get('statsmodels', '')} warnings: " + " | ".join(rec["warnings"]))
                 j.notes.append(f"{tool.name}: converged = {rec.get('converged')}")
-        collect_details(j, compare_mode=j.name.startswith("compare"))
+        if j.details_mode is not None:
+            collect_details(j, compare_mode=j.name.startswith("compare"))
         lme4_warnings(j)
 
     exposed = any("evaluations" in m for j in jobs for m in j.mixcli.models.values())
@@ -1103,7 +1180,7 @@ def main(argv=None) -> int:
 
 
 JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed", "kb07", "glmm-crossed",
-             "glmm-100k", "glmm-1m", "ratings"]
+             "glmm-100k", "glmm-1m", "ratings", "power-m17", "power-crossed"]
 
 if __name__ == "__main__":
     sys.exit(main())

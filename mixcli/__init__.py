@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "compare", "__version__"]
+__all__ = ["fit", "compare", "power", "__version__"]
 
 
 def fit(data, formula, reml=True, **options):
@@ -26,3 +26,19 @@ def compare(data, formulas, **options):
     from .api import compare as _compare
 
     return _compare(data, formulas, **options)
+
+
+def power(data, formula, test, **options):
+    """Power to detect ``test`` by simulation, like R's simr: a DataFrame with one row per design
+    size (size, power, lower, upper, nsim, rejected, failed, singular, rows). ``data`` may be a
+    path; see ``mixcli.power_analysis.power`` for the options (fixef, sd, cor, sigma, along,
+    within, sizes, design, method, family, nsim, seed, alpha, workers)."""
+    import os
+
+    from .power_analysis import power as _power
+
+    if isinstance(data, (str, os.PathLike)):
+        from .io import read_table
+
+        data = read_table(os.fspath(data))
+    return _power(data, formula, test, **options).to_frame()

@@ -138,6 +138,7 @@ def main():
       mixcli reduce data.csv "y ~ x + (x | g) + (x | h)"
       mixcli plot data.csv "y ~ x + (x | g)" --kind ranef -o ranef.png
       mixcli nest data.csv schoolid:classid2 > with_ids.csv
+      mixcli power data.csv "y ~ x + (1 | g)" --test x --fixef x=0.2 --along g --sizes 20,40
 
     DATA is a CSV/TSV path, or - for standard input.
     """
@@ -977,6 +978,134 @@ def nest_command(data, specs, names, output, check, sep):
         return
     for line in summary_lines(stats):
         click.echo(line, err=True)
+
+
+def _assignments(values, flag: str) -> dict:
+    """NAME=VALUE options (--fixef ses=2, --sd "classid:schoolid=3") as a dict of the values as typed
+    (checked to be numbers), so that messages quote them as the user wrote them."""
+    out = {}
+    for text in values:
+        name, eq, value = text.rpartition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not eq or not name or number is None:
+            raise click.UsageError(f"{flag} {text}: give NAME=VALUE with a number, e.g. {flag} "
+                                   f"{'ses=2' if flag == '--fixef' else 'schoolid=10'}")
+        out[name] = value.strip()
+    return out
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()] or None
+    except ValueError:
+        raise click.UsageError(f"--sizes {text}: give whole numbers separated by commas, e.g. --sizes 10,20,40") from None
+
+
+@main.command("power")
+@click.argument("args", nargs=-1, required=True, metavar="DATA FORMULA")
+@click.option("--test", "test", required=True, metavar="TERM",
+              help="The term to test: a fixed-effect term as the anova table names it (ses, treat, x:z), or a "
+                   "random-effects term as ranova names it ('(1 | classid)', 'ses in (ses | schoolid)').")
+@click.option("--fixef", multiple=True, metavar="NAME=VALUE",
+              help="Replace a fixed effect of the pilot fit (NAME as in the fixed-effects table); repeatable.")
+@click.option("--sd", multiple=True, metavar="GROUP[|EFFECT]=VALUE",
+              help="Replace a random effect's SD: GROUP as lme4 prints it (schoolid, classid:schoolid) for its "
+                   "intercept, GROUP|EFFECT for another effect; repeatable.")
+@click.option("--cor", multiple=True, metavar="GROUP|E1,E2=VALUE",
+              help="Replace the correlation of two effects of one group; repeatable.")
+@click.option("--sigma", type=float, default=None, metavar="VALUE", help="Replace the residual SD.")
+@click.option("--along", metavar="GROUP",
+              help="Vary the number of levels of the grouping column GROUP (--sizes): new levels copy existing "
+                   "ones with their rows (simr's extend(along=)), fewer keep the first ones.")
+@click.option("--within", metavar="GROUP",
+              help="Vary the number of rows per level of GROUP (--sizes): rows copied in turn, or the first ones kept.")
+@click.option("--sizes", metavar="N1,N2,...", help="The design sizes of the power curve, with --along or --within.")
+@click.option("--design", metavar="SPEC",
+              help="Build the data instead of reading a pilot: comma-separated items NAME=K (a grouping column "
+                   "with K levels), NAME=K/OUTER (K per level of OUTER), n=K (rows per combination), "
+                   "NAME=half/GROUP (0/1 on every other level of GROUP), NAME=normal[/GROUP]. Every SD (--sd) "
+                   "and --sigma must be given; fixed effects not given are 0.")
+@click.option("--method", type=click.Choice(["satterthwaite", "kr", "lrt", "wald"], case_sensitive=False),
+              default=None,
+              help="satterthwaite (default: lmerTest's t, or F for a term of several columns), kr "
+                   "(Kenward-Roger), lrt (ML fits with and without the term); wald (default for a GLMM). A "
+                   "random-effects term is always tested by the likelihood ratio with the boundary mixture.")
+@click.option("--nsim", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="Simulations per size.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, metavar="S",
+              help="Random seed: the same seed gives the same result on any number of CPUs (default: a fresh "
+                   "seed, reported).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="Significance level of the test.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="J",
+              help="Processes (default: all available CPUs); results do not depend on it.")
+@click.option("--plot", "plot_path", metavar="FILE",
+              help="Also draw the power curve with its 95% band, the 80% line and alpha: .png, .svg or .pdf.")
+@_FAMILY
+@_LINK
+@_NAGQ
+@_CONTRASTS
+@_FORMAT
+@_SEP
+@_PROGRESS
+def power_command(args, test, fixef, sd, cor, sigma, along, within, sizes, design, method, nsim, seed, alpha, jobs,
+                  plot_path, family_name, link, nagq, contrasts, fmt, sep, progress):
+    """Power to detect a term, by simulation (like R's simr).
+
+    Responses are simulated from the model (the pilot fit of FORMULA on DATA,
+    with any parameter replaced), the model is refitted to each, TERM is
+    tested, and the rejections are counted. Each size reports the power, its
+    95% Clopper-Pearson interval, and how many refits failed (counted as not
+    rejected) or were singular. With --design, give FORMULA only.
+
+    \b
+    Examples:
+      mixcli power classroom.csv "mathscore ~ ses + (ses | schoolid) + (1 | classid)" \\
+          --test ses --fixef ses=4 --nsim 1000 --seed 1
+      mixcli power classroom.csv "mathscore ~ ses + (1 | schoolid)" --test ses --fixef ses=2 \\
+          --along schoolid --sizes 20,40,80,160 --plot curve.png
+      mixcli power "y ~ treat + (1 | school) + (1 | class)" --test treat \\
+          --design "school=40, class=4/school, n=25, treat=half/school" \\
+          --fixef treat=0.2 --sd school=0.3 --sd class=0.2 --sigma 0.9 --along school --sizes 20,40,60
+      mixcli power classroom.csv "mathscore ~ ses + (1 | schoolid) + (1 | classid)" --test "(1 | classid)"
+      mixcli power pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --test ses --fixef ses=0.3
+    """
+    from .errors import UsageError
+    from .power_analysis import power
+
+    if design is not None:
+        if len(args) != 1:
+            raise UsageError("--design builds the data: give FORMULA only, not DATA FORMULA")
+        data, formula = None, args[0]
+    elif len(args) != 2:
+        raise UsageError("give DATA FORMULA (or FORMULA with --design)")
+    else:
+        data, formula = args
+    if plot_path is not None:
+        from .plot import POWER, check_destination
+
+        check_destination(POWER, plot_path)  # before the simulations: a bad path costs nothing
+    fam = _family(family_name, link, nagq, False, None, None, None)
+    table = _read_data(data, sep) if data is not None else None
+    with _Bar(progress, "simulating") as bar:
+        res = power(table, formula, test, fixef=_assignments(fixef, "--fixef"), sd=_assignments(sd, "--sd"),
+                    cor=_assignments(cor, "--cor"), sigma=sigma, along=along, within=within, sizes=_sizes(sizes),
+                    design=design, method=method.lower() if method else None, family=fam, nagq=nagq, nsim=nsim,
+                    seed=seed, alpha=alpha, contrasts=contrasts.lower(), workers=jobs, progress=bar.update)
+    from .render import power as render
+
+    _emit(fmt, render, res, data if data is not None else f"simulated design: {design}")
+    if plot_path is not None:
+        from .plot import power_curve
+
+        power_curve(res, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def entry(**kwargs):

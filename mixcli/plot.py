@@ -143,9 +143,37 @@ def plot(m, kind: str, path: str, *, level: float = 0.95, width: float | None = 
     return data
 
 
+def power_curve(result, path: str, width: float = 6.0, height: float = 4.0) -> None:
+    """The power curve of a ``power_analysis.PowerResult``: power at each size with its 95%
+    Clopper–Pearson band, the 80% line and alpha (simr's ``plot(powerCurve(...))``)."""
+    fmt = check_destination(POWER, path)
+    _matplotlib()
+    recs = result.records()
+    x = np.array([r["size"] for r in recs], dtype=float)
+    y = np.array([r["power"] for r in recs])
+    lo, hi = np.array([r["lower"] for r in recs]), np.array([r["upper"] for r in recs])
+    fig = _figure(width, height)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.fill_between(x, lo, hi, color="C0", alpha=0.2, linewidth=0, label="95% confidence interval")
+    ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", color="C0", capsize=3, label="power")
+    ax.axhline(0.8, color="0.3", linestyle="--", linewidth=1, label="80%")
+    ax.axhline(result.alpha, color="C3", linestyle=":", linewidth=1, label=f"alpha = {result.alpha:g}")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(result.size_of)
+    ax.set_ylabel("power")
+    ax.set_xticks(x)
+    ax.grid(True, color="0.9")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Power for {result.test} ({result.rows[0].nsim} simulations per size)", fontsize=10)
+    _write(fig, path, fmt)
+
+
+POWER = "power"  # check_destination's kind for power_curve
+
+
 def check_destination(kind: str, path: str) -> str:
     """The format for ``path``, or UsageError naming the problem and the fix."""
-    if kind not in KINDS:
+    if kind not in KINDS + (POWER,):
         raise UsageError(f"plot: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()

@@ -512,6 +512,25 @@ CASES: list[Case] = [
          GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--ddf", "kr"], 2,
          "--ddf kr: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in glmer's summary; leave "
          "it out", TRIAL_FILES),
+    # -- power ------------------------------------------------------------------------------
+    Case("Power", "a test term not in the model", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "z"], 2,
+         "--test z: not a term of the model; test one of 'x', '(1 | g)'", STUDY_FILES),
+    Case("Power", "an --sd group that does not exist",
+         ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--sd", "school=1"], 2,
+         "--sd school=1: no random-effects group 'school' in the model; its groups are g (as lme4 names them)",
+         STUDY_FILES),
+    Case("Power", "sizes that cannot be built",
+         ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--along", "g", "--sizes", "1,10"], 1,
+         "--sizes 1: the model cannot be fitted with 1 level of g: grouping factors must have > 1 sampled level",
+         STUDY_FILES),
+    Case("Power", "a design that does not parse",
+         ["power", "y ~ x + (1 | g)", "--design", "g=30; n=8", "--test", "x", "--sd", "g=1", "--sigma", "1"], 2,
+         "--design 'g=30; n=8': cannot read 'g=30; n=8'; each item is NAME=K, NAME=K/OUTER, n=K, "
+         "NAME=half[/GROUP] or NAME=normal[/GROUP]", {}),
+    Case("Power", "--nsim 0", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--nsim", "0"], 2,
+         "invalid value for '--nsim': 0 is not in the range x>=1 (see 'mixcli power --help')", STUDY_FILES),
+    Case("Power", "alpha outside (0, 1)", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--alpha", "1.5"],
+         2, "invalid value for '--alpha': 1.5 is not in the range 0<x<1 (see 'mixcli power --help')", STUDY_FILES),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

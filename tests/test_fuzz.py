@@ -350,3 +350,68 @@ def test_the_ci_run_is_bounded_and_seeded():
         assert FUZZ.max_examples == EXAMPLES and not FUZZ.derandomize
     else:
         assert FUZZ.max_examples == 60 and FUZZ.derandomize
+
+
+# ---------------------------------------------------------------- mixcli power
+
+# (valid values, then invalid ones: most examples get valid options, so that most reach the simulation)
+_POWER_OPTIONS = {
+    "--test": (["x", "(1 | g)", "(1|g)", "x in (x | g)"], ["z", "f", "g", "~", ""]),
+    "--fixef": (["x=0.5", "(Intercept)=3", "x=-2"], ["x=abc", "q=1", "x=", "=2", "x=1e308"]),
+    "--sd": (["g=1", "g|x=0.3", "g|(Intercept)=0"], ["g=-1", "g|q=1", "nope=2", "g=nan"]),
+    "--cor": (["g|(Intercept),x=0.5"], ["g|(Intercept),x=2", "g|x,x=0.1", "g=0.2"]),
+    "--sigma": (["1", "0.5"], ["-1", "0", "inf"]),
+    "--method": (["satterthwaite", "lrt"], ["kr", "wald"]),
+    "--alpha": (["0.05", "0.5"], ["0", "1"]),
+}
+_POWER_SIZES = (["2,4", "3", "1,2", "6,12"], ["0", "1", "a,b", ""])
+_POWER_DESIGNS = (["g=6, n=4, x=normal", "g=6, n=4, x=half/g", "g=5, n=3, x=normal/g"],
+                  ["g=6; n=4", "g=0", "g=3/h", "x=normal", "g=4, g=5", "g=5, n=3, x=normal/g, y=normal"])
+
+
+@st.composite
+def _power_value(draw, choices):
+    valid, invalid = choices
+    return draw(st.sampled_from(valid * 4 + invalid))
+
+
+@st.composite
+def power_invocations(draw):
+    from catalogue import STUDY  # (the catalogue's small, well-behaved study: y, x, z, g, f, ...)
+
+    formula, sds = draw(st.sampled_from([("y ~ x + (1 | g)", ["g=0.5"]), ("y ~ x + (x | g)", ["g=0.5", "g|x=0.2"]),
+                                         ("y ~ x + f + (1 | g)", ["g=0.5"]), ("y ~ x + (x || g)", ["g=0.5", "g.1=0.2"])]))
+    args = [formula, "--nsim", str(draw(st.integers(1, 9))), "--seed", "1", "--jobs", "1", "--format", "csv"]
+    design = draw(st.none() | _power_value(_POWER_DESIGNS))
+    if design is not None:
+        args += ["--design", design, "--sigma", "1"] + [a for sd in sds for a in ("--sd", sd)]
+    for flag, values in _POWER_OPTIONS.items():
+        for _ in range(draw(st.integers(0, 2 if flag in ("--fixef", "--sd", "--cor") else 1))):
+            args += [flag, draw(_power_value(values))]
+    if "--test" not in args:
+        args += ["--test", "x"]
+    size_flag = draw(st.sampled_from([None, "--along", "--within"]))
+    if size_flag is not None:
+        args += [size_flag, draw(st.sampled_from(["g", "g", "x"])), "--sizes", draw(_power_value(_POWER_SIZES))]
+    return STUDY, design is None, args
+
+
+@settings(FUZZ, max_examples=EXAMPLES or 25)
+@given(case=power_invocations())
+def test_any_power_options_through_the_command_line(tmp_path_factory, case):
+    """mixcli power with valid and invalid options: a result, or one error line (exit 1 or 2), never a crash."""
+    data, with_data, args = case
+    folder = tmp_path_factory.mktemp("power")
+    (folder / "study.csv").write_text(data)
+    argv = ["power"] + ([str(folder / "study.csv")] if with_data else []) + args
+    result = CliRunner().invoke(main, argv)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2), (argv, result.stderr)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (argv, result.stderr)
+    lines = result.stderr.splitlines()
+    if result.exit_code:
+        assert result.stdout == ""
+        assert len(lines) == 1 and lines[0].startswith("mixcli: error: "), (argv, result.stderr)
+    else:
+        assert result.stdout.startswith("size,power,lower,upper,nsim,rejected,failed,singular"), argv
+        assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)

@@ -137,13 +137,7 @@ def anova_table(m, type: int | str = 3, ddf: str = "satterthwaite") -> AnovaTabl
         return table
 
     notes: list[str] = []
-    X = np.asarray(frame.X, dtype=float)
-    if kind == 1:
-        hyps = _type1(X, assign, len(terms), frame.formula.intercept)
-    elif kind == 2:
-        hyps = _type2(X, assign, terms, frame)
-    else:
-        hyps = _type3(X, assign, terms, frame, notes)
+    hyps = _hypotheses(frame, kind, notes)
     sat = satterthwaite(m)
     rows, missing = [], []
     for label, L in zip(labels, hyps):
@@ -158,6 +152,34 @@ def anova_table(m, type: int | str = 3, ddf: str = "satterthwaite") -> AnovaTabl
         notes.append(f"no F test for {names}: its columns are aliased with other terms' (dropped from the "
                      "fit), so there is nothing left to test; remove it or check the predictors")
     return AnovaTable(kind, "satterthwaite", rows + missing, dict(zip(labels, hyps)), notes)
+
+
+def _hypotheses(frame, kind: int, notes: list[str]) -> list[np.ndarray]:
+    """The hypothesis matrix L of each fixed-effect term for a type 1, 2 or 3 table: from the
+    frame alone (X and the formula), not from a fit."""
+    terms = tuple(frame.formula.terms)
+    X = np.asarray(frame.X, dtype=float)
+    assign = np.asarray(frame.fixef_assign, dtype=int)
+    if kind == 1:
+        return _type1(X, assign, len(terms), frame.formula.intercept)
+    if kind == 2:
+        return _type2(X, assign, terms, frame)
+    return _type3(X, assign, terms, frame, notes)
+
+
+def term_hypothesis(frame, label: str, type: int = 3) -> np.ndarray:
+    """The hypothesis matrix (rows × p) that ``anova_table(m, type)`` tests for the term ``label``
+    of the frame's model (KeyError if it has no such term)."""
+    labels = [term_label(t) for t in frame.formula.terms]
+    if label not in labels:
+        raise KeyError(label)
+    return _hypotheses(frame, TYPES[type], [])[labels.index(label)]
+
+
+def contest(L: np.ndarray, beta: np.ndarray, sat, sigma: float) -> AnovaRow | None:
+    """lmerTest's test of L β = 0 (``contest1D`` for one row, ``contestMD`` for several) with the
+    Satterthwaite machinery ``sat`` (``satterthwaite.from_curvature``): the row the anova table has."""
+    return _contest(L, beta, sat, sigma, "")
 
 
 # ---------------------------------------------------------------------------- F tests

@@ -39,23 +39,18 @@ processes or on the order in which replicates finish.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..control import DEFAULT, Control
-from ..engine.factor import criterion
+from ..engine.factor import criterion, criterion_working
 from ..engine.linalg import whitening
 from ..engine.optimize import OptSummary, run
+from .pool import replicate_rng, run_pool
 
 CHUNK = 8  # replicates per task sent to a worker
 # (each refit's tolerances and limit are the fitted model's ``Control``: refit_ftol and friends)
-
-
-def _refit_summary(control: Control, **settings) -> OptSummary:
-    return OptSummary(ftol_abs=control.refit_ftol, ftol_rel=0.0, xtol_abs=control.refit_xtol,
-                      max_eval=control.refit_max_eval, control=control, **settings)
 
 
 @dataclass
@@ -66,18 +61,27 @@ class _Spec:
     theta: np.ndarray
     reml: bool
     control: Control = DEFAULT
+    working: bool = False  # theta (the start, and the θ̂* returned) is the working θ̃, not lme4's θ
+    # stopping rules instead of the control's refit_ftol/refit_xtol (the power simulation's tests
+    # want θ̂* as precise as a full fit's)
+    ftol: float | None = None
+    xtol: float | None = None
 
     def refit(self, y: np.ndarray) -> float:
         """The minimum criterion for response ``y``: BOBYQA from the model's own estimate."""
         return self.fit(y)[1]
 
     def fit(self, y: np.ndarray):
-        """(θ̂*, criterion, structure) for response ``y``."""
+        """(θ̂*, criterion, structure) for response ``y`` (θ̂* in the parameterisation of ``theta``)."""
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
-        summary = _refit_summary(self.control, start=start, lower=st.theta_lower,
-                                 initial_step=np.maximum(0.2 * np.abs(start), 0.02))
-        theta, f, _ = run(summary, lambda th: criterion(st, th, self.reml))
+        c = self.control
+        summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
+                             ftol_abs=c.refit_ftol if self.ftol is None else self.ftol, ftol_rel=0.0,
+                             xtol_abs=c.refit_xtol if self.xtol is None else self.xtol, max_eval=c.refit_max_eval,
+                             control=c)
+        crit = criterion_working if self.working else criterion
+        theta, f, _ = run(summary, lambda th: crit(st, th, self.reml))
         return np.asarray(theta, dtype=float), (f if f < 1e300 else math.nan), st
 
     def parameters(self, y: np.ndarray) -> np.ndarray:
@@ -156,7 +160,9 @@ class _GlmmSpec:
         start = np.concatenate([self.theta_w, np.zeros(len(self.beta))])
         lower = np.concatenate([d.st.theta_lower, np.full(len(self.beta), -np.inf)])
         step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(len(self.beta), 0.5)])
-        summary = _refit_summary(d.control, start=np.maximum(start, lower), lower=lower, initial_step=step)
+        c = d.control
+        summary = OptSummary(start=np.maximum(start, lower), lower=lower, initial_step=step, ftol_abs=c.refit_ftol,
+                             ftol_rel=0.0, xtol_abs=c.refit_xtol, max_eval=c.refit_max_eval, control=c)
         par, f, _ = run(summary, fn)
         return np.asarray(par, dtype=float), (f if f < 1e300 else math.nan)
 
@@ -222,7 +228,7 @@ def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
 
 def replicate(job: _Job, i: int):
     """T* of replicate i (or, for intervals, the refitted parameters)."""
-    rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(i,)))
+    rng = replicate_rng(job.seed, i)
     y = simulate_response(job, rng)
     if job.parameters:
         try:
@@ -239,28 +245,6 @@ def replicate(job: _Job, i: int):
     if not (math.isfinite(d_small) and math.isfinite(d_big)):
         return math.nan
     return max(0.0, d_small - d_big)
-
-
-_JOB: _Job | None = None  # the job in a worker process
-
-
-def _init_worker(job: _Job):
-    import signal
-
-    global _JOB
-    _JOB = job
-    # Ctrl-C goes to the whole process group: the parent stops the pool, workers stay quiet
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:  # one BLAS thread per process: the work is split across processes already
-        from threadpoolctl import threadpool_limits  # type: ignore
-
-        threadpool_limits(1)
-    except Exception:  # noqa: BLE001 (optional)
-        pass
-
-
-def _run_chunk(indices):
-    return [(i, replicate(_JOB, i)) for i in indices]
 
 
 def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Job:
@@ -299,13 +283,6 @@ def _glmm_job(small, big, seed: int, parameters: bool) -> _Job:
                 family=data.family, trials=data.wt, parameters=parameters)
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return max(1, os.cpu_count() or 1)
-
-
 def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: float | None = None,
                   workers: int | None = None, progress=None) -> BootstrapResult:
     """Parametric bootstrap of T = 2·max(0, ΔlogLik) between fitted models ``small`` ⊂ ``big``.
@@ -330,30 +307,6 @@ def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: 
 
 
 def run_replicates(job: _Job, n: int, workers: int | None = None, progress=None):
-    """Replicates 0..n−1 of ``job`` on ``workers`` processes: (results, workers used); results
-    are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
-    workers = default_workers() if workers is None else max(1, int(workers))
-    workers = min(workers, max(1, n // CHUNK))
-    out = np.full((n, job.small.width) if job.parameters else n, np.nan)
-    chunks = [range(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
-    done = 0
-    if workers == 1:
-        for idx in chunks:
-            for i in idx:
-                out[i] = replicate(job, i)
-            done += len(idx)
-            if progress is not None:
-                progress(done, n)
-    else:
-        import multiprocessing as mp
-
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-            for res in pool.imap_unordered(_run_chunk, chunks):
-                for i, t in res:
-                    out[i] = t
-                done += len(res)
-                if progress is not None:
-                    progress(done, n)
-    return out, workers
+    """Replicates 0..n−1 of ``job`` on ``workers`` processes (``pool.run_pool``): (results, workers
+    used); results are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
+    return run_pool(replicate, job, n, job.small.width if job.parameters else None, workers, progress)

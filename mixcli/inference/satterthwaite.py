@@ -74,10 +74,15 @@ def satterthwaite(m) -> Satterthwaite:
     """The Satterthwaite machinery for a fitted model (``LmmResult``), from the derivatives
     its fit computed to check its optimum (``m.curvature``; computed here if absent)."""
     st, reml = m.structure, m.reml
-    p = st.p
-    sigma = float(m.sigma)
     curv = m.curvature if getattr(m, "curvature", None) is not None else curvature(
-        st, st.to_working(np.asarray(m.theta, dtype=float)), reml)
+        st, st.to_working(np.asarray(m.theta, dtype=float)), reml, m.control)
+    return from_curvature(curv, float(m.sigma), np.asarray(m.vcov), st.p)
+
+
+def from_curvature(curv, sigma: float, vcov: np.ndarray, p: int) -> Satterthwaite:
+    """The Satterthwaite machinery from the criterion's derivatives at the estimate (``curv``,
+    ``engine.curvature``), σ̂ and Var(β̂): what ``satterthwaite(m)`` computes for a fitted model,
+    for callers that refit without building a result (the power simulation)."""
     theta = curv.theta
     k = len(theta)
     s2 = sigma * sigma
@@ -96,9 +101,8 @@ def satterthwaite(m) -> Satterthwaite:
     for i in range(k):
         jac[i] = s2 * _unpack(curv.v_grad[:, i], p)
     jac[k] = 2.0 * sigma * _unpack(curv.v, p)
-    return Satterthwaite(
-        varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=np.asarray(m.vcov), notes=[]
-    )
+    return Satterthwaite(varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=vcov,
+                         notes=[])
 
 
 def _unpack(upper: np.ndarray, p: int) -> np.ndarray:
