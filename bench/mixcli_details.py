@@ -37,18 +37,17 @@ def _record(name: str, result, seconds: float) -> dict:
 
 def main(argv: list[str]) -> int:
     mode, path, *specs = argv
+    from mixcli.fitting import fit_frame
     from mixcli.frame import model_frame
     from mixcli.io import read_table
-    from mixcli.model import fit_frame
 
     table = read_table(path)
     if mode.startswith("glmm-"):
         from mixcli.family import family
-        from mixcli.glmm import GlmmModel
 
         frame = model_frame(table, specs[0], family=family(mode[5:]))
         t0 = time.perf_counter()
-        result = GlmmModel(frame).fit()
+        result = fit_frame(frame)
         print(json.dumps(_record("fit", result, time.perf_counter() - t0)), flush=True)
         return 0
     if mode in ("fit", "fit-ml"):
