@@ -104,8 +104,10 @@ class Control:
         2000, "crossed random effects from which one Richardson level of differences is used (seconds per "
         "evaluation there; ~1e-4 relative truncation error)")
     batch_entries: int = _setting(
-        2_000_000, "the check's points are factored in batches of at most this many block entries: small "
-        "models in one batch (M16: 61 points in ~5 evaluations' time), large ones point by point")
+        500_000, "the check's points are factored in one batch when they have at most this many block entries "
+        "together (M16 on the classroom data: 61 points, 220k entries, in ~5 evaluations' time), else point by "
+        "point: batches of large models were slower and held several evaluations' memory (898k rows: 3.3 s "
+        "and 452 MiB with batches of 2M entries, against 2.7 s and 321 MiB)")
 
     # ---------------------------------------------------------------- GLMMs (glmm, engine.pirls)
     pirls_tol: float = _setting(

@@ -100,27 +100,27 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
             v = fac.rx_inverse()[iu] if p else np.zeros(0)
             return np.concatenate([[a, fac.pwrss], v])
 
-        def many(points: np.ndarray) -> np.ndarray:
-            out = []
-            for chunk in np.array_split(points, -(-len(points) * st.batch_size_unit // control.batch_entries)):
-                fac = evaluate_working(st, chunk, full=False)
-                a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
-                v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(chunk), 0))
-                out.append(np.column_stack([a, fac.pwrss, v]))
-            return np.concatenate(out)
-
         def in_order(points: np.ndarray) -> np.ndarray:
-            # Crossed designs go point by point, those sharing the first term's θ one after the
-            # other: an eliminated first term's reduction (CᵀWC, most of an evaluation on the
-            # MovieLens shape) depends on it alone and is kept for the next point
-            # (eliminate.CACHE_FROM): 3 reductions for 7 points with two parameters.
-            order = np.argsort(points[:, 0], kind="stable")
+            # One point at a time (a large model: its evaluations are arithmetic, not overhead,
+            # and this keeps the sparse paths and one evaluation's memory), those sharing the
+            # first term's θ one after the other: an eliminated first term's reduction depends on
+            # it alone and is kept for the next point (eliminate.FirstTermElimination.reduce):
+            # 5 reductions for M17's 41 points; on the MovieLens shape (CᵀWC, most of an
+            # evaluation) 3 for 7.
             out = np.empty((len(points), 2 + len(iu[0])))
-            for i in order:
+            for i in np.argsort(points[:, 0], kind="stable"):
                 out[i] = pieces(points[i])
             return out
 
-        f0, grad, hess = gradient_hessian(pieces, theta, levels, many=in_order if st.dense else many)
+        def many(points: np.ndarray) -> np.ndarray:
+            if st.dense or len(points) * st.batch_size_unit > control.batch_entries:
+                return in_order(points)
+            fac = evaluate_working(st, points, full=False)
+            a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
+            v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(points), 0))
+            return np.column_stack([a, fac.pwrss, v])
+
+        f0, grad, hess = gradient_hessian(pieces, theta, levels, many=many)
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]

@@ -108,23 +108,20 @@ class FirstTermElimination:
             self._weighted_gram = _SparseGram(c)
         return c
 
-    # Crossed blocks at least this wide keep the last reduction: CᵀWC is most of an
-    # evaluation's work and depends on λ₀ only, so steps in the other parameters
-    # (an optimiser's coordinate steps, Satterthwaite's differences) reuse it.
-    CACHE_FROM = 500
-
     def reduce(self, lam0):
         """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums (read-only).
         For a batch, λ₀ is a (B, 1) column and the results carry a batch axis (``linalg``);
         crossed (dense) terms are not batched."""
         if np.ndim(lam0):
             return self._reduce(lam0)
+        # The last reduction is kept: it depends on λ₀ only, so steps in the other parameters (an
+        # optimiser's coordinate steps, the convergence check's differences, which go in λ₀'s
+        # order) reuse it; on crossed designs CᵀWC is most of an evaluation's work.
         cached = getattr(self, "_last", None)
         if cached is not None and cached[0] == lam0:
             return cached[1]
         out = self._reduce(lam0)
-        if self.st.q_dense >= self.CACHE_FROM:
-            self._last = (lam0, out)
+        self._last = (lam0, out)
         return out
 
     def _reduce(self, lam0):
