@@ -74,7 +74,7 @@ def table_renderables(res, source: str | None = None):
     from rich.table import Table
     from rich.text import Text
 
-    out = [Text(f"Power for the test of {res.test}, (95% confidence interval)", style="bold"), Text("")]
+    out = [Text(f"Power for the test of {res.test}, with 95% confidence intervals", style="bold"), Text("")]
     if source:
         out.append(Text(f"Data: {source}"))
     out.append(Text(f"Model: {res.formula}" + ("" if res.family == "gaussian" else f" ({res.family})")))
