@@ -25,8 +25,6 @@ from .control import DEFAULT, Control
 from .errors import DataError, UsageError, option
 from .fitting import fit_frame
 from .frame import model_frame
-from .glmm import check_nagq
-from .inference.bootstrap import bootstrap_lrt
 from .inference.distributions import chi2_sf
 from .inference.lrt_null import LrtNull, lrt_null
 from .results import LmmResult
@@ -97,6 +95,8 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     if family is not None:
         refit = False
         for frame in frames:
+            from .glmm import check_nagq  # (imported for GLMMs only: PIRLS and quadrature)
+
             check_nagq(frame, nagq)
     elif not refit:
         _check_same_fixed(frames, names)
@@ -146,6 +146,8 @@ def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: in
             continue
         label = f"bootstrap {prev.name} vs {row.name}"
         cb = None if progress is None else (lambda done, total, label=label: progress(done, total, label))
+        from .inference.bootstrap import bootstrap_lrt
+
         res = bootstrap_lrt(prev.model, row.model, n, seed, reml=not comp.refit, statistic=row.chisq,
                             workers=workers, progress=cb)
         row.p_boot = res.p_value

@@ -17,14 +17,17 @@ from __future__ import annotations
 import math
 
 from .distributions import norm_ppf
-from .profile import profile_intervals
-from .satterthwaite import fixef_tests
+
+# (satterthwaite and profile are imported where used: a command that only compares models or
+# predicts need not load them)
 
 CI_METHODS = ("wald", "profile", "boot")
 
 
 def add_satterthwaite(m):
     """Satterthwaite df and Pr(>|t|) for every fixed effect of ``m``."""
+    from .satterthwaite import fixef_tests
+
     df, pvals, notes = fixef_tests(m)
     for f, d, p in zip(m.fixef, df, pvals):
         f.df, f.p = float(d), float(p)
@@ -80,6 +83,8 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsi
             ivs, failed = bootstrap_intervals(m, nsim, seed, level, workers=workers, progress=progress)
             m.bootstrap = {"nsim": int(nsim), "seed": int(seed), "failed": failed}
         else:
+            from .profile import profile_intervals
+
             ivs = profile_intervals(m, level, progress=progress)
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:
