@@ -33,7 +33,7 @@ from .engine.pirls import GlmmData, Modes, laplace, pirls
 from .errors import FitError, UsageError, option
 from .frame import ModelFrame
 from .inference.distributions import norm_cdf
-from .model import build_structure, prone_to_local_minima
+from .model import another_start, build_structure, candidate, prone_to_local_minima
 from .results import Correlation, FitStatistics, FixedEffect, VarComp, theta_names, variance_components
 from .singular import is_singular, singular_fit_warnings
 
@@ -102,13 +102,15 @@ class GlmmModel:
         minimize_theta(fn0, stage0, progress, stage="from start (nAGQ = 0: β in PIRLS)")
         if self._worth_more_starts(stage0):
             # Criteria on the boundary or with few groups often have several local minima (as
-            # for LMMs, model.optimize); a GLMM's first stage is cheap: try a small and a large start.
-            best = (stage0.theta, stage0.fmin)
+            # for LMMs, model.optimize); a GLMM's first stage is cheap: try a small and a large
+            # start, each abandoned when it heads for the first's minimum (model.another_start).
+            first = candidate(fn0, stage0)
+            best = first[:2]
             for factor in (c.small_start, c.second_start):
-                minimize_theta(fn0, stage0, progress, stage=f"from {factor:g} × the start (nAGQ = 0)",
-                               start=factor * st.theta_start)
-                if stage0.fmin < best[1]:
-                    best = (stage0.theta, stage0.fmin)
+                other = another_start(fn0, stage0, first, factor * st.theta_start, progress,
+                                      stage=f"from {factor:g} × the start (nAGQ = 0)")
+                if other is not None and other[1] < best[1]:
+                    best = other[:2]
             stage0.theta, stage0.fmin = best
             stage0.stages.append(f"chosen: {best[1]:.10f}")
         if not math.isfinite(stage0.fmin):

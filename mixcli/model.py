@@ -102,15 +102,15 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
                          xtol_abs=c.warm_xtol if warm is not None else None, control=c)
     fold = st.fold if fdf is not None else None
     minimize_theta(fn, summary, progress, stage=stage, fdf=fdf, fold=fold)
-    candidates = [_candidate(fn, summary)]
+    candidates = [candidate(fn, summary)]
     if warm is None and start is None and c.second_start and _worth_another_start(st, summary, candidates[0]):
-        second = _second_start(fn, summary, candidates[0], c.second_start * x0, progress, fdf, fold)
+        second = another_start(fn, summary, candidates[0], c.second_start * x0, progress, fdf, fold)
         if second is not None:
             candidates.append(second)
     if not any(cand[2] for cand in candidates):
         minimize_theta(fn, summary, progress, stage=f"from {c.small_start:g} × the start",
                        start=c.small_start * x0, fdf=fdf, fold=fold)
-        candidates.append(_candidate(fn, summary))
+        candidates.append(candidate(fn, summary))
     minima = [cand for cand in candidates if cand[2]]
     theta, fmin, _ = min(minima or candidates, key=lambda cand: cand[1])
     summary.theta, summary.fmin = theta, fmin
@@ -171,8 +171,10 @@ def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, 
     return theta, fmin
 
 
-def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf, fold):
-    """The candidate of a second start from ``x0``, or None when it is heading for the first's minimum.
+def another_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf=None, fold=None,
+                  stage: str | None = None):
+    """The candidate of another start from ``x0``, or None when it is heading for the first's minimum
+    (LMMs and a GLMM's first stage alike; ``first`` is the first run's ``candidate``).
 
     The run stops as soon as it comes within ``same_basin`` of the first minimum's criterion
     (most of a run from afar is spent there on digits). If the criterion along the segment
@@ -181,17 +183,17 @@ def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf,
     instead of 138), and it is abandoned. Otherwise (a ridge between them, or a start whose
     first run found no minimum) it is run to its end as a candidate of its own."""
     c = summary.control
-    stage = f"from {c.second_start:g} × the start"
+    stage = stage or f"from {c.second_start:g} × the start"
     if not first[2]:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
-        return _candidate(fn, summary)
+        return candidate(fn, summary)
     summary.stop_below = first[1] + c.same_basin
     try:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
     finally:
         summary.stop_below = -math.inf
     if summary.status != "stopval":
-        return _candidate(fn, summary)
+        return candidate(fn, summary)
     x, f = np.array(summary.theta, dtype=float), float(summary.fmin)
     ends = max(f, first[1]) + 1e-10 * max(1.0, abs(f))
     between = [fn(first[0] + w * (x - first[0])) for w in c.segment_probes]
@@ -202,10 +204,10 @@ def _second_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf,
         return None
     summary.stages.append("a ridge separates that point from the first minimum: run on")
     minimize_theta(fn, summary, progress, stage="on from there", start=x, fdf=fdf, fold=fold)
-    return _candidate(fn, summary)
+    return candidate(fn, summary)
 
 
-def _candidate(fn, summary: OptSummary):
+def candidate(fn, summary: OptSummary):
     """(θ̃, criterion, is a minimum) of the summary's last start (see decreases_along_ray)."""
     is_minimum = not decreases_along_ray(fn, summary.theta, summary.fmin, summary.control.ray_slack)
     if not is_minimum:
