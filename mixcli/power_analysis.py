@@ -262,10 +262,10 @@ def _lower(cov: np.ndarray) -> np.ndarray:
     try:
         return np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
-        from .engine.structure import _lower_factor
+        from .engine.structure import lower_factor
 
         w, v = np.linalg.eigh(cov)
-        return _lower_factor(v * np.sqrt(np.maximum(w, 0.0)))
+        return lower_factor(v * np.sqrt(np.maximum(w, 0.0)))
 
 
 def true_theta(st, params: Parameters) -> np.ndarray:
@@ -500,7 +500,7 @@ class _LmmTTest:
     computed only when |t| is above it (``exact`` always computes them, for the tests that compare
     p with a full fit's)."""
 
-    spec: object  # bootstrap._Spec (working θ̃)
+    spec: object  # bootstrap.LmmRefit (working θ̃)
     L: np.ndarray
     alpha: float = 0.05
 
@@ -559,8 +559,8 @@ class _FullFitTest:
 
 @dataclass
 class _LrtTest:
-    """The likelihood ratio of refits with and without the term (LMM: ``bootstrap._Spec``, GLMM:
-    ``bootstrap._GlmmSpec``; ``small`` None: the linear model of ``lm_frame``); p from χ²(df), or
+    """The likelihood ratio of refits with and without the term (LMM: ``bootstrap.LmmRefit``, GLMM:
+    ``bootstrap.GlmmRefit``; ``small`` None: the linear model of ``lm_frame``); p from χ²(df), or
     from the boundary mixture ``null`` (``inference.lrt_null``)."""
 
     big: object
@@ -598,15 +598,17 @@ class _LrtTest:
 
 
 @dataclass
-class _Job:
-    sim: object  # bootstrap._Job: what simulate_response needs
+class PowerJob:
+    """What a worker needs for one size's replicates: the simulation, the test, alpha, the seed."""
+
+    sim: object  # bootstrap.SimulationJob: what simulate_response needs
     test: object  # a callable y -> (p, singular)
     alpha: float
     seed: int
     key: int  # the size's index
 
 
-def _replicate(job: _Job, i: int) -> np.ndarray:
+def _replicate(job: PowerJob, i: int) -> np.ndarray:
     """[rejected, p, failed, singular] of replicate i."""
     from .inference.bootstrap import simulate_response
     from .inference.pool import replicate_rng
@@ -637,8 +639,7 @@ def _kept_columns(frame, label: str) -> np.ndarray:
 def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, alpha: float, seed: int, key: int,
            table: Table, contrasts: str):
     """The simulation and the test of one design (a model frame)."""
-    from .inference.bootstrap import _Job as SimJob
-    from .inference.bootstrap import _Spec
+    from .inference.bootstrap import LmmRefit, SimulationJob
     from .model import build_structure
 
     glmm = frame.family is not None
@@ -662,7 +663,7 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
             mean = mean + frame.offset
         sigma = params.sigma
     theta = true_theta(st, params)
-    sim = SimJob(small=_Spec(st, theta, True) if not glmm else None, big=None, mean=mean, sigma=sigma,
+    sim = SimulationJob(small=LmmRefit(st, theta, True) if not glmm else None, big=None, mean=mean, sigma=sigma,
                  lambdas=[np.array(lam) for lam in st.engine_lambdas(theta)], seed=seed,
                  family=frame.family, trials=frame.weights if glmm else None)
     if glmm:
@@ -681,8 +682,8 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
         else:
             theta_w = st.to_working(theta)
             small_st = build_structure(small_frame)
-            test = _LrtTest(_Spec(st, theta_w, False, working=True, **REFIT_TOL),
-                            _Spec(small_st, small_st.to_working(true_theta(small_st, params)), False, working=True,
+            test = _LrtTest(LmmRefit(st, theta_w, False, working=True, **REFIT_TOL),
+                            LmmRefit(small_st, small_st.to_working(true_theta(small_st, params)), False, working=True,
                                   **REFIT_TOL),
                             dropped)
     else:
@@ -695,14 +696,14 @@ def _setup(frame, params: Parameters, target: _Target, method: str, nagq: int, a
         if glmm or method == "kr":
             test = _FullFitTest(replace(frame, table=None) if glmm else frame, L, method == "kr", nagq)
         else:
-            test = _LmmTTest(_Spec(st, st.to_working(theta), True, working=True, **REFIT_TOL), L, alpha)
-    return _Job(sim=sim, test=test, alpha=alpha, seed=seed, key=key)
+            test = _LmmTTest(LmmRefit(st, st.to_working(theta), True, working=True, **REFIT_TOL), L, alpha)
+    return PowerJob(sim=sim, test=test, alpha=alpha, seed=seed, key=key)
 
 
 def _glmm_spec(gm, theta: np.ndarray, beta: np.ndarray, nagq: int):
     """A GLMM refit specification started at the true (θ, β), β measured in the SEs of β̂ given θ."""
     from .engine.linalg import whitening
-    from .inference.bootstrap import _GlmmSpec
+    from .inference.bootstrap import GlmmRefit
 
     theta_w = gm.structure.to_working(theta)
     if len(beta):
@@ -710,7 +711,7 @@ def _glmm_spec(gm, theta: np.ndarray, beta: np.ndarray, nagq: int):
         basis = whitening(modes.factor.rx_inverse())
     else:
         basis = np.zeros((0, 0))
-    return _GlmmSpec(gm.data, theta_w, beta, basis, nagq)
+    return GlmmRefit(gm.data, theta_w, beta, basis, nagq)
 
 
 def _random_test(frame, st, params, target, table, contrasts, glmm, nagq, gm):
@@ -718,7 +719,7 @@ def _random_test(frame, st, params, target, table, contrasts, glmm, nagq, gm):
     an LMM, as ranova; ML for a GLMM), with the boundary mixture as its null."""
     from .formula import parse_formula
     from .frame import model_frame
-    from .inference.bootstrap import _Spec
+    from .inference.bootstrap import LmmRefit
     from .inference.lrt_null import lrt_null
     from .model import build_structure
 
@@ -735,12 +736,12 @@ def _random_test(frame, st, params, target, table, contrasts, glmm, nagq, gm):
         big = _glmm_spec(gm, true_theta(st, params), beta, nagq)
         small = _glmm_spec(small_gm, true_theta(small_gm.structure, params), beta, nagq)
         return _LrtTest(big, small, st.n_theta - small_gm.structure.n_theta, lrt_null(small_frame, frame))
-    big = _Spec(st, st.to_working(true_theta(st, params)), True, working=True, **REFIT_TOL)
+    big = LmmRefit(st, st.to_working(true_theta(st, params)), True, working=True, **REFIT_TOL)
     if not reduced.random:
         return _LrtTest(big, None, st.n_theta, None, lm_frame=replace(frame, table=None), reml=True)
     small_frame = model_frame(table, reduced, contrasts=contrasts)
     small_st = build_structure(small_frame)
-    small = _Spec(small_st, small_st.to_working(true_theta(small_st, params)), True, working=True, **REFIT_TOL)
+    small = LmmRefit(small_st, small_st.to_working(true_theta(small_st, params)), True, working=True, **REFIT_TOL)
     return _LrtTest(big, small, st.n_theta - small_st.n_theta, lrt_null(small_frame, frame), reml=True)
 
 

@@ -139,7 +139,7 @@ def _ones_as_none(m: np.ndarray) -> list:
     return out
 
 
-def _lower_factor(p: np.ndarray) -> np.ndarray:
+def lower_factor(p: np.ndarray) -> np.ndarray:
     """The lower-triangular L with non-negative diagonal and L Lᵀ = P Pᵀ (QR of Pᵀ; exact
     for rank-deficient P too)."""
     r = np.linalg.qr(p.T, mode="r")
@@ -411,7 +411,7 @@ class ModelStructure:
         for lam, b, m, sl, idx in zip(self.lambdas(theta), self.bases, mats, self.theta_slices, self._lower_idx):
             if b.identity:
                 continue
-            out[sl] = _lower_factor(m @ lam)[idx]
+            out[sl] = lower_factor(m @ lam)[idx]
         return out
 
     # -- block structure ------------------------------------------------------

@@ -54,7 +54,7 @@ CHUNK = 8  # replicates per task sent to a worker
 
 
 @dataclass
-class _Spec:
+class LmmRefit:
     """What a worker needs to refit one LMM: its structure and start, nothing tied to a frame."""
 
     structure: object
@@ -114,7 +114,7 @@ def _sd_cor(st, theta: np.ndarray, sigma: float) -> np.ndarray:
 
 
 @dataclass
-class _GlmmSpec:
+class GlmmRefit:
     """The same for a GLMM: its data (y replaced per replicate), working θ̃, β̂, nAGQ, and a
     Cholesky factor of Var(β̂): β is searched as β̂ + basis·δ (uncorrelated, unit-free δ, as in
     ``GlmmModel.fit``)."""
@@ -168,8 +168,8 @@ class _GlmmSpec:
 
 
 @dataclass
-class _Job:
-    small: object  # _Spec or _GlmmSpec
+class SimulationJob:
+    small: object  # LmmRefit or GlmmRefit
     big: object
     mean: np.ndarray  # o + Xβ̂ of the smaller model
     sigma: float  # (1 for a GLMM)
@@ -207,7 +207,7 @@ class BootstrapResult:
         return (1.0 + self.exceed) / (valid + 1.0)
 
 
-def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
+def simulate_response(job: SimulationJob, rng: np.random.Generator) -> np.ndarray:
     """One y* from the smaller model's fit (terms in order, then the residuals or the family's draw)."""
     st = job.small.structure if job.family is None else job.small.data.st
     eta = job.mean.copy()
@@ -226,7 +226,7 @@ def simulate_response(job: _Job, rng: np.random.Generator) -> np.ndarray:
     return rng.poisson(np.minimum(mu, 1e15)).astype(float)
 
 
-def replicate(job: _Job, i: int):
+def replicate(job: SimulationJob, i: int):
     """T* of replicate i (or, for intervals, the refitted parameters)."""
     rng = replicate_rng(job.seed, i)
     y = simulate_response(job, rng)
@@ -247,7 +247,7 @@ def replicate(job: _Job, i: int):
     return max(0.0, d_small - d_big)
 
 
-def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Job:
+def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> SimulationJob:
     """The simulation and refit specification for two fitted models (``LmmResult`` or
     ``GlmmResult``), simulating from ``small``; with ``parameters`` (and ``big`` None), for
     replicating ``small``'s parameters (bootstrap intervals) instead of T*."""
@@ -256,9 +256,9 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Jo
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])
     mean = st.xy[:, : st.p] @ beta if st.p else np.zeros(st.n)
-    return _Job(
-        small=_Spec(st, np.asarray(small.theta, float), reml, small.control),
-        big=None if big is None else _Spec(big.structure, np.asarray(big.theta, float), reml, big.control),
+    return SimulationJob(
+        small=LmmRefit(st, np.asarray(small.theta, float), reml, small.control),
+        big=None if big is None else LmmRefit(big.structure, np.asarray(big.theta, float), reml, big.control),
         mean=mean,
         sigma=float(small.sigma),
         lambdas=[np.array(l) for l in st.engine_lambdas(np.asarray(small.theta, float))],
@@ -267,18 +267,18 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> _Jo
     )
 
 
-def _glmm_spec(m) -> _GlmmSpec:
+def _glmm_spec(m) -> GlmmRefit:
     beta = np.array([f.estimate for f in m.fixef])
     basis = whitening(np.asarray(m.vcov, float)) if len(beta) else np.zeros((0, 0))
-    return _GlmmSpec(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, basis, m.nagq)
+    return GlmmRefit(m.data, m.structure.to_working(np.asarray(m.theta, float)), beta, basis, m.nagq)
 
 
-def _glmm_job(small, big, seed: int, parameters: bool) -> _Job:
+def _glmm_job(small, big, seed: int, parameters: bool) -> SimulationJob:
     data = small.data
     beta = np.array([f.estimate for f in small.fixef])
     mean = data.offset + (data.x @ beta if len(beta) else 0.0)
     theta = np.asarray(small.theta, float)
-    return _Job(small=_glmm_spec(small), big=None if big is None else _glmm_spec(big), mean=mean, sigma=1.0,
+    return SimulationJob(small=_glmm_spec(small), big=None if big is None else _glmm_spec(big), mean=mean, sigma=1.0,
                 lambdas=[np.array(l) for l in data.st.engine_lambdas(theta)], seed=int(seed),
                 family=data.family, trials=data.wt, parameters=parameters)
 
@@ -306,7 +306,7 @@ def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: 
     return BootstrapResult(float(statistic), out, int(seed), reml, time.perf_counter() - t0, workers, failed, notes)
 
 
-def run_replicates(job: _Job, n: int, workers: int | None = None, progress=None):
+def run_replicates(job: SimulationJob, n: int, workers: int | None = None, progress=None):
     """Replicates 0..n−1 of ``job`` on ``workers`` processes (``pool.run_pool``): (results, workers
     used); results are (n,) for T*, (n, width) for parameters, NaN where a refit failed."""
     return run_pool(replicate, job, n, job.small.width if job.parameters else None, workers, progress)
