@@ -71,3 +71,20 @@ def test_derivatives_from_a_batch_equal_those_point_by_point():
     np.testing.assert_allclose(one[1][0], g, rtol=1e-9)
     assert one[2][0, 2, 2] == pytest.approx(6 * 1.1, rel=1e-9)
     assert one[2][0, 0, 1] == pytest.approx(np.cos(0.3) * np.exp(-0.2), rel=1e-8)
+
+
+def test_a_large_eliminated_term_computed_by_distinct_counts_equals_the_per_level_sums():
+    # 24,000 classes of 1-10 children: log|D0| and the weights go by the ten distinct counts
+    from mixcli.engine.factor import criterion_working
+    from mixcli.simulate import simulate_classroom
+    from mixcli.table import Table
+
+    frame = model_frame(Table.from_mapping(simulate_classroom(n_schools=8000, seed=3)),
+                        "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
+    st = build_structure(frame)
+    theta = np.array([0.3, 0.5, 0.1, 0.2])
+    grouped = criterion_working(st, theta, True)
+    elim = st.elimination(None)
+    assert elim.distinct is not None and len(elim.distinct[0]) <= 10
+    elim.distinct, elim._last = None, None
+    assert criterion_working(st, theta, True) == pytest.approx(grouped, rel=1e-13)
