@@ -125,12 +125,14 @@ def test_close_to_emmeans_on_mixcli_fit(key):
         check(run(m, r), r, est_rtol=1e-3, df_rtol=1e-2, p_rtol=1e-2)
     else:
         # glmer's Var(β̂) is off by up to ~1% (fixtures/glmm_vcov_reference.R says why), which moves
-        # tail p-values by more: the estimates are compared, and the SEs to 1%
+        # tail p-values by more; glmer's β̂ stops ~1e-3 from the optimum (mixcli's deviance is at or
+        # below glmer's): the estimates are compared to 3e-3, the SEs to 1%
+        assert m.criterion <= r["criterion"] + 1e-4
         res = run(m, r)
         for rows, ref in ((res.means, r["emmeans"]), (res.contrasts, r["contrasts"])):
             for col in ("emmean", "prob", "estimate", "odds.ratio"):
                 if col in ref:
-                    _close(_column(rows, col), _ref_column(ref, col), 1e-4, what=col)
+                    _close(_column(rows, col), _ref_column(ref, col), 3e-3, what=col)
             _close(_column(rows, "SE"), _ref_column(ref, "SE"), 1e-2, what="SE")
 
 
