@@ -513,7 +513,14 @@ def _interaction_warning(formula, keep: list[str], names: list[str]) -> str:
 
 
 def _label(grid, kpos, combo, spec_n: int) -> str:
-    return " ".join(grid[j].labels[c] for j, c in zip(kpos[:spec_n], combo[:spec_n]))
+    """A mean's name in a contrast, as emmeans writes it: numeric levels prefixed by their
+    variable's name (P-1, P1), and in parentheses when they hold an operator ((P-1) - P1)."""
+    parts = []
+    for j, c in zip(kpos[:spec_n], combo[:spec_n]):
+        g = grid[j]
+        parts.append(g.labels[c] if isinstance(g.values[0], str) else f"{g.name}{g.labels[c]}")
+    label = " ".join(parts)
+    return f"({label})" if any(op in label for op in "-+*/") else label
 
 
 def _contrasts(result, method, adjust, L, est, inf, grid, spec_list, by_list, combos, kpos, link, response, averaged):
