@@ -355,7 +355,7 @@ CASES: list[Case] = [
          ["emmeans", "study.csv", "y ~ x + f + (1 | g)", "--specs", "f", "--adjust", "holm"], 2,
          "--adjust adjusts the p-values of contrasts: add --contrast pairwise", STUDY_FILES),
     Case("Data", "emmeans of a factor that interacts with another variable",
-         ["emmeans", "study.csv", "y ~ x * f + (1 | g)", "--specs", "f"], 0,
+         ["emmeans", "study.csv", "y ~ x * f + (1 | g)", "--specs", "f", "--format", "csv"], 0,
          "results may be misleading: f interacts with x in the model", STUDY_FILES, kind="warning"),
     Case("Usage", "a plot into a folder that does not exist",
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
