@@ -775,6 +775,96 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
         _warn(line)
 
 
+def _parse_at(ctx, param, values):
+    """``--at NAME=VALUE[,VALUE...]`` (repeatable) → {name: [values]} for emmeans's reference grid."""
+    out = {}
+    for text in values:
+        name, eq, value = text.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise click.BadParameter(f"{text!r} is not NAME=VALUE (e.g. temp=200, or temp=180,220)", ctx, param)
+        out[name.strip()] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+@main.command("emmeans")
+@click.argument("data", metavar="DATA")
+@click.argument("formula", metavar="FORMULA")
+@click.option("--specs", required=True, metavar="TERM",
+              help="The factor(s) whose marginal means to estimate: A, or A:B for their combinations, or "
+                   "'A | B' for A within each level of B.")
+@click.option("--by", metavar="TERM", help="Means and contrasts within each level of this factor (A:B for several).")
+@click.option("--at", multiple=True, metavar="NAME=VALUE", callback=_parse_at,
+              help="Hold a covariate at VALUE instead of its mean, or keep only the listed levels of a factor; "
+                   "VALUE,VALUE,... for several (averaged over unless in --specs). Repeatable.")
+@click.option("--pairwise", is_flag=True, help="Shorthand for --contrast pairwise.")
+@click.option("--contrast", "method", type=click.Choice(["pairwise", "revpairwise", "trt.vs.ctrl", "poly"]),
+              help="Contrasts of the means: every pair (Tukey-adjusted by default), reversed pairs, each level "
+                   "against the first (dunnettx), or orthogonal polynomials (unadjusted).")
+@click.option("--adjust", type=click.Choice(["tukey", "holm", "bonferroni", "sidak", "dunnettx", "none"]),
+              help="P-value adjustment of the contrasts (default: emmeans's for the contrast).")
+@click.option("--ddf", type=click.Choice(["satterthwaite", "kr", "asymptotic"], case_sensitive=False),
+              default="satterthwaite", show_default=True,
+              help="df of each mean and contrast: Satterthwaite's (lmerTest), Kenward-Roger's (pbkrtest, with "
+                   "its adjusted covariance; R emmeans's default, REML only) or none (z tests). GLMMs: asymptotic.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Confidence level of the means' intervals.")
+@click.option("--type", "emm_type", type=click.Choice(["link", "response"]), default="link", show_default=True,
+              help="GLMMs: the link scale, or back-transformed (probabilities, rates; odds ratios for contrasts).")
+@click.option("--joint", is_flag=True, help="Also emmeans's joint_tests: an F test of every model term on the grid.")
+@click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
+@_FAMILY
+@_LINK
+@_NAGQ
+@_WEIGHTS
+@_CONTROL
+@_CONTRASTS
+@_FORMAT
+@_SEP
+@_PROGRESS
+def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
+                    family_name, link, nagq, weights, contrasts, fmt, sep, progress):
+    """Estimated marginal means and their contrasts, like R's emmeans(m, pairwise ~ A).
+
+    The model's means of each level of --specs, averaged with equal weights
+    over the other factors, numeric covariates at their means (emmeans's
+    reference grid), with SE, df and confidence intervals; --pairwise or
+    --contrast adds contrasts with adjusted p-values, --joint an F test of
+    every term. Column names and notes are emmeans's.
+
+    \b
+    Examples:
+      mixcli emmeans cake.csv "angle ~ recipe * temp + (1 | replicate)" --specs recipe --pairwise
+      mixcli emmeans data.csv "y ~ A * B + (1 | g)" --specs A --by B --contrast trt.vs.ctrl --adjust holm
+      mixcli emmeans data.csv "y ~ A * x + (1 | g)" --specs A --at x=10 --ddf kr --format json
+      mixcli emmeans pupils.csv "pass ~ A + (1 | school)" --family binomial --specs A --type response --pairwise
+    """
+    from .inference.emmeans import emmeans, parse_specs
+    from .render import emmeans as render
+
+    if pairwise and method not in (None, "pairwise"):
+        raise click.UsageError("--pairwise and --contrast are the same option; give one")
+    if pairwise:
+        method = "pairwise"
+    fam = _family(family_name, link, nagq, ml, None, None, weights)
+    if emm_type == "response" and fam is None:
+        raise click.UsageError("--type response back-transforms a GLMM's means from its link scale; a linear mixed "
+                               "model's means are already on the response scale: leave it out")
+    if fam is not None and ddf.lower() == "kr":
+        raise click.UsageError("--ddf kr is for linear mixed models; a GLMM's means have asymptotic (z) tests")
+    spec_list, by_list = parse_specs(specs)
+    if by:
+        by_list += parse_specs(by)[0]
+    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
+    res = emmeans(m, spec_list, by=by_list, at=at, contrast=method, adjust=adjust, ddf=ddf.lower(), level=level,
+                  type=emm_type, joint=joint)
+    _emit(fmt, render, res, data)
+    if fmt == "table":  # (_emit puts them on stderr for the other formats)
+        for line in render.notes(res):
+            _warn(line)
+    for line in m.notes():
+        _warn(line)
+
+
 @main.command("plot")
 @click.argument("data", metavar="DATA")
 @click.argument("formula", metavar="FORMULA")

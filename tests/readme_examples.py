@@ -55,6 +55,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "classroom.csv").symlink_to(classroom())
+        if (classroom().parent / "kb07.csv").exists():  # (the emmeans example)
+            (work / "kb07.csv").symlink_to(classroom().parent / "kb07.csv")
 
         def replace(match: re.Match) -> str:
             command, _ = split_command(match.group(1))

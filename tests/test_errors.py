@@ -40,7 +40,7 @@ def stderr_lines(out) -> list[str]:
 
 CSV_HEADERS = ("formula,method,term,estimate,se,t", "formula,method,family,link,term,estimate,se,z,p",
                "formula,method,type,ddf,term,sumsq",
-               "x,g,predicted")  # predict: the --newdata columns (x,g in the catalogue), then its own
+               "x,g,predicted", "f,emmean,SE,df")  # predict: the --newdata columns (x,g in the catalogue), then its own
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -415,3 +415,51 @@ def test_any_power_options_through_the_command_line(tmp_path_factory, case):
     else:
         assert result.stdout.startswith("size,power,lower,upper,nsim,rejected,failed,singular"), argv
         assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)
+
+
+_EMMEANS_OPTIONS = {
+    "--specs": (["f", "x", "f:x", "f | x"], ["", "nope", "f:f", "|"]),
+    "--by": (["f", "x"], ["", "nope"]),
+    "--at": (["x=0", "x=-1,1", "f=a", "f=a,b"], ["x=a", "f=c", "nope=1", "x", "=1"]),
+    "--contrast": (["pairwise", "revpairwise", "trt.vs.ctrl", "poly"], ["nope"]),
+    "--adjust": (["tukey", "holm", "bonferroni", "sidak", "dunnettx", "none"], ["nope"]),
+    "--ddf": (["satterthwaite", "kr", "asymptotic"], ["nope"]),
+    "--type": (["link"], ["response", "nope"]),
+    "--level": (["0.9", "0.95"], ["0", "1", "x"]),
+}
+
+
+@st.composite
+def emmeans_invocations(draw):
+    formula = draw(st.sampled_from(["y ~ x + f + (1 | g)", "y ~ x * f + (1 | g)", "y ~ f + (1 | g)"]))
+    args = [formula, "--format", "csv"]
+    for flag, values in _EMMEANS_OPTIONS.items():
+        if flag == "--specs" or draw(st.booleans()):
+            args += [flag, draw(_power_value(values))]
+    for flag in ("--pairwise", "--joint"):
+        if draw(st.booleans()):
+            args.append(flag)
+    return args
+
+
+@settings(FUZZ, max_examples=EXAMPLES or 25)
+@given(args=emmeans_invocations())
+def test_any_emmeans_options_through_the_command_line(tmp_path_factory, args):
+    """mixcli emmeans with valid and invalid options: means (and contrasts), or one error line
+    (exit 1 or 2), never a crash."""
+    from catalogue import STUDY
+
+    folder = tmp_path_factory.mktemp("emmeans")
+    (folder / "study.csv").write_text(STUDY)
+    argv = ["emmeans", str(folder / "study.csv")] + args
+    result = CliRunner().invoke(main, argv)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2), (argv, result.stderr)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (argv, result.stderr)
+    lines = result.stderr.splitlines()
+    if result.exit_code:
+        assert result.stdout == ""
+        assert len(lines) == 1 and lines[0].startswith("mixcli: error: "), (argv, result.stderr)
+    else:
+        assert "emmean," in result.stdout.splitlines()[0] or "emmean" in result.stdout, argv
+        assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)

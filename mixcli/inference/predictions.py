@@ -175,6 +175,38 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     return Prediction(out, se_out, new_levels, int(missing.sum()), lower, upper)
 
 
+def fixed_design(frame, new: Table, who: str = "predict") -> np.ndarray:
+    """The fixed-effect columns of the rows of ``new`` (every fixed-effect variable present, none
+    missing), coded exactly as the fitted rows: the same machinery as ``predict``'s, for callers
+    that make their own rows (emmeans's reference grid). ``who`` names the caller in messages."""
+    f = frame.formula
+    if frame.table is None:
+        raise UsageError(f"{who} needs the fit's data, which its model frame was made without "
+                         f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
+    for call in _calls(f):
+        if call.func in STATEFUL:
+            what = "centring and scale" if call.func == "scale" else "basis"
+            raise UsageError(f"{who}: {call.label} depends on all the fitted rows (R remembers its {what}); "
+                             "compute it as a column of the data first")
+    needed = _names([e for t in f.terms for e in t])
+    n_old = int(frame.rows.sum())
+    combined = _append(frame.table, frame.rows, new, needed)
+    ok = np.zeros(combined.nrows, dtype=bool)
+    ok[n_old:] = True
+    old = ~ok
+    return _fixed_design(f, combined, old, ok, frame)
+
+
+def fixed_variables(formula) -> list[str]:
+    """The data columns the fixed-effect terms use, in the order they first appear."""
+    return variables([e for t in formula.terms for e in t])
+
+
+def variables(exprs) -> list[str]:
+    """The data columns the expressions use, in the order they first appear."""
+    return _names(exprs)
+
+
 def check_interval(interval: str | None, level: float, glmm: bool, weighted: bool) -> None:
     """An interval this module computes: a prediction interval of a linear mixed model fitted
     without prior weights, at a level strictly between 0 and 1."""
