@@ -47,6 +47,7 @@ class DatasetFrame(ModelFrame):
     the number of rows used (``n``) from the passes."""
 
     nobs: int = 0
+    x_moments: tuple | None = None  # (n, Σx, XᵀX) of the kept columns: R² without the rows
 
     @property
     def n(self) -> int:
@@ -362,6 +363,7 @@ def _driver_frame(formula, plan: Plan, coding: Coding, first, second):
         formula=formula, y=np.empty(0), X=np.empty((0, p)), fixef_names=names, terms=terms, factors=ordered,
         rows=None, n_dropped=first.rows - n, term_sources=order, dropped_columns=[second.names[j] for j in dropped],
         messages=messages, contrasts=plan.contrasts, nobs=n,
+        x_moments=(n, second.x_sums[kept], second.xtx[np.ix_(kept, kept)]),
         fixef_assign=[],
     )
     layout = Layout(tuple(order), tuple(t.n_levels for t in terms), bases, tuple(kept), beta_shift)

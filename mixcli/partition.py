@@ -194,6 +194,7 @@ class Moments:
 
     n: int
     terms: list[ColumnMoments | None]
+    x_sums: np.ndarray | None
     xtx: np.ndarray | None
     wxtx: np.ndarray | None
     wxty: np.ndarray | None
@@ -208,7 +209,7 @@ class Moments:
         if self.n == 0:
             return other
         return Moments(self.n + other.n, [a.add(b) for a, b in zip(self.terms, other.terms)],
-                       self.xtx + other.xtx, self.wxtx + other.wxtx, self.wxty + other.wxty,
+                       self.x_sums + other.x_sums, self.xtx + other.xtx, self.wxtx + other.wxtx, self.wxty + other.wxty,
                        (min(self.y_range[0], other.y_range[0]), max(self.y_range[1], other.y_range[1])),
                        self.sum_log_w + other.sum_log_w, self.names, self.z_names)
 
@@ -217,10 +218,10 @@ def moments(pdf, plan: Plan, coding: Coding) -> Moments:
     r = part_rows(pdf, plan, coding)
     n = len(r.y)
     if n == 0:
-        return Moments(0, [], None, None, None, (np.inf, -np.inf), 0.0, None, None)
+        return Moments(0, [], None, None, None, None, (np.inf, -np.inf), 0.0, None, None)
     sw = np.ones(n) if r.weights is None else np.sqrt(r.weights)
     xw, yw = r.X * sw[:, None], r.y * sw
-    return Moments(n, [ColumnMoments.of(z) for z in r.zs], r.X.T @ r.X, xw.T @ xw, xw.T @ yw,
+    return Moments(n, [ColumnMoments.of(z) for z in r.zs], r.X.sum(axis=0), r.X.T @ r.X, xw.T @ xw, xw.T @ yw,
                    (float(r.y.min()), float(r.y.max())),
                    0.0 if r.weights is None else float(np.sum(np.log(r.weights))), r.names, r.z_names)
 
