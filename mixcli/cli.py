@@ -471,11 +471,10 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     start = time.monotonic()
     say = (lambda m: click.echo(f"mixcli: {m} [{time.monotonic() - start:.1f} s]", err=True)) \
         if progress is not False else None
-    from .distributed import dataset_files
+    from .distributed import check_dataset
 
-    dataset_files(data)  # (a path or glob that names nothing ends here, before a cluster starts)
-    if say:
-        say(f"starting the cluster ({'scheduler ' + scheduler if scheduler else f'{workers or 2} local workers'})")
+    for formula in formulas:  # (bad data or formulas end here, before a cluster starts)
+        check_dataset(data, formula, weights)
     client = connect(scheduler, workers)
     results = []
     try:
@@ -980,9 +979,15 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
 @click.option("--schools", "n_schools", type=click.IntRange(min=1), default=107, show_default=True,
               help="Number of schools (each has 1-9 classes of 1-10 children, about 11 rows per school).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed; the same seed gives the same file.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to FILE (atomically) instead of standard output.")
-def simulate(n_schools, seed, output):
+@click.option("-o", "--output", type=click.Path(writable=True), default=None,
+              help="Write to FILE (atomically) instead of standard output; with --format parquet, the "
+                   "dataset's directory (new or empty).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="parquet: a partitioned Parquet dataset in the directory -o DIR, written one partition at a "
+                   "time (any size; for fit --engine dask).")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, metavar="K",
+              help="--format parquet: the number of files (default 1 per ~million rows).")
+def simulate(n_schools, seed, output, fmt, partitions):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
@@ -997,14 +1002,47 @@ def simulate(n_schools, seed, output):
       mixcli simulate --schools 50000 --seed 7 -o big.csv
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
       mixcli simulate | mixcli fit - "pass ~ ses + (1 | schoolid/classid)" --family binomial
+      mixcli simulate --schools 500000 --format parquet --partitions 16 -o pupils/
     """
     from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv
+
+    if fmt == "parquet":
+        _simulate_parquet(n_schools, seed, output, partitions)
+        return
+    if partitions is not None:
+        raise click.UsageError("--partitions splits a Parquet dataset: add --format parquet -o DIR")
+    if output is not None and os.path.isdir(output):
+        raise click.UsageError(f"-o {output}: is a directory; give a file name (or --format parquet for a dataset)")
 
     columns = simulate_classroom(n_schools=n_schools, seed=seed)
     with AtomicOutput(output) as target:
         write_csv(columns, target)
         target.commit()
+
+
+def _simulate_parquet(n_schools, seed, output, partitions):
+    """``simulate --format parquet``: the dataset written partition by partition, a line per file."""
+    from .simulate import write_parquet_dataset
+
+    if output is None:
+        raise click.UsageError("--format parquet writes a directory of files: give it with -o DIR")
+    k = partitions or max(1, round(n_schools * 11 / 1e6))
+    if k > n_schools:
+        raise click.UsageError(f"--partitions {k} for {n_schools} schools: give at most one partition per school")
+    tell = sys.stderr.isatty()
+    try:
+        rows = write_parquet_dataset(n_schools, seed, output, k, progress=(
+            lambda i, total, rows: click.echo(f"mixcli: wrote part {i}/{total} ({rows} rows)", err=True))
+            if tell else None)
+    except FileExistsError as err:
+        raise click.UsageError(f"-o {output}: {err}; give a new directory") from None
+    except OSError as err:
+        from .errors import DataError
+
+        raise DataError(f"cannot write '{output}': {err.strerror or err}") from None
+    if tell:
+        click.echo(f"mixcli: {rows} rows in {k} files in {output}", err=True)
 
 
 @main.command("nest")

@@ -98,12 +98,17 @@ def connect(scheduler: str | None = None, workers: int | None = None):
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="10s")
+            return Client(scheduler, timeout="5s")
         except (OSError, TimeoutError) as err:
             raise DataError(f"cannot reach the Dask scheduler at {scheduler} ({_reason(err)}); start one "
                             f"(dask scheduler, then dask worker {scheduler}) or use {option('workers', '2')} "
                             "for a cluster on this machine") from None
-    cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+    import logging
+
+    # (a worker's failure reaches the user as one line from tree_reduce, not as Dask's log)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.CRITICAL)
     return Client(cluster)
 
 
@@ -135,12 +140,30 @@ def read_parts(ds: Dataset, columns: list[str]):
     return frame.to_delayed()
 
 
-def meta_columns(ds: Dataset) -> list[str]:
-    """The column names of the first file (cheap: its schema or header)."""
+def meta_columns(ds: Dataset, columns: list[str] | None = None) -> list[str]:
+    """The column names of the first file (cheap: its schema or header); for Parquet, every file's
+    schema is read and files that lack one of ``columns`` or disagree on its type end here."""
     if ds.kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(ds.files[0]).names)
+        first = pq.read_schema(ds.files[0])
+        names = list(first.names)
+        kind = lambda t: "number" if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                                      or pa.types.is_null(t)) else "text"
+        wanted = [c for c in (columns or []) if c in names]
+        for f in ds.files[1:]:
+            schema = pq.read_schema(f)
+            for c in wanted:
+                if c not in schema.names:
+                    raise DataError(f"the files of '{ds.source}' disagree: '{f}' has no column '{c}' (which "
+                                    f"'{ds.files[0]}' has); give every file the formula's columns")
+                a, b = kind(first.field(c).type), kind(schema.field(c).type)
+                if a != b:
+                    raise DataError(f"the files of '{ds.source}' disagree on column '{c}': {a} in '{ds.files[0]}' "
+                                    f"({first.field(c).type}), {b} in '{f}' ({schema.field(c).type}); give "
+                                    "every file the same types")
+        return names
     import pandas as pd
 
     sep = "\t" if ds.files[0].endswith(".tsv") else ","
@@ -189,12 +212,11 @@ def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | Non
     return result
 
 
-def dataset_structure(source, formula_text, weights=None, contrasts="treatment", scheduler=None, workers=None,
-                      client=None, progress=None):
-    """The driver's frame and the model's structure from three passes over the dataset."""
+def check_dataset(source: str, formula_text: str, weights: str | None = None):
+    """The checks that need no cluster: the formula suits the engine, DATA names files, and they
+    have the formula's columns, of the same kinds (Parquet). Returns (formula, dataset, columns)."""
     from .formula import parse_formula
 
-    say = progress or (lambda message: None)
     formula = parse_formula(formula_text)
     if not formula.random:
         raise FormulaError("no random-effects terms; add one such as (1 | group) (for a model without them use "
@@ -205,20 +227,26 @@ def dataset_structure(source, formula_text, weights=None, contrasts="treatment",
                            "holds in one place; compute that column before fitting, or fit in memory",
                            formula.text, bad.start())
     ds = dataset_files(source)
-    names = meta_columns(ds)
     columns = [c for c in formula.variables() + ([weights] if weights else []) if c is not None]
-    missing = [c for c in columns if c not in names]
-    if missing:
+    names = meta_columns(ds, columns)
+    if any(c not in names for c in columns):
         # the in-memory messages (with the position in the formula, or the --weights option)
         import pandas as pd
 
-        empty = to_table(pd.DataFrame({c: pd.Series([], dtype=float) for c in names}))
         from .formula.evaluate import check_variables
         from .response import weight_values
 
+        empty = to_table(pd.DataFrame({c: pd.Series([], dtype=float) for c in names}))
         check_variables(formula, empty)
         weight_values(weights, empty)
-    columns = list(dict.fromkeys(columns))
+    return formula, ds, list(dict.fromkeys(columns))
+
+
+def dataset_structure(source, formula_text, weights=None, contrasts="treatment", scheduler=None, workers=None,
+                      client=None, progress=None):
+    """The driver's frame and the model's structure from three passes over the dataset."""
+    say = progress or (lambda message: None)
+    formula, ds, columns = check_dataset(source, formula_text, weights)
     plan = Plan(formula.text, weights, contrasts, tuple(columns))
     own = client is None
     if own:

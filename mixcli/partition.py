@@ -112,6 +112,8 @@ class Scan:
         for name, kind in other.kinds.items():
             if clash is None and self.kinds.get(name, kind) != kind:
                 clash = (name, self.kinds[name], kind)
+        if clash is not None:  # (the driver reports it; the labels of such parts do not merge)
+            return Scan(self.rows + other.rows, self.kept + other.kept, self.kinds, self.labels, self.combos, clash)
         return Scan(
             self.rows + other.rows, self.kept + other.kept, self.kinds,
             {k: np.union1d(v, other.labels[k]) for k, v in self.labels.items()},
