@@ -128,16 +128,27 @@ def read_parts(ds: Dataset, columns: list[str]):
     """The dataset as a list of delayed pandas parts with only ``columns`` (projection)."""
     import dask.dataframe as dd
 
+    if ds.kind == "csv":  # a file per part, read by mixcli's one reader of delimited text (io.py)
+        import dask
+
+        return [dask.delayed(_csv_part)(f, tuple(columns)) for f in ds.files]
     try:
-        if ds.kind == "parquet":
-            frame = dd.read_parquet(ds.files, columns=columns)
-        else:
-            sep = "\t" if ds.files[0].endswith(".tsv") else ","
-            frame = dd.read_csv(ds.files, usecols=columns, sep=sep, blocksize=None)
-    except Exception as err:  # (pyarrow's and pandas' errors for files that disagree)
+        frame = dd.read_parquet(ds.files, columns=columns)
+    except Exception as err:  # (pyarrow's errors for files that disagree)
         raise DataError(f"cannot read '{ds.source}' as one dataset: {_reason(err)}; every file must have the "
                         "formula's columns, of the same types") from None
     return frame.to_delayed()
+
+
+def _csv_part(path: str, columns: tuple[str, ...]):
+    """One CSV file's ``columns`` as a pandas frame, read as ``mixcli fit FILE`` reads it."""
+    import pandas as pd
+
+    from .io import read_table
+    from .table import TextColumn
+
+    table = read_table(path)
+    return pd.DataFrame({c: table[c].values() if isinstance(table[c], TextColumn) else table[c] for c in columns})
 
 
 def meta_columns(ds: Dataset, columns: list[str] | None = None) -> list[str]:
@@ -164,10 +175,11 @@ def meta_columns(ds: Dataset, columns: list[str] | None = None) -> list[str]:
                                     f"({first.field(c).type}), {b} in '{f}' ({schema.field(c).type}); give "
                                     "every file the same types")
         return names
-    import pandas as pd
+    from .io import read_header, resolve_sep
 
-    sep = "\t" if ds.files[0].endswith(".tsv") else ","
-    return [str(c) for c in pd.read_csv(ds.files[0], nrows=0, sep=sep).columns]
+    with open(ds.files[0], "rb") as fh:
+        head = fh.read(1 << 20)
+    return list(read_header(head, resolve_sep(ds.files[0]), ds.files[0]).columns)
 
 
 def tree_reduce(client, parts, fn, *args):
@@ -202,11 +214,11 @@ def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | Non
     docstring); ``progress(message)`` gets a line per pass. Returns an ``LmmResult``."""
     frame, st = dataset_structure(source, formula, weights, contrasts, scheduler, workers, client, progress)
     from .control import DEFAULT
-    from .model import Model
+    from .fitting import fit_frame
 
     say = progress or (lambda message: None)
     started = time.monotonic()
-    result = Model(frame, control or DEFAULT, structure=st).fit(reml=reml, progress=fit_progress)
+    result = fit_frame(frame, reml=reml, progress=fit_progress, control=control or DEFAULT, structure=st)
     say(f"fitted in {time.monotonic() - started:.1f} s on the driver ({st.n} rows reduced to "
         f"{sum(t.n_levels for t in st.terms)} levels)")
     return result
