@@ -998,6 +998,12 @@ def power_crossed_job(r_nsim: int) -> Job:
 
 
 def main(argv=None) -> int:
+    if argv is None and "--big" in sys.argv[1:] or argv is not None and "--big" in argv:
+        # data larger than memory: fit --engine dask against the in-memory path (bench/big.py)
+        import big
+
+        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--big"]
+        return big.main(rest)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repetition per job")
     ap.add_argument("--reps", type=int, default=5, help="repetitions for small and medium jobs (default 5)")

@@ -329,8 +329,16 @@ class _CiSpec(click.ParamType):
 @_FORMAT
 @_SEP
 @_PROGRESS
+@click.option("--engine", type=click.Choice(["memory", "dask"]), default="memory", show_default=True,
+              help="dask: DATA is a Parquet file, a directory of Parquet files or a quoted glob of Parquet or "
+                   "CSV files, reduced to per-level sums on a Dask cluster, so that the rows never need to "
+                   "fit in memory (pip install 'mixcli[dask]'; linear mixed models).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="--engine dask: the running Dask scheduler to use, e.g. tcp://10.0.0.5:8786.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--engine dask: start a cluster of N worker processes on this machine (default 2).")
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                contrasts, fmt, sep, progress):
+                contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -354,6 +362,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
+      mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid/classid)" --engine dask --workers 2
+      mixcli fit 'pupils/*.parquet' "y ~ x + (x | g)" --engine dask --scheduler tcp://head:8786
     """
     from .frame import model_frame
     from .progress import FitProgress
@@ -367,17 +377,24 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv (or tsv)")
         if table_name == "intervals" and ci is None:
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
-    table = _read_data(data, sep)
+    frames = []
+    if engine == "dask" or scheduler or workers:
+        results = _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, progress, engine,
+                            scheduler, workers)
+        frames = None
+    else:
+        table = _read_data(data, sep)
     # check every formula before fitting any
     if augment and (len(formulas) > 1 or ranef):
         raise click.UsageError("--augment takes one formula, without --ranef")
     # (without --augment the fits need only their matrices: the file's other columns are freed)
-    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=augment)
-              for f in formulas]
-    del table
+    if frames is not None:
+        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=augment)
+                  for f in formulas]
+        del table
     meter = FitProgress(progress)
-    results = []
-    for i, frame in enumerate(frames, start=1):
+    results = [] if frames is not None else results
+    for i, frame in enumerate(frames or [], start=1):
         meter.start(f"fitting model {i}/{len(frames)}" if len(frames) > 1 else "fitting")
         m = _fit_model(frame, ml, fam, nagq, meter)
         meter.done()
@@ -421,6 +438,57 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
                          "are in --table intervals (or --table tidy)")
     for line in notes:
         _warn(line)
+
+
+def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, progress, engine, scheduler, workers):
+    """``fit --engine dask``: every formula on one cluster (``distributed.fit_dataset``), with the
+    inference that needs only the sums; what needs the rows is refused first, in one line."""
+    import time
+
+    if engine != "dask":
+        raise click.UsageError("--scheduler and --workers choose the cluster of --engine dask: add --engine dask")
+    if scheduler and workers:
+        raise click.UsageError("--scheduler joins a running cluster and --workers starts one: give one of them")
+    if fam is not None:
+        raise click.UsageError("--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the "
+                               "rows at every iteration; fit it in memory (without --engine dask)")
+    if augment:
+        raise click.UsageError("--augment needs every row's fitted value, which --engine dask does not bring back "
+                               "to one machine; fit in memory for --augment")
+    if ddf.lower() == "kr":
+        raise click.UsageError("--ddf kr: Kenward-Roger's df need the rows (pbkrtest's algorithm), which --engine "
+                               "dask does not hold; use --ddf satterthwaite")
+    if ci is not None and ci[0] == "boot":
+        raise click.UsageError("--ci boot refits simulated responses, which needs the rows; with --engine dask use "
+                               "--ci profile or --ci wald")
+    try:
+        from .distributed import close, connect, fit_dataset
+    except ImportError as err:
+        raise click.UsageError(f"--engine dask needs Dask ({err.name} is not installed): "
+                               "pip install 'mixcli[dask]'") from None
+    from .progress import FitProgress
+
+    start = time.monotonic()
+    say = (lambda m: click.echo(f"mixcli: {m} [{time.monotonic() - start:.1f} s]", err=True)) \
+        if progress is not False else None
+    from .distributed import check_dataset
+
+    for formula in formulas:  # (bad data or formulas end here, before a cluster starts)
+        check_dataset(data, formula, weights)
+    client = connect(scheduler, workers)
+    results = []
+    try:
+        for i, formula in enumerate(formulas, start=1):
+            meter = FitProgress(progress)
+            meter.start(f"fitting model {i}/{len(formulas)}" if len(formulas) > 1 else "fitting")
+            m = fit_dataset(data, formula, reml=not ml, weights=weights, contrasts=contrasts.lower(), client=client,
+                            progress=say, fit_progress=meter, control=_control())
+            meter.done()
+            _add_inference(m, ddf, ci, progress, i, len(formulas))
+            results.append(m)
+    finally:
+        close(client)
+    return results
 
 
 def _family(name, link, nagq, ml, ddf, ci, weights):
@@ -1001,9 +1069,15 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
 @click.option("--schools", "n_schools", type=click.IntRange(min=1), default=107, show_default=True,
               help="Number of schools (each has 1-9 classes of 1-10 children, about 11 rows per school).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed; the same seed gives the same file.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to FILE (atomically) instead of standard output.")
-def simulate(n_schools, seed, output):
+@click.option("-o", "--output", type=click.Path(writable=True), default=None,
+              help="Write to FILE (atomically) instead of standard output; with --format parquet, the "
+                   "dataset's directory (new or empty).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="parquet: a partitioned Parquet dataset in the directory -o DIR, written one partition at a "
+                   "time (any size; for fit --engine dask).")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, metavar="K",
+              help="--format parquet: the number of files (default 1 per ~million rows).")
+def simulate(n_schools, seed, output, fmt, partitions):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
@@ -1018,14 +1092,47 @@ def simulate(n_schools, seed, output):
       mixcli simulate --schools 50000 --seed 7 -o big.csv
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
       mixcli simulate | mixcli fit - "pass ~ ses + (1 | schoolid/classid)" --family binomial
+      mixcli simulate --schools 500000 --format parquet --partitions 16 -o pupils/
     """
     from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv
+
+    if fmt == "parquet":
+        _simulate_parquet(n_schools, seed, output, partitions)
+        return
+    if partitions is not None:
+        raise click.UsageError("--partitions splits a Parquet dataset: add --format parquet -o DIR")
+    if output is not None and os.path.isdir(output):
+        raise click.UsageError(f"-o {output}: is a directory; give a file name (or --format parquet for a dataset)")
 
     columns = simulate_classroom(n_schools=n_schools, seed=seed)
     with AtomicOutput(output) as target:
         write_csv(columns, target)
         target.commit()
+
+
+def _simulate_parquet(n_schools, seed, output, partitions):
+    """``simulate --format parquet``: the dataset written partition by partition, a line per file."""
+    from .simulate import write_parquet_dataset
+
+    if output is None:
+        raise click.UsageError("--format parquet writes a directory of files: give it with -o DIR")
+    k = partitions or max(1, round(n_schools * 11 / 1e6))
+    if k > n_schools:
+        raise click.UsageError(f"--partitions {k} for {n_schools} schools: give at most one partition per school")
+    tell = sys.stderr.isatty()
+    try:
+        rows = write_parquet_dataset(n_schools, seed, output, k, progress=(
+            lambda i, total, rows: click.echo(f"mixcli: wrote part {i}/{total} ({rows} rows)", err=True))
+            if tell else None)
+    except FileExistsError as err:
+        raise click.UsageError(f"-o {output}: {err}; give a new directory") from None
+    except OSError as err:
+        from .errors import DataError
+
+        raise DataError(f"cannot write '{output}': {err.strerror or err}") from None
+    if tell:
+        click.echo(f"mixcli: {rows} rows in {k} files in {output}", err=True)
 
 
 @main.command("nest")

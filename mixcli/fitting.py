@@ -8,16 +8,18 @@ from __future__ import annotations
 from .control import DEFAULT, Control
 
 
-def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None, control: Control | None = None):
+def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None, control: Control | None = None,
+              structure=None):
     """Fit ``frame`` (``frame.model_frame``): by REML (or ML with ``reml=False``) without a family;
     by maximum likelihood with ``nagq`` (0, 1 = Laplace, up to 25) with one; with the settings
     of ``control`` (``control.Control``; default ``control.DEFAULT``), which the result keeps
-    (``result.control``)."""
+    (``result.control``). ``structure``: an LMM's structure built already (from a dataset's
+    sums, ``distributed.py``), else the frame's."""
     control = control or DEFAULT
     if frame.family is None:
         from .model import Model
 
-        return Model(frame, control).fit(reml=reml, progress=progress)
+        return Model(frame, control, structure=structure).fit(reml=reml, progress=progress)
     from .glmm import GlmmModel
 
     return GlmmModel(frame, control).fit(nagq=nagq, progress=progress)

@@ -261,7 +261,7 @@ def warm_start(st: ModelStructure, reml: bool, control: Control = DEFAULT):
         outer = max((st.terms[d] for d in st.dense), key=lambda t: t.n_levels)
     else:
         outer = min(st.terms, key=lambda t: t.n_levels)
-    if outer.n_levels < 50:
+    if outer.n_levels < 50 or st.xy is None:  # (a structure from sums has no rows to subsample)
         return None
     rng = np.random.default_rng(control.seed)  # fixed: the same data always give the same fit
     chosen = rng.random(outer.n_levels) < control.warm_start_fraction
@@ -283,10 +283,11 @@ class Model:
     ``control`` (``control.Control``; the result's ``optsummary.control``).
     """
 
-    def __init__(self, frame: ModelFrame, control: Control = DEFAULT):
+    def __init__(self, frame: ModelFrame, control: Control = DEFAULT, structure: ModelStructure | None = None):
+        """``structure``: one already built (from a dataset's sums, ``distributed.py``), else the frame's."""
         self.frame = frame
         self.control = control
-        self.structure = build_structure(frame)
+        self.structure = structure if structure is not None else build_structure(frame)
 
     def criterion(self, theta_w: np.ndarray, reml: bool) -> float:
         """The criterion at a working θ̃ (what the optimiser sees)."""

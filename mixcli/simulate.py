@@ -284,3 +284,51 @@ def _write_all(dest, data: bytes) -> None:
 def example_path() -> Path:
     """Path of the bundled example data: ``simulate_classroom()`` with its defaults, as CSV."""
     return Path(str(resources.files("mixcli").joinpath("data", _EXAMPLE)))
+
+
+# ---------------------------------------------------------------------------
+# A partitioned Parquet dataset (data larger than memory: ``fit --engine dask``)
+
+
+def write_parquet_dataset(n_schools: int, seed: int, directory, partitions: int, progress=None) -> int:
+    """Write ``n_schools`` schools as a Parquet dataset of ``partitions`` files in ``directory``,
+    one partition at a time, so that the memory used is that of one partition whatever the
+    total. Partition k holds ``simulate_classroom`` of its share of the schools with the seed
+    sequence (seed, k), its ``schoolid`` and ``classid`` shifted past the earlier partitions'
+    (unique across the dataset; the schools of a partition are consecutive). The files are
+    written into a temporary directory beside ``directory``, renamed into place at the end:
+    nothing half-written is left if the run is interrupted. Returns the number of rows."""
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"'{directory}' exists and is not an empty directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    shares = np.diff(np.linspace(0, n_schools, partitions + 1).round().astype(np.int64))
+    rows = schools = classes = 0
+    try:
+        for k, share in enumerate(shares):
+            if share == 0:
+                continue
+            cols = simulate_classroom(n_schools=int(share), seed=[seed, k])
+            cols["schoolid"] = cols["schoolid"] + schools
+            n_classes = int(cols["classid"].max())
+            cols["classid"] = cols["classid"] + classes
+            pq.write_table(pa.table(cols), tmp / f"part-{k:05d}.parquet")
+            rows += len(cols["mathscore"])
+            schools += int(share)
+            classes += n_classes
+            if progress:
+                progress(k + 1, len(shares), rows)
+        if target.exists():
+            target.rmdir()
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows

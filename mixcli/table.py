@@ -29,6 +29,9 @@ class TextColumn:
 
     codes: np.ndarray  # int32 or int64, -1 = missing
     labels: np.ndarray  # object array of distinct str
+    # The labels are a factor's levels, in R's order, whether or not the rows hold each: one
+    # part of a dataset coded as the whole is (``--engine dask``), not R's drop.unused.levels
+    levels_fixed: bool = False
 
     def __len__(self) -> int:
         return len(self.codes)

@@ -152,6 +152,28 @@ class Case:
 STUDY_FILES = {"study.csv": STUDY}
 FIT = ["fit", "study.csv"]
 
+
+def FIT_DASK(data: str) -> list[str]:
+    return ["fit", data, "y ~ x + (1 | g)", "--engine", "dask"]
+
+
+def _parquet_bytes(columns: dict) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue().to_pybytes()
+
+
+# Two parts of one study: g as text in one file and as numbers in the other; a file without x.
+_PARQUET_CLASH = {
+    "p1.parquet": _parquet_bytes({"y": [1.0, 2.5, 3.0, 4.5], "x": [0.1, 0.2, 0.3, 0.4], "g": ["a", "a", "b", "b"]}),
+    "p2.parquet": _parquet_bytes({"y": [1.0, 2.5, 3.0, 4.5], "x": [0.1, 0.2, 0.3, 0.4], "g": [1, 1, 2, 2]}),
+    "q1.parquet": _parquet_bytes({"y": [1.0, 2.5], "x": [0.1, 0.2], "g": ["a", "b"]}),
+    "q2.parquet": _parquet_bytes({"y": [1.0, 2.5], "g": ["a", "b"]}),
+}
+
 # Sends Ctrl-C (a real SIGINT) to mixcli itself at a known point: during the fit (the 3rd evaluation
 # of the criterion) or while an output file is half written.
 _SIGINT_SELF = "import os, signal; os.kill(os.getpid(), signal.SIGINT)"
@@ -550,6 +572,28 @@ CASES: list[Case] = [
          "invalid value for '--nsim': 0 is not in the range x>=1 (see 'mixcli power --help')", STUDY_FILES),
     Case("Power", "alpha outside (0, 1)", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--alpha", "1.5"],
          2, "invalid value for '--alpha': 1.5 is not in the range 0<x<1 (see 'mixcli power --help')", STUDY_FILES),
+    # -- --engine dask (data larger than memory) ---------------------------------------------
+    Case("Dask", "a glob that matches nothing", FIT_DASK("pupils/*.parquet"), 1,
+         "'pupils/*.parquet' matches no files; check the path and quote the pattern so that the shell leaves it "
+         "to mixcli", {}),
+    Case("Dask", "Parquet files whose column types disagree", FIT_DASK("p*.parquet"), 1,
+         "the files of 'p*.parquet' disagree on column 'g': text in 'p1.parquet' (string), number in 'p2.parquet' "
+         "(int64); give every file the same types", _PARQUET_CLASH),
+    Case("Dask", "a Parquet file without a column the others have", FIT_DASK("q*.parquet"), 1,
+         "the files of 'q*.parquet' disagree: 'q2.parquet' has no column 'x' (which 'q1.parquet' has); give every "
+         "file the formula's columns", _PARQUET_CLASH),
+    Case("Dask", "a scheduler that cannot be reached", FIT_DASK("p1.parquet") + ["--scheduler", "tcp://127.0.0.1:9"],
+         1, "cannot reach the Dask scheduler at tcp://127.0.0.1:9", _PARQUET_CLASH),
+    Case("Dask", "a CSV on standard input", ["fit", "-", "y ~ x + (1 | g)", "--engine", "dask"], 2,
+         "--engine dask reads files that every worker opens; standard input cannot be shared: save it as a file "
+         "(Parquet or CSV) and give its path", {}),
+    Case("Dask", "a GLMM", FIT_DASK("p1.parquet") + ["--family", "binomial"], 2,
+         "--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the rows at every "
+         "iteration; fit it in memory (without --engine dask)", _PARQUET_CLASH),
+    Case("Dask", "--workers without --engine dask", FIT + ["y ~ x + (1 | g)", "--workers", "2"], 2,
+         "--scheduler and --workers choose the cluster of --engine dask: add --engine dask", STUDY_FILES),
+    Case("Dask", "simulate --format parquet without -o", ["simulate", "--format", "parquet"], 2,
+         "--format parquet writes a directory of files: give it with -o DIR", {}),
     # -- Ctrl-C -----------------------------------------------------------------------------
     Case("Interrupt", "Ctrl-C during a fit", FIT + ["y ~ x + (x | g)"], 130, "mixcli: interrupted", STUDY_FILES,
          setup=_INTERRUPT_FIT, note="Ctrl-C at the 3rd evaluation"),

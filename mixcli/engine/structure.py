@@ -112,6 +112,24 @@ class TermBasis:
                 shift[a], scale[a] = c, spread
         return cls(shift, scale, intercept)
 
+    @classmethod
+    def from_moments(cls, ones: np.ndarray, peak: np.ndarray, mean: np.ndarray, m2: np.ndarray, n: int) -> "TermBasis":
+        """The same basis from column summaries instead of the columns (data held in parts):
+        whether each column is all ones, its largest absolute value, its mean and its sum of
+        squared deviations from the mean over ``n`` rows (``partial_sums.ColumnMoments``)."""
+        k = len(peak)
+        intercept = next((a for a in range(k) if ones[a]), None)
+        shift, scale = np.zeros(k), np.ones(k)
+        for a in range(k):
+            if a == intercept or not (peak[a] > 0 and np.isfinite(peak[a])):
+                continue
+            c = float(mean[a]) if intercept is not None else 0.0
+            # (without an intercept the root mean square: the deviations plus the mean's square)
+            spread = float(np.sqrt(m2[a] / n + (0.0 if intercept is not None else mean[a] ** 2)))
+            if spread > 1e-12 * peak[a]:
+                shift[a], scale[a] = c, spread
+        return cls(shift, scale, intercept)
+
     @property
     def identity(self) -> bool:
         return bool(np.all(self.scale == 1.0) and np.all(self.shift == 0.0))
@@ -228,6 +246,70 @@ class ModelStructure:
         self._chain_sums()
         self._dense_sums()
         del self._sums_xy  # only needed for the sums (a copy of X and y)
+
+    @classmethod
+    def from_sums(cls, terms: list[ReTerm], bases: list[TermBasis], sums, beta_shift: np.ndarray,
+                  weights_term: float = 0.0) -> "ModelStructure":
+        """The structure of a model whose rows were reduced in parts (``partial_sums.LevelSums``,
+        added over the parts): the same layout, chain and sums as the constructor makes from
+        the rows, which this structure does not hold (``xy`` is None: what needs the rows —
+        ``subset``, ``with_response``, a GLMM's ``reweighted`` — is not available).
+
+        ``terms`` give each term's levels, names and width (their ``codes`` and ``z`` may be
+        empty); ``bases`` the unit-free bases the sums were made in; ``beta_shift`` the β the
+        response was centred by before the sums (``_centre_response``)."""
+        st = cls.__new__(cls)
+        st.bases = bases
+        st.weights_term = weights_term
+        st._m = [b.matrix for b in bases]
+        st._m_inv = [np.linalg.inv(m) for m in st._m]
+        st.terms = terms
+        st.intercept_only = list(sums.intercept_only)
+        st.row_weights = None
+        st.xy = None
+        st.y_centred = None
+        st.n = sums.n
+        st.p = sums.xtx.shape[0] - 1
+        st._layout_theta()
+
+        def nested(r, s):  # each level of r in exactly one pair: r is nested in s
+            keys = sums.pairs[(r, s)][0]
+            return keys % terms[s].n_levels if len(keys) == terms[r].n_levels else None
+
+        st._find_chain(nested, lambda r, s: sums.same[(r, s)])
+        st.beta_shift = np.asarray(beta_shift, dtype=float)
+        st.xtx = sums.xtx
+        st.gram = list(sums.gram)
+        st.zxy = list(sums.zxy)
+        # (a nested pair's keys are sorted by the finer level, one pair each: indexed by it)
+        st.cross = {(r, t): np.ascontiguousarray(sums.pairs[(r, t)][1].transpose(1, 0, 2)) for (r, t) in st.maps}
+        st._dense_layout(pairs=False)
+        if st.dense:
+            for s in range(st.n_chain):
+                for d in st.dense:
+                    keys, values = sums.pairs[(s, d)]
+                    qd = terms[d].n_levels
+                    st.chain_dense_pairs[(s, d)] = (keys // qd, keys % qd, values)
+            st._wide_blocks()
+            gram = np.zeros((st.q_dense, st.q_dense))
+            for d in st.dense:
+                od, kd = st.dense_offsets[d], terms[d].k
+                for a in range(kd):
+                    for b in range(kd):
+                        idx = od + np.arange(terms[d].n_levels) * kd
+                        gram[idx + a, idx + b] = st.gram[d][a, b]
+                for e in st.dense:
+                    if e <= d:
+                        continue
+                    keys, values = sums.pairs[(d, e)]
+                    oe, ke, qe = st.dense_offsets[e], terms[e].k, terms[e].n_levels
+                    rows, cols = od + (keys // qe) * kd, oe + (keys % qe) * ke
+                    for a in range(kd):
+                        for b in range(ke):
+                            gram[rows + a, cols + b] = values[a, b]
+                            gram[cols + b, rows + a] = values[a, b]
+            st.dense_gram = gram
+        return st
 
     def _centre_response(self, centre: bool = True):
         """Sums are made with y − X b (b: least squares), not y.
@@ -415,18 +497,24 @@ class ModelStructure:
         return out
 
     # -- block structure ------------------------------------------------------
-    def _find_chain(self):
+    def _find_chain(self, nested=None, same_columns=None):
         """Longest prefix of terms in which every term is nested in all later ones.
 
         ``maps[(r, s)]`` maps each level of chain term r to the level of chain
-        term s (r < s) that contains it.
+        term s (r < s) that contains it. ``nested(r, s)`` and ``same_columns(r, s)`` answer
+        from something other than the rows (``from_sums``: the level pairs that occur).
         """
+        if nested is None:
+            nested = lambda r, s: nested_map(self.terms[r].codes, self.terms[r].n_levels, self.terms[s].codes)
+        if same_columns is None:
+            same_columns = lambda r, s: (self.terms[r].k == self.terms[s].k
+                                         and np.array_equal(self.terms[r].z, self.terms[s].z))
         self.maps: dict[tuple[int, int], np.ndarray] = {}
         chain = 1
         for s in range(1, len(self.terms)):
             found = {}
             for r in range(s):
-                m = nested_map(self.terms[r].codes, self.terms[r].n_levels, self.terms[s].codes)
+                m = nested(r, s)
                 if m is None:
                     break
                 found[(r, s)] = m
@@ -440,9 +528,7 @@ class ModelStructure:
         # A chain term with the same columns as a finer one ((1 | school) over (1 | class), or
         # (1 | school/class)): its sums are the finer term's summed over the map, q_r values
         # instead of n rows. (Weights, as in PIRLS's copies, keep the columns equal.)
-        self.same_columns = {key: self.terms[key[0]].k == self.terms[key[1]].k
-                             and np.array_equal(self.terms[key[0]].z, self.terms[key[1]].z)
-                             for key in self.maps}
+        self.same_columns = {key: bool(same_columns(*key)) for key in self.maps}
 
     def _chain_sums(self):
         """Per-level sums for the chain: ZₛᵀZₛ blocks, Z_tᵀZ_r per level of r, ZₛᵀXy."""
@@ -483,8 +569,9 @@ class ModelStructure:
         if self.dense:
             self._dense_values()
 
-    def _dense_layout(self):
-        """Which terms are dense, their offsets, and the co-occurring level pairs (θ- and weight-free)."""
+    def _dense_layout(self, pairs: bool = True):
+        """Which terms are dense, their offsets, and (``pairs``: from the rows) the co-occurring level
+        pairs (θ- and weight-free)."""
         terms = self.terms
         self.dense = list(range(self.n_chain, len(terms)))
         self.dense_offsets = {}
@@ -500,7 +587,7 @@ class ModelStructure:
         self.zd_wide = {}
         if not self.dense:
             return
-        for s in range(self.n_chain):
+        for s in range(self.n_chain if pairs else 0):
             for d in self.dense:
                 ts, td = terms[s], terms[d]
                 key = ts.codes.astype(np.int64) * td.n_levels + td.codes
@@ -517,16 +604,7 @@ class ModelStructure:
         for (s, d), (rows, cols, inv) in self._pairs.items():
             sums = grouped_cross(inv, len(rows), self.term_columns(s), self.term_columns(d), w)
             self.chain_dense_pairs[(s, d)] = (rows, cols, sums)
-        if self.wide:
-            for s in range(self.n_chain):
-                ts = terms[s]
-                zd = np.zeros((ts.k, self.q_dense, ts.n_levels))
-                for d in self.dense:
-                    rows, cols, sums = self.chain_dense_pairs[(s, d)]
-                    kd = terms[d].k
-                    for b in range(kd):
-                        zd[:, self.dense_offsets[d] + cols * kd + b, rows] = sums[:, b, :]
-                self.zd_wide[s] = zd
+        self._wide_blocks()
         q = self.q_dense
         gram = np.zeros((q, q))
         for d in self.dense:
@@ -548,6 +626,21 @@ class ModelStructure:
                 gram[od : od + flat.shape[0], oe : oe + flat.shape[1]] = flat
                 gram[oe : oe + flat.shape[1], od : od + flat.shape[0]] = flat.T
         self.dense_gram = gram
+
+    def _wide_blocks(self):
+        """For small crossed designs (``wide``), the chain-to-dense sums as dense stacks."""
+        if not self.wide:
+            return
+        terms = self.terms
+        for s in range(self.n_chain):
+            ts = terms[s]
+            zd = np.zeros((ts.k, self.q_dense, ts.n_levels))
+            for d in self.dense:
+                rows, cols, sums = self.chain_dense_pairs[(s, d)]
+                kd = terms[d].k
+                for b in range(kd):
+                    zd[:, self.dense_offsets[d] + cols * kd + b, rows] = sums[:, b, :]
+            self.zd_wide[s] = zd
 
     def reweighted(self, w: np.ndarray, xy: np.ndarray) -> "ModelStructure":
         """The same terms and layout with row weights ``w`` and new columns ``xy`` ([X,

@@ -66,10 +66,18 @@ def variance_explained(m) -> VarianceExplained | None:
     frame = m.frame
     X = np.asarray(frame.X)
     beta = np.array([f.estimate for f in m.fixef])
-    fitted_fixed = X @ beta
-    fixed = float(np.var(fitted_fixed, ddof=1)) if len(fitted_fixed) > 1 else 0.0
+    # a dataset fitted from its sums (``distributed.py``) has X's moments instead of its rows:
+    # (n, Σx, XᵀX), enough for the variance of Xβ and the mean of zᵀΣz
+    moments = getattr(frame, "x_moments", None)
+    if moments is None:
+        fitted_fixed = X @ beta
+        fixed = float(np.var(fitted_fixed, ddof=1)) if len(fitted_fixed) > 1 else 0.0
+        n = X.shape[0]
+    else:
+        n, sums, xtx = moments
+        fixed = float((beta @ xtx @ beta - (sums @ beta) ** 2 / n) / (n - 1)) if n > 1 else 0.0
+        second = np.block([[np.array([[float(n)]]), sums[None, :]], [sums[:, None], xtx]]) / n  # E[(1, x)(1, x)ᵀ]
     columns = {name: j for j, name in enumerate(frame.fixef_names)}
-    n = X.shape[0]
     sigma2 = float(m.sigma) ** 2  # (1 for a GLMM: Λ is then the random effects' own scale)
     random = 0.0
     missing: list[str] = []
@@ -79,7 +87,11 @@ def variance_explained(m) -> VarianceExplained | None:
         cov = sigma2 * (lam @ lam.T)
         keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
         missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
-        if keep:
+        if keep and moments is not None:
+            idx = [0 if term.names[i] == "(Intercept)" and "(Intercept)" not in columns
+                   else 1 + columns[term.names[i]] for i in keep]
+            random += float(np.sum(cov[np.ix_(keep, keep)] * second[np.ix_(idx, idx)]))
+        elif keep:
             z = np.column_stack([np.ones(n) if term.names[i] == "(Intercept)" and "(Intercept)" not in columns
                                  else X[:, columns[term.names[i]]] for i in keep])
             sub = cov[np.ix_(keep, keep)]
