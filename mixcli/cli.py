@@ -251,6 +251,41 @@ def _control():
     return click.get_current_context().meta.get("mixcli.control", DEFAULT)
 
 
+# --model FILE: a fit saved by fit --save, in place of DATA FORMULA (mixcli.saved)
+_MODEL = click.option("--model", "model_path", metavar="FILE",
+                      help="A fit saved with 'mixcli fit DATA FORMULA --save FILE': use it instead of fitting "
+                           "DATA FORMULA again (give no DATA, FORMULA or fitting options then).")
+_FIT_OPTIONS = {"ml": "--ml", "family_name": "--family", "link": "--link", "nagq": "--nagq", "weights": "--weights",
+                "contrasts": "--contrasts", "control": "--control"}
+
+
+def _saved_fit(path: str, *positional):
+    """The saved fit of ``--model FILE`` (``_no_fit_inputs`` checked first)."""
+    from .saved import load
+
+    _no_fit_inputs(*positional)
+    return load(path)
+
+
+def _no_fit_inputs(*positional):
+    """With --model, the DATA and FORMULA it replaces must be absent, and the options of a fit
+    too (the saved fit has its own: silently ignoring them would mislead)."""
+    ctx = click.get_current_context()
+    if any(p for p in positional):
+        raise click.UsageError("--model replaces DATA and FORMULA: give either a saved fit or the data and formula")
+    for name, flag in _FIT_OPTIONS.items():
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{flag} is an option of the fit, and the saved fit of --model was fitted "
+                                   "already: leave it out")
+
+
+def _need_data(data, formula):
+    """Without --model, DATA and FORMULA are required (click's arguments are optional for --model's sake)."""
+    for value, name in ((data, "DATA"), (formula, "FORMULA")):
+        if not value:
+            raise click.UsageError(f"missing argument '{name}' (or give a saved fit with --model FILE)")
+
+
 _WEIGHTS = click.option("--weights", metavar="COLUMN",
                         help="Prior weights, as lmer's and glmer's weights =: for a linear mixed model the "
                              "residual variance of a row is sigma^2/weight; for a binomial proportion, the "
@@ -324,13 +359,20 @@ class _CiSpec(click.ParamType):
                    "fitted() and residuals()); CSV, or JSON lines with --format json. For a GLMM, glmer's: "
                    ".fitted and .fixed on the response scale (probabilities, rates), .eta the linear "
                    "predictor, .resid the deviance residuals.")
+@click.option("--save", "save_path", metavar="FILE",
+              help="Also write the fit (one formula) to FILE without its rows, for predict, emmeans, compare and "
+                   "plot --model FILE: no refit (mixcli.saved describes the file).")
+@click.option("--cond-var", is_flag=True,
+              help="With --save: keep the random effects' conditional variances too (prediction intervals at "
+                   "fitted levels, the ranef plot's intervals); k(k+1)/2 numbers per level, the largest part of a "
+                   "big model's file.")
 @_CONTROL
 @_CONTRASTS
 @_FORMAT
 @_SEP
 @_PROGRESS
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                contrasts, fmt, sep, progress):
+                save_path, cond_var, contrasts, fmt, sep, progress):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -354,6 +396,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
+      mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ml --save m.mixfit
     """
     from .frame import model_frame
     from .progress import FitProgress
@@ -367,12 +410,17 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv (or tsv)")
         if table_name == "intervals" and ci is None:
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
+    if save_path is not None and len(formulas) > 1:
+        raise click.UsageError("--save writes one fit: give one formula (and one --save per command)")
+    if cond_var and save_path is None:
+        raise click.UsageError("--cond-var is an option of --save: add --save FILE")
     table = _read_data(data, sep)
     # check every formula before fitting any
     if augment and (len(formulas) > 1 or ranef):
         raise click.UsageError("--augment takes one formula, without --ranef")
-    # (without --augment the fits need only their matrices: the file's other columns are freed)
-    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=augment)
+    # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
+    keep = augment or save_path is not None
+    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep)
               for f in formulas]
     del table
     meter = FitProgress(progress)
@@ -386,6 +434,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         elif ci is not None and fam is not None:
             _add_intervals(m, ci if not ranef else ("wald", ci[1]), progress, i, len(frames), nsim, seed)
         results.append(m)
+    if save_path is not None:
+        results[0].save(save_path, cond_var=cond_var)
     if augment:
         from .inference.predictions import augment as augment_columns
         from .render import rows as render
@@ -571,8 +621,12 @@ def _fit_model(frame, ml, fam, nagq, bar):
 
 
 @main.command("compare")
-@click.argument("data", metavar="DATA")
-@click.argument("formulas", nargs=-1, required=True, metavar="FORMULA FORMULA...")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formulas", nargs=-1, metavar="FORMULA FORMULA...")
+@click.option("--model", "model_paths", multiple=True, metavar="FILE",
+              help="A fit saved with 'mixcli fit DATA FORMULA --save FILE', instead of DATA and the formulas; "
+                   "repeat for each model. ML fits (fit --ml), or REML fits of the same fixed effects with "
+                   "--no-refit, of one data set.")
 @click.option("--names", metavar="A,B,...", help="Comma-separated row labels (default m1, m2, ...).")
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Fit by ML for the test (lme4's anova(refit = TRUE)); --no-refit compares REML "
@@ -595,7 +649,7 @@ def _fit_model(frame, ml, fam, nagq, bar):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
+def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
                     fmt, sep, progress):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
 
@@ -613,14 +667,28 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
           "mathscore ~ ses + (ses | schoolid) + (1 | classid)" --bootstrap 1000 --seed 1
       mixcli compare pupils.csv "pass ~ ses + (1 | schoolid)" \\
           "pass ~ ses + (1 | schoolid/classid)" --family binomial
+      mixcli compare --model small.mixfit --model large.mixfit     (fits saved by fit --ml --save)
     """
     from .comparison import add_bootstrap, compare_models
     from .progress import FitProgress
     from .render import compare as render
 
+    labels = [n.strip() for n in names.split(",")] if names else None
+    if model_paths:
+        from .comparison import compare_fits
+        from .saved import load
+
+        if n_boot is not None:
+            raise click.UsageError("--bootstrap refits the models to simulated responses, which needs the data: "
+                                   "give DATA and the formulas instead of --model")
+        _no_fit_inputs(data, *formulas)
+        comp = compare_fits([load(path) for path in model_paths], names=labels, refit=refit)
+        _emit(fmt, render, comp, model_paths[0])
+        return
+    if not data:
+        raise click.UsageError("missing argument 'DATA' (or give saved fits with --model FILE --model FILE)")
     if len(formulas) < 2:
         raise click.UsageError("compare needs at least two formulas")
-    labels = [n.strip() for n in names.split(",")] if names else None
     fam = _family(family_name, link, nagq, False, None, None, weights)
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
@@ -685,8 +753,9 @@ def _se_note(glmm: bool, interval: str | None) -> str:
 
 
 @main.command("predict")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
 @click.option("--newdata", metavar="NEW", required=True,
               help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
 @click.option("--population", is_flag=True,
@@ -716,8 +785,8 @@ def _se_note(glmm: bool, interval: str | None) -> str:
               help="csv, tsv, or json (one object per row).")
 @_SEP
 @_PROGRESS
-def predict_command(data, formula, newdata, population, se, pred_type, interval, level, ml, family_name, link, nagq,
-                    weights, contrasts, fmt, sep, progress):
+def predict_command(data, formula, model_path, newdata, population, se, pred_type, interval, level, ml, family_name,
+                    link, nagq, weights, contrasts, fmt, sep, progress):
     """Predictions for new rows, like lme4's predict(m, newdata).
 
     Fits the model to DATA, then writes NEW's columns with 'predicted'
@@ -733,12 +802,14 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --population --se
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --interval prediction
       mixcli predict pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --newdata new.csv --type response
+      mixcli predict --model m.mixfit --newdata new.csv --se     (a fit saved by fit --save: no refit)
     """
-    import numpy as np
+    from .inference.predictions import check_interval, check_type
 
-    from .inference.predictions import check_interval, check_type, predict
-    from .render import rows as render
-
+    if model_path is not None:
+        return _predict_saved(_saved_fit(model_path, data, formula), newdata, population, se, pred_type, interval,
+                              level, fmt, sep)
+    _need_data(data, formula)
     if data == "-" and newdata == "-":
         raise click.UsageError("DATA and --newdata cannot both be standard input")
     fam = _family(family_name, link, nagq, ml, None, None, weights)
@@ -754,6 +825,30 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
     # labels, not numbers, and a label such as "02" stays "02" (as a number it would be level "2")
     new = _read_data(newdata, sep, text_columns=[n for n, c in table.columns.items() if isinstance(c, TextColumn)])
     m = _fit_one(table, formula, ml, weights, contrasts, progress, fam, nagq)
+    _write_predictions(m, new, population, se, pred_type, interval, level, fmt)
+
+
+def _predict_saved(m, newdata, population, se, pred_type, interval, level, fmt, sep):
+    """predict --model FILE: the saved fit's predictions (its text columns read as text in NEW)."""
+    from .inference.predictions import check_interval, check_type
+
+    check_type(pred_type, se, m.is_glmm)
+    if interval is not None and m.is_glmm:
+        raise click.UsageError("--interval prediction is for linear mixed models: a GLMM has no residual variance; "
+                               "--se gives the standard error of the fixed part on the link scale")
+    check_interval(interval, level, m.is_glmm, m.frame.weights is not None)
+    text = [n for n, spec in m.header["columns"].items() if spec["text"]]
+    _write_predictions(m, _read_data(newdata, sep, text_columns=text), population, se, pred_type, interval, level,
+                       fmt)
+
+
+def _write_predictions(m, new, population, se, pred_type, interval, level, fmt):
+    """predict's rows and notes, for a fit or a saved fit."""
+    import numpy as np
+
+    from .inference.predictions import predict
+    from .render import rows as render
+
     pred = predict(m, new, population=population, se=se, type=pred_type, interval=interval, level=level)
     extra = {"predicted": pred.predicted}
     if se:
@@ -764,7 +859,7 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
     _write(fmt, lambda: render.render_json(new, everything, extra), lambda: render.render_csv(new, everything, extra),
            None)
     if se and not population:
-        _warn(_se_note(fam is not None, interval))
+        _warn(_se_note(m.is_glmm, interval))
     for name, count in pred.new_levels.items():
         _warn(f"{count} row{'s' if count > 1 else ''} of --newdata had a {name} level the fit has not seen "
               "(or none): predicted with its random effects at 0, as lme4's allow.new.levels = TRUE")
@@ -787,8 +882,9 @@ def _parse_at(ctx, param, values):
 
 
 @main.command("emmeans")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
 @click.option("--specs", required=True, metavar="TERM",
               help="The factor(s) whose marginal means to estimate: A, or A:B for their combinations, or "
                    "'A | B' for A within each level of B.")
@@ -821,7 +917,7 @@ def _parse_at(ctx, param, values):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
+def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
                     family_name, link, nagq, weights, contrasts, fmt, sep, progress):
     """Estimated marginal means and their contrasts, like R's emmeans(m, pairwise ~ A).
 
@@ -837,6 +933,7 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
       mixcli emmeans data.csv "y ~ A * B + (1 | g)" --specs A --by B --contrast trt.vs.ctrl --adjust holm
       mixcli emmeans data.csv "y ~ A * x + (1 | g)" --specs A --at x=10 --ddf kr --format json
       mixcli emmeans pupils.csv "pass ~ A + (1 | school)" --family binomial --specs A --type response --pairwise
+      mixcli emmeans --model m.mixfit --specs A --pairwise     (a fit saved by fit --save: no refit)
     """
     from .inference.emmeans import emmeans, parse_specs
     from .render import emmeans as render
@@ -845,19 +942,26 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
         raise click.UsageError("--pairwise and --contrast are the same option; give one")
     if pairwise:
         method = "pairwise"
-    fam = _family(family_name, link, nagq, ml, None, None, weights)
-    if emm_type == "response" and fam is None:
+    if model_path is not None:
+        m = _saved_fit(model_path, data, formula)
+        glmm = m.is_glmm
+    else:
+        _need_data(data, formula)
+        fam = _family(family_name, link, nagq, ml, None, None, weights)
+        glmm = fam is not None
+    if emm_type == "response" and not glmm:
         raise click.UsageError("--type response back-transforms a GLMM's means from its link scale; a linear mixed "
                                "model's means are already on the response scale: leave it out")
-    if fam is not None and ddf.lower() == "kr":
+    if glmm and ddf.lower() == "kr":
         raise click.UsageError("--ddf kr is for linear mixed models; a GLMM's means have asymptotic (z) tests")
     spec_list, by_list = parse_specs(specs)
     if by:
         by_list += parse_specs(by)[0]
-    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
+    if model_path is None:
+        m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
     res = emmeans(m, spec_list, by=by_list, at=at, contrast=method, adjust=adjust, ddf=ddf.lower(), level=level,
                   type=emm_type, joint=joint)
-    _emit(fmt, render, res, data)
+    _emit(fmt, render, res, data if model_path is None else model_path)
     if fmt == "table":  # (_emit puts them on stderr for the other formats)
         for line in render.notes(res):
             _warn(line)
@@ -866,8 +970,9 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
 
 
 @main.command("plot")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
 @click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile"]), required=True,
               help="ranef: caterpillar plot of the conditional modes with ±1.96 conditional SD (lattice's "
                    "dotplot(ranef(m, condVar = TRUE))); resid: residuals against fitted values; qq: normal QQ "
@@ -886,7 +991,7 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
 @_CONTRASTS
 @_SEP
 @_PROGRESS
-def plot_command(data, formula, kind, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
+def plot_command(data, formula, model_path, kind, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
                  progress):
     """Diagnostic plots of a fitted mixed model (a GLMM's: ranef, resid with Pearson residuals, qq of
     the conditional modes).
@@ -897,6 +1002,7 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
       mixcli plot classroom.csv "mathscore ~ ses + (1 | schoolid)" --kind resid -o resid.svg
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
       mixcli plot pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --kind ranef -o ranef.png
+      mixcli plot --model m.mixfit --kind ranef -o ranef.png     (saved by fit --save --cond-var)
     """
     from .plot import check_destination, plot
 
@@ -906,6 +1012,16 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
             width, height = (float(v) for v in size.lower().split("x"))
         except ValueError:
             raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
+    if model_path is not None:
+        if kind != "ranef":
+            raise click.UsageError(f"--kind {kind} needs the fit's rows, which a saved fit (--model) does not keep: "
+                                   "give DATA FORMULA instead, or use --kind ranef")
+        check_destination(kind, output)
+        m = _saved_fit(model_path, data, formula)
+        plot(m, kind, output, level=level, width=width, height=height)
+        click.echo(f"wrote {output}", err=True)
+        return
+    _need_data(data, formula)
     fam = _family(family_name, link, nagq, ml, None, None, weights)
     if fam is not None and kind == "profile":
         raise click.UsageError("--kind profile is for linear mixed models (mixcli profiles no GLMM yet); "

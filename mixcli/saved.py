@@ -195,12 +195,19 @@ def load(path: str) -> "SavedFit":
     import zipfile
 
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory; give a file written by fit --save") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it: {err.strerror or err}") from None
+    if magic != b"PK\x03\x04":  # (np.load would take anything else for a pickle)
+        raise _not_a_fit(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
     except ValueError as err:
         if "pickle" in str(err).lower():
             raise DataError(f"{path}: holds Python objects, which a mixcli saved fit never does; "
@@ -222,8 +229,8 @@ def load(path: str) -> "SavedFit":
 
 
 def _not_a_fit(path: str) -> DataError:
-    return DataError(f"{path}: not a mixcli saved fit; write one with {option('save')} (mixcli fit DATA FORMULA "
-                     "--save FILE)")
+    return DataError(f"{path}: not a mixcli saved fit; write one with mixcli fit DATA FORMULA --save FILE "
+                     "(m.save(path) in Python)")
 
 
 class _Structure:
@@ -251,8 +258,7 @@ class _Factorization:
     def conditional_covariances(self):
         if self._covs is None:
             raise UsageError(f"{self._path} was saved without the random effects' conditional variances, which "
-                             f"this needs: save the fit with {option('cond_var', True)}, or ask for population-level "
-                             "results")
+                             f"this needs: save the fit again with {option('cond_var', True)}")
         return self._covs
 
 
