@@ -31,7 +31,7 @@ def compare(data, formulas, **options):
 def load(path):
     """A fit saved with ``m.save(path)`` (or ``mixcli fit --save``): a ``mixcli.saved.SavedFit``
     for predict, emmeans, the ranef plot and ``mixcli.comparison.compare_fits``."""
-    from .saved import load as _load
+    from .saved_fit import load as _load
 
     return _load(path)
 

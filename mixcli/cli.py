@@ -28,7 +28,7 @@ from .errors import MixcliError, use_option_style  # noqa: E402
 # command-line user: the flag, where it is not --name with the value after it.
 _FLAGS = {
     "refit=False": "--no-refit", "refit=True": "leave out --no-refit", "method='wald'": "--ci LEVEL",
-    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name",
+    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
 }
 _IDENTIFIER = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 
@@ -261,7 +261,7 @@ _FIT_OPTIONS = {"ml": "--ml", "family_name": "--family", "link": "--link", "nagq
 
 def _saved_fit(path: str, *positional):
     """The saved fit of ``--model FILE`` (``_no_fit_inputs`` checked first)."""
-    from .saved import load
+    from .saved_fit import load
 
     _no_fit_inputs(*positional)
     return load(path)
@@ -676,14 +676,14 @@ def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, job
     labels = [n.strip() for n in names.split(",")] if names else None
     if model_paths:
         from .comparison import compare_fits
-        from .saved import load
+        from .saved_fit import load
 
         if n_boot is not None:
             raise click.UsageError("--bootstrap refits the models to simulated responses, which needs the data: "
                                    "give DATA and the formulas instead of --model")
         _no_fit_inputs(data, *formulas)
         comp = compare_fits([load(path) for path in model_paths], names=labels, refit=refit)
-        _emit(fmt, render, comp, model_paths[0])
+        _emit(fmt, render, comp, "saved fits " + ", ".join(model_paths))
         return
     if not data:
         raise click.UsageError("missing argument 'DATA' (or give saved fits with --model FILE --model FILE)")

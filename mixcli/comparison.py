@@ -165,8 +165,8 @@ def compare_fits(fits, names=None, refit: bool = True) -> Comparison:
         if reml:
             m = fits[names.index(reml[0])]
             raise UsageError(f"{m.path} ({reml[0]}) is a REML fit; a comparison refits by ML, which a saved fit "
-                             f"cannot: save ML fits (mixcli fit --ml --save FILE), or compare REML fits of the "
-                             f"same fixed effects with {option('refit', False)}")
+                             f"cannot: save ML fits ({option('reml', False)}), or compare REML fits of the same "
+                             f"fixed effects with {option('refit', False)}")
     else:
         for name, m in zip(names, fits):
             if not m.reml:
