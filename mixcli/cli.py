@@ -973,11 +973,17 @@ def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, 
 @click.argument("data", metavar="DATA", required=False)
 @click.argument("formula", metavar="FORMULA", required=False)
 @_MODEL
-@click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile"]), required=True,
+@click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile", "emmeans"]), required=True,
               help="ranef: caterpillar plot of the conditional modes with ±1.96 conditional SD (lattice's "
                    "dotplot(ranef(m, condVar = TRUE))); resid: residuals against fitted values; qq: normal QQ "
                    "plots of the residuals and of each term's conditional modes; profile: profile zeta plots "
-                   "of every parameter (xyplot(profile(m)); slower).")
+                   "of every parameter (xyplot(profile(m)); slower); emmeans: the estimated marginal means of "
+                   "--specs with their confidence intervals, one panel per --by level (plot(emmeans(...))).")
+@click.option("--specs", metavar="TERM", help="--kind emmeans: the factor(s) whose means to draw (as mixcli emmeans).")
+@click.option("--by", metavar="TERM", help="--kind emmeans: one panel per level of this factor (A:B for several).")
+@click.option("--at", multiple=True, metavar="NAME=VALUE", callback=_parse_at,
+              help="--kind emmeans: hold a covariate at VALUE, or keep the listed levels of a factor (as mixcli "
+                   "emmeans). Repeatable.")
 @click.option("-o", "--output", metavar="FILE", required=True, help="The image: .png, .svg or .pdf.")
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Coverage of the intervals drawn.")
@@ -991,7 +997,7 @@ def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, 
 @_CONTRASTS
 @_SEP
 @_PROGRESS
-def plot_command(data, formula, model_path, kind, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
+def plot_command(data, formula, model_path, kind, specs, by, at, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
                  progress):
     """Diagnostic plots of a fitted mixed model (a GLMM's: ranef, resid with Pearson residuals, qq of
     the conditional modes).
@@ -1003,6 +1009,8 @@ def plot_command(data, formula, model_path, kind, output, level, size, ml, famil
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
       mixcli plot pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --kind ranef -o ranef.png
       mixcli plot --model m.mixfit --kind ranef -o ranef.png     (saved by fit --save --cond-var)
+      mixcli plot cake.csv "angle ~ recipe * temp + (1 | replicate)" --kind emmeans --specs recipe -o emm.png
+      mixcli plot --model m.mixfit --kind emmeans --specs A --by B -o emm.svg
     """
     from .plot import check_destination, plot
 
@@ -1012,13 +1020,17 @@ def plot_command(data, formula, model_path, kind, output, level, size, ml, famil
             width, height = (float(v) for v in size.lower().split("x"))
         except ValueError:
             raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
+    if kind == "emmeans" and not specs:
+        raise click.UsageError("--kind emmeans draws the means of --specs: add --specs FACTOR")
+    if kind != "emmeans" and (specs or by or at):
+        raise click.UsageError("--specs, --by and --at are options of --kind emmeans")
     if model_path is not None:
-        if kind != "ranef":
+        if kind not in ("ranef", "emmeans"):
             raise click.UsageError(f"--kind {kind} needs the fit's rows, which a saved fit (--model) does not keep: "
                                    "give DATA FORMULA instead, or use --kind ranef")
         check_destination(kind, output)
         m = _saved_fit(model_path, data, formula)
-        plot(m, kind, output, level=level, width=width, height=height)
+        _draw(m, kind, output, level, width, height, specs, by, at)
         click.echo(f"wrote {output}", err=True)
         return
     _need_data(data, formula)
@@ -1032,10 +1044,28 @@ def plot_command(data, formula, model_path, kind, output, level, size, ml, famil
         with _Bar(progress, "profiling"):
             plot(m, kind, output, level=level, width=width, height=height)
     else:
-        plot(m, kind, output, level=level, width=width, height=height)
+        _draw(m, kind, output, level, width, height, specs, by, at)
     for line in m.notes():
         _warn(line)
     click.echo(f"wrote {output}", err=True)
+
+
+def _draw(m, kind, output, level, width, height, specs, by, at):
+    """One plot of a fit (or a saved fit): --kind emmeans through emmeans, the others from the fit."""
+    from .plot import emmeans_plot, plot
+
+    if kind != "emmeans":
+        plot(m, kind, output, level=level, width=width, height=height)
+        return
+    from .inference.emmeans import emmeans, parse_specs
+
+    spec_list, by_list = parse_specs(specs)
+    if by:
+        by_list += parse_specs(by)[0]
+    res = emmeans(m, spec_list, by=by_list, at=at, level=level)
+    emmeans_plot(res, output, width=width, height=height)
+    for line in res.warnings:
+        _warn(line)
 
 
 @main.command("ranova")

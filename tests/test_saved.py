@@ -21,7 +21,7 @@ from mixcli.saved import SCHEMA
 from mixcli.simulate import example_path
 from mixcli.table import Table
 
-from conftest import cached_table, run_cli
+from conftest import FIXTURES, cached_table, run_cli
 
 
 def _roundtrip(m, tmp_path, name="m.mixfit", cond_var=True):
@@ -214,3 +214,14 @@ def test_cli_saved_fit_writes_what_the_refit_writes(tmp_path):
     assert loaded.stdout == refit.stdout and loaded.stderr == refit.stderr
     both = run_cli("predict", data, formula, "--model", saved, "--newdata", str(new))
     assert both.returncode == 2 and both.stderr.count("\n") == 1 and "--model replaces DATA and FORMULA" in both.stderr
+
+
+def test_cli_plots_of_a_saved_fit(tmp_path):
+    pytest.importorskip("matplotlib")
+    data = str(FIXTURES / "data" / "categorical.csv")
+    saved = str(tmp_path / "m.mixfit")
+    assert run_cli("fit", data, "y ~ recipe * sex + (1 | batch)", "--save", saved, "--cond-var").returncode == 0
+    for kind, extra in (("emmeans", ["--specs", "recipe", "--by", "sex"]), ("ranef", [])):
+        out = tmp_path / f"{kind}.svg"
+        done = run_cli("plot", "--model", saved, "--kind", kind, *extra, "-o", str(out))
+        assert done.returncode == 0 and out.read_bytes().startswith(b"<?xml")
