@@ -2,9 +2,9 @@
 
 ``save(m, path, cond_var=False)`` writes what predictions, marginal means, the ranef plot and
 likelihood-ratio tests need; ``saved_fit.load(path)`` returns a ``SavedFit``, which those code paths take
-in place of the live fit (``inference.predictions``, ``inference.emmeans``, ``plot`` kind
-``ranef``, ``comparison.compare_fits``): nothing is recomputed differently, so a saved fit
-gives the live fit's numbers to the last digit.
+in place of the live fit (``inference.predictions``, ``inference.emmeans``, ``plot`` kinds
+``ranef`` and ``emmeans``, ``comparison.compare_fits``): nothing is recomputed differently, so
+a saved fit gives the live fit's numbers to the last digit.
 
 **The file** is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding only numbers and
 fixed-width strings, read with ``allow_pickle=False``: loading a file cannot run code,
@@ -41,7 +41,9 @@ data apart, and REML fits with different fixed effects.
 **Compare** takes fits as saved: maximum-likelihood fits (``fit --ml``; ML is what lme4's
 ``anova`` refits REML fits to, and without the data there is nothing to refit) or, with
 ``refit=False``, REML fits of the same fixed effects; a REML fit in a default comparison is
-refused with the fix. Kenward–Roger needs the rows and is refused (refit from the data).
+refused with the fix. Without X, whether one model's fixed effects are among the other's (the
+boundary p-value's condition, ``inference.lrt_null``) is judged by their column names.
+Kenward–Roger needs the rows and is refused (refit from the data).
 """
 
 from __future__ import annotations
