@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "compare", "power", "__version__"]
+__all__ = ["fit", "compare", "power", "load", "__version__"]
 
 
 def fit(data, formula, reml=True, **options):
@@ -26,6 +26,14 @@ def compare(data, formulas, **options):
     from .api import compare as _compare
 
     return _compare(data, formulas, **options)
+
+
+def load(path):
+    """A fit saved with ``m.save(path)`` (or ``mixcli fit --save``): a ``mixcli.saved.SavedFit``
+    for predict, emmeans, the ranef plot and ``mixcli.comparison.compare_fits``."""
+    from .saved_fit import load as _load
+
+    return _load(path)
 
 
 def power(data, formula, test, **options):

@@ -28,7 +28,7 @@ from .errors import MixcliError, use_option_style  # noqa: E402
 # command-line user: the flag, where it is not --name with the value after it.
 _FLAGS = {
     "refit=False": "--no-refit", "refit=True": "leave out --no-refit", "method='wald'": "--ci LEVEL",
-    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name",
+    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
 }
 _IDENTIFIER = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 
@@ -251,6 +251,41 @@ def _control():
     return click.get_current_context().meta.get("mixcli.control", DEFAULT)
 
 
+# --model FILE: a fit saved by fit --save, in place of DATA FORMULA (mixcli.saved)
+_MODEL = click.option("--model", "model_path", metavar="FILE",
+                      help="A fit saved with 'mixcli fit DATA FORMULA --save FILE': use it instead of fitting "
+                           "DATA FORMULA again (give no DATA, FORMULA or fitting options then).")
+_FIT_OPTIONS = {"ml": "--ml", "family_name": "--family", "link": "--link", "nagq": "--nagq", "weights": "--weights",
+                "contrasts": "--contrasts", "control": "--control"}
+
+
+def _saved_fit(path: str, *positional):
+    """The saved fit of ``--model FILE`` (``_no_fit_inputs`` checked first)."""
+    from .saved_fit import load
+
+    _no_fit_inputs(*positional)
+    return load(path)
+
+
+def _no_fit_inputs(*positional):
+    """With --model, the DATA and FORMULA it replaces must be absent, and the options of a fit
+    too (the saved fit has its own: silently ignoring them would mislead)."""
+    ctx = click.get_current_context()
+    if any(p for p in positional):
+        raise click.UsageError("--model replaces DATA and FORMULA: give either a saved fit or the data and formula")
+    for name, flag in _FIT_OPTIONS.items():
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{flag} is an option of the fit, and the saved fit of --model was fitted "
+                                   "already: leave it out")
+
+
+def _need_data(data, formula):
+    """Without --model, DATA and FORMULA are required (click's arguments are optional for --model's sake)."""
+    for value, name in ((data, "DATA"), (formula, "FORMULA")):
+        if not value:
+            raise click.UsageError(f"missing argument '{name}' (or give a saved fit with --model FILE)")
+
+
 _WEIGHTS = click.option("--weights", metavar="COLUMN",
                         help="Prior weights, as lmer's and glmer's weights =: for a linear mixed model the "
                              "residual variance of a row is sigma^2/weight; for a binomial proportion, the "
@@ -324,6 +359,13 @@ class _CiSpec(click.ParamType):
                    "fitted() and residuals()); CSV, or JSON lines with --format json. For a GLMM, glmer's: "
                    ".fitted and .fixed on the response scale (probabilities, rates), .eta the linear "
                    "predictor, .resid the deviance residuals.")
+@click.option("--save", "save_path", metavar="FILE",
+              help="Also write the fit (one formula) to FILE without its rows, for predict, emmeans, compare and "
+                   "plot --model FILE: no refit (mixcli.saved describes the file).")
+@click.option("--cond-var", is_flag=True,
+              help="With --save: keep the random effects' conditional variances too (prediction intervals at "
+                   "fitted levels, the ranef plot's intervals); k(k+1)/2 numbers per level, the largest part of a "
+                   "big model's file.")
 @_CONTROL
 @_CONTRASTS
 @_FORMAT
@@ -338,7 +380,7 @@ class _CiSpec(click.ParamType):
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="--engine dask: start a cluster of N worker processes on this machine (default 2).")
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                contrasts, fmt, sep, progress, engine, scheduler, workers):
+                save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -362,6 +404,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
+      mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ml --save m.mixfit
       mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid/classid)" --engine dask --workers 2
       mixcli fit 'pupils/*.parquet' "y ~ x + (x | g)" --engine dask --scheduler tcp://head:8786
     """
@@ -377,8 +420,15 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             raise click.UsageError("--table chooses the CSV table of a fit: use it with --format csv (or tsv)")
         if table_name == "intervals" and ci is None:
             raise click.UsageError("--table intervals needs --ci (wald, profile or boot)")
+    if save_path is not None and len(formulas) > 1:
+        raise click.UsageError("--save writes one fit: give one formula (and one --save per command)")
+    if cond_var and save_path is None:
+        raise click.UsageError("--cond-var is an option of --save: add --save FILE")
     frames = []
     if engine == "dask" or scheduler or workers:
+        if save_path is not None:
+            raise click.UsageError("--save needs the fit's levels from the rows, which --engine dask does not "
+                                   "bring to this machine: fit in memory to save, or leave out --save")
         results = _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, progress, engine,
                             scheduler, workers)
         frames = None
@@ -387,9 +437,10 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     # check every formula before fitting any
     if augment and (len(formulas) > 1 or ranef):
         raise click.UsageError("--augment takes one formula, without --ranef")
-    # (without --augment the fits need only their matrices: the file's other columns are freed)
+    # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
-        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=augment)
+        keep = augment or save_path is not None
+        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep)
                   for f in formulas]
         del table
     meter = FitProgress(progress)
@@ -403,6 +454,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         elif ci is not None and fam is not None:
             _add_intervals(m, ci if not ranef else ("wald", ci[1]), progress, i, len(frames), nsim, seed)
         results.append(m)
+    if save_path is not None:
+        results[0].save(save_path, cond_var=cond_var)
     if augment:
         from .inference.predictions import augment as augment_columns
         from .render import rows as render
@@ -639,8 +692,12 @@ def _fit_model(frame, ml, fam, nagq, bar):
 
 
 @main.command("compare")
-@click.argument("data", metavar="DATA")
-@click.argument("formulas", nargs=-1, required=True, metavar="FORMULA FORMULA...")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formulas", nargs=-1, metavar="FORMULA FORMULA...")
+@click.option("--model", "model_paths", multiple=True, metavar="FILE",
+              help="A fit saved with 'mixcli fit DATA FORMULA --save FILE', instead of DATA and the formulas; "
+                   "repeat for each model. ML fits (fit --ml), or REML fits of the same fixed effects with "
+                   "--no-refit, of one data set.")
 @click.option("--names", metavar="A,B,...", help="Comma-separated row labels (default m1, m2, ...).")
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Fit by ML for the test (lme4's anova(refit = TRUE)); --no-refit compares REML "
@@ -663,7 +720,7 @@ def _fit_model(frame, ml, fam, nagq, bar):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
+def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
                     fmt, sep, progress):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
 
@@ -681,14 +738,28 @@ def compare_command(data, formulas, names, refit, n_boot, seed, jobs, family_nam
           "mathscore ~ ses + (ses | schoolid) + (1 | classid)" --bootstrap 1000 --seed 1
       mixcli compare pupils.csv "pass ~ ses + (1 | schoolid)" \\
           "pass ~ ses + (1 | schoolid/classid)" --family binomial
+      mixcli compare --model small.mixfit --model large.mixfit     (fits saved by fit --ml --save)
     """
     from .comparison import add_bootstrap, compare_models
     from .progress import FitProgress
     from .render import compare as render
 
+    labels = [n.strip() for n in names.split(",")] if names else None
+    if model_paths:
+        from .comparison import compare_fits
+        from .saved_fit import load
+
+        if n_boot is not None:
+            raise click.UsageError("--bootstrap refits the models to simulated responses, which needs the data: "
+                                   "give DATA and the formulas instead of --model")
+        _no_fit_inputs(data, *formulas)
+        comp = compare_fits([load(path) for path in model_paths], names=labels, refit=refit)
+        _emit(fmt, render, comp, "saved fits " + ", ".join(model_paths))
+        return
+    if not data:
+        raise click.UsageError("missing argument 'DATA' (or give saved fits with --model FILE --model FILE)")
     if len(formulas) < 2:
         raise click.UsageError("compare needs at least two formulas")
-    labels = [n.strip() for n in names.split(",")] if names else None
     fam = _family(family_name, link, nagq, False, None, None, weights)
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
@@ -753,8 +824,9 @@ def _se_note(glmm: bool, interval: str | None) -> str:
 
 
 @main.command("predict")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
 @click.option("--newdata", metavar="NEW", required=True,
               help="CSV/TSV (or Parquet) file of the rows to predict for (- for standard input).")
 @click.option("--population", is_flag=True,
@@ -784,8 +856,8 @@ def _se_note(glmm: bool, interval: str | None) -> str:
               help="csv, tsv, or json (one object per row).")
 @_SEP
 @_PROGRESS
-def predict_command(data, formula, newdata, population, se, pred_type, interval, level, ml, family_name, link, nagq,
-                    weights, contrasts, fmt, sep, progress):
+def predict_command(data, formula, model_path, newdata, population, se, pred_type, interval, level, ml, family_name,
+                    link, nagq, weights, contrasts, fmt, sep, progress):
     """Predictions for new rows, like lme4's predict(m, newdata).
 
     Fits the model to DATA, then writes NEW's columns with 'predicted'
@@ -801,12 +873,14 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --population --se
       mixcli predict classroom.csv "mathscore ~ ses + (1 | schoolid)" --newdata new.csv --interval prediction
       mixcli predict pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --newdata new.csv --type response
+      mixcli predict --model m.mixfit --newdata new.csv --se     (a fit saved by fit --save: no refit)
     """
-    import numpy as np
+    from .inference.predictions import check_interval, check_type
 
-    from .inference.predictions import check_interval, check_type, predict
-    from .render import rows as render
-
+    if model_path is not None:
+        return _predict_saved(_saved_fit(model_path, data, formula), newdata, population, se, pred_type, interval,
+                              level, fmt, sep)
+    _need_data(data, formula)
     if data == "-" and newdata == "-":
         raise click.UsageError("DATA and --newdata cannot both be standard input")
     fam = _family(family_name, link, nagq, ml, None, None, weights)
@@ -822,6 +896,30 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
     # labels, not numbers, and a label such as "02" stays "02" (as a number it would be level "2")
     new = _read_data(newdata, sep, text_columns=[n for n, c in table.columns.items() if isinstance(c, TextColumn)])
     m = _fit_one(table, formula, ml, weights, contrasts, progress, fam, nagq)
+    _write_predictions(m, new, population, se, pred_type, interval, level, fmt)
+
+
+def _predict_saved(m, newdata, population, se, pred_type, interval, level, fmt, sep):
+    """predict --model FILE: the saved fit's predictions (its text columns read as text in NEW)."""
+    from .inference.predictions import check_interval, check_type
+
+    check_type(pred_type, se, m.is_glmm)
+    if interval is not None and m.is_glmm:
+        raise click.UsageError("--interval prediction is for linear mixed models: a GLMM has no residual variance; "
+                               "--se gives the standard error of the fixed part on the link scale")
+    check_interval(interval, level, m.is_glmm, m.frame.weights is not None)
+    text = [n for n, spec in m.header["columns"].items() if spec["text"]]
+    _write_predictions(m, _read_data(newdata, sep, text_columns=text), population, se, pred_type, interval, level,
+                       fmt)
+
+
+def _write_predictions(m, new, population, se, pred_type, interval, level, fmt):
+    """predict's rows and notes, for a fit or a saved fit."""
+    import numpy as np
+
+    from .inference.predictions import predict
+    from .render import rows as render
+
     pred = predict(m, new, population=population, se=se, type=pred_type, interval=interval, level=level)
     extra = {"predicted": pred.predicted}
     if se:
@@ -832,7 +930,7 @@ def predict_command(data, formula, newdata, population, se, pred_type, interval,
     _write(fmt, lambda: render.render_json(new, everything, extra), lambda: render.render_csv(new, everything, extra),
            None)
     if se and not population:
-        _warn(_se_note(fam is not None, interval))
+        _warn(_se_note(m.is_glmm, interval))
     for name, count in pred.new_levels.items():
         _warn(f"{count} row{'s' if count > 1 else ''} of --newdata had a {name} level the fit has not seen "
               "(or none): predicted with its random effects at 0, as lme4's allow.new.levels = TRUE")
@@ -855,8 +953,9 @@ def _parse_at(ctx, param, values):
 
 
 @main.command("emmeans")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
 @click.option("--specs", required=True, metavar="TERM",
               help="The factor(s) whose marginal means to estimate: A, or A:B for their combinations, or "
                    "'A | B' for A within each level of B.")
@@ -889,7 +988,7 @@ def _parse_at(ctx, param, values):
 @_FORMAT
 @_SEP
 @_PROGRESS
-def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
+def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
                     family_name, link, nagq, weights, contrasts, fmt, sep, progress):
     """Estimated marginal means and their contrasts, like R's emmeans(m, pairwise ~ A).
 
@@ -905,6 +1004,7 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
       mixcli emmeans data.csv "y ~ A * B + (1 | g)" --specs A --by B --contrast trt.vs.ctrl --adjust holm
       mixcli emmeans data.csv "y ~ A * x + (1 | g)" --specs A --at x=10 --ddf kr --format json
       mixcli emmeans pupils.csv "pass ~ A + (1 | school)" --family binomial --specs A --type response --pairwise
+      mixcli emmeans --model m.mixfit --specs A --pairwise     (a fit saved by fit --save: no refit)
     """
     from .inference.emmeans import emmeans, parse_specs
     from .render import emmeans as render
@@ -913,19 +1013,26 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
         raise click.UsageError("--pairwise and --contrast are the same option; give one")
     if pairwise:
         method = "pairwise"
-    fam = _family(family_name, link, nagq, ml, None, None, weights)
-    if emm_type == "response" and fam is None:
+    if model_path is not None:
+        m = _saved_fit(model_path, data, formula)
+        glmm = m.is_glmm
+    else:
+        _need_data(data, formula)
+        fam = _family(family_name, link, nagq, ml, None, None, weights)
+        glmm = fam is not None
+    if emm_type == "response" and not glmm:
         raise click.UsageError("--type response back-transforms a GLMM's means from its link scale; a linear mixed "
                                "model's means are already on the response scale: leave it out")
-    if fam is not None and ddf.lower() == "kr":
+    if glmm and ddf.lower() == "kr":
         raise click.UsageError("--ddf kr is for linear mixed models; a GLMM's means have asymptotic (z) tests")
     spec_list, by_list = parse_specs(specs)
     if by:
         by_list += parse_specs(by)[0]
-    m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
+    if model_path is None:
+        m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
     res = emmeans(m, spec_list, by=by_list, at=at, contrast=method, adjust=adjust, ddf=ddf.lower(), level=level,
                   type=emm_type, joint=joint)
-    _emit(fmt, render, res, data)
+    _emit(fmt, render, res, data if model_path is None else model_path)
     if fmt == "table":  # (_emit puts them on stderr for the other formats)
         for line in render.notes(res):
             _warn(line)
@@ -934,13 +1041,20 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
 
 
 @main.command("plot")
-@click.argument("data", metavar="DATA")
-@click.argument("formula", metavar="FORMULA")
-@click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile"]), required=True,
+@click.argument("data", metavar="DATA", required=False)
+@click.argument("formula", metavar="FORMULA", required=False)
+@_MODEL
+@click.option("--kind", type=click.Choice(["ranef", "resid", "qq", "profile", "emmeans"]), required=True,
               help="ranef: caterpillar plot of the conditional modes with ±1.96 conditional SD (lattice's "
                    "dotplot(ranef(m, condVar = TRUE))); resid: residuals against fitted values; qq: normal QQ "
                    "plots of the residuals and of each term's conditional modes; profile: profile zeta plots "
-                   "of every parameter (xyplot(profile(m)); slower).")
+                   "of every parameter (xyplot(profile(m)); slower); emmeans: the estimated marginal means of "
+                   "--specs with their confidence intervals, one panel per --by level (plot(emmeans(...))).")
+@click.option("--specs", metavar="TERM", help="--kind emmeans: the factor(s) whose means to draw (as mixcli emmeans).")
+@click.option("--by", metavar="TERM", help="--kind emmeans: one panel per level of this factor (A:B for several).")
+@click.option("--at", multiple=True, metavar="NAME=VALUE", callback=_parse_at,
+              help="--kind emmeans: hold a covariate at VALUE, or keep the listed levels of a factor (as mixcli "
+                   "emmeans). Repeatable.")
 @click.option("-o", "--output", metavar="FILE", required=True, help="The image: .png, .svg or .pdf.")
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Coverage of the intervals drawn.")
@@ -954,7 +1068,7 @@ def emmeans_command(data, formula, specs, by, at, pairwise, method, adjust, ddf,
 @_CONTRASTS
 @_SEP
 @_PROGRESS
-def plot_command(data, formula, kind, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
+def plot_command(data, formula, model_path, kind, specs, by, at, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
                  progress):
     """Diagnostic plots of a fitted mixed model (a GLMM's: ranef, resid with Pearson residuals, qq of
     the conditional modes).
@@ -965,6 +1079,9 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
       mixcli plot classroom.csv "mathscore ~ ses + (1 | schoolid)" --kind resid -o resid.svg
       mixcli plot classroom.csv "mathscore ~ ses + (ses | schoolid)" --kind profile -o profile.pdf
       mixcli plot pupils.csv "pass ~ ses + (1 | schoolid)" --family binomial --kind ranef -o ranef.png
+      mixcli plot --model m.mixfit --kind ranef -o ranef.png     (saved by fit --save --cond-var)
+      mixcli plot cake.csv "angle ~ recipe * temp + (1 | replicate)" --kind emmeans --specs recipe -o emm.png
+      mixcli plot --model m.mixfit --kind emmeans --specs A --by B -o emm.svg
     """
     from .plot import check_destination, plot
 
@@ -974,6 +1091,20 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
             width, height = (float(v) for v in size.lower().split("x"))
         except ValueError:
             raise click.UsageError(f"--size {size}: give width x height in inches, e.g. 8x6") from None
+    if kind == "emmeans" and not specs:
+        raise click.UsageError("--kind emmeans draws the means of --specs: add --specs FACTOR")
+    if kind != "emmeans" and (specs or by or at):
+        raise click.UsageError("--specs, --by and --at are options of --kind emmeans")
+    if model_path is not None:
+        if kind not in ("ranef", "emmeans"):
+            raise click.UsageError(f"--kind {kind} needs the fit's rows, which a saved fit (--model) does not keep: "
+                                   "give DATA FORMULA instead, or use --kind ranef")
+        check_destination(kind, output)
+        m = _saved_fit(model_path, data, formula)
+        _draw(m, kind, output, level, width, height, specs, by, at)
+        click.echo(f"wrote {output}", err=True)
+        return
+    _need_data(data, formula)
     fam = _family(family_name, link, nagq, ml, None, None, weights)
     if fam is not None and kind == "profile":
         raise click.UsageError("--kind profile is for linear mixed models (mixcli profiles no GLMM yet); "
@@ -984,10 +1115,28 @@ def plot_command(data, formula, kind, output, level, size, ml, family_name, link
         with _Bar(progress, "profiling"):
             plot(m, kind, output, level=level, width=width, height=height)
     else:
-        plot(m, kind, output, level=level, width=width, height=height)
+        _draw(m, kind, output, level, width, height, specs, by, at)
     for line in m.notes():
         _warn(line)
     click.echo(f"wrote {output}", err=True)
+
+
+def _draw(m, kind, output, level, width, height, specs, by, at):
+    """One plot of a fit (or a saved fit): --kind emmeans through emmeans, the others from the fit."""
+    from .plot import emmeans_plot, plot
+
+    if kind != "emmeans":
+        plot(m, kind, output, level=level, width=width, height=height)
+        return
+    from .inference.emmeans import emmeans, parse_specs
+
+    spec_list, by_list = parse_specs(specs)
+    if by:
+        by_list += parse_specs(by)[0]
+    res = emmeans(m, spec_list, by=by_list, at=at, level=level)
+    emmeans_plot(res, output, width=width, height=height)
+    for line in res.warnings:
+        _warn(line)
 
 
 @main.command("ranova")

@@ -109,6 +109,11 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         models.append(fit_frame(frame, reml=not refit, nagq=nagq, progress=progress, control=control))
         if progress is not None:
             progress.done()
+    return _tests(models, names, refit, None if family is None else family.name)
+
+
+def _tests(models, names, refit: bool, family: str | None) -> Comparison:
+    """The table: models sorted by npar, each tested against the row above."""
     order = sorted(range(len(models)), key=lambda i: models[i].npar)  # stable, like R's order()
     rows = [AnovaRow(names[i], models[i]) for i in order]
     for prev, row in zip(rows, rows[1:]):
@@ -121,7 +126,57 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         row.null, row.against = lrt_null(prev.model.frame, row.model.frame), prev.name
         if df > 0:
             row.p_mixture = row.null.p_mixture(chisq, df)
-    return Comparison(rows=rows, refit=refit, family=None if family is None else family.name)
+    return Comparison(rows=rows, refit=refit, family=family)
+
+
+def compare_fits(fits, names=None, refit: bool = True) -> Comparison:
+    """``compare_models`` of saved fits (``mixcli.saved.load``): the same table, from the fits
+    as they were saved. Nothing can be refitted without the data, so a default comparison
+    (``refit``) takes maximum-likelihood fits and ``refit=False`` REML fits of the same fixed
+    effects; GLMMs (maximum likelihood already) of one family. All must be fits of the same
+    data (their fingerprints: ``saved.fingerprint``)."""
+    fits = list(fits)
+    if len(fits) < 2:
+        raise UsageError("compare needs at least two saved fits")
+    names = list(names) if names else [f"m{i}" for i in range(1, len(fits) + 1)]
+    if len(names) != len(fits):
+        raise UsageError(f"{len(names)} names for {len(fits)} saved fits")
+    if len(set(names)) != len(names):
+        raise UsageError("model names must be distinct")
+    base = fits[0]
+    for name, m in zip(names[1:], fits[1:]):
+        a, b = base.fingerprint, m.fingerprint
+        if a["nrows"] != b["nrows"] or a["y"] != b["y"] and a["rows"] == b["rows"]:
+            raise DataError(f"{m.path} ({name}) is a fit of other data than {base.path} ({names[0]}): "
+                            "compare fits of one data set (fit them again from the same file)")
+        if a["rows"] != b["rows"]:
+            raise DataError(
+                "models were not all fitted to the same size of dataset: "
+                f"{names[0]} uses {a['nobs']} rows, {name} uses {b['nobs']}; drop the rows with missing "
+                "values from the data first and fit both again")
+    families = {m.header["family"] for m in fits}
+    if len(families) > 1 or (None in families) != (base.header["family"] is None):
+        raise UsageError("saved fits of different families (or LMMs and GLMMs) cannot be compared")
+    family = base.header["family"]
+    if family is not None:
+        return _tests(fits, names, False, family)
+    if refit:
+        reml = [n for n, m in zip(names, fits) if m.reml]
+        if reml:
+            m = fits[names.index(reml[0])]
+            raise UsageError(f"{m.path} ({reml[0]}) is a REML fit; a comparison refits by ML, which a saved fit "
+                             f"cannot: save ML fits ({option('reml', False)}), or compare REML fits of the same "
+                             f"fixed effects with {option('refit', False)}")
+    else:
+        for name, m in zip(names, fits):
+            if not m.reml:
+                raise UsageError(f"{m.path} ({name}) is an ML fit; {option('refit', False)} compares REML fits: "
+                                 f"leave out {option('refit', False)}")
+            if m.header["fixef_names"] != base.header["fixef_names"] or m.fingerprint["X"] != base.fingerprint["X"]:
+                raise UsageError(
+                    f"{option('refit', False)}: {names[0]} and {name} have different fixed effects, and REML "
+                    f"likelihoods of such models are not comparable; compare ML fits ({option('refit', True)})")
+    return _tests(fits, names, refit, None)
 
 
 def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: int | None = None,

@@ -106,6 +106,9 @@ class ModelFrame:
     table: Table | None = field(default=None, repr=False)
     contrasts: str = "treatment"
     fixef_assign: list[int] = field(default_factory=list)  # R's attr(X, "assign") of the kept columns
+    # a saved fit's frame (``mixcli.saved``) has a prototype table, not the rows: what emmeans's
+    # reference grid takes from the numeric variables' values (``emmeans.covariate_summary``)
+    covariates: dict | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:

@@ -21,6 +21,9 @@ picks the format: ``.png`` at 120 dpi, ``.svg`` or ``.pdf``), atomically through
   its bars): theoretical quantiles ``qnorm(ppoints(n))`` against the sorted
   values, and R's ``qqline`` through the quartiles. A GLMM's residuals are not
   normal (0/1 data, counts), so its QQ plots are the conditional modes' only.
+* ``emmeans`` (``emmeans_plot(result, path)``, of an ``EmmeansResult``) — the estimated
+  marginal means with their confidence intervals, R's ``plot(emmeans(...))``: one panel per
+  level of ``by``.
 * ``profile`` — ζ plots, lme4's ``xyplot(profile(m))``: for each parameter
   (SDs and correlations of the random effects, σ, the fixed effects; lme4's
   names) the signed square root of the ML deviance change against its value,
@@ -171,9 +174,64 @@ def power_curve(result, path: str, width: float = 6.0, height: float = 4.0) -> N
 POWER = "power"  # check_destination's kind for power_curve
 
 
+def emmeans_plot(result, path: str, width: float | None = None, height: float | None = None) -> PlotData:
+    """The marginal means of an ``inference.emmeans.EmmeansResult`` with their confidence
+    intervals, as R's ``plot(emmeans(...))``: one panel per level of ``by`` (their combination),
+    the means of the ``specs`` levels on the x axis (the response scale's for ``type =
+    "response"``), each with its interval; the numbers are the result's."""
+    fmt = check_destination(EMMEANS, path)
+    for name, v in (("width", width), ("height", height)):
+        if v is not None and not (isinstance(v, (int, float)) and 0.5 <= v <= 100):
+            raise UsageError(f"plot: {name} {v!r} is not a size in inches between 0.5 and 100; pass e.g. {name}=8")
+    _matplotlib()
+    first = result.means[0]
+    est_name = next(k for k in first if k not in result.specs + result.by)  # emmean, prob, rate or response
+    lo_name, hi_name = [k for k in first if k.endswith(("LCL", "lower.CL"))][0], \
+        [k for k in first if k.endswith(("UCL", "upper.CL"))][0]
+    groups: dict[tuple, list[dict]] = {}
+    for row in result.means:
+        groups.setdefault(tuple(row[b] for b in result.by), []).append(row)
+    panels = []
+    for key, rows in groups.items():
+        title = ", ".join(f"{b} = {v}" for b, v in zip(result.by, key)) or ":".join(result.specs)
+        panels.append(Panel(title, np.array([r[est_name] for r in rows], dtype=float),
+                            np.arange(len(rows), dtype=float),
+                            xlabel=f"{est_name} ({_pct(result.level)} CI)", ylabel=":".join(result.specs),
+                            labels=[":".join(str(r[s]) for s in result.specs) for r in rows],
+                            lower=np.array([r[lo_name] for r in rows], dtype=float),
+                            upper=np.array([r[hi_name] for r in rows], dtype=float)))
+    ncol, nrow = _grid(len(panels))
+    most = max(len(p.x) for p in panels)
+    w = float(width) if width is not None else min(3.2 + 3.3 * ncol, 16.0)
+    h = float(height) if height is not None else min(max(2.6, 1.0 + 0.3 * most) * nrow, 12.0)
+    data = PlotData(EMMEANS, path, fmt, f"Estimated marginal means: {result.formula}", result.level, math.nan,
+                    w, h, DPI, panels)
+    fig = _figure(w, h)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax, p in zip(axes, panels):
+        ax.hlines(p.y, p.lower, p.upper, color="C0", lw=4, alpha=0.35, zorder=2)
+        ax.plot(p.x, p.y, "o", color="C0", ms=6, mew=0, zorder=3)
+        ax.set_yticks(p.y)
+        ax.set_yticklabels(p.labels, fontsize=8)
+        ax.set_ylim(-0.5, len(p.y) - 0.5)
+        ax.grid(axis="x", color="0.92", lw=0.6)
+        ax.set_title(p.title, fontsize=10)
+        ax.set_xlabel(p.xlabel, fontsize=9)
+        ax.set_ylabel(p.ylabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(data.title, fontsize=11)
+    _write(fig, path, fmt)
+    return data
+
+
+EMMEANS = "emmeans"  # check_destination's kind for emmeans_plot
+
+
 def check_destination(kind: str, path: str) -> str:
     """The format for ``path``, or UsageError naming the problem and the fix."""
-    if kind not in KINDS + (POWER,):
+    if kind not in KINDS + (POWER, EMMEANS):
         raise UsageError(f"plot: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()

@@ -221,6 +221,14 @@ class FitStatistics:
             data[name] = values
         return data
 
+    def save(self, path: str, cond_var: bool = False) -> None:
+        """Write this fit to ``path`` without its rows, for ``mixcli.load`` (``mixcli.saved``:
+        the file's layout); ``cond_var`` also keeps the random effects' conditional variances
+        (prediction intervals at fitted levels, the ranef plot's intervals)."""
+        from .saved import save
+
+        save(self, path, cond_var=cond_var)
+
     def predict(self, newdata, population: bool = False, se: bool = False, type: str = "link",
                 interval: str | None = None, level: float = 0.95):
         """lme4's ``predict(m, newdata, allow.new.levels = TRUE)`` (``re.form = NA`` with

@@ -126,6 +126,21 @@ def _every_other_missing(i, row):
     row["y" if i % 2 else "x"] = "NA"
 
 
+def _saved(*steps) -> str:
+    """A case's setup that saves fits of study.csv: each step a line of Python (``_s`` is
+    mixcli.saved) or (file, formula, reml[, first n rows])."""
+    lines = ["import mixcli, mixcli.saved as _s", "from mixcli.io import read_table", "_t = read_table('study.csv')"]
+    for step in steps:
+        if isinstance(step, str):
+            lines.append(step)
+            continue
+        path, formula, reml, *rows = step
+        data = "_t" if not rows else f"{{k: _t.columns[k].values()[:{rows[0]}] if hasattr(_t.columns[k], 'codes') " \
+            f"else _t.columns[k][:{rows[0]}] for k in _t.names}}"
+        lines.append(f"mixcli.fit({data}, {formula!r}, reml={reml}).save({path!r})")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- cases
 
 
@@ -379,6 +394,58 @@ CASES: list[Case] = [
     Case("Data", "emmeans of a factor that interacts with another variable",
          ["emmeans", "study.csv", "y ~ x * f + (1 | g)", "--specs", "f", "--format", "csv"], 0,
          "results may be misleading: f interacts with x in the model", STUDY_FILES, kind="warning"),
+    # saved fits (fit --save, --model): the files are written by the library in the case's setup
+    Case("File", "--model of a file that is not a saved fit",
+         ["predict", "--model", "study.csv", "--newdata", "study.csv"], 1,
+         "study.csv: not a mixcli saved fit; write one by saving a fit (--save)", STUDY_FILES),
+    Case("File", "--model of a saved fit from another schema version",
+         ["predict", "--model", "old.mixfit", "--newdata", "study.csv"], 1,
+         "old.mixfit: a saved fit of schema version 0; this mixcli reads version 1: fit the model again from its "
+         "data and save it with this mixcli", STUDY_FILES,
+         setup=_saved("_s.SCHEMA -= 1", ("old.mixfit", "y ~ x + (1 | g)", True), "_s.SCHEMA += 1"),
+         note="a file saved by a mixcli of schema version 0"),
+    Case("File", "--model of an archive holding Python objects",
+         ["predict", "--model", "evil.mixfit", "--newdata", "study.csv"], 1,
+         "evil.mixfit: holds Python objects, which a mixcli saved fit never does; refusing to load it",
+         STUDY_FILES, setup="import numpy as _np\n_np.savez(open('evil.mixfit', 'wb'), header=_np.array([{}]))",
+         note="an .npz with a pickled object array"),
+    Case("Usage", "--model next to DATA and FORMULA",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--model", "m.mixfit", "--newdata", "study.csv"], 2,
+         "--model replaces DATA and FORMULA: give either a saved fit or the data and formula", STUDY_FILES),
+    Case("Usage", "fit --save with several formulas",
+         FIT + ["y ~ x + (1 | g)", "y ~ x + (x | g)", "--save", "m.mixfit"], 2,
+         "--save writes one fit: give one formula", STUDY_FILES, leaves_no=("m.mixfit",)),
+    Case("Data", "compare of saved fits of different data",
+         ["compare", "--model", "a.mixfit", "--model", "b.mixfit"], 1,
+         "b.mixfit (m2) is a fit of other data than a.mixfit (m1): compare fits of one data set", STUDY_FILES,
+         setup=_saved(("a.mixfit", "y ~ x + (1 | g)", False), ("b.mixfit", "y ~ x + (x | g)", False, 200)),
+         note="b.mixfit fitted to the first 200 rows"),
+    Case("Usage", "compare of saved REML fits",
+         ["compare", "--model", "a.mixfit", "--model", "b.mixfit"], 2,
+         "a.mixfit (m1) is a REML fit; a comparison refits by ML, which a saved fit cannot: save ML fits (--ml), or "
+         "compare REML fits of the same fixed effects with --no-refit", STUDY_FILES,
+         setup=_saved(("a.mixfit", "y ~ x + (1 | g)", True), ("b.mixfit", "y ~ x + (x | g)", True)),
+         note="both saved by fit --save (REML)"),
+    Case("Usage", "emmeans --ddf kr of a saved fit",
+         ["emmeans", "--model", "m.mixfit", "--specs", "f", "--ddf", "kr"], 2,
+         "Kenward-Roger df need the fit's rows, which a saved fit does not keep: use satterthwaite, or fit the "
+         "model from its data", STUDY_FILES, setup=_saved(("m.mixfit", "y ~ x + f + (1 | g)", True)),
+         note="m.mixfit saved by fit --save"),
+    Case("Usage", "a prediction interval from a fit saved without conditional variances",
+         ["predict", "--model", "m.mixfit", "--newdata", "study.csv", "--interval", "prediction"], 2,
+         "m.mixfit was saved without the random effects' conditional variances, which this needs: save the fit "
+         "again with --cond-var", STUDY_FILES, setup=_saved(("m.mixfit", "y ~ x + (1 | g)", True)),
+         note="m.mixfit saved by fit --save, without --cond-var"),
+    Case("Usage", "a residual plot of a saved fit",
+         ["plot", "--model", "m.mixfit", "--kind", "resid", "-o", "resid.png"], 2,
+         "--kind resid needs the fit's rows, which a saved fit (--model) does not keep: give DATA FORMULA instead, "
+         "or use --kind ranef", STUDY_FILES, leaves_no=("resid.png",)),
+    Case("Usage", "an emmeans plot without --specs",
+         ["plot", "study.csv", "y ~ x + f + (1 | g)", "--kind", "emmeans", "-o", "emm.png"], 2,
+         "--kind emmeans draws the means of --specs: add --specs FACTOR", STUDY_FILES, leaves_no=("emm.png",)),
+    Case("Usage", "--specs on a plot of another kind",
+         ["plot", "study.csv", "y ~ x + f + (1 | g)", "--kind", "ranef", "--specs", "f", "-o", "ranef.png"], 2,
+         "--specs, --by and --at are options of --kind emmeans", STUDY_FILES, leaves_no=("ranef.png",)),
     Case("Usage", "a plot into a folder that does not exist",
          ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "resid", "-o", "plots/resid.png"], 2,
          "plot: folder plots does not exist for plots/resid.png; create it first", STUDY_FILES,
@@ -386,7 +453,7 @@ CASES: list[Case] = [
     Case("Usage", "bootstrap intervals from no refits", FIT + ["y ~ x + (1 | g)", "--ci", "boot", "--nsim", "0"], 2,
          "invalid value for '--nsim': 0 is not in the range x>=1", STUDY_FILES),
     Case("Usage", "an unknown kind of plot", ["plot", "study.csv", "y ~ x + (1 | g)", "--kind", "pie", "-o", "p.png"],
-         2, "invalid value for '--kind': 'pie' is not one of 'ranef', 'resid', 'qq', 'profile'", STUDY_FILES,
+         2, "invalid value for '--kind': 'pie' is not one of 'ranef', 'resid', 'qq', 'profile', 'emmeans'", STUDY_FILES,
          leaves_no=("p.png",)),
     Case("Data", "reduce from a model that cannot be fitted", ["reduce", "study.csv", "one ~ x + (1 | g)"], 1,
          "the response 'one' has the same value (1) in all 240 rows used", STUDY_FILES),
@@ -573,6 +640,9 @@ CASES: list[Case] = [
     Case("Power", "alpha outside (0, 1)", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--alpha", "1.5"],
          2, "invalid value for '--alpha': 1.5 is not in the range 0<x<1 (see 'mixcli power --help')", STUDY_FILES),
     # -- --engine dask (data larger than memory) ---------------------------------------------
+    Case("Dask", "--save with --engine dask", FIT + ["y ~ x + (1 | g)", "--engine", "dask", "--save", "m.mixfit"], 2,
+         "--save needs the fit's levels from the rows, which --engine dask does not bring to this machine: fit in "
+         "memory to save, or leave out --save", STUDY_FILES),
     Case("Dask", "a glob that matches nothing", FIT_DASK("pupils/*.parquet"), 1,
          "'pupils/*.parquet' matches no files; check the path and quote the pattern so that the shell leaves it "
          "to mixcli", {}),

@@ -237,3 +237,30 @@ def test_render_error_leaves_old_file(m, tmp_path, monkeypatch):
 def test_matplotlib_is_not_imported_by_the_cli():
     code = "import sys, mixcli, mixcli.cli, mixcli.plot; assert 'matplotlib' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_emmeans_plot_draws_the_means_and_intervals(tmp_path):
+    """plot(emmeans(...)): per --by level a panel of the specs' means with their intervals, the
+    numbers those of the EmmeansResult (itself checked against R's emmeans in test_emmeans)."""
+    from mixcli.inference.emmeans import emmeans
+    from mixcli.plot import emmeans_plot
+
+    fit = mixcli.fit(str(FIXTURES / "data" / "categorical.csv"), "y ~ recipe * sex + region + (1 | batch)")
+    res = emmeans(fit, ["recipe"], by=["sex"], level=0.9)
+    path = tmp_path / "emm.png"
+    data = emmeans_plot(res, str(path))
+    assert png_size(path) == data.pixels
+    assert [p.title for p in data.panels] == ["sex = F", "sex = M"]
+    for panel, sex in zip(data.panels, ["F", "M"]):
+        rows = [r for r in res.means if r["sex"] == sex]
+        assert panel.labels == [r["recipe"] for r in rows]
+        np.testing.assert_array_equal(panel.x, [r["emmean"] for r in rows])
+        np.testing.assert_array_equal(panel.lower, [r["lower.CL"] for r in rows])
+        np.testing.assert_array_equal(panel.upper, [r["upper.CL"] for r in rows])
+    # a GLMM's means on the response scale: asymptotic intervals, probabilities
+    g = mixcli.fit(str(FIXTURES / "data" / "glmm_crossed.csv"), "r2 ~ btype + mode + (1 | subj) + (1 | item)",
+                   family="binomial")
+    res = emmeans(g, ["btype"], type="response")
+    data = emmeans_plot(res, str(tmp_path / "glmm.svg"))
+    np.testing.assert_array_equal(data.panels[0].x, [r["prob"] for r in res.means])
+    np.testing.assert_array_equal(data.panels[0].upper, [r["asymp.UCL"] for r in res.means])

@@ -162,8 +162,7 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
                 labels, values = [labels[i] for i in keep], [values[i] for i in keep]
             out.append(GridVariable(name, True, list(labels), values))
             continue
-        x = np.asarray(table.columns[name], dtype=float)[rows]
-        x = x[~np.isnan(x)]
+        summary = covariate_summary(frame, name)
         if name in at:
             try:
                 vals = [float(v) for v in _as_list(at[name])]
@@ -171,13 +170,26 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
                 raise DataError(f"{option('at')} {name}={at[name]}: {name} is numeric; give numbers "
                                 "(e.g. 1.5, or 1,2,3 for several)") from None
         elif reduce_range:
-            vals = [float(x.min()), float(x.max())]
+            vals = [summary["min"], summary["max"]]
         else:
-            uniq = np.unique(x)
-            vals = [float(v) for v in uniq] if len(uniq) <= 2 else [float(np.mean(x))]
+            vals = summary["values"] if summary["values"] is not None else [summary["mean"]]
         # cov.keep's two values are levels to average over, as a factor's
         out.append(GridVariable(name, len(vals) > 1, [r_number(v) for v in vals], vals))
     return out
+
+
+def covariate_summary(frame, name: str) -> dict:
+    """What the reference grid takes from a numeric variable's values on the rows used: mean,
+    min, max and, when it has at most two distinct values, those (else None). A saved fit
+    (``mixcli.saved``) keeps these instead of the rows."""
+    saved = getattr(frame, "covariates", None)
+    if saved is not None:
+        return saved[name]
+    x = np.asarray(frame.table.columns[name], dtype=float)[frame.rows]
+    x = x[~np.isnan(x)]
+    uniq = np.unique(x)
+    return {"mean": float(np.mean(x)), "min": float(x.min()), "max": float(x.max()),
+            "values": [float(v) for v in uniq] if len(uniq) <= 2 else None}
 
 
 def _as_list(v):
@@ -413,6 +425,9 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     if ddf == "kenward-roger" and not m.reml:
         raise UsageError("Kenward-Roger df are for REML fits (pbkrtest); refit without ML, or use satterthwaite")
     frame = m.frame
+    if ddf == "kenward-roger" and frame.X is None:  # a saved fit (mixcli.saved) keeps no rows
+        raise UsageError("Kenward-Roger df need the fit's rows, which a saved fit does not keep: use satterthwaite, "
+                         "or fit the model from its data")
     if frame.dropped_columns:
         raise DataError(f"emmeans of a rank-deficient fit (columns {', '.join(frame.dropped_columns)} were dropped) "
                         "needs emmeans's estimability checks, which mixcli does not have yet; remove the aliased "

@@ -83,7 +83,10 @@ def _block_text(factor: str, effects) -> str:
 
 
 def _fixed_nested(small, big) -> bool:
-    """Whether the smaller model's fixed-effect columns lie in the span of the larger's."""
+    """Whether the smaller model's fixed-effect columns lie in the span of the larger's (for
+    saved fits, which keep no X: whether its columns are among the larger's, by name)."""
+    if small.X is None or big.X is None:
+        return set(small.fixef_names) <= set(big.fixef_names)
     xs, xb = np.asarray(small.X, dtype=float), np.asarray(big.X, dtype=float)
     if xs.shape[1] == 0:
         return True

@@ -283,7 +283,9 @@ def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels:
             codes = np.full(combined.nrows, -1, dtype=np.int64)
             codes[present] = gf.codes
             engine = np.full(gf.n_levels, -1, dtype=np.int64)
-            engine[codes[:n_old]] = rt_term.codes  # combined level -> the fit's level
+            # combined level -> the fit's level (a saved fit's prototype rows may have none: −1)
+            seen = (codes[:n_old] >= 0) & (rt_term.codes >= 0)
+            engine[codes[:n_old][seen]] = rt_term.codes[seen]
             level = np.where(codes[n_old:] >= 0, engine[np.maximum(codes[n_old:], 0)], -1)
             unseen = ok[n_old:] & (level < 0)
             if unseen.any():
