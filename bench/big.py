@@ -1,12 +1,13 @@
 """Data larger than memory: `fit --engine dask` on a 2-worker LocalCluster against the in-memory fit.
 
-    make bench BENCH_ARGS=--big                      # 5M, 20M and 50M rows (not in CI; long)
-    .venv/bin/python bench/big.py --rows 1000000,5000000
+    make bench BENCH_ARGS=--big                      # 5M, 20M and 50M rows, both shapes (not in CI; ~20 min)
+    .venv/bin/python bench/big.py --rows 1000000,5000000 --class-size classroom
     .venv/bin/python bench/big.py --rows 50000000 --class-size 25 --no-memory
 
-For each size, a nested dataset (children in classes in schools, ~11 rows per school: the
-classroom study's 3.8 children per class, so ~0.35 levels per row; with --class-size N,
-`simulate --class-size N`: N children per class, 2.95·N rows per school) is written with
+For each shape and size, a nested dataset of children in classes in schools is written
+(the classroom study's 3.8 children per class, ~11 rows per school, so ~0.35 levels per
+row; and classes of 25 (`simulate --class-size 25`, 2.95·25 rows per school, ~0.05 levels
+per row), as register data of whole classes would be; --class-size chooses) with
 `mixcli simulate --format parquet --partitions K` (K = 64 at 50M rows, scaled down for
 fewer) into bench/data/, and the model mathscore ~ ses + (1 | schoolid/classid)
 is fitted twice as whole processes: with --engine dask --workers 2, and in memory from one
@@ -83,15 +84,17 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-up-to", type=int, default=20_000_000,
                     help="fit in memory too up to this many rows (default 20M)")
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--class-size", type=float, default=None, metavar="N",
-                    help="children per class (simulate --class-size N); default: the classroom study's shape")
+    ap.add_argument("--class-size", default="classroom,25", metavar="SHAPES",
+                    help="comma-separated: 'classroom' (the study's 1-10 children per class) and/or N (simulate "
+                         "--class-size N); default both")
     args = ap.parse_args(argv)
     DATA.mkdir(exist_ok=True)
-    lines = ["| rows | parts | groups (classes + schools) | dask: time | its CPU time | dask: driver peak "
-             "| in memory: time | its CPU time | in memory: peak | criterion difference |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for rows in (int(r) for r in args.rows.split(",")):
-        directory, single = dataset(rows, args.class_size)
+    lines = ["| class size | rows | parts | groups (classes + schools) | dask: time | its CPU time | dask: driver "
+             "peak | in memory: time | its CPU time | in memory: peak | criterion difference |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    shapes = [None if c.strip() == "classroom" else float(c) for c in args.class_size.split(",")]
+    for class_size, rows in ((c, int(r)) for c in shapes for r in args.rows.split(",")):
+        directory, single = dataset(rows, class_size)
         parts = len(list(directory.glob("*.parquet")))
         t_d, c_d, m_d, j_d = run(["fit", str(directory), FORMULA, "--engine", "dask", "--workers", "2", "--format",
                                   "json", "--no-progress", "--ddf", "none"])
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
             diff = abs(j_d["criterion"] - j_m["criterion"]) / abs(j_m["criterion"])
             mem = f"{t_m:.1f} s", f"{c_m:.1f} s", f"{m_m:.2f} GB", f"{diff:.1e}"
         groups = " + ".join(f"{g:,}" for g in j_d["ngroups"].values())
-        lines.append(f"| {j_d['nobs']:,} | {parts} | {groups} | {t_d:.1f} s | {c_d:.1f} s | {m_d:.2f} GB "
+        shape = "3.8 (study)" if class_size is None else f"{class_size:g}"
+        lines.append(f"| {shape} | {j_d['nobs']:,} | {parts} | {groups} | {t_d:.1f} s | {c_d:.1f} s | {m_d:.2f} GB "
                      f"| {' | '.join(mem)} |")
         print(lines[-1], flush=True)
     print("\n".join(lines))
