@@ -1226,7 +1226,10 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
                    "time (any size; for fit --engine dask).")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, metavar="K",
               help="--format parquet: the number of files (default 1 per ~million rows).")
-def simulate(n_schools, seed, output, fmt, partitions):
+@click.option("--class-size", type=click.FloatRange(min=1), default=None, metavar="N",
+              help="Mean children per class (1 + Poisson(N - 1), e.g. 25 for whole classes); default: the "
+                   "classroom study's 1-10 (mean 3.8).")
+def simulate(n_schools, seed, output, fmt, partitions, class_size):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
@@ -1247,33 +1250,33 @@ def simulate(n_schools, seed, output, fmt, partitions):
     from .simulate import simulate_classroom, write_csv
 
     if fmt == "parquet":
-        _simulate_parquet(n_schools, seed, output, partitions)
+        _simulate_parquet(n_schools, seed, output, partitions, class_size)
         return
     if partitions is not None:
         raise click.UsageError("--partitions splits a Parquet dataset: add --format parquet -o DIR")
     if output is not None and os.path.isdir(output):
         raise click.UsageError(f"-o {output}: is a directory; give a file name (or --format parquet for a dataset)")
 
-    columns = simulate_classroom(n_schools=n_schools, seed=seed)
+    columns = simulate_classroom(n_schools=n_schools, seed=seed, class_size=class_size)
     with AtomicOutput(output) as target:
         write_csv(columns, target)
         target.commit()
 
 
-def _simulate_parquet(n_schools, seed, output, partitions):
+def _simulate_parquet(n_schools, seed, output, partitions, class_size=None):
     """``simulate --format parquet``: the dataset written partition by partition, a line per file."""
     from .simulate import write_parquet_dataset
 
     if output is None:
         raise click.UsageError("--format parquet writes a directory of files: give it with -o DIR")
-    k = partitions or max(1, round(n_schools * 11 / 1e6))
+    k = partitions or max(1, round(n_schools * (11 if class_size is None else 2.95 * class_size) / 1e6))
     if k > n_schools:
         raise click.UsageError(f"--partitions {k} for {n_schools} schools: give at most one partition per school")
     tell = sys.stderr.isatty()
     try:
         rows = write_parquet_dataset(n_schools, seed, output, k, progress=(
             lambda i, total, rows: click.echo(f"mixcli: wrote part {i}/{total} ({rows} rows)", err=True))
-            if tell else None)
+            if tell else None, class_size=class_size)
     except FileExistsError as err:
         raise click.UsageError(f"-o {output}: {err}; give a new directory") from None
     except OSError as err:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .engine.memory import release_freed_memory
 from .errors import DataError, FormulaError, UsageError, option
 from .frame import RANK_TOL, GroupingFactor, ModelFrame, _check_levels, _unique_names, lme4_term_order
 from .partition import Coding, Layout, Plan, level_sums, moments, scan, to_table
@@ -271,20 +272,28 @@ def dataset_structure(source, formula_text, weights=None, contrasts="treatment",
         first = tree_reduce(client, parts, scan, plan)
         say(f"pass 1/3: levels of {first.rows} rows in {total} parts ({time.monotonic() - started:.1f} s)")
         coding = _coding(first, formula, ds)
+        # The coding (a sorted key per level) goes to the workers once, not inside every task
+        # of the graph (a copy per part, pickled on the driver).
+        shared = client.scatter(coding, broadcast=True, hash=False)
         started = time.monotonic()
-        second = tree_reduce(client, parts, moments, plan, coding)
+        second = tree_reduce(client, parts, moments, plan, shared)
         say(f"pass 2/3: column summaries ({time.monotonic() - started:.1f} s)")
         frame, layout = _driver_frame(formula, plan, coding, first, second)
+        weights_term = -second.sum_log_w if weights else 0.0
+        del first, second, coding  # (the frame holds what the results need)
+        release_freed_memory()
         started = time.monotonic()
-        sums = tree_reduce(client, parts, level_sums, plan, coding, layout)
+        sums = tree_reduce(client, parts, level_sums, plan, shared, client.scatter(layout, broadcast=True, hash=False))
+        del shared
         say(f"pass 3/3: per-level sums ({time.monotonic() - started:.1f} s)")
     finally:
         if own:
             close(client)
     from .engine.structure import ModelStructure
 
-    st = ModelStructure.from_sums(frame.terms, list(layout.bases), sums, layout.beta_shift,
-                                  weights_term=-second.sum_log_w if weights else 0.0)
+    st = ModelStructure.from_sums(frame.terms, list(layout.bases), sums, layout.beta_shift, weights_term=weights_term)
+    del sums
+    release_freed_memory()
     return frame, st
 
 
@@ -373,16 +382,19 @@ def _driver_frame(formula, plan: Plan, coding: Coding, first, second):
         key = rt.lme4_group_name
         cols, levels, keys = coding.groups[key]
         if key not in factors:
+            # (each column's index of a level in the smallest integer type that holds it: they
+            # only name the levels; the one identity order is shared by the factor and its terms)
             parts, rem = [], keys.copy()
             for lv in reversed(levels):
-                parts.append((lv, rem % len(lv)))
-                rem = rem // len(lv)
+                parts.append((lv, (rem % len(lv)).astype(np.int32 if len(lv) < 2**31 else np.int64)))
+                rem //= len(lv)
+            del rem
             parts = [(list(lv) if lv.dtype == object else lv, idx) for lv, idx in reversed(parts)]
             factors[key] = GroupingFactor(key, np.empty(0, dtype=np.int64), len(keys), parts,
                                           np.arange(len(keys)))
         k = second.terms[i].mean.shape[0]
         terms.append(ReTerm(codes=np.empty(0, dtype=np.int64), n_levels=len(keys), z=np.empty((0, k)), group=key,
-                            names=list(second.z_names[i]), factor=key, levels_to_r=np.arange(len(keys))))
+                            names=list(second.z_names[i]), factor=key, levels_to_r=factors[key].to_r))
     order = lme4_term_order([t.n_levels for t in terms])
     terms = [terms[i] for i in order]
     for name, t in zip(_unique_names([t.group for t in terms]), terms):

@@ -73,7 +73,8 @@ def _categorical(rng: np.random.Generator, pmf: np.ndarray, n: int) -> np.ndarra
     return np.searchsorted(cdf, rng.random(n), side="right") + 1
 
 
-def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> dict[str, np.ndarray]:
+def simulate_classroom(n_schools: int = 107, seed: int = 1, class_size: float | None = None,
+                       **params: float) -> dict[str, np.ndarray]:
     """Simulate children in classes in schools.
 
     Returns a dict of equal-length numpy arrays, in this order:
@@ -83,6 +84,10 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> 
     each school), then ``pass`` (int64, 0/1: a pass/fail outcome for a logistic GLMM) and
     ``absences`` (int64, a count for a Poisson GLMM). Rows are sorted by school, then class
     within school.
+
+    ``class_size``: the mean number of children per class, drawn as 1 + Poisson(class_size − 1)
+    (e.g. 25 for register data of whole classes); by default the classroom study's 1-10
+    (mean 3.8). The classes per school keep the study's 1-9.
 
     ``params`` override the generating model's :data:`DEFAULTS`
     (``intercept``, ``slope``, ``sd_school``, ``sd_school_ses``,
@@ -98,6 +103,8 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> 
     n_schools = int(n_schools)
     if n_schools < 1:
         raise ValueError("n_schools must be at least 1")
+    if class_size is not None and not class_size >= 1:
+        raise ValueError("class_size must be at least 1")
     if not -1.0 <= p["cor_school"] <= 1.0:
         raise ValueError("cor_school must be between -1 and 1")
     for name in ("sd_school", "sd_school_ses", "sd_class", "sd_resid"):
@@ -114,7 +121,10 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, **params: float) -> 
     class_num = np.arange(n_classes) - first_class[class_school] + 1  # 1..k within school
     class_id = rng.permutation(n_classes) + 1
 
-    m = _categorical(rng, _CHILDREN_PER_CLASS, n_classes)
+    if class_size is None:
+        m = _categorical(rng, _CHILDREN_PER_CLASS, n_classes)
+    else:
+        m = 1 + rng.poisson(class_size - 1.0, n_classes)
     row_class = np.repeat(np.arange(n_classes), m)
     row_school = class_school[row_class]
     n = row_class.size
@@ -290,7 +300,8 @@ def example_path() -> Path:
 # A partitioned Parquet dataset (data larger than memory: ``fit --engine dask``)
 
 
-def write_parquet_dataset(n_schools: int, seed: int, directory, partitions: int, progress=None) -> int:
+def write_parquet_dataset(n_schools: int, seed: int, directory, partitions: int, progress=None,
+                          class_size: float | None = None) -> int:
     """Write ``n_schools`` schools as a Parquet dataset of ``partitions`` files in ``directory``,
     one partition at a time, so that the memory used is that of one partition whatever the
     total. Partition k holds ``simulate_classroom`` of its share of the schools with the seed
@@ -315,7 +326,7 @@ def write_parquet_dataset(n_schools: int, seed: int, directory, partitions: int,
         for k, share in enumerate(shares):
             if share == 0:
                 continue
-            cols = simulate_classroom(n_schools=int(share), seed=[seed, k])
+            cols = simulate_classroom(n_schools=int(share), seed=[seed, k], class_size=class_size)
             cols["schoolid"] = cols["schoolid"] + schools
             n_classes = int(cols["classid"].max())
             cols["classid"] = cols["classid"] + classes

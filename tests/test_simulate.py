@@ -159,3 +159,20 @@ def test_the_outcomes_follow_their_models():
     assert c.coef["(Intercept)"] == pytest.approx(1.1, abs=0.05) and c.coef["ses"] == pytest.approx(-0.25, abs=0.05)
     sd = {v.group: v.sd for v in c.varcorr}
     assert sd["schoolid"] == pytest.approx(0.35, abs=0.05) and sd["classid"] == pytest.approx(0.2, abs=0.05)
+
+
+def test_class_size_gives_larger_classes(tmp_path):
+    cols = simulate_classroom(n_schools=2000, seed=3, class_size=25)
+    classes, sizes = np.unique(cols["classid"], return_counts=True)
+    # 1 + Poisson(24): mean 25, SD √24 ≈ 4.9; the classes per school keep the study's 1-9 (mean 2.95)
+    assert abs(sizes.mean() - 25) < 0.3 and sizes.min() >= 1
+    assert abs(len(classes) / 2000 - 2.95) < 0.1
+    with pytest.raises(ValueError, match="class_size"):
+        simulate_classroom(n_schools=5, class_size=0.5)
+    out = CliRunner().invoke(main, ["simulate", "--schools", "40", "--class-size", "25", "--format", "parquet",
+                                    "--partitions", "2", "-o", str(tmp_path / "d")])
+    assert out.exit_code == 0, out.output
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_table(f).num_rows for f in sorted((tmp_path / "d").glob("*.parquet")))
+    assert 40 * 2.95 * 25 * 0.7 < rows < 40 * 2.95 * 25 * 1.3

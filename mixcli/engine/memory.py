@@ -31,3 +31,17 @@ def keep_freed_memory():
         return
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
     mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+
+
+def release_freed_memory():
+    """Give the heap's free pages back to the system now (glibc's malloc_trim; elsewhere
+    nothing): after a large temporary is dropped, so that the process's peak is not the sum
+    of what it held before and the next stage's own (the driver of ``--engine dask`` between
+    its passes: ``keep_freed_memory``'s trim threshold would otherwise keep up to 256 MB)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
