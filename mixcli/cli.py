@@ -877,6 +877,9 @@ def predict_command(data, formula, model_path, newdata, population, se, pred_typ
     """
     from .inference.predictions import check_interval, check_type
 
+    level_given = click.get_current_context().get_parameter_source("level") is click.core.ParameterSource.COMMANDLINE
+    if level_given and interval is None:  # (it would be ignored: no interval is computed without --interval)
+        raise click.UsageError("--level sets the coverage of a prediction interval: add --interval prediction")
     if model_path is not None:
         return _predict_saved(_saved_fit(model_path, data, formula), newdata, population, se, pred_type, interval,
                               level, fmt, sep)

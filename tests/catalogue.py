@@ -366,6 +366,10 @@ CASES: list[Case] = [
          ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv"], 1,
          "column 'x' holds numbers in the fitted data but text in the new rows ('high' in new row 2); the new rows "
          "must be coded as the fitted ones", {**STUDY_FILES, "new.csv": "x,g\n0.5,s01\nhigh,s02\n"}),
+    Case("Usage", "--level without --interval in predict",
+         ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "study.csv", "--level", "0.9"], 2,
+         "--level sets the coverage of a prediction interval: add --interval prediction (see 'mixcli predict --help')",
+         STUDY_FILES),
     Case("Usage", "a prediction interval of a weighted fit",
          ["predict", "study.csv", "y ~ x + (1 | g)", "--newdata", "new.csv", "--weights", "site", "--interval",
           "prediction"], 2,
