@@ -244,6 +244,17 @@ _CONTROL = click.option(
          "and where those come from: mixcli.control.Control in the Python library; a fit's JSON reports them.")
 
 
+_ENGINE = click.option(
+    "--engine", type=click.Choice(["memory", "dask"]), default="memory", show_default=True,
+    help="dask: DATA is a Parquet file, a directory of Parquet files or a quoted glob of Parquet or CSV files, "
+         "reduced to per-level sums on a Dask cluster, so that the rows never need to fit in memory (pip install "
+         "'mixcli[dask]'; linear mixed models).")
+_SCHEDULER = click.option("--scheduler", metavar="ADDRESS",
+                          help="--engine dask: the running Dask scheduler to use, e.g. tcp://10.0.0.5:8786.")
+_WORKERS = click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="--engine dask: start a cluster of N worker processes on this machine (default 2).")
+
+
 def _control():
     """The settings ``--control`` gave this command (the defaults without it)."""
     from .control import DEFAULT
@@ -371,14 +382,9 @@ class _CiSpec(click.ParamType):
 @_FORMAT
 @_SEP
 @_PROGRESS
-@click.option("--engine", type=click.Choice(["memory", "dask"]), default="memory", show_default=True,
-              help="dask: DATA is a Parquet file, a directory of Parquet files or a quoted glob of Parquet or "
-                   "CSV files, reduced to per-level sums on a Dask cluster, so that the rows never need to "
-                   "fit in memory (pip install 'mixcli[dask]'; linear mixed models).")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="--engine dask: the running Dask scheduler to use, e.g. tcp://10.0.0.5:8786.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
-              help="--engine dask: start a cluster of N worker processes on this machine (default 2).")
+@_ENGINE
+@_SCHEDULER
+@_WORKERS
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
                 save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
@@ -542,6 +548,51 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     finally:
         close(client)
     return results
+
+
+def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts, progress, engine, scheduler,
+                  workers):
+    """``compare --engine dask``: the formulas fitted on one cluster (``distributed.compare_dataset``);
+    what needs the rows is refused first, in one line."""
+    import time
+
+    if engine != "dask":
+        raise click.UsageError("--scheduler and --workers choose the cluster of --engine dask: add --engine dask")
+    if scheduler and workers:
+        raise click.UsageError("--scheduler joins a running cluster and --workers starts one: give one of them")
+    if fam is not None:
+        raise click.UsageError("--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the "
+                               "rows at every iteration; compare GLMMs in memory (without --engine dask)")
+    if n_boot is not None:
+        raise click.UsageError("--bootstrap refits simulated responses, which needs the rows; with --engine dask "
+                               "compare without it")
+    try:
+        from .distributed import check_dataset, close, compare_dataset, connect
+    except ImportError as err:
+        raise click.UsageError(f"--engine dask needs Dask ({err.name} is not installed): "
+                               "pip install 'mixcli[dask]'") from None
+    from .progress import FitProgress
+
+    for formula in formulas:  # (bad data or formulas end here, before a cluster starts)
+        check_dataset(data, formula, weights)
+    if refit:
+        click.echo("refitting models with ML (instead of REML)", err=True)
+    start = time.monotonic()
+    say = (lambda m: click.echo(f"mixcli: {m} [{time.monotonic() - start:.1f} s]", err=True)) \
+        if progress is not False else None
+
+    def meter(i, n):
+        bar = FitProgress(progress)
+        bar.start(f"fitting model {i}/{n}")
+        return bar
+
+    client = connect(scheduler, workers)
+    try:
+        return compare_dataset(data, formulas, names=labels, refit=refit, weights=weights,
+                               contrasts=contrasts.lower(), client=client, progress=say, fit_progress=meter,
+                               control=_control())
+    finally:
+        close(client)
 
 
 def _family(name, link, nagq, ml, ddf, ci, weights):
@@ -720,8 +771,11 @@ def _fit_model(frame, ml, fam, nagq, bar):
 @_FORMAT
 @_SEP
 @_PROGRESS
+@_ENGINE
+@_SCHEDULER
+@_WORKERS
 def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
-                    fmt, sep, progress):
+                    fmt, sep, progress, engine, scheduler, workers):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
 
     Models are fitted by maximum likelihood, sorted by number of parameters,
@@ -739,6 +793,7 @@ def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, job
       mixcli compare pupils.csv "pass ~ ses + (1 | schoolid)" \\
           "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli compare --model small.mixfit --model large.mixfit     (fits saved by fit --ml --save)
+      mixcli compare pupils/ "y ~ x + (1 | school)" "y ~ x + (1 | school/class)" --engine dask --workers 2
     """
     from .comparison import add_bootstrap, compare_models
     from .progress import FitProgress
@@ -761,6 +816,11 @@ def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, job
     if len(formulas) < 2:
         raise click.UsageError("compare needs at least two formulas")
     fam = _family(family_name, link, nagq, False, None, None, weights)
+    if engine == "dask" or scheduler or workers:
+        comp = _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts, progress, engine,
+                             scheduler, workers)
+        _emit(fmt, render, comp, data)
+        return
     table = _read_data(data, sep)
     comp = compare_models(table, formulas, names=labels, refit=refit, progress=FitProgress(progress),
                           announce=lambda message: click.echo(message, err=True), family=fam, nagq=nagq,

@@ -112,6 +112,41 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     return _tests(models, names, refit, None if family is None else family.name)
 
 
+def compare_fitted(models, names=None, refit: bool = True) -> Comparison:
+    """``compare_models`` of linear mixed models already fitted (ML, or REML for ``refit=False``)
+    elsewhere — the Dask engine fits them where the rows are, and their frames hold no rows. The
+    same table; the models must have used the same rows: the same number, and where any dropped
+    rows for missing values, variables of which one model's are among the other's (without the
+    rows, that is the proof: the larger set drops every row the smaller does)."""
+    models = list(models)
+    if len(models) < 2:
+        raise UsageError("compare needs at least two models")
+    names = list(names) if names else [f"m{i}" for i in range(1, len(models) + 1)]
+    if len(names) != len(models) or len(set(names)) != len(names):
+        raise UsageError(f"{len(names)} distinct names are needed for {len(models)} models")
+    base = models[0]
+    used = [set(m.frame.formula.variables()) for m in models]
+    for name, m, variables in zip(names[1:], models[1:], used[1:]):
+        if m.nobs != base.nobs:
+            raise DataError("models were not all fitted to the same size of dataset: "
+                            f"{names[0]} uses {base.nobs} rows, {name} uses {m.nobs}; drop the rows with missing "
+                            "values from the data first")
+        # (one model's variables among the other's and the same count: the larger set drops every
+        # row the smaller one does, so the same count means the same rows)
+        if (m.n_dropped or base.n_dropped) and not (variables <= used[0] or used[0] <= variables):
+            raise DataError(f"{names[0]} and {name} use different variables (neither's are among the other's) and "
+                            "rows were dropped for missing values, so they may not use the same rows (which the "
+                            "Dask engine cannot check); drop the rows with missing values from the data first")
+        if not refit and m.frame.fixef_names != base.frame.fixef_names:
+            raise UsageError(
+                f"{option('refit', False)}: {names[0]} and {name} have different fixed effects, and REML "
+                f"likelihoods of such models are not comparable; compare them by ML ({option('refit', True)})")
+        if m.reml == refit:
+            raise UsageError(f"{name} is {'a REML' if m.reml else 'an ML'} fit; compare_fitted takes "
+                             f"{'ML' if refit else 'REML'} fits with {option('refit', refit)}")
+    return _tests(models, names, refit, None)
+
+
 def _tests(models, names, refit: bool, family: str | None) -> Comparison:
     """The table: models sorted by npar, each tested against the row above."""
     order = sorted(range(len(models)), key=lambda i: models[i].npar)  # stable, like R's order()

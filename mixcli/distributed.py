@@ -225,6 +225,27 @@ def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | Non
     return result
 
 
+def compare_dataset(source: str, formulas, names=None, refit: bool = True, weights: str | None = None,
+                    contrasts: str = "treatment", client=None, progress=None, fit_progress=None, control=None):
+    """lme4's ``anova(m1, m2, ...)`` of ``formulas`` fitted to the dataset at ``source`` on the
+    cluster of ``client`` (by ML, or REML with ``refit=False``): ``comparison.compare_fitted`` of
+    ``fit_dataset`` fits. ``fit_progress(i, n)``, if given, returns the started progress line of
+    fit i of n (its ``done()`` is called after the fit)."""
+    from .comparison import compare_fitted
+
+    formulas = list(formulas)
+    for formula in formulas:  # (bad data or formulas end here, before any pass)
+        check_dataset(source, formula, weights)
+    models = []
+    for i, f in enumerate(formulas, start=1):
+        meter = fit_progress(i, len(formulas)) if fit_progress is not None else None
+        models.append(fit_dataset(source, f, reml=not refit, weights=weights, contrasts=contrasts, client=client,
+                                  progress=progress, fit_progress=meter, control=control))
+        if meter is not None:
+            meter.done()
+    return compare_fitted(models, names, refit)
+
+
 def check_dataset(source: str, formula_text: str, weights: str | None = None):
     """The checks that need no cluster: the formula suits the engine, DATA names files, and they
     have the formula's columns, of the same kinds (Parquet). Returns (formula, dataset, columns)."""

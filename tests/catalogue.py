@@ -644,6 +644,10 @@ CASES: list[Case] = [
     Case("Power", "alpha outside (0, 1)", ["power", "study.csv", "y ~ x + (1 | g)", "--test", "x", "--alpha", "1.5"],
          2, "invalid value for '--alpha': 1.5 is not in the range 0<x<1 (see 'mixcli power --help')", STUDY_FILES),
     # -- --engine dask (data larger than memory) ---------------------------------------------
+    Case("Dask", "compare --engine dask with --bootstrap",
+         ["compare", "study.csv", "y ~ x + (1 | g)", "y ~ x + (x | g)", "--engine", "dask", "--bootstrap", "10"], 2,
+         "--bootstrap refits simulated responses, which needs the rows; with --engine dask compare without it",
+         STUDY_FILES),
     Case("Dask", "--save with --engine dask", FIT + ["y ~ x + (1 | g)", "--engine", "dask", "--save", "m.mixfit"], 2,
          "--save needs the fit's levels from the rows, which --engine dask does not bring to this machine: fit in "
          "memory to save, or leave out --save", STUDY_FILES),

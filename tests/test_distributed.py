@@ -169,3 +169,32 @@ def test_cli_separate_scheduler_and_workers(data, tmp_path):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_compare_on_the_cluster_equals_compare_in_memory(client, data):
+    # lme4's anova(m1, m2) by ML: the same npar, logLik, chisq and p as the in-memory compare of the
+    # rows the parts hold; models using other variables after rows were dropped are refused
+    from mixcli.comparison import compare_models
+    from mixcli.distributed import compare_dataset
+    from mixcli.errors import DataError
+
+    formulas = ["mathscore ~ ses + (1 | schoolid)", "mathscore ~ ses + (1 | schoolid) + (1 | classid)",
+                "mathscore ~ ses + (ses | schoolid) + (1 | classid)"]
+    a = compare_models(read_table(str(data / "kept.csv")), formulas)
+    b = compare_dataset(str(data / "ds"), formulas, client=client)
+    assert [r.name for r in b.rows] == [r.name for r in a.rows]
+    for x, y in zip(a.rows, b.rows):
+        assert y.npar == x.npar
+        assert y.model.loglik == pytest.approx(x.model.loglik, rel=1e-9)
+        if x.df:
+            assert y.chisq == pytest.approx(x.chisq, rel=1e-5, abs=1e-7)
+            assert y.p == pytest.approx(x.p, rel=1e-5)
+            assert y.p_mixture == pytest.approx(x.p_mixture, rel=1e-5)
+    # ses2: as many values missing as ses, in other rows: the same count of rows, not the same rows
+    df = pd.read_csv(data / "kept.csv")
+    df["ses2"] = np.roll(df["ses"].to_numpy(), 7)
+    (data / "roll").mkdir(exist_ok=True)
+    df.to_parquet(data / "roll" / "part0.parquet")
+    with pytest.raises(DataError, match="different variables"):
+        compare_dataset(str(data / "roll"), ["mathscore ~ ses + (1 | schoolid)", "mathscore ~ ses2 + (1 | schoolid)"],
+                        client=client)
