@@ -504,13 +504,7 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     inference that needs only the sums; what needs the rows is refused first, in one line."""
     import time
 
-    if engine != "dask":
-        raise click.UsageError("--scheduler and --workers choose the cluster of --engine dask: add --engine dask")
-    if scheduler and workers:
-        raise click.UsageError("--scheduler joins a running cluster and --workers starts one: give one of them")
-    if fam is not None:
-        raise click.UsageError("--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the "
-                               "rows at every iteration; fit it in memory (without --engine dask)")
+    _dask_checks(engine, scheduler, workers, fam, "fit it")
     if augment:
         raise click.UsageError("--augment needs every row's fitted value, which --engine dask does not bring back "
                                "to one machine; fit in memory for --augment")
@@ -520,11 +514,7 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     if ci is not None and ci[0] == "boot":
         raise click.UsageError("--ci boot refits simulated responses, which needs the rows; with --engine dask use "
                                "--ci profile or --ci wald")
-    try:
-        from .distributed import close, connect, fit_dataset
-    except ImportError as err:
-        raise click.UsageError(f"--engine dask needs Dask ({err.name} is not installed): "
-                               "pip install 'mixcli[dask]'") from None
+    from .distributed import close, connect, fit_dataset
     from .progress import FitProgress
 
     start = time.monotonic()
@@ -550,27 +540,34 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     return results
 
 
-def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts, progress, engine, scheduler,
-                  workers):
-    """``compare --engine dask``: the formulas fitted on one cluster (``distributed.compare_dataset``);
-    what needs the rows is refused first, in one line."""
-    import time
-
+def _dask_checks(engine, scheduler, workers, fam, instead: str):
+    """What every --engine dask command refuses first, in one line, and that Dask is installed."""
     if engine != "dask":
         raise click.UsageError("--scheduler and --workers choose the cluster of --engine dask: add --engine dask")
     if scheduler and workers:
         raise click.UsageError("--scheduler joins a running cluster and --workers starts one: give one of them")
     if fam is not None:
         raise click.UsageError("--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the "
-                               "rows at every iteration; compare GLMMs in memory (without --engine dask)")
-    if n_boot is not None:
-        raise click.UsageError("--bootstrap refits simulated responses, which needs the rows; with --engine dask "
-                               "compare without it")
+                               f"rows at every iteration; {instead} in memory (without --engine dask)")
     try:
-        from .distributed import check_dataset, close, compare_dataset, connect
+        import dask.dataframe  # noqa: F401
+        import distributed  # noqa: F401
     except ImportError as err:
         raise click.UsageError(f"--engine dask needs Dask ({err.name} is not installed): "
                                "pip install 'mixcli[dask]'") from None
+
+
+def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts, progress, engine, scheduler,
+                  workers):
+    """``compare --engine dask``: the formulas fitted on one cluster (``distributed.compare_dataset``);
+    what needs the rows is refused first, in one line."""
+    import time
+
+    _dask_checks(engine, scheduler, workers, fam, "compare GLMMs")
+    if n_boot is not None:
+        raise click.UsageError("--bootstrap refits simulated responses, which needs the rows; with --engine dask "
+                               "compare without it")
+    from .distributed import check_dataset, close, compare_dataset, connect
     from .progress import FitProgress
 
     for formula in formulas:  # (bad data or formulas end here, before a cluster starts)

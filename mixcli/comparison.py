@@ -83,13 +83,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     GLMMs (maximum likelihood already: nothing is refitted), fitted with ``nagq``; all with
     the settings of ``control``."""
     formulas = list(formulas)
-    if len(formulas) < 2:
-        raise UsageError("compare needs at least two formulas")
-    names = list(names) if names else [f"m{i}" for i in range(1, len(formulas) + 1)]
-    if len(names) != len(formulas):
-        raise UsageError(f"{len(names)} names for {len(formulas)} formulas")
-    if len(set(names)) != len(names):
-        raise UsageError("model names must be distinct")
+    names = _names(names, len(formulas), "formulas")
     frames = [model_frame(table, f, family=family, weights=weights, contrasts=contrasts) for f in formulas]
     _check_same_rows(frames, names)
     if family is not None:
@@ -119,11 +113,7 @@ def compare_fitted(models, names=None, refit: bool = True) -> Comparison:
     rows for missing values, variables of which one model's are among the other's (without the
     rows, that is the proof: the larger set drops every row the smaller does)."""
     models = list(models)
-    if len(models) < 2:
-        raise UsageError("compare needs at least two models")
-    names = list(names) if names else [f"m{i}" for i in range(1, len(models) + 1)]
-    if len(names) != len(models) or len(set(names)) != len(names):
-        raise UsageError(f"{len(names)} distinct names are needed for {len(models)} models")
+    names = _names(names, len(models), "models")
     base = models[0]
     used = [set(m.frame.formula.variables()) for m in models]
     for name, m, variables in zip(names[1:], models[1:], used[1:]):
@@ -145,6 +135,18 @@ def compare_fitted(models, names=None, refit: bool = True) -> Comparison:
             raise UsageError(f"{name} is {'a REML' if m.reml else 'an ML'} fit; compare_fitted takes "
                              f"{'ML' if refit else 'REML'} fits with {option('refit', refit)}")
     return _tests(models, names, refit, None)
+
+
+def _names(names, n: int, what: str) -> list[str]:
+    """The rows' labels (m1, m2, ... by default) for ``n`` formulas, models or saved fits."""
+    if n < 2:
+        raise UsageError(f"compare needs at least two {what}")
+    names = list(names) if names else [f"m{i}" for i in range(1, n + 1)]
+    if len(names) != n:
+        raise UsageError(f"{len(names)} names for {n} {what}")
+    if len(set(names)) != len(names):
+        raise UsageError("model names must be distinct")
+    return names
 
 
 def _tests(models, names, refit: bool, family: str | None) -> Comparison:
@@ -171,13 +173,7 @@ def compare_fits(fits, names=None, refit: bool = True) -> Comparison:
     effects; GLMMs (maximum likelihood already) of one family. All must be fits of the same
     data (their fingerprints: ``saved.fingerprint``)."""
     fits = list(fits)
-    if len(fits) < 2:
-        raise UsageError("compare needs at least two saved fits")
-    names = list(names) if names else [f"m{i}" for i in range(1, len(fits) + 1)]
-    if len(names) != len(fits):
-        raise UsageError(f"{len(names)} names for {len(fits)} saved fits")
-    if len(set(names)) != len(names):
-        raise UsageError("model names must be distinct")
+    names = _names(names, len(fits), "saved fits")
     base = fits[0]
     for name, m in zip(names[1:], fits[1:]):
         a, b = base.fingerprint, m.fingerprint
