@@ -114,14 +114,7 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     check_interval(interval, level, m.is_glmm, m.frame.weights is not None)
     frame = m.frame
     f = frame.formula
-    if frame.table is None:
-        raise UsageError(f"predict needs the fit's data, which its model frame was made without "
-                         f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
-    for call in _calls(f):
-        if call.func in STATEFUL:
-            what = "centring and scale" if call.func == "scale" else "basis"
-            raise UsageError(f"predict: {call.label} depends on all the fitted rows (R remembers its {what}); "
-                             "compute it as a column of both files first")
+    _check_rebuildable(frame, "predict", "both files")
     fixed_vars = _names([e for t in f.terms for e in t] + list(f.offsets))
     # a population interval needs the random effects' columns z (not their levels): z Σ zᵀ
     random_vars = ([] if population and interval is None
@@ -175,19 +168,25 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     return Prediction(out, se_out, new_levels, int(missing.sum()), lower, upper)
 
 
+def _check_rebuildable(frame, who: str, where: str):
+    """Whether new rows can be coded as the fitted ones were: the frame holds the fit's data, and
+    no term depends on all the fitted rows (``where`` is where the user should compute it)."""
+    if frame.table is None:
+        raise UsageError(f"{who} needs the fit's data, which its model frame was made without "
+                         f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
+    for call in _calls(frame.formula):
+        if call.func in STATEFUL:
+            what = "centring and scale" if call.func == "scale" else "basis"
+            raise UsageError(f"{who}: {call.label} depends on all the fitted rows (R remembers its {what}); "
+                             f"compute it as a column of {where} first")
+
+
 def fixed_design(frame, new: Table, who: str = "predict") -> np.ndarray:
     """The fixed-effect columns of the rows of ``new`` (every fixed-effect variable present, none
     missing), coded exactly as the fitted rows: the same machinery as ``predict``'s, for callers
     that make their own rows (emmeans's reference grid). ``who`` names the caller in messages."""
     f = frame.formula
-    if frame.table is None:
-        raise UsageError(f"{who} needs the fit's data, which its model frame was made without "
-                         f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
-    for call in _calls(f):
-        if call.func in STATEFUL:
-            what = "centring and scale" if call.func == "scale" else "basis"
-            raise UsageError(f"{who}: {call.label} depends on all the fitted rows (R remembers its {what}); "
-                             "compute it as a column of the data first")
+    _check_rebuildable(frame, who, "the data")
     needed = _names([e for t in f.terms for e in t])
     n_old = int(frame.rows.sum())
     combined = _append(frame.table, frame.rows, new, needed)
