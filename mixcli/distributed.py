@@ -30,7 +30,7 @@ import numpy as np
 
 from .engine.memory import release_freed_memory
 from .errors import DataError, FormulaError, UsageError, option
-from .frame import RANK_TOL, GroupingFactor, ModelFrame, _check_levels, _unique_names, lme4_term_order
+from .frame import RANK_TOL, GroupingFactor, ModelFrame, order_terms
 from .partition import Coding, Layout, Plan, level_sums, moments, scan, to_table
 
 # R's functions whose value on a row depends on the whole column (centring, knots,
@@ -416,14 +416,7 @@ def _driver_frame(formula, plan: Plan, coding: Coding, first, second):
         k = second.terms[i].mean.shape[0]
         terms.append(ReTerm(codes=np.empty(0, dtype=np.int64), n_levels=len(keys), z=np.empty((0, k)), group=key,
                             names=list(second.z_names[i]), factor=key, levels_to_r=factors[key].to_r))
-    order = lme4_term_order([t.n_levels for t in terms])
-    terms = [terms[i] for i in order]
-    for name, t in zip(_unique_names([t.group for t in terms]), terms):
-        t.group = name
-    ordered = {}
-    for t in terms:
-        ordered.setdefault(t.factor, factors[t.factor])
-    _check_levels(terms, ordered, n)
+    terms, order, ordered = order_terms(terms, factors, n)
     moments_sorted = [second.terms[i] for i in order]
     bases = tuple(TermBasis.from_moments(m.ones, m.peak, m.mean, m.m2, m.n) for m in moments_sorted)
     p = len(kept)

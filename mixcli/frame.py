@@ -238,15 +238,7 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
                     codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
                 )
             )
-        order = lme4_term_order([t.n_levels for t in terms])
-        terms = [terms[i] for i in order]
-        for name, t in zip(_unique_names([t.group for t in terms]), terms):
-            t.group = name
-        ordered_factors = {}
-        for t in terms:
-            ordered_factors.setdefault(t.factor, factors[t.factor])
-            t.levels_to_r = factors[t.factor].to_r
-        _check_levels(terms, ordered_factors, n, glmm)
+        terms, order, ordered_factors = order_terms(terms, factors, n, glmm)
         if not glmm:
             _check_residual_left(X, y_fit, terms, label)
         predictors = {name: X[:, j] for j, name in enumerate(names)}
@@ -408,6 +400,23 @@ def _offset(formula: Formula, table: Table, rows: np.ndarray) -> np.ndarray | No
         _check_finite(values[:, None], [f"offset({expr.label})"], rows, table, "the offset")
         total += values
     return total
+
+
+def order_terms(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: int, glmm: bool = False):
+    """The random-effects terms in lme4's order with lme4's group names, each knowing its factor's
+    level order, checked as lme4 checks them (``_check_levels``): (terms, the order taken from the
+    formula's, the grouping factors in the terms' order). The in-memory frame and the Dask
+    engine's rowless one both come here."""
+    order = lme4_term_order([t.n_levels for t in terms])
+    terms = [terms[i] for i in order]
+    for name, t in zip(_unique_names([t.group for t in terms]), terms):
+        t.group = name
+    ordered = {}
+    for t in terms:
+        ordered.setdefault(t.factor, factors[t.factor])
+        t.levels_to_r = factors[t.factor].to_r
+    _check_levels(terms, ordered, n, glmm)
+    return terms, order, ordered
 
 
 def lme4_term_order(n_levels: list[int]) -> list[int]:
