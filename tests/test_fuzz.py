@@ -331,17 +331,24 @@ def test_any_bytes_read_or_raise_a_data_error(tmp_path_factory, data, sep):
 def test_any_bytes_through_the_command_line(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("cli")
     (folder / "data.csv").write_bytes(data)
-    result = CliRunner().invoke(main, ["fit", str(folder / "data.csv"), "y ~ x + (1 | g)", "--format", "csv"])
+    argv = ["fit", str(folder / "data.csv"), "y ~ x + (1 | g)", "--format", "csv"]
+    result_or_one_error(argv, lambda out: out.startswith("formula,method,term,estimate,se,t"))
+
+
+def result_or_one_error(argv, is_result):
+    """Run the command line: a result (``is_result(stdout)``, warnings only on stderr), or exactly
+    one error line on stderr with exit 1 or 2 and nothing on stdout; never a crash."""
+    result = CliRunner().invoke(main, argv)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code in (0, 1, 2)
+    assert result.exit_code in (0, 1, 2), (argv, result.stderr)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (argv, result.stderr)
     lines = result.stderr.splitlines()
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     if result.exit_code:
         assert result.stdout == ""
-        assert len(lines) == 1 and lines[0].startswith("mixcli: error: ")
+        assert len(lines) == 1 and lines[0].startswith("mixcli: error: "), (argv, result.stderr)
     else:
-        assert result.stdout.startswith("formula,method,term,estimate,se,t")
-        assert all(line.startswith("mixcli: warning: ") for line in lines)
+        assert is_result(result.stdout), argv
+        assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)
 
 
 def test_the_ci_run_is_bounded_and_seeded():
@@ -404,17 +411,7 @@ def test_any_power_options_through_the_command_line(tmp_path_factory, case):
     folder = tmp_path_factory.mktemp("power")
     (folder / "study.csv").write_text(data)
     argv = ["power"] + ([str(folder / "study.csv")] if with_data else []) + args
-    result = CliRunner().invoke(main, argv)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code in (0, 1, 2), (argv, result.stderr)
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (argv, result.stderr)
-    lines = result.stderr.splitlines()
-    if result.exit_code:
-        assert result.stdout == ""
-        assert len(lines) == 1 and lines[0].startswith("mixcli: error: "), (argv, result.stderr)
-    else:
-        assert result.stdout.startswith("size,power,lower,upper,nsim,rejected,failed,singular"), argv
-        assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)
+    result_or_one_error(argv, lambda out: out.startswith("size,power,lower,upper,nsim,rejected,failed,singular"))
 
 
 _EMMEANS_OPTIONS = {
@@ -452,14 +449,4 @@ def test_any_emmeans_options_through_the_command_line(tmp_path_factory, args):
     folder = tmp_path_factory.mktemp("emmeans")
     (folder / "study.csv").write_text(STUDY)
     argv = ["emmeans", str(folder / "study.csv")] + args
-    result = CliRunner().invoke(main, argv)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code in (0, 1, 2), (argv, result.stderr)
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (argv, result.stderr)
-    lines = result.stderr.splitlines()
-    if result.exit_code:
-        assert result.stdout == ""
-        assert len(lines) == 1 and lines[0].startswith("mixcli: error: "), (argv, result.stderr)
-    else:
-        assert "emmean," in result.stdout.splitlines()[0] or "emmean" in result.stdout, argv
-        assert all(line.startswith("mixcli: warning: ") for line in lines), (argv, result.stderr)
+    result_or_one_error(argv, lambda out: "emmean," in out.splitlines()[0] or "emmean" in out)
