@@ -522,16 +522,16 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
         if progress is not False else None
     from .distributed import check_dataset
 
-    for formula in formulas:  # (bad data or formulas end here, before a cluster starts)
-        check_dataset(data, formula, weights)
+    # (bad data or formulas end here, before a cluster starts)
+    checked = [check_dataset(data, formula, weights) for formula in formulas]
     client = connect(scheduler, workers)
     results = []
     try:
-        for i, formula in enumerate(formulas, start=1):
+        for i, (formula, c) in enumerate(zip(formulas, checked), start=1):
             meter = FitProgress(progress)
             meter.start(f"fitting model {i}/{len(formulas)}" if len(formulas) > 1 else "fitting")
             m = fit_dataset(data, formula, reml=not ml, weights=weights, contrasts=contrasts.lower(), client=client,
-                            progress=say, fit_progress=meter, control=_control())
+                            progress=say, fit_progress=meter, control=_control(), checked=c)
             meter.done()
             _add_inference(m, ddf, ci, progress, i, len(formulas))
             results.append(m)
@@ -567,13 +567,9 @@ def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts
     if n_boot is not None:
         raise click.UsageError("--bootstrap refits simulated responses, which needs the rows; with --engine dask "
                                "compare without it")
-    from .distributed import check_dataset, close, compare_dataset, connect
+    from .distributed import compare_dataset
     from .progress import FitProgress
 
-    for formula in formulas:  # (bad data or formulas end here, before a cluster starts)
-        check_dataset(data, formula, weights)
-    if refit:
-        click.echo("refitting models with ML (instead of REML)", err=True)
     start = time.monotonic()
     say = (lambda m: click.echo(f"mixcli: {m} [{time.monotonic() - start:.1f} s]", err=True)) \
         if progress is not False else None
@@ -583,13 +579,9 @@ def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts
         bar.start(f"fitting model {i}/{n}")
         return bar
 
-    client = connect(scheduler, workers)
-    try:
-        return compare_dataset(data, formulas, names=labels, refit=refit, weights=weights,
-                               contrasts=contrasts.lower(), client=client, progress=say, fit_progress=meter,
-                               control=_control())
-    finally:
-        close(client)
+    return compare_dataset(data, formulas, names=labels, refit=refit, weights=weights, contrasts=contrasts.lower(),
+                           scheduler=scheduler, workers=workers, progress=say, fit_progress=meter,
+                           control=_control(), announce=lambda message: click.echo(message, err=True))
 
 
 def _family(name, link, nagq, ml, ddf, ci, weights):

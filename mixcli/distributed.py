@@ -210,10 +210,12 @@ def _add_all(*records):
 
 def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | None = None,
                 contrasts: str = "treatment", scheduler: str | None = None, workers: int | None = None,
-                client=None, progress=None, fit_progress=None, control=None):
+                client=None, progress=None, fit_progress=None, control=None, checked=None):
     """lmer's fit of ``formula`` to the dataset at ``source`` on a Dask cluster (see the module
-    docstring); ``progress(message)`` gets a line per pass. Returns an ``LmmResult``."""
-    frame, st = dataset_structure(source, formula, weights, contrasts, scheduler, workers, client, progress)
+    docstring); ``progress(message)`` gets a line per pass; ``checked``, ``check_dataset``'s result
+    when the caller checked before starting a cluster. Returns an ``LmmResult``."""
+    frame, st = dataset_structure(source, formula, weights, contrasts, scheduler, workers, client, progress,
+                                  checked)
     from .control import DEFAULT
     from .fitting import fit_frame
 
@@ -226,23 +228,32 @@ def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | Non
 
 
 def compare_dataset(source: str, formulas, names=None, refit: bool = True, weights: str | None = None,
-                    contrasts: str = "treatment", client=None, progress=None, fit_progress=None, control=None):
-    """lme4's ``anova(m1, m2, ...)`` of ``formulas`` fitted to the dataset at ``source`` on the
-    cluster of ``client`` (by ML, or REML with ``refit=False``): ``comparison.compare_fitted`` of
-    ``fit_dataset`` fits. ``fit_progress(i, n)``, if given, returns the started progress line of
-    fit i of n (its ``done()`` is called after the fit)."""
+                    contrasts: str = "treatment", scheduler: str | None = None, workers: int | None = None,
+                    client=None, progress=None, fit_progress=None, control=None, announce=None):
+    """lme4's ``anova(m1, m2, ...)`` of ``formulas`` fitted to the dataset at ``source`` on one
+    cluster (``client``, or one started as ``connect(scheduler, workers)`` once every formula is
+    checked) by ML, or REML with ``refit=False``: ``comparison.compare_fitted`` of ``fit_dataset``
+    fits. ``announce(message)`` hears the ML refit note after the checks; ``fit_progress(i, n)``,
+    if given, returns the started progress line of fit i of n (its ``done()`` is called after it)."""
     from .comparison import compare_fitted
 
     formulas = list(formulas)
-    for formula in formulas:  # (bad data or formulas end here, before any pass)
-        check_dataset(source, formula, weights)
+    checked = [check_dataset(source, f, weights) for f in formulas]  # (bad input ends here, before a cluster)
+    if refit and announce is not None:  # (as compare_models: not before an error)
+        announce("refitting models with ML (instead of REML)")
+    own = client is None
+    client = connect(scheduler, workers) if own else client
     models = []
-    for i, f in enumerate(formulas, start=1):
-        meter = fit_progress(i, len(formulas)) if fit_progress is not None else None
-        models.append(fit_dataset(source, f, reml=not refit, weights=weights, contrasts=contrasts, client=client,
-                                  progress=progress, fit_progress=meter, control=control))
-        if meter is not None:
-            meter.done()
+    try:
+        for i, (f, c) in enumerate(zip(formulas, checked), start=1):
+            meter = fit_progress(i, len(formulas)) if fit_progress is not None else None
+            models.append(fit_dataset(source, f, reml=not refit, weights=weights, contrasts=contrasts, client=client,
+                                      progress=progress, fit_progress=meter, control=control, checked=c))
+            if meter is not None:
+                meter.done()
+    finally:
+        if own:
+            close(client)
     return compare_fitted(models, names, refit)
 
 
@@ -277,10 +288,11 @@ def check_dataset(source: str, formula_text: str, weights: str | None = None):
 
 
 def dataset_structure(source, formula_text, weights=None, contrasts="treatment", scheduler=None, workers=None,
-                      client=None, progress=None):
-    """The driver's frame and the model's structure from three passes over the dataset."""
+                      client=None, progress=None, checked=None):
+    """The driver's frame and the model's structure from three passes over the dataset (``checked``:
+    ``check_dataset``'s result, if the caller has it)."""
     say = progress or (lambda message: None)
-    formula, ds, columns = check_dataset(source, formula_text, weights)
+    formula, ds, columns = checked or check_dataset(source, formula_text, weights)
     plan = Plan(formula.text, weights, contrasts, tuple(columns))
     own = client is None
     if own:
