@@ -109,6 +109,10 @@ class ModelFrame:
     # a saved fit's frame (``mixcli.saved``) has a prototype table, not the rows: what emmeans's
     # reference grid takes from the numeric variables' values (``emmeans.covariate_summary``)
     covariates: dict | None = field(default=None, repr=False)
+    # ... and the combinations of the fixed-effect factors' levels that occur in the rows (labels
+    # per factor, ``emmeans.occurring_cells``): emmeans's nesting and which cells hold data
+    cells: dict | None = field(default=None, repr=False)
+    null_basis: np.ndarray | None = field(default=None, repr=False)  # (``emmeans.null_basis``)
 
     @property
     def n(self) -> int:

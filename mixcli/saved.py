@@ -27,7 +27,9 @@ whoever wrote it. Its members:
 **The encoding** (header ``columns``): for every column the formula uses, whether it is text
 and, for text columns and numbers used as factor levels (inside ``factor()``/``C()``), its
 levels on the rows used; and ``covariates``, emmeans's summaries of each numeric fixed-effect
-variable (``emmeans.covariate_summary``). On loading, a small *prototype table* is built from
+variable (``emmeans.covariate_summary``), and ``cells``, the combinations of the fixed-effect
+factors' levels that occur in the rows (``emmeans.occurring_cells``: emmeans finds nested factors
+and the cells that hold data from them). On loading, a small *prototype table* is built from
 it — every level of every column present, the grouping factors' levels in blocks of rows, the
 other numbers 0 — and the fit's frame is rebuilt on it, so that new rows are coded by the
 same code (``predictions``) as for a live fit. Stateful terms (``scale()``, ``poly()``,
@@ -56,7 +58,7 @@ import numpy as np
 
 from .errors import UsageError, option
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the occurring combinations of the fixed-effect factors (``cells``)
 FORMAT = "mixcli-fit"
 CURVATURE_FIELDS = ("theta", "a_grad", "a_hess", "r2_grad", "r2_hess", "v", "v_grad")
 
@@ -107,7 +109,7 @@ def save(m, path: str, cond_var: bool = False) -> None:
     """Write the fitted model ``m`` to ``path`` (see the module docstring); ``cond_var`` also
     keeps the conditional covariances of the random effects."""
     from .formula.evaluate import factor_levels
-    from .inference.emmeans import covariate_summary
+    from .inference.emmeans import covariate_summary, null_basis, occurring_cells
     from .inference.predictions import fixed_variables
     from .output import AtomicOutput
     from .table import TextColumn
@@ -136,6 +138,8 @@ def save(m, path: str, cond_var: bool = False) -> None:
                   if name in columns and not columns[name]["text"] and name not in wrapped}
     arrays = {"beta": np.array([f.estimate for f in m.fixef]), "se": np.array([f.se for f in m.fixef]),
               "vcov": np.asarray(m.vcov, dtype=float), "theta": np.asarray(m.theta, dtype=float)}
+    if frame.dropped_columns:
+        arrays["null_basis"] = null_basis(frame)
     modes = m.conditional_modes()
     lams = m.structure.lambdas(np.asarray(m.theta, dtype=float))
     user_lams = m._user_lambdas()
@@ -179,7 +183,7 @@ def save(m, path: str, cond_var: bool = False) -> None:
         "theta_names": list(m.theta_names), "ngroups": dict(m.ngroups),
         "curvature": None if curv is None else {"reml": bool(curv.reml), "m": int(curv.m), "r2": float(curv.r2)},
         "cond_var": bool(cond_var), "data": fingerprint(frame), "columns": columns, "covariates": covariates,
-        "terms": terms, "factors": factors,
+        "cells": occurring_cells(frame), "terms": terms, "factors": factors,
     }
     arrays["header"] = np.frombuffer(json.dumps(header, allow_nan=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()

@@ -39,9 +39,20 @@ the contrasts' row space (r its rank, df1), df2 the smallest single-row df over 
 emmeans does); sets with df1 = 0 are left out. For joint tests numeric covariates take their
 minimum and maximum (emmeans's ``cov.reduce = range``), so a covariate's slope is tested too.
 
-Not yet: nested factors (emmeans detects them from the grid and averages within their
-parents), rank-deficient fits (emmeans's estimability checks), offsets, and stateful terms
-(``scale()``, ``poly()``, splines) — each refused with one line.
+**Nested factors** (emmeans's ``.find_nests`` and ``.nested_emm``): a factor whose every level
+occurs with one level of another (drug within route), or that enters the formula only inside
+an interaction with it (``route/drug``), is nested in it. Its means carry its parents as columns
+and show only the combinations that occur; averaging over it happens within each parent level,
+over the levels that occur there (route's mean is the mean of its own drugs). Contrasts of
+nested means compare the shown ones, by group.
+
+**Rank-deficient fits** (estimability's ``is.estble``): a mean or contrast ℓ is estimated only
+when it lies in the row space of the whole model matrix (the aliased columns included), i.e.
+‖Nᵀℓ‖² < 10⁻⁸‖ℓ‖² for an orthonormal basis N of its null space; otherwise it is emmeans's
+nonEst (no number). An estimable ℓ uses the kept columns only.
+
+Not yet: joint tests with nested factors or of a rank-deficient fit, offsets, and stateful
+terms (``scale()``, ``poly()``, splines) — each refused with one line.
 """
 
 from __future__ import annotations
@@ -73,6 +84,9 @@ class GridVariable:
     factor: bool  # a factor (levels) or a numeric variable (values)
     labels: list[str]  # as emmeans prints them
     values: list  # what the grid's column holds (labels for text columns, numbers otherwise)
+    # a factor's level (index into labels, -1 where excluded by ``at``) on each row used, or on
+    # each combination of the factors that occurs (a saved fit): which cells of the grid hold data
+    codes: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -150,7 +164,8 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
     for name in names:
         if _is_text(table, name) or name in wrapped:
             expr = Var(name) if _is_text(table, name) else wrapped[name]
-            labels, _ = categorical(expr, table, rows)
+            labels, codes = categorical(expr, table, rows)
+            codes = _cell_codes(frame, name, labels, codes)
             values = list(labels) if _is_text(table, name) else [float(x) for x in labels]
             if name in at:
                 want = [str(v) for v in _as_list(at[name])]
@@ -159,8 +174,11 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
                     raise DataError(f"{option('at')} {name}={bad[0]}: '{bad[0]}' is not a level of {name} "
                                     f"(its levels: {', '.join(labels)})")
                 keep = [labels.index(w) for w in want]
+                recode = np.full(len(labels) + 1, -1, dtype=np.int64)  # last slot: missing (-1)
+                recode[keep] = np.arange(len(keep))
+                codes = recode[codes]
                 labels, values = [labels[i] for i in keep], [values[i] for i in keep]
-            out.append(GridVariable(name, True, list(labels), values))
+            out.append(GridVariable(name, True, list(labels), values, codes))
             continue
         summary = covariate_summary(frame, name)
         if name in at:
@@ -176,6 +194,32 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
         # cov.keep's two values are levels to average over, as a factor's
         out.append(GridVariable(name, len(vals) > 1, [r_number(v) for v in vals], vals))
     return out
+
+
+def _cell_codes(frame, name: str, labels: list[str], codes: np.ndarray) -> np.ndarray:
+    """A factor's level on each row used; for a saved fit (no rows), on each combination of the
+    fixed-effect factors that occurred in them (``frame.cells``, labels per variable)."""
+    cells = getattr(frame, "cells", None)
+    if cells is None:
+        return codes
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index.get(str(v), -1) for v in cells[name]], dtype=np.int64)
+
+
+def occurring_cells(frame) -> dict[str, list[str]]:
+    """The combinations of the fixed-effect factors' levels that occur in the rows used, as one
+    list of labels per factor: what a saved fit keeps of its rows for emmeans's nesting."""
+    from .predictions import fixed_variables
+
+    table, rows = frame.table, frame.rows
+    wrapped = _factor_exprs(frame.formula)
+    names = [n for n in fixed_variables(frame.formula) if _is_text(table, n) or n in wrapped]
+    if not names:
+        return {}
+    labels, codes = zip(*[categorical(Var(n) if _is_text(table, n) else wrapped[n], table, rows) for n in names])
+    combos = np.unique(np.column_stack(codes), axis=0)
+    combos = combos[np.all(combos >= 0, axis=1)]
+    return {n: [lab[c] for c in combos[:, j]] for j, (n, lab) in enumerate(zip(names, labels))}
 
 
 def covariate_summary(frame, name: str) -> dict:
@@ -210,6 +254,195 @@ def grid_rows(grid: list[GridVariable]) -> tuple[np.ndarray, Table]:
         vals = [g.values[i] for i in idx[:, j]]
         cols[g.name] = TextColumn.from_values(vals) if isinstance(g.values[0], str) else np.array(vals, dtype=float)
     return idx, Table(cols)
+
+
+# ------------------------------------------------------------------------------ nesting and estimability
+
+
+def find_nesting(grid: list[GridVariable], formula) -> dict[str, list[str]]:
+    """emmeans's ``.find_nests``: which factors of the grid are nested in which. From the data, a
+    factor is nested in another when each of its levels occurs with one level of the other (a
+    factor already found nested in it excepted); from the formula, a factor that enters only
+    through interactions is nested in the factors it interacts with whose own margin is absent
+    (``route/drug``). Then transitively, in emmeans's order."""
+    from .predictions import variables
+
+    names = [g.name for g in grid if g.codes is not None and len(g.values) > 1]
+    if len(names) < 2:
+        return {}
+    codes = {g.name: g.codes for g in grid if g.name in names}
+    present = np.all(np.column_stack([codes[n] for n in names]) >= 0, axis=1)
+    result: dict[str, list[str]] = {}
+    for nm in names:
+        excluded = {k for k, v in result.items() if nm in v}
+        parents = []
+        for other in names:
+            if other == nm or other in excluded:
+                continue
+            pairs = np.unique(np.column_stack([codes[nm][present], codes[other][present]]), axis=0)
+            if pairs.size and np.bincount(pairs[:, 0]).max() == 1:
+                parents.append(other)
+        if parents:
+            result[nm] = parents
+    terms = [frozenset(variables(list(t))) for t in formula.terms]
+
+    def coded(v, term):  # R's terms(): 1 where the term's margin without v is in the model, else 2
+        rest = term - {v}
+        return 1 if not rest or rest in terms else 2
+
+    for nm in names:
+        if frozenset([nm]) in terms:
+            continue
+        inside = [t for t in terms if nm in t]
+        with_contrasts = [t for t in inside if coded(nm, t) == 1] or inside
+        sets = [[n for n in names if n in t and n != nm and coded(n, t) == 2] for t in with_contrasts]
+        sets.sort(key=len)
+        kept = [s_ for i, s_ in enumerate(sets) if not any(set(o) <= set(s_) for o in sets[:i])]
+        parents = _union(*kept) if kept else []
+        if parents:
+            result[nm] = _union(result.get(nm, []), parents)
+    for nm in list(result):
+        result[nm] = _union([p for q in result[nm] for p in result.get(q, [])], result[nm])
+    return {k: v for k, v in result.items() if k not in v}
+
+
+def nesting_text(nesting: dict[str, list[str]]) -> str:
+    """As emmeans prints it: ``drug %in% route``, ``b %in% (a*c)``."""
+    return ", ".join(f"{k} %in% {v[0] if len(v) == 1 else '(' + '*'.join(v) + ')'}" for k, v in nesting.items())
+
+
+def _union(*lists) -> list:
+    out = []
+    for lst in lists:
+        out.extend(x for x in lst if x not in out)
+    return out
+
+
+@dataclass
+class _Cells:
+    """A grid of means: per row the level of each variable (``idx``), the linear function ℓ of
+    every model-matrix column (the aliased ones too) and how many data rows it stands for (emmeans's
+    ``.wgt.``: only whether it is 0 matters); ``levels``, each variable's levels in play."""
+
+    names: list[str]
+    idx: np.ndarray
+    L: np.ndarray
+    w: np.ndarray
+    levels: list[np.ndarray]
+
+
+def _cell_weights(grid: list[GridVariable], idx: np.ndarray) -> np.ndarray:
+    """The number of data rows (saved fit: occurring combinations) at each grid row's factor levels."""
+    fpos = [j for j, g in enumerate(grid) if g.codes is not None]
+    if not fpos:
+        return np.ones(len(idx))
+    data = np.column_stack([grid[j].codes for j in fpos])
+    data = data[np.all(data >= 0, axis=1)]
+    sizes = np.array([len(grid[j].values) for j in fpos])
+    key = np.ravel_multi_index(data.T, sizes) if len(data) else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(key, minlength=int(np.prod(sizes)))
+    return counts[np.ravel_multi_index(idx[:, fpos].T, sizes)].astype(float)
+
+
+def _average(c: _Cells, keep: list[str]) -> _Cells:
+    """emmeans() on a grid without nesting: for every combination of ``keep``'s levels (the first
+    varying fastest), the equal-weight mean of its rows' ℓ."""
+    pos = [c.names.index(k) for k in keep]
+    levels = [c.levels[p] for p in pos]
+    combos = np.array(list(itertools.product(*reversed(levels))), dtype=np.int64).reshape(-1, len(pos))[:, ::-1]
+    out_idx, L, w = [], [], []
+    for combo in combos:
+        sel = np.all(c.idx[:, pos] == combo, axis=1)
+        if sel.any():
+            out_idx.append(combo)
+            L.append(c.L[sel].mean(axis=0))
+            w.append(c.w[sel].sum())
+    return _Cells(list(keep), np.array(out_idx, dtype=np.int64).reshape(-1, len(pos)), np.array(L), np.array(w),
+                  levels)
+
+
+def _nested_average(c: _Cells, specs: list[str], by: list[str], nesting: dict[str, list[str]]) -> _Cells:
+    """emmeans's ``.nested_emm``: a nested factor averaged over is averaged within each level of
+    its parents, over the levels that occur there, before the parents are averaged over."""
+    keep = _union(specs, by)
+    afacs = [n for n in nesting if n in c.names and n not in keep]
+    if not afacs:
+        return _average(c, keep)
+    sizes = [len(nesting[a]) for a in afacs]
+    afac = afacs[max(range(len(afacs)), key=lambda i: (sizes[i], i))]  # the most parents; the last of equals
+    grpfacs = _union(nesting[afac], [a for a in afacs if a != afac])
+    gspecs = _union(specs, by, grpfacs)
+    gpos = [c.names.index(g) for g in grpfacs]
+    apos = c.names.index(afac)
+    parts = []
+    for combo in itertools.product(*reversed([c.levels[p] for p in gpos])):
+        combo = np.array(combo[::-1], dtype=np.int64)
+        rows = np.all(c.idx[:, gpos] == combo, axis=1)
+        levs = np.unique(c.idx[rows & (c.w > 0), apos])
+        if not levs.size:
+            continue
+        sub = rows & np.isin(c.idx[:, apos], levs)
+        levels = list(c.levels)
+        levels[apos] = levs
+        for p, level in zip(gpos, combo):
+            levels[p] = np.array([level])
+        parts.append(_average(_Cells(c.names, c.idx[sub], c.L[sub], c.w[sub], levels), gspecs))
+    gpos_all = [c.names.index(g) for g in gspecs]
+    merged = _Cells(gspecs, np.vstack([q.idx for q in parts]), np.vstack([q.L for q in parts]),
+                    np.concatenate([q.w for q in parts]), [c.levels[p] for p in gpos_all])
+    return _nested_average(merged, specs, by, {k: v for k, v in nesting.items() if k in gspecs})
+
+
+def marginal_cells(c: _Cells, specs: list[str], by: list[str], nesting: dict[str, list[str]]):
+    """The means' cells for ``specs`` and ``by``, and the specs and by they are labelled with: a
+    nested factor in either brings its parents into the specs, and only its levels that occur
+    within them are shown (emmeans's ``.nested_emm`` and ``.find.nonempty.nests``)."""
+    if not nesting:
+        return _average(c, _union(specs, by)), specs, by
+    orig_by = list(by)
+    xspecs = [s for s in _union(specs, by) if s in nesting]
+    if xspecs:
+        specs = _union(xspecs, [p for x in xspecs for p in nesting[x]], specs)
+        by = [b for b in by if b not in xspecs]
+    out = _nested_average(c, specs, by, nesting)
+    shown = np.ones(len(out.idx), dtype=bool)
+    for x in xspecs:
+        pos = [out.names.index(f) for f in _union([x], nesting[x])]
+        _, group = np.unique(out.idx[:, pos], axis=0, return_inverse=True)
+        shown &= np.bincount(group.ravel(), weights=out.w)[group.ravel()] > 0
+    out = _Cells(out.names, out.idx[shown], out.L[shown], out.w[shown], out.levels)
+    by_vars = _union([p for b in orig_by if b in nesting for p in nesting[b]], orig_by)
+    spec_vars = [n for n in out.names if n not in by_vars]
+    order = spec_vars + by_vars
+    pos = [out.names.index(n) for n in order]
+    return _Cells(order, out.idx[:, pos], out.L, out.w, [out.levels[p] for p in pos]), spec_vars, by_vars
+
+
+def null_basis(frame) -> np.ndarray | None:
+    """An orthonormal basis of the null space of the model matrix on the rows used, every column
+    (the aliased ones too; p × the number of aliased columns), or None at full rank:
+    estimability's ``nonest.basis``. A saved fit keeps it (``frame.null_basis``)."""
+    if not frame.dropped_columns:
+        return None
+    if frame.X is None:  # a saved fit: no rows
+        return frame.null_basis
+    from ..design import model_matrix
+
+    f = frame.formula
+    design = model_matrix(f.intercept, f.terms, frame.table, frame.rows, frame.contrasts)
+    cols = [j for j, n in enumerate(design.names) if n in frame.fixef_names or n in frame.dropped_columns]
+    r = np.linalg.qr(design.X[:, cols], mode="r")
+    return np.linalg.svd(r)[2][-len(frame.dropped_columns):].T
+
+
+def is_estimable(L: np.ndarray, basis: np.ndarray | None, tol: float = 1e-8) -> np.ndarray:
+    """estimability's ``is.estble``: ℓ is estimable when ‖Nᵀℓ‖² < tol·‖ℓ‖² (‖ℓ‖² below tol taken as 1)."""
+    if basis is None:
+        return np.ones(len(L), dtype=bool)
+    chk = L @ basis
+    ssq = np.sum(L * L, axis=1)
+    ssq[ssq < tol] = 1.0
+    return np.sum(chk * chk, axis=1) < tol * ssq
 
 
 def _design(m, table: Table) -> np.ndarray:
@@ -428,10 +661,6 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     if ddf == "kenward-roger" and frame.X is None:  # a saved fit (mixcli.saved) keeps no rows
         raise UsageError("Kenward-Roger df need the fit's rows, which a saved fit does not keep: use satterthwaite, "
                          "or fit the model from its data")
-    if frame.dropped_columns:
-        raise DataError(f"emmeans of a rank-deficient fit (columns {', '.join(frame.dropped_columns)} were dropped) "
-                        "needs emmeans's estimability checks, which mixcli does not have yet; remove the aliased "
-                        "terms from the formula")
     if frame.formula.offsets:
         raise UsageError("emmeans of a model with an offset is not supported yet; fit it without offset()")
     if not spec_list:
@@ -447,22 +676,28 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     if set(spec_list) & set(by_list):
         raise UsageError(f"'{sorted(set(spec_list) & set(by_list))[0]}' is in both {option('specs')} and {option('by')}")
 
+    from .predictions import fixed_design
+
     idx, table = grid_rows(grid)
-    X = _design(m, table)
+    names, Xfull = fixed_design(frame, table, who="emmeans", aliased=True)
+    fitted = [names.index(n) for n in frame.fixef_names]
     inf = _Inference(m, ddf)
 
+    nesting = find_nesting(grid, frame.formula)
+    if joint and (nesting or frame.dropped_columns):
+        why = (f"nested factors ({nesting_text(nesting)})" if nesting else
+               f"a rank-deficient fit (columns {', '.join(frame.dropped_columns)} were dropped)")
+        raise UsageError(f"joint tests with {why} are not supported yet: leave out the joint tests")
+    cells = _Cells(gnames, idx, Xfull, _cell_weights(grid, idx), [np.arange(len(g.values)) for g in grid])
+    cells, spec_list, by_list = marginal_cells(cells, spec_list, by_list, nesting)
     keep = spec_list + by_list
     kpos = [gnames.index(n) for n in keep]
-    sizes = [len(grid[j].values) for j in kpos]
-    # the means: first spec varying fastest, then the by variables (emmeans's order)
-    combos = (np.array(list(itertools.product(*[range(s) for s in reversed(sizes)])), dtype=np.int64)[:, ::-1]
-              if keep else np.zeros((1, 0), dtype=np.int64))
-    L = np.zeros((len(combos), X.shape[1]))
-    for r, combo in enumerate(combos):
-        sel = np.all(idx[:, kpos] == combo, axis=1) if kpos else np.ones(len(idx), dtype=bool)
-        L[r] = X[sel].mean(axis=0)
+    combos = cells.idx[:, [cells.names.index(n) for n in keep]]
+    estimable = is_estimable(cells.L, null_basis(frame))
+    L = cells.L[:, fitted]
     est, se, df = inf.estimates(L)
-    asym = bool(np.all(np.isinf(df)))
+    est[~estimable] = se[~estimable] = df[~estimable] = math.nan
+    asym = bool(np.all(np.isinf(df[estimable])))
 
     fam = frame.family if glmm else None
     link = fam.link if fam is not None else None
@@ -470,6 +705,10 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     averaged = [g.name for g in grid if g.name not in keep and len(g.values) > 1]
     if averaged:
         mean_notes.append(f"Results are averaged over the levels of: {', '.join(averaged)}")
+    if nesting:
+        mean_notes.insert(0, "Nesting structure detected in the fitted model: " + nesting_text(nesting))
+    if not estimable.all():
+        mean_notes.append("nonEst: a mean that is not estimable from this rank-deficient fit (NA)")
     involved = _interaction_warning(frame.formula, keep, gnames)
     if involved:
         warnings.append("results may be misleading: " + involved + " (emmeans's NOTE)")
@@ -487,7 +726,9 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     est_name = RESPONSE_NAMES.get(fam.name, "response") if response else "emmean"
     for r, combo in enumerate(combos):
         row = {n: grid[j].labels[c] for n, j, c in zip(keep, kpos, combo)}
-        if response:
+        if not estimable[r]:  # emmeans's nonEst: no number
+            row.update(dict.fromkeys([est_name, "SE", "df", lo_name, hi_name]))
+        elif response:
             mu = float(link.linkinv(np.array([est[r]]))[0])
             dmu = abs(float(link.mu_eta(np.array([est[r]]))[0]))
             ends = link.linkinv(np.array([lo[r], hi[r]]))
@@ -503,7 +744,7 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
                            warnings=warnings)
     if contrast is not None:
         _contrasts(result, contrast, adjust, L, est, inf, grid, spec_list, by_list, combos, kpos, link, response,
-                   averaged)
+                   averaged, nested=bool(nesting), full=(cells.L, null_basis(frame)))
     if joint:
         _joint(result, m, at, by_list, inf, averaged)
     return result
@@ -538,13 +779,18 @@ def _label(grid, kpos, combo, spec_n: int) -> str:
     return f"({label})" if any(op in label for op in "-+*/") else label
 
 
-def _contrasts(result, method, adjust, L, est, inf, grid, spec_list, by_list, combos, kpos, link, response, averaged):
+def _contrasts(result, method, adjust, L, est, inf, grid, spec_list, by_list, combos, kpos, link, response, averaged,
+               nested: bool = False, full=None):
+    """The contrasts of the means within each by group; ``full``: the means' ℓ over every column of
+    the model matrix and its null basis, to leave out (NA) a contrast that is not estimable."""
     n_spec = len(spec_list)
-    n_levels = int(np.prod([len(grid[j].values) for j in kpos[:n_spec]]))
-    groups = [np.arange(g * n_levels, (g + 1) * n_levels) for g in range(len(combos) // n_levels)]
-    labels = [_label(grid, kpos, combos[i], n_spec) for i in groups[0]]
-    C, names = contrast_matrix(method, labels)
-    n_contr = C.shape[1]
+    # the means of each by group (consecutive rows: the by variables vary slowest); with nested
+    # factors the groups may differ in size
+    _, first, group_of = np.unique(combos[:, n_spec:], axis=0, return_index=True, return_inverse=True)
+    group_of = np.asarray(group_of).ravel()
+    groups = [np.flatnonzero(group_of == g) for g in np.argsort(first)]
+    n_levels = max(len(g) for g in groups)
+    n_contr = max(contrast_matrix(method, [str(i) for i in range(len(g))])[0].shape[1] for g in groups)
     chosen = adjust if adjust is not None else DEFAULT_ADJUST[method]
     notes = []
     if averaged:
@@ -558,15 +804,26 @@ def _contrasts(result, method, adjust, L, est, inf, grid, spec_list, by_list, co
     ratio = RATIO_NAMES.get(link.name) if (response and link is not None) else None
     rows = []
     for grp in groups:
+        C, names = contrast_matrix(method, [_label(grid, kpos, combos[i], n_spec) for i in grp])
         Lc = C.T @ L[grp]
         e, s, d = inf.estimates(Lc)
+        ok = is_estimable(C.T @ full[0][grp], full[1]) if full is not None else np.ones(len(e), dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = e / s
-        p = _adjust(t, d, chosen, n_levels, n_contr)
+        p = _adjust(t, d, chosen, len(grp), C.shape[1])
         by_cells = {n: grid[j].labels[c] for n, j, c in zip(by_list, kpos[n_spec:], combos[grp[0]][n_spec:])}
         asym = bool(np.all(np.isinf(d)))
-        for i in range(n_contr):
-            row = {"contrast": names[i].replace(" - ", " / ") if ratio else names[i], **by_cells}
+        for i in range(C.shape[1]):
+            name = names[i].replace(" - ", " / ") if ratio else names[i]
+            # emmeans's contrasts of nested means, by group, are rbind-ed: the by variables first
+            row = {**by_cells, "contrast": name} if nested and len(groups) > 1 else {"contrast": name, **by_cells}
+            if not ok[i]:  # emmeans's nonEst
+                row.update(dict.fromkeys([ratio[0] if ratio else "estimate", "SE", "df"]))
+                row.update({"null": 1.0} if ratio else {})
+                row["z.ratio" if asym else "t.ratio"] = None
+                row["p.value"] = None
+                rows.append(row)
+                continue
             if ratio:
                 r = math.exp(e[i])
                 row.update({ratio[0]: r, "SE": r * float(s[i]), "df": float(d[i]), "null": 1.0})

@@ -181,10 +181,13 @@ def _check_rebuildable(frame, who: str, where: str):
                              f"compute it as a column of {where} first")
 
 
-def fixed_design(frame, new: Table, who: str = "predict") -> np.ndarray:
+def fixed_design(frame, new: Table, who: str = "predict", aliased: bool = False):
     """The fixed-effect columns of the rows of ``new`` (every fixed-effect variable present, none
     missing), coded exactly as the fitted rows: the same machinery as ``predict``'s, for callers
-    that make their own rows (emmeans's reference grid). ``who`` names the caller in messages."""
+    that make their own rows (emmeans's reference grid). ``who`` names the caller in messages.
+
+    With ``aliased``, every column of the model matrix, the ones a rank-deficient fit dropped
+    too: ``(names, X_new)`` (emmeans checks estimability against the whole model matrix)."""
     f = frame.formula
     _check_rebuildable(frame, who, "the data")
     needed = _names([e for t in f.terms for e in t])
@@ -193,7 +196,7 @@ def fixed_design(frame, new: Table, who: str = "predict") -> np.ndarray:
     ok = np.zeros(combined.nrows, dtype=bool)
     ok[n_old:] = True
     old = ~ok
-    return _fixed_design(f, combined, old, ok, frame)
+    return _fixed_design(f, combined, old, ok, frame, aliased)
 
 
 def fixed_variables(formula) -> list[str]:
@@ -236,9 +239,9 @@ def check_type(type: str, se: bool, glmm: bool) -> None:
                          "and transform the interval's ends with the inverse link")
 
 
-def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) -> np.ndarray:
+def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame, aliased: bool = False):
     """The new rows' fixed-effect columns, coded as the fit's; a level of a fixed-effect factor
-    the fit has not seen is an error naming it."""
+    the fit has not seen is an error naming it. ``aliased``: see ``fixed_design``."""
     both = old | ok
     design = model_matrix(f.intercept, f.terms, combined, both, frame.contrasts)
     fitted_names = list(frame.fixef_names)
@@ -251,6 +254,9 @@ def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame) ->
         if hits.size:
             raise DataError(f"{option('newdata')} row {int(np.flatnonzero(ok)[hits[0]] - n_old) + 1}: '{name}' is a factor "
                             "level the model was not fitted with; its effect is unknown")
+    if aliased:
+        cols = [j for j, n in enumerate(design.names) if n in fitted_names or n in frame.dropped_columns]
+        return [design.names[j] for j in cols], new_rows[:, cols]
     return new_rows[:, [index[n] for n in fitted_names]]
 
 

@@ -74,11 +74,18 @@ def _cell(name: str, v) -> str:
 SPECIAL = ("p.value", "df", "df2", "t.ratio", "z.ratio", "F.ratio", "df1", "null")
 
 
+ESTIMATES = ("emmean", "prob", "rate", "response", "estimate", "odds.ratio", "ratio")
+
+
 def _column_cells(name: str, values: list) -> list[str]:
-    """A column as R prints it: 4 significant digits of its smallest entry, the same decimals for all."""
-    if name in SPECIAL or any(isinstance(v, str) or v is None for v in values):
+    """A column as R prints it: 4 significant digits of its smallest entry, the same decimals for all;
+    a mean or contrast that is not estimable is nonEst, with NA beside it."""
+    if name in SPECIAL or any(isinstance(v, str) for v in values):
         return [_cell(name, v) for v in values]
-    return aligned([float(v) for v in values], 4)
+    known = [float(v) for v in values if v is not None]
+    cells = iter(aligned(known, 4) if known else [])
+    missing = "nonEst" if name in ESTIMATES else "NA"
+    return [missing if v is None else next(cells) for v in values]
 
 
 def _digits(v: float) -> int:
