@@ -370,6 +370,10 @@ class _CiSpec(click.ParamType):
                    "fitted() and residuals()); CSV, or JSON lines with --format json. For a GLMM, glmer's: "
                    ".fitted and .fixed on the response scale (probabilities, rates), .eta the linear "
                    "predictor, .resid the deviance residuals.")
+@click.option("-o", "--output", metavar="PATH",
+              help="With --augment: write the rows to the file PATH instead of standard output; with --engine "
+                   "dask, PATH is a new directory where the workers write them as a Parquet dataset, one part per "
+                   "part of DATA.")
 @click.option("--save", "save_path", metavar="FILE",
               help="Also write the fit (one formula) to FILE without its rows, for predict, emmeans, compare and "
                    "plot --model FILE: no refit (mixcli.saved describes the file).")
@@ -386,7 +390,7 @@ class _CiSpec(click.ParamType):
 @_SCHEDULER
 @_WORKERS
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
+                output, save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -413,6 +417,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ml --save m.mixfit
       mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid/classid)" --engine dask --workers 2
       mixcli fit 'pupils/*.parquet' "y ~ x + (x | g)" --engine dask --scheduler tcp://head:8786
+      mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid)" --engine dask --augment -o rows/
     """
     from .frame import model_frame
     from .progress import FitProgress
@@ -430,19 +435,27 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         raise click.UsageError("--save writes one fit: give one formula (and one --save per command)")
     if cond_var and save_path is None:
         raise click.UsageError("--cond-var is an option of --save: add --save FILE")
+    if augment and (len(formulas) > 1 or ranef):
+        raise click.UsageError("--augment takes one formula, without --ranef")
+    if output is not None and not augment:
+        raise click.UsageError("-o writes the rows of --augment: add --augment (the summary goes to standard output)")
     frames = []
     if engine == "dask" or scheduler or workers:
         if save_path is not None:
             raise click.UsageError("--save needs the fit's levels from the rows, which --engine dask does not "
                                    "bring to this machine: fit in memory to save, or leave out --save")
-        results = _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, progress, engine,
-                            scheduler, workers)
+        if augment and output is None:
+            raise click.UsageError("--augment with --engine dask writes the rows as a Parquet dataset, one part per "
+                                   "part of DATA: give its new directory with -o DIR")
+        results = _fit_dask(data, formulas, ml, ddf, ci, output if augment else None, fam, weights, contrasts,
+                            progress, engine, scheduler, workers)
+        if augment:
+            for line in results[0].notes():
+                _warn(line)
+            return
         frames = None
     else:
         table = _read_data(data, sep)
-    # check every formula before fitting any
-    if augment and (len(formulas) > 1 or ranef):
-        raise click.UsageError("--augment takes one formula, without --ranef")
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
         keep = augment or save_path is not None
@@ -468,8 +481,18 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
 
         m = results[0]
         extra = augment_columns(m)
-        _write(fmt if fmt in ("json", "tsv") else "csv", lambda: render.render_json(m.frame.table, m.frame.rows, extra),
-               lambda: render.render_csv(m.frame.table, m.frame.rows, extra), None)
+        as_json = lambda: render.render_json(m.frame.table, m.frame.rows, extra)  # noqa: E731
+        as_csv = lambda: render.render_csv(m.frame.table, m.frame.rows, extra)  # noqa: E731
+        if output is None:
+            _write(fmt if fmt in ("json", "tsv") else "csv", as_json, as_csv, None)
+        else:
+            from .io import csv_to_tsv
+            from .output import AtomicOutput
+
+            text = as_json() if fmt == "json" else csv_to_tsv(as_csv()) if fmt == "tsv" else as_csv()
+            with AtomicOutput(output) as out:
+                out.write(text.encode("utf-8"))
+                out.commit()
         for line in m.notes():
             _warn(line)
         return
@@ -501,13 +524,11 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
 
 def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, progress, engine, scheduler, workers):
     """``fit --engine dask``: every formula on one cluster (``distributed.fit_dataset``), with the
-    inference that needs only the sums; what needs the rows is refused first, in one line."""
+    inference that needs only the sums; what needs the rows is refused first, in one line.
+    ``augment``: the directory of the augmented rows (one formula)."""
     import time
 
     _dask_checks(engine, scheduler, workers, fam, "fit it")
-    if augment:
-        raise click.UsageError("--augment needs every row's fitted value, which --engine dask does not bring back "
-                               "to one machine; fit in memory for --augment")
     if ddf.lower() == "kr":
         raise click.UsageError("--ddf kr: Kenward-Roger's df need the rows (pbkrtest's algorithm), which --engine "
                                "dask does not hold; use --ddf satterthwaite")
@@ -520,10 +541,12 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     start = time.monotonic()
     say = (lambda m: click.echo(f"mixcli: {m} [{time.monotonic() - start:.1f} s]", err=True)) \
         if progress is not False else None
-    from .distributed import check_dataset
+    from .distributed import check_augment_target, check_dataset
 
     # (bad data or formulas end here, before a cluster starts)
     checked = [check_dataset(data, formula, weights) for formula in formulas]
+    if augment is not None:
+        check_augment_target(augment)
     client = connect(scheduler, workers)
     results = []
     try:
@@ -531,7 +554,7 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
             meter = FitProgress(progress)
             meter.start(f"fitting model {i}/{len(formulas)}" if len(formulas) > 1 else "fitting")
             m = fit_dataset(data, formula, reml=not ml, weights=weights, contrasts=contrasts.lower(), client=client,
-                            progress=say, fit_progress=meter, control=_control(), checked=c)
+                            progress=say, fit_progress=meter, control=_control(), checked=c, augment=augment)
             meter.done()
             _add_inference(m, ddf, ci, progress, i, len(formulas))
             results.append(m)

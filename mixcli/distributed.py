@@ -9,9 +9,10 @@ of the number of levels, never the rows; ``ModelStructure.from_sums`` turns the 
 the structure the optimiser, Satterthwaite's df, profiles and conditional modes work on
 unchanged (``model.Model`` with that structure).
 
-What needs the rows again is refused in one line: Kenward–Roger's df (pbkrtest's
-algorithm works on the rows), the parametric bootstrap, residuals (augment), and GLMMs
-(PIRLS would need a pass over the rows per iteration).
+Residuals and fitted values (``fit --augment``) take a fourth pass: the workers write each
+part's rows with them as a Parquet dataset (``augment_dataset``). What needs the rows at every
+step is refused in one line: Kenward–Roger's df (pbkrtest's algorithm works on the rows), the
+parametric bootstrap, and GLMMs (PIRLS would need a pass over the rows per iteration).
 
 The cluster: ``workers`` starts a ``LocalCluster`` of that many processes (one thread
 each); ``scheduler`` joins a running one (``dask scheduler`` + ``dask worker``, or
@@ -49,6 +50,7 @@ class DatasetFrame(ModelFrame):
 
     nobs: int = 0
     x_moments: tuple | None = None  # (n, Σx, XᵀX) of the kept columns: R² without the rows
+    dataset: tuple | None = field(default=None, repr=False)  # (plan, coding, layout): ``keep_coding``
 
     @property
     def n(self) -> int:
@@ -160,7 +162,9 @@ def meta_columns(ds: Dataset, columns: list[str] | None = None) -> list[str]:
         import pyarrow.parquet as pq
 
         first = pq.read_schema(ds.files[0])
-        names = list(first.names)
+        # (pandas writes its index as a column, e.g. __index_level_0__: not the data's)
+        index = {c for c in (first.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        names = [c for c in first.names if c not in index]
         kind = lambda t: "number" if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                                       or pa.types.is_null(t)) else "text"
         wanted = [c for c in (columns or []) if c in names]
@@ -210,21 +214,99 @@ def _add_all(*records):
 
 def fit_dataset(source: str, formula: str, reml: bool = True, weights: str | None = None,
                 contrasts: str = "treatment", scheduler: str | None = None, workers: int | None = None,
-                client=None, progress=None, fit_progress=None, control=None, checked=None):
+                client=None, progress=None, fit_progress=None, control=None, checked=None,
+                augment: str | None = None):
     """lmer's fit of ``formula`` to the dataset at ``source`` on a Dask cluster (see the module
     docstring); ``progress(message)`` gets a line per pass; ``checked``, ``check_dataset``'s result
-    when the caller checked before starting a cluster. Returns an ``LmmResult``."""
-    frame, st = dataset_structure(source, formula, weights, contrasts, scheduler, workers, client, progress,
-                                  checked)
-    from .control import DEFAULT
-    from .fitting import fit_frame
+    when the caller checked before starting a cluster. ``augment``: a directory (new, or empty)
+    that a fourth pass fills with the rows used and their fitted values and residuals
+    (``augment_dataset``). Returns an ``LmmResult``."""
+    checked = checked or check_dataset(source, formula, weights)
+    if augment is not None:
+        check_augment_target(augment)
+    own = client is None
+    client = connect(scheduler, workers) if own else client
+    try:
+        frame, st = dataset_structure(source, formula, weights, contrasts, client=client, progress=progress,
+                                      checked=checked, keep_coding=augment is not None)
+        from .control import DEFAULT
+        from .fitting import fit_frame
 
-    say = progress or (lambda message: None)
-    started = time.monotonic()
-    result = fit_frame(frame, reml=reml, progress=fit_progress, control=control or DEFAULT, structure=st)
-    say(f"fitted in {time.monotonic() - started:.1f} s on the driver ({st.n} rows reduced to "
-        f"{sum(t.n_levels for t in st.terms)} levels)")
+        say = progress or (lambda message: None)
+        started = time.monotonic()
+        result = fit_frame(frame, reml=reml, progress=fit_progress, control=control or DEFAULT, structure=st)
+        say(f"fitted in {time.monotonic() - started:.1f} s on the driver ({st.n} rows reduced to "
+            f"{sum(t.n_levels for t in st.terms)} levels)")
+        if augment is not None:
+            augment_dataset(result, checked[1], frame.dataset, augment, client, say)
+            frame.dataset = None  # (the dataset's levels: as large as the factors)
+    finally:
+        if own:
+            close(client)
     return result
+
+
+def check_augment_target(directory: str) -> None:
+    """The augmented dataset's directory: new (its parent a writable directory), or empty."""
+    path = os.path.abspath(directory)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise DataError(f"{directory}: not a directory; the augmented rows are a Parquet dataset: give a new "
+                            "directory")
+        if os.listdir(path):
+            raise DataError(f"{directory}: the directory is not empty; give a new (or empty) directory for the "
+                            "augmented rows")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise DataError(f"{directory}: cannot write there ({parent} is not a writable directory)")
+
+
+def augment_dataset(m, ds: Dataset, coded, directory: str, client, say) -> None:
+    """Pass 4: every part's rows used, with .fitted, .fixed, .resid and .resid_pearson, written by
+    the workers as ``directory/part.NNNNN.parquet`` (one per part, in the dataset's order). The
+    parts go to a hidden sibling directory renamed to ``directory`` at the end: nothing half-written
+    is left under that name. The workers must see ``directory`` (a shared file system)."""
+    import shutil
+    import tempfile
+
+    import dask
+
+    from .partition import Fitted, augment_part
+
+    plan, coding, layout = coded
+    modes = []
+    for term, b in zip(m.frame.terms, m.conditional_modes()):
+        in_r = np.empty_like(b)
+        in_r[np.asarray(term.levels_to_r, dtype=np.int64)] = b
+        modes.append(in_r)
+    fitted = Fitted(np.array([f.estimate for f in m.fixef]), tuple(modes), float(m.sigma))
+    path = os.path.abspath(directory)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=os.path.dirname(path))
+    started = time.monotonic()
+    try:
+        parts = read_parts(ds, meta_columns(ds))
+        shared = client.scatter(coding, broadcast=True, hash=False)
+        tasks = [dask.delayed(augment_part)(p, i, plan, shared, layout, fitted, tmp) for i, p in enumerate(parts)]
+        try:
+            written = sum(client.compute(tasks, sync=True))
+        except Exception as err:
+            from .errors import MixcliError
+
+            if isinstance(err, MixcliError):
+                raise
+            raise DataError(f"the Dask cluster failed while writing the augmented rows ({type(err).__name__}: "
+                            f"{_reason(err)}); nothing was written to {directory}") from None
+        if written != m.nobs:  # (the dataset changed under the fit)
+            raise DataError(f"{written} rows were augmented, but the fit used {m.nobs}: did the files change "
+                            f"during the fit? Nothing was written to {directory}")
+        if os.path.isdir(path):
+            os.rmdir(path)  # (checked empty)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"pass 4/4: {written} augmented rows in {len(parts)} parts written to {directory} "
+        f"({time.monotonic() - started:.1f} s)")
 
 
 def compare_dataset(source: str, formulas, names=None, refit: bool = True, weights: str | None = None,
@@ -288,9 +370,10 @@ def check_dataset(source: str, formula_text: str, weights: str | None = None):
 
 
 def dataset_structure(source, formula_text, weights=None, contrasts="treatment", scheduler=None, workers=None,
-                      client=None, progress=None, checked=None):
+                      client=None, progress=None, checked=None, keep_coding=False):
     """The driver's frame and the model's structure from three passes over the dataset (``checked``:
-    ``check_dataset``'s result, if the caller has it)."""
+    ``check_dataset``'s result, if the caller has it). ``keep_coding``: the frame keeps the plan,
+    the dataset's levels and the sums' layout (``frame.dataset``) for a later pass over the rows."""
     say = progress or (lambda message: None)
     formula, ds, columns = checked or check_dataset(source, formula_text, weights)
     plan = Plan(formula.text, weights, contrasts, tuple(columns))
@@ -313,6 +396,8 @@ def dataset_structure(source, formula_text, weights=None, contrasts="treatment",
         say(f"pass 2/3: column summaries ({time.monotonic() - started:.1f} s)")
         frame, layout = _driver_frame(formula, plan, coding, first, second)
         weights_term = -second.sum_log_w if weights else 0.0
+        if keep_coding:
+            frame.dataset = (plan, coding, layout)
         del first, second, coding  # (the frame holds what the results need)
         release_freed_memory()
         started = time.monotonic()

@@ -152,6 +152,8 @@ class PartRows:
     z_names: list[list[str]]
     codes: list[np.ndarray]
     weights: np.ndarray | None
+    rows: np.ndarray | None = None  # the part's rows kept (a mask over the part)
+    offset: np.ndarray | None = None  # the offset on them (subtracted from y)
 
 
 def part_rows(pdf, plan: Plan, coding: Coding) -> PartRows:
@@ -173,7 +175,7 @@ def part_rows(pdf, plan: Plan, coding: Coding) -> PartRows:
         z_names.append(zm.names if zm is not None else [])
         codes.append(group_codes(table, rows, coding.groups[rt.lme4_group_name]))
     return PartRows(design.X if design else None, design.names if design else [], y, zs, z_names, codes,
-                    prior_weights(plan.weights, table, rows))
+                    prior_weights(plan.weights, table, rows), rows, offset)
 
 
 def group_codes(table: Table, rows: np.ndarray, group) -> np.ndarray:
@@ -261,3 +263,44 @@ def level_sums(pdf, plan: Plan, coding: Coding, layout: Layout) -> LevelSums:
     if r.weights is not None:
         xy = xy * sw[:, None]
     return LevelSums.of(codes, list(layout.n_levels), zs, xy)
+
+
+# -- pass 4 (fit --augment) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fitted:
+    """What the augment pass needs of a fit: β̂ (the kept columns), each term's conditional modes
+    (lme4's b, levels × effects, in the dataset's level order; terms in ``Layout.order``) and σ̂."""
+
+    beta: np.ndarray
+    modes: tuple[np.ndarray, ...]
+    sigma: float
+
+
+AUGMENT_COLUMNS = (".fitted", ".fixed", ".resid", ".resid_pearson")
+
+
+def augment_part(pdf, index: int, plan: Plan, coding: Coding, layout: Layout, fitted: Fitted,
+                 directory: str) -> int:
+    """The part's kept rows, every column, with ``fit --augment``'s columns (``predictions.augment``:
+    .fitted = Xβ̂ + Zb̂, .fixed = Xβ̂, .resid, .resid_pearson) written to
+    ``directory/part.NNNNN.parquet``; returns the number of rows written."""
+    import os
+
+    r = part_rows(pdf, plan, coding)
+    n = len(r.y)
+    out = pdf.loc[r.rows].reset_index(drop=True) if n else pdf.iloc[0:0].reset_index(drop=True)
+    if n:
+        fixed = r.X[:, list(layout.kept)] @ fitted.beta if layout.kept else np.zeros(n)
+        random = np.zeros(n)
+        for i, t in enumerate(layout.order):
+            random += np.einsum("ij,ij->i", r.zs[t], fitted.modes[i][r.codes[t]])
+        resid = r.y - fixed - random
+        offset = 0.0 if r.offset is None else r.offset
+        w = np.ones(n) if r.weights is None else r.weights
+        values = (fixed + random + offset, fixed + offset, resid, np.sqrt(w) * resid / fitted.sigma)
+    else:
+        values = (np.zeros(0),) * 4
+    for name, v in zip(AUGMENT_COLUMNS, values):
+        out[name] = v
+    out.to_parquet(os.path.join(directory, f"part.{index:05d}.parquet"), index=False)
+    return n

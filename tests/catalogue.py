@@ -675,6 +675,16 @@ CASES: list[Case] = [
     Case("Dask", "a GLMM", FIT_DASK("p1.parquet") + ["--family", "binomial"], 2,
          "--engine dask fits linear mixed models only: a GLMM's PIRLS needs a pass over the rows at every "
          "iteration; fit it in memory (without --engine dask)", _PARQUET_CLASH),
+    Case("Dask", "--augment with --engine dask without -o", FIT_DASK("p1.parquet") + ["--augment"], 2,
+         "--augment with --engine dask writes the rows as a Parquet dataset, one part per part of DATA: give its new "
+         "directory with -o DIR", _PARQUET_CLASH),
+    Case("Dask", "--augment -o naming a file, not a directory",
+         FIT_DASK("p1.parquet") + ["--augment", "-o", "q1.parquet"], 1,
+         "q1.parquet: not a directory; the augmented rows are a Parquet dataset: give a new directory",
+         _PARQUET_CLASH),
+    Case("Usage", "-o without --augment", FIT + ["y ~ x + (1 | g)", "-o", "rows.csv"], 2,
+         "-o writes the rows of --augment: add --augment (the summary goes to standard output)", STUDY_FILES,
+         leaves_no=("rows.csv",)),
     Case("Dask", "--workers without --engine dask", FIT + ["y ~ x + (1 | g)", "--workers", "2"], 2,
          "--scheduler and --workers choose the cluster of --engine dask: add --engine dask", STUDY_FILES),
     Case("Dask", "simulate --format parquet without -o", ["simulate", "--format", "parquet"], 2,

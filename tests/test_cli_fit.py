@@ -159,6 +159,15 @@ def test_tsv_is_the_csv_with_tabs():
         assert "\t" in as_tsv.splitlines()[0]
 
 
+def test_augment_to_a_file_is_what_standard_output_gets(tmp_path):
+    path = str(FIXTURES / "data" / "slopes.csv")
+    for fmt, name in (("csv", "rows.csv"), ("json", "rows.jsonl"), ("tsv", "rows.tsv")):
+        out = run("fit", path, "y ~ x + (1 | g)", "--augment", "--format", fmt, "-o", str(tmp_path / name))
+        assert out.returncode == 0 and out.stdout == ""
+        stdout = run("fit", path, "y ~ x + (1 | g)", "--augment", "--format", fmt).stdout
+        assert (tmp_path / name).read_text() == stdout
+
+
 def test_csv_of_profile_intervals_says_where_the_variance_intervals_are():
     out = run("fit", str(FIXTURES / "data" / "slopes.csv"), "y ~ x + (1 | g)", "--ci", "profile", "--format", "csv")
     assert out.returncode == 0
