@@ -110,10 +110,11 @@ def model_matrix(
     table: Table,
     rows: np.ndarray | None = None,
     contrasts: str = "treatment",
+    state: dict | None = None,
 ) -> DesignMatrix:
     """R's ``model.matrix`` of ``intercept`` + ``terms`` on the kept ``rows`` (a boolean
     mask over the table's rows; all rows if None), unordered factors coded by ``contrasts``
-    unless C() says otherwise."""
+    unless C() says otherwise; ``state``: the fitted data's stateful parameters (new rows)."""
     if rows is None:
         rows = np.ones(table.nrows, dtype=bool)
     rows = np.asarray(rows, dtype=bool)
@@ -127,7 +128,7 @@ def model_matrix(
 
     def numeric(expr: Expr) -> np.ndarray:
         if expr not in numeric_cache:
-            numeric_cache[expr] = evaluate(expr, table)[rows]
+            numeric_cache[expr] = evaluate(expr, table, state)[rows]
         return numeric_cache[expr]
 
     def factor(expr: Expr) -> tuple[list[str], np.ndarray]:
@@ -156,7 +157,7 @@ def model_matrix(
         block: list[tuple[str, np.ndarray]] = [("", None)]
         for v, code in zip(term, coding):
             if code == 0 and isinstance(v, Call) and v.func in MATRIX:
-                basis = evaluate_matrix(v, table)[rows]
+                basis = evaluate_matrix(v, table, state)[rows]
                 parts = [(v.label + suffix, basis[:, j]) for j, suffix in enumerate(matrix_suffixes(v))]
             elif code == 0:
                 parts = [(v.label, numeric(v))]

@@ -113,6 +113,7 @@ class ModelFrame:
     # per factor, ``emmeans.occurring_cells``): emmeans's nesting and which cells hold data
     cells: dict | None = field(default=None, repr=False)
     null_basis: np.ndarray | None = field(default=None, repr=False)  # (``emmeans.null_basis``)
+    stateful: dict | None = field(default=None, repr=False)  # (``predictions.fitted_state``)
 
     @property
     def n(self) -> int:

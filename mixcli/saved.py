@@ -32,9 +32,10 @@ factors' levels that occur in the rows (``emmeans.occurring_cells``: emmeans fin
 and the cells that hold data from them). On loading, a small *prototype table* is built from
 it — every level of every column present, the grouping factors' levels in blocks of rows, the
 other numbers 0 — and the fit's frame is rebuilt on it, so that new rows are coded by the
-same code (``predictions``) as for a live fit. Stateful terms (``scale()``, ``poly()``,
-splines) depend on the rows themselves: a saved fit of such a formula serves ``compare``, and
-predictions and emmeans refuse it as they refuse it for a live fit.
+same code (``predictions``) as for a live fit. What stateful terms (``scale()``, ``poly()``,
+``ns()``, ``bs()``) remember of the rows — centre and SD, polynomial coefficients, knots — is
+kept too (header ``stateful``, ``predictions.fitted_state``), so that new rows are evaluated as
+for a live fit.
 
 **The fingerprint** (header ``data``): the table's row count, SHA-256 of the rows used (a
 bit mask) and of the response on them, and of X: ``compare`` tells saved fits of different
@@ -110,7 +111,7 @@ def save(m, path: str, cond_var: bool = False) -> None:
     keeps the conditional covariances of the random effects."""
     from .formula.evaluate import factor_levels
     from .inference.emmeans import covariate_summary, null_basis, occurring_cells
-    from .inference.predictions import fixed_variables
+    from .inference.predictions import fitted_state, fixed_variables
     from .output import AtomicOutput
     from .table import TextColumn
 
@@ -183,7 +184,7 @@ def save(m, path: str, cond_var: bool = False) -> None:
         "theta_names": list(m.theta_names), "ngroups": dict(m.ngroups),
         "curvature": None if curv is None else {"reml": bool(curv.reml), "m": int(curv.m), "r2": float(curv.r2)},
         "cond_var": bool(cond_var), "data": fingerprint(frame), "columns": columns, "covariates": covariates,
-        "cells": occurring_cells(frame), "terms": terms, "factors": factors,
+        "cells": occurring_cells(frame), "stateful": fitted_state(frame), "terms": terms, "factors": factors,
     }
     arrays["header"] = np.frombuffer(json.dumps(header, allow_nan=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()

@@ -260,7 +260,7 @@ def _frame(h: dict, arrays: dict):
                       term_sources=sources, family=family, weights=np.ones(0) if h["weights"] else None,
                       dropped_columns=list(h["dropped_columns"]), messages=list(h["messages"]), table=table,
                       contrasts=h["contrasts"], fixef_assign=[0] * p, covariates=h["covariates"],
-                      cells=h["cells"], null_basis=arrays["null_basis"] if h["dropped_columns"] else None)
+                      cells=h["cells"], stateful=h["stateful"], null_basis=arrays["null_basis"] if h["dropped_columns"] else None)
 
 
 def _as_key(v):

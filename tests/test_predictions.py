@@ -109,9 +109,6 @@ def test_bad_new_data_is_named():
         predict(m, Table.from_mapping(pd.DataFrame({"recipe": ["A"], "batch": [1]})))
     with pytest.raises(DataError, match="'recipeZ' is a factor level the model was not fitted with"):
         predict(m, Table.from_mapping(pd.DataFrame({"recipe": ["Z"], "temp": [180.0], "batch": [1]})))
-    m2 = mixcli.fit(cached_table("categorical.csv"), "y ~ poly(temp, 2) + (1 | batch)")
-    with pytest.raises(UsageError, match="poly"):
-        predict(m2, Table.from_mapping(pd.DataFrame({"temp": [180.0], "batch": [1]})))
 
 
 def test_cli_augment_and_predict_write_the_same_numbers(tmp_path):

@@ -95,6 +95,11 @@ def test_glmm_predictions_equal_the_live_fits(tmp_path):
     ("categorical.csv", "y ~ recipe * temp + (1 | batch)", None, {"specs": ["recipe"], "at": {"temp": [180, 220]}}),
     ("glmm_crossed.csv", "r2 ~ btype * mode + (1 | subj) + (1 | item)", "binomial",
      {"specs": ["btype"], "by": ["mode"], "contrast": "pairwise", "type": "response", "joint": True}),
+    # stateful terms: their knots, coefficients and centring are kept in the file
+    ("categorical.csv", "y ~ recipe * ns(temp, df = 2) + poly(temp, 2, raw = TRUE) + (scale(temp) | batch)", None,
+     {"specs": ["recipe"], "contrast": "pairwise", "at": {"temp": [170, 200, 240]}}),
+    # nested factors and an aliased column: the occurring cells and the null basis are kept
+    ("nested_fixed.csv", "y ~ route + drug + weight + (1 | herd)", None, {"specs": ["route"], "contrast": "pairwise"}),
 ])
 def test_emmeans_equal_the_live_fits(tmp_path, csv, formula, family, options):
     m = mixcli.fit(cached_table(csv), formula, family=family)

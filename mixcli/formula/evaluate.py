@@ -33,21 +33,63 @@ _UNARY = {
 }
 
 
-def _scale(x: np.ndarray) -> np.ndarray:
+def _scale_parameters(x: np.ndarray) -> list[float]:
     ok = ~np.isnan(x)
     n = int(ok.sum())
     centre = x[ok].mean() if n else np.nan
     sd = x[ok].std(ddof=1) if n > 1 else np.nan
-    return (x - centre) / sd
+    return [float(centre), float(sd)]
 
 
-def evaluate(expr: Expr, table: Table) -> np.ndarray:
-    """The values of ``expr`` on every row of ``table`` (float64, NaN where missing)."""
+def evaluate(expr: Expr, table: Table, state: dict | None = None) -> np.ndarray:
+    """The values of ``expr`` on every row of ``table`` (float64, NaN where missing). ``state``:
+    the parameters of the stateful calls (``stateful_parameters`` of the fitted data, by label),
+    to evaluate new rows as the fitted ones were (R's ``makepredictcall``)."""
     with np.errstate(all="ignore"):
-        return full_length(_eval(expr, table, expr), table.nrows)
+        return full_length(_eval(expr, table, expr, state or {}), table.nrows)
 
 
-def _eval(expr: Expr, table: Table, whole: Expr):
+def stateful_parameters(exprs, table: Table) -> dict:
+    """R's remembered parameters of every stateful call among ``exprs`` (and inside them),
+    computed on every row of ``table`` where its argument is present, as the fit computed them:
+    ``scale()``'s centre and SD, ``poly()``'s coefficients, ``ns()``/``bs()``'s knots. Plain
+    JSON values (a saved fit keeps them)."""
+    from . import splines
+
+    state: dict = {}
+
+    def visit(e):
+        for a in getattr(e, "args", ()):
+            visit(a)
+        for attr in ("operand", "left", "right"):
+            if hasattr(e, attr):
+                visit(getattr(e, attr))
+        if not isinstance(e, Call) or e.label in state:
+            return
+        if e.func == "scale" or (e.func in MATRIX and not (e.func == "poly" and e.option("raw", False))):
+            with np.errstate(all="ignore"):
+                x = full_length(_eval(e.args[0], table, e, state), table.nrows)
+            x = x[~np.isnan(x)]
+            if not x.size:
+                return
+            try:
+                if e.func == "scale":
+                    state[e.label] = _scale_parameters(x)
+                elif e.func == "poly":
+                    state[e.label] = list(splines.poly_coefs(x, e.option("degree")))
+                else:
+                    state[e.label] = splines.spline_knots(e.func, x, df=e.option("df"),
+                                                          degree=e.option("degree", 3),
+                                                          intercept=e.option("intercept", False))
+            except ValueError as err:
+                raise DataError(f"{e.label}: {err}") from None
+
+    for e in exprs:
+        visit(e)
+    return state
+
+
+def _eval(expr: Expr, table: Table, whole: Expr, state: dict):
     if isinstance(expr, Var):
         if expr.name not in table:
             raise FormulaError(f"unknown column '{expr.name}'")
@@ -59,13 +101,13 @@ def _eval(expr: Expr, table: Table, whole: Expr):
     if isinstance(expr, Num):
         return np.float64(expr.value)
     if isinstance(expr, Paren):
-        return _eval(expr.operand, table, whole)
+        return _eval(expr.operand, table, whole, state)
     if isinstance(expr, UnaryOp):
-        value = _eval(expr.operand, table, whole)
+        value = _eval(expr.operand, table, whole, state)
         return -value if expr.op == "-" else +value
     if isinstance(expr, BinOp):
-        a = _eval(expr.left, table, whole)
-        b = _eval(expr.right, table, whole)
+        a = _eval(expr.left, table, whole, state)
+        b = _eval(expr.right, table, whole, state)
         if expr.op == "+":
             return a + b
         if expr.op == "-":
@@ -79,7 +121,7 @@ def _eval(expr: Expr, table: Table, whole: Expr):
         raise FormulaError(f"unsupported operator '{expr.op}' in {whole.label}")
     if isinstance(expr, Call):
         if expr.func in MATRIX:
-            basis = evaluate_matrix(expr, table)
+            basis = evaluate_matrix(expr, table, state)
             if basis.shape[1] == 1 and whole is expr:
                 return basis[:, 0]
             raise FormulaError(f"{expr.label} gives {basis.shape[1]} columns (a basis), so it cannot be used"
@@ -89,37 +131,42 @@ def _eval(expr: Expr, table: Table, whole: Expr):
                                + ("" if whole is expr else f" in {whole.label}"))
         if expr.func == "cbind":
             raise FormulaError("cbind() belongs in the response")
-        arg = np.asarray(_eval(expr.args[0], table, whole), dtype=np.float64)
+        arg = np.asarray(_eval(expr.args[0], table, whole, state), dtype=np.float64)
         if expr.func in ("I", "as.numeric", "offset"):
             return arg
         if expr.func == "scale":
-            return _scale(np.broadcast_to(arg, (table.nrows,)).astype(np.float64))
+            x = np.broadcast_to(arg, (table.nrows,)).astype(np.float64)
+            centre, sd = state.get(expr.label) or _scale_parameters(x)
+            return (x - centre) / sd
         if expr.func in _UNARY:
             return _UNARY[expr.func](arg)
         raise FormulaError(f"unknown function '{expr.func}'")
     raise TypeError(f"not an expression: {expr!r}")
 
 
-def evaluate_matrix(expr: Call, table: Table) -> np.ndarray:
+def evaluate_matrix(expr: Call, table: Table, state: dict | None = None) -> np.ndarray:
     """The basis of poly(), ns() or bs() on every row of ``table`` (rows × columns; NaN rows
     where the variable is missing). As R's model.frame, the basis is computed on every row
     of the data before incomplete rows are dropped, so the knots and polynomial coefficients
-    are R's; unlike R's poly(), missing values give missing rows, not an error."""
+    are R's; unlike R's poly(), missing values give missing rows, not an error. With the
+    fitted data's ``state`` (``stateful_parameters``), the fitted basis at these rows."""
     from . import splines
 
-    x = evaluate(expr.args[0], table)
+    x = evaluate(expr.args[0], table, state)
     ok = ~np.isnan(x)
     out = np.full((len(x), _basis_width(expr)), np.nan)
     if not ok.any():
         return out
+    fitted = (state or {}).get(expr.label)
     try:
         if expr.func == "poly":
-            basis = splines.poly(x[ok], expr.option("degree"), raw=expr.option("raw", False))
+            basis = splines.poly(x[ok], expr.option("degree"), raw=expr.option("raw", False), coefs=fitted)
         elif expr.func == "ns":
-            basis = splines.ns(x[ok], df=expr.option("df"), intercept=expr.option("intercept", False))
+            basis = splines.ns(x[ok], df=expr.option("df"), intercept=expr.option("intercept", False),
+                               **(fitted or {}))
         else:
             basis = splines.bs(x[ok], df=expr.option("df"), degree=expr.option("degree", 3),
-                               intercept=expr.option("intercept", False))
+                               intercept=expr.option("intercept", False), **(fitted or {}))
     except ValueError as err:
         raise DataError(f"{expr.label}: {err}") from None
     out[ok] = basis

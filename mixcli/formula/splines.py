@@ -47,8 +47,9 @@ import numpy as np
 _QR_TOL = 1e-7
 
 
-def poly(x: np.ndarray, degree: int, raw: bool = False) -> np.ndarray:
-    """stats::poly(x, degree, raw = raw): an (n, degree) matrix."""
+def poly(x: np.ndarray, degree: int, raw: bool = False, coefs=None) -> np.ndarray:
+    """stats::poly(x, degree, raw = raw): an (n, degree) matrix. With ``coefs`` (``poly_coefs`` of
+    the fitted x: R's ``attr(, "coefs")``), the fitted polynomials at new x, as R's predict does."""
     x = _as_vector(x, "poly")
     degree = _as_int(degree, "degree")
     if degree < 1:
@@ -57,6 +58,30 @@ def poly(x: np.ndarray, degree: int, raw: bool = False) -> np.ndarray:
     if raw:
         # R's raw branch neither checks for NA nor for enough unique points.
         return x[:, None] ** powers
+    if coefs is not None:
+        # R's three-term recurrence: Z₀ = 1, Z₁ = x − α₀, Zᵢ₊₁ = (x − αᵢ)Zᵢ − (n²ᵢ₊₁/n²ᵢ)Zᵢ₋₁
+        alpha, norm2 = (np.asarray(c, dtype=float) for c in coefs)
+        z = np.ones((x.size, degree + 1))
+        z[:, 1] = x - alpha[0]
+        for i in range(1, degree):
+            z[:, i + 1] = (x - alpha[i]) * z[:, i] - (norm2[i + 1] / norm2[i]) * z[:, i - 1]
+        return np.ascontiguousarray(z[:, 1:] / np.sqrt(norm2[2:]))
+    z, _ = _poly_z(x, degree)
+    norm2 = (z**2).sum(axis=0)
+    return np.ascontiguousarray(z[:, 1:] / np.sqrt(norm2[1:]))
+
+
+def poly_coefs(x: np.ndarray, degree: int) -> tuple[list[float], list[float]]:
+    """R's ``attr(poly(x, degree), "coefs")``: (alpha, norm2), what predicting at new x needs."""
+    x = _as_vector(x, "poly")
+    z, xc = _poly_z(x, _as_int(degree, "degree"))
+    norm2 = (z**2).sum(axis=0)
+    alpha = (np.sum(xc[:, None] * z**2, axis=0) / norm2 + x.mean())[:degree]
+    return [float(a) for a in alpha], [1.0] + [float(v) for v in norm2]
+
+
+def _poly_z(x: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unnormalised orthogonal polynomials of x (constant column first), and x centred."""
     if np.isnan(x).any():
         raise ValueError("missing values are not allowed in 'poly'")
     if degree >= np.unique(x).size:
@@ -74,13 +99,13 @@ def poly(x: np.ndarray, degree: int, raw: bool = False) -> np.ndarray:
     z = np.zeros_like(qr)
     diag = np.arange(degree + 1)
     z[diag, diag] = qr[diag, diag]
-    z = _apply_q(qr, qraux, rank, z, transpose=False)
-    norm2 = (z**2).sum(axis=0)
-    return np.ascontiguousarray(z[:, 1:] / np.sqrt(norm2[1:]))
+    return _apply_q(qr, qraux, rank, z, transpose=False), xc
 
 
-def bs(x: np.ndarray, *, df: int | None = None, knots=None, degree: int = 3, intercept: bool = False) -> np.ndarray:
-    """splines::bs(x, df, knots, degree, intercept): an (n, degree + len(knots) + intercept) matrix."""
+def bs(x: np.ndarray, *, df: int | None = None, knots=None, degree: int = 3, intercept: bool = False,
+       boundary=None) -> np.ndarray:
+    """splines::bs(x, df, knots, degree, intercept): an (n, degree + len(knots) + intercept) matrix.
+    ``boundary``: the fitted basis's boundary knots (``spline_knots``), for new x inside them."""
     x = _as_vector(x, "bs")
     degree = _as_int(degree, "degree")
     if degree < 1:
@@ -89,7 +114,7 @@ def bs(x: np.ndarray, *, df: int | None = None, knots=None, degree: int = 3, int
     intercept = bool(intercept)
     observed = ~np.isnan(x)
     xs = x[observed]
-    boundary = _boundary(xs, "bs")
+    boundary = _boundary(xs, "bs") if boundary is None else (float(boundary[0]), float(boundary[1]))
     if knots is None and df is not None:
         df = _as_int(df, "df")
         n_interior = df - order + (1 - intercept)
@@ -102,19 +127,22 @@ def bs(x: np.ndarray, *, df: int | None = None, knots=None, degree: int = 3, int
         knots = _explicit_knots(knots, boundary, "bs")
     aknots = np.sort(np.concatenate([np.repeat(boundary[0], order), knots, np.repeat(boundary[1], order)]))
     basis = np.full((x.size, aknots.size - order), np.nan)
-    basis[observed] = _spline_design(aknots, xs, order)
+    basis[observed] = _extrapolated_design(aknots, xs, order, boundary, degree)
     if not intercept:
         basis = basis[:, 1:]
     return np.ascontiguousarray(basis)
 
 
-def ns(x: np.ndarray, *, df: int | None = None, knots=None, intercept: bool = False) -> np.ndarray:
-    """splines::ns(x, df, knots, intercept): an (n, len(knots) + 1 + intercept) matrix."""
+def ns(x: np.ndarray, *, df: int | None = None, knots=None, intercept: bool = False, boundary=None) -> np.ndarray:
+    """splines::ns(x, df, knots, intercept): an (n, len(knots) + 1 + intercept) matrix.
+    ``boundary``: the fitted basis's boundary knots (``spline_knots``), for new x inside them."""
     x = _as_vector(x, "ns")
     intercept = bool(intercept)
     observed = ~np.isnan(x)
     xs = x[observed]
-    if xs.size == 1 and xs[0] != 0:
+    if boundary is not None:
+        boundary = (float(boundary[0]), float(boundary[1]))
+    elif xs.size == 1 and xs[0] != 0:
         # R's ns() widens a single point to c(7, 9)/8 of it (unsorted, so reversed for x < 0; the
         # order matters below because it orders the rows of the constraint matrix).
         boundary = (xs[0] * 7 / 8, xs[0] * 9 / 8)
@@ -130,7 +158,7 @@ def ns(x: np.ndarray, *, df: int | None = None, knots=None, intercept: bool = Fa
     else:
         knots = _explicit_knots(knots, (min(boundary), max(boundary)), "ns")
     aknots = np.sort(np.concatenate([np.repeat(boundary, 4), knots]))
-    basis = _spline_design(aknots, xs, 4)
+    basis = _extrapolated_design(aknots, xs, 4, (min(boundary), max(boundary)), 1)
     const = _spline_derivs(aknots, np.asarray(boundary, dtype=float), 4, 2)
     if not np.isfinite(const).all():
         # An interior knot on the upper boundary (e.g. a quantile knot when many x tie at the
@@ -146,6 +174,46 @@ def ns(x: np.ndarray, *, df: int | None = None, knots=None, intercept: bool = Fa
     rotated = _apply_q(qr, qraux, rank, basis.T.copy(), transpose=True).T
     out = np.full((x.size, rotated.shape[1] - 2), np.nan)
     out[observed] = rotated[:, 2:]
+    return out
+
+
+def spline_knots(func: str, x: np.ndarray, *, df: int | None = None, degree: int = 3,
+                 intercept: bool = False) -> dict:
+    """The knots of ``bs``/``ns`` with ``df`` on x (R's ``attr(, "knots")`` and ``"Boundary.knots"``):
+    what evaluating the same basis at new x needs."""
+    x = _as_vector(x, func)
+    xs = x[~np.isnan(x)]
+    if func == "ns" and xs.size == 1 and xs[0] != 0:
+        boundary = (xs[0] * 7 / 8, xs[0] * 9 / 8)
+    else:
+        boundary = _boundary(xs, func)
+    order = _as_int(degree, "degree") + 1 if func == "bs" else 4
+    n_interior = _as_int(df, "df") - (order - 1 if func == "bs" else 1) - bool(intercept)
+    knots = _quantile7(xs, _interior_probs(n_interior)) if n_interior > 0 else np.zeros(0)
+    return {"knots": [float(k) for k in knots], "boundary": [float(b) for b in boundary]}
+
+
+def _extrapolated_design(aknots: np.ndarray, x: np.ndarray, order: int, boundary, terms: int) -> np.ndarray:
+    """splineDesign at x between the boundary knots; beyond them, as R's bs()/ns() predict: the
+    Taylor polynomial of the basis at a pivot, to the ``terms``-th derivative. ns (terms = 1): a
+    straight line from the boundary knot; bs (terms = its degree): the end piece's polynomial,
+    expanded at a quarter of the way into the end interval (R ≥ 3.2.3: at the knot itself the
+    highest derivative is R's 0 of a step)."""
+    lo, hi = boundary
+    inside = (x >= lo) & (x <= hi)
+    if inside.all():
+        return _spline_design(aknots, x, order)
+    out = np.empty((x.size, aknots.size - order))
+    out[inside] = _spline_design(aknots, x[inside], order)
+    e = 0.25 if terms > 1 else 0.0
+    pivots = ((1 - e) * lo + e * aknots[order], (1 - e) * hi + e * aknots[aknots.size - order - 1])
+    for side, pivot in ((x < lo, pivots[0]), (x > hi, pivots[1])):
+        if side.any():
+            at = np.array([pivot])
+            rows = [_spline_design(aknots, at, order)[0]] + [_spline_derivs(aknots, at, order, k)[0]
+                                                              for k in range(1, terms + 1)]
+            d = x[side] - pivot
+            out[side] = sum(np.outer(d**k / math.factorial(k), row) for k, row in enumerate(rows))
     return out
 
 

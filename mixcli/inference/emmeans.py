@@ -51,8 +51,11 @@ when it lies in the row space of the whole model matrix (the aliased columns inc
 ‖Nᵀℓ‖² < 10⁻⁸‖ℓ‖² for an orthonormal basis N of its null space; otherwise it is emmeans's
 nonEst (no number). An estimable ℓ uses the kept columns only.
 
-Not yet: joint tests with nested factors or of a rank-deficient fit, offsets, and stateful
-terms (``scale()``, ``poly()``, splines) — each refused with one line.
+Stateful terms (``scale()``, ``poly()``, ``ns()``, ``bs()``) are evaluated at the grid's values
+with what they remember of the fitted data (``predictions.fitted_state``), as emmeans does.
+
+Not yet: joint tests with nested factors or of a rank-deficient fit, and offsets — each refused
+with one line.
 """
 
 from __future__ import annotations

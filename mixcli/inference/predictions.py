@@ -31,8 +31,10 @@ variances σ̂²/w are unknown) and a GLMM (no residual variance) have none.
 
 New rows are coded exactly as the fitted rows: their design matrix is built on the fitted
 table with the new rows appended, so factor levels keep the fit's order and reference level.
-That is wrong for functions whose values depend on all rows (``scale``, ``poly``, ``ns``,
-``bs``: R remembers their centring or basis), which ``predict`` therefore refuses. Numbers in a
+Functions whose values depend on all rows (``scale``, ``poly``, ``ns``, ``bs``) are evaluated
+with what they remember of the fitted data (``fitted_state``: centre and SD, polynomial
+coefficients, knots), as R's ``makepredictcall`` makes ``predict`` do; beyond the boundary knots
+a spline is extrapolated as R's ``predict.bs``/``predict.ns`` do. Numbers in a
 column that is text in the data (labels that happen to be digits) are the labels R's
 as.character() writes for them.
 """
@@ -46,13 +48,12 @@ import numpy as np
 from ..design import model_matrix
 from ..errors import DataError, UsageError, option
 from ..formula.evaluate import evaluate, non_numeric_labels, number_labels
-from ..formula.exprs import MATRIX, Call, Var
+from ..formula.exprs import Var
 from ..frame import ROW_ID
 from ..table import Table, TextColumn, is_missing
 from .distributions import norm_ppf
 
 # functions of all rows (R keeps their state in the terms object for predict())
-STATEFUL = ("scale",) + tuple(sorted(MATRIX))
 
 
 def augment(m) -> dict[str, np.ndarray]:
@@ -114,7 +115,7 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     check_interval(interval, level, m.is_glmm, m.frame.weights is not None)
     frame = m.frame
     f = frame.formula
-    _check_rebuildable(frame, "predict", "both files")
+    _check_rebuildable(frame, "predict")
     fixed_vars = _names([e for t in f.terms for e in t] + list(f.offsets))
     # a population interval needs the random effects' columns z (not their levels): z Σ zᵀ
     random_vars = ([] if population and interval is None
@@ -145,7 +146,7 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     out = np.full(new.nrows, np.nan)
     out[~missing] = X @ beta
     for o in f.offsets:
-        out = out + evaluate(o, combined)[n_old:]
+        out = out + evaluate(o, combined, fitted_state(frame))[n_old:]
     se_out = None
     if se:
         se_out = np.full(new.nrows, np.nan)
@@ -168,17 +169,25 @@ def predict(m, new: Table, population: bool = False, se: bool = False, type: str
     return Prediction(out, se_out, new_levels, int(missing.sum()), lower, upper)
 
 
-def _check_rebuildable(frame, who: str, where: str):
-    """Whether new rows can be coded as the fitted ones were: the frame holds the fit's data, and
-    no term depends on all the fitted rows (``where`` is where the user should compute it)."""
+def _check_rebuildable(frame, who: str):
+    """Whether new rows can be coded as the fitted ones were: the frame holds the fit's data (or a
+    saved fit's prototype of it)."""
     if frame.table is None:
         raise UsageError(f"{who} needs the fit's data, which its model frame was made without "
                          f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
-    for call in _calls(frame.formula):
-        if call.func in STATEFUL:
-            what = "centring and scale" if call.func == "scale" else "basis"
-            raise UsageError(f"{who}: {call.label} depends on all the fitted rows (R remembers its {what}); "
-                             f"compute it as a column of {where} first")
+
+
+def fitted_state(frame) -> dict:
+    """What the stateful calls of the formula (``scale()``, ``poly()``, ``ns()``, ``bs()``)
+    remember of the fitted data, by label (``formula.evaluate.stateful_parameters``), so that new
+    rows are evaluated as R's predict evaluates them (``makepredictcall``); a saved fit keeps it."""
+    from ..formula.evaluate import stateful_parameters
+
+    if frame.stateful is not None:
+        return frame.stateful
+    f = frame.formula
+    exprs = [e for t in f.terms for e in t] + list(f.offsets) + [e for rt in f.random for t in rt.terms for e in t]
+    return stateful_parameters(exprs, frame.table)
 
 
 def fixed_design(frame, new: Table, who: str = "predict", aliased: bool = False):
@@ -189,7 +198,7 @@ def fixed_design(frame, new: Table, who: str = "predict", aliased: bool = False)
     With ``aliased``, every column of the model matrix, the ones a rank-deficient fit dropped
     too: ``(names, X_new)`` (emmeans checks estimability against the whole model matrix)."""
     f = frame.formula
-    _check_rebuildable(frame, who, "the data")
+    _check_rebuildable(frame, who)
     needed = _names([e for t in f.terms for e in t])
     n_old = int(frame.rows.sum())
     combined = _append(frame.table, frame.rows, new, needed)
@@ -243,7 +252,7 @@ def _fixed_design(f, combined: Table, old: np.ndarray, ok: np.ndarray, frame, al
     """The new rows' fixed-effect columns, coded as the fit's; a level of a fixed-effect factor
     the fit has not seen is an error naming it. ``aliased``: see ``fixed_design``."""
     both = old | ok
-    design = model_matrix(f.intercept, f.terms, combined, both, frame.contrasts)
+    design = model_matrix(f.intercept, f.terms, combined, both, frame.contrasts, fitted_state(frame))
     fitted_names = list(frame.fixef_names)
     extra = [n for n in design.names if n not in fitted_names and n not in frame.dropped_columns]
     n_old = int(old.sum())
@@ -296,7 +305,7 @@ def _new_random_part(m, combined: Table, n_old: int, ok: np.ndarray, new_levels:
             if unseen.any():
                 new_levels[rt_term.factor] = new_levels.get(rt_term.factor, 0) + int(unseen.sum())
         z = np.zeros((combined.nrows, rt_term.k))
-        z[both] = model_matrix(rt.intercept, rt.terms, combined, both, frame.contrasts).X
+        z[both] = model_matrix(rt.intercept, rt.terms, combined, both, frame.contrasts, fitted_state(frame)).X
         zn = z[n_old:]
         use = ok[n_old:] & (level >= 0)
         if b is not None:
@@ -358,17 +367,3 @@ def _names(exprs) -> list[str]:
     for e in exprs:
         walk(e)
     return list(dict.fromkeys(out))
-
-
-def _calls(f) -> list[Call]:
-    seen: list[Call] = []
-
-    def walk(e):
-        if isinstance(e, Call):
-            seen.append(e)
-        for a in getattr(e, "args", ()):
-            walk(a)
-
-    for e in [e for t in f.terms for e in t] + [e for rt in f.random for t in rt.terms for e in t]:
-        walk(e)
-    return seen
