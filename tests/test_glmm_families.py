@@ -210,3 +210,64 @@ def test_negative_binomial_tends_to_poisson():
         model.set_dispersion(m.dispersion)
     assert abs(gaps[1]) < 1e-2 and abs(gaps[1]) == pytest.approx(abs(gaps[0]) / 100, rel=0.05), gaps
     assert m.criterion < at_poisson  # (the data are overdispersed)
+
+
+# ------------------------------------------------------------------ after the fit, as for Poisson
+@pytest.mark.parametrize("case", ["grouseticks_nbinom2", "epil_nbinom2", "sleepstudy_gamma_log", "penicillin_gamma_log"])
+def test_ranef_fitted_and_residuals_match_lme4(case):
+    """ranef(condVar = TRUE) (Gamma's conditional SDs scaled by sigma, as lme4's), fitted() and
+    the Pearson and deviance residuals (augment) against lme4's."""
+    ref = REF[case]["lme4"]
+    _, m = fitted(case)
+    checked = 0
+    for term in m.ranef():
+        theirs = ref["ranef"][term.factor]
+        index = {level: i for i, level in enumerate(term.levels)}
+        for name, level, val, sd in zip(theirs["term"], theirs["level"], theirs["condval"], theirs["condsd"]):
+            j, i = term.names.index(name), index[str(level)]
+            assert term.values[i, j] == pytest.approx(val, abs=1e-2 * sd), (term.factor, level, name)
+            assert term.sd[i, j] == pytest.approx(sd, rel=2e-3), (term.factor, level, name)
+            checked += 1
+    assert checked >= 9
+    aug = m.augment()
+    n = len(ref["fitted_head"])
+    np.testing.assert_allclose(aug[".fitted"][:n], ref["fitted_head"], rtol=1e-3)
+    np.testing.assert_allclose(aug[".resid_pearson"][:n], ref["pearson_head"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(aug[".resid"][:n], ref["deviance_resid_head"], rtol=1e-3, atol=1e-3)
+    assert float(np.sum(aug[".resid"] ** 2)) == pytest.approx(ref["deviance"], rel=1e-3)
+
+
+@pytest.mark.parametrize("case", ["epil_nbinom2", "sleepstudy_gamma_log"])
+def test_predict_on_the_fitted_rows_is_fitted(case):
+    """predict(m, newdata = the data, type = "response") is fitted(m) (lme4's), and the link
+    scale is its link."""
+    r, ref = REF[case], REF[case]["lme4"]
+    _, m = fitted(case)
+    table = cached_table(r["csv"])
+    n = len(ref["fitted_head"])
+    resp = m.predict(table, type="response")
+    np.testing.assert_allclose(resp.predicted[:n], ref["fitted_head"], rtol=1e-3)
+    link = m.predict(table)
+    np.testing.assert_allclose(m.data.family.link.linkinv(link.predicted), resp.predicted, rtol=1e-12)
+
+
+def test_bootstrap_draws_negative_binomial_and_gamma():
+    """The bootstrap's draws have the family's mean and variance at the fit: NB2 μ + μ²/k, Gamma
+    σ²μ² (lme4's simulate())."""
+    from mixcli.inference.bootstrap import make_job, simulate_response
+
+    for case, variance in (("epil_nbinom2", lambda mu, m: mu + mu * mu / m.dispersion),
+                           ("sleepstudy1_gamma_log", lambda mu, m: (m.dispersion * mu) ** 2)):
+        _, m = fitted(case)
+        job = make_job(m, None, False, 1, parameters=True) if case.endswith("nbinom2") else None
+        if job is None:  # (Gamma refuses bootstrap refits; its draws are checked directly)
+            from mixcli.inference.bootstrap import _glmm_job
+
+            job = _glmm_job(m, None, 1, True)
+        job.lambdas = [np.zeros_like(lam) for lam in job.lambdas]  # (the family's draw alone, at u = 0)
+        mu = m.data.family.link.linkinv(job.mean)
+        rng = np.random.default_rng(5)
+        draws = np.array([simulate_response(job, rng) for _ in range(4000)])
+        z_mean = (draws.mean(0) - mu) / np.sqrt(variance(mu, m) / len(draws))
+        assert np.mean(np.abs(z_mean) < 3) > 0.97, case
+        np.testing.assert_allclose(draws.var(0).mean(), variance(mu, m).mean(), rtol=0.05)
