@@ -163,5 +163,5 @@ def _positive_response(response, label: str, table: Table, rows: np.ndarray) -> 
         raise DataError(f"the response '{label}' has an infinite value; a Gamma response must be finite")
     if np.any(y <= 0):
         raise DataError(f"the response '{label}' has the value {float(y[y <= 0][0]):g}; a Gamma model needs "
-                        "positive values (for counts with zeros use --family poisson or nbinom2)")
+                        "positive values (for counts with zeros use the poisson or nbinom2 family)")
     return y

@@ -567,10 +567,10 @@ CASES: list[Case] = [
          TRIAL_FILES, kind="warning", more_warnings=True),
     Case("GLMM", "a Gamma response with zeros", GLMM + ["count ~ x + (1 | g)", "--family", "Gamma"], 1,
          "the response 'count' has the value 0; a Gamma model needs positive values (for counts with zeros use "
-         "--family poisson or nbinom2)", TRIAL_FILES),
+         "the poisson or nbinom2 family)", TRIAL_FILES),
     Case("GLMM", "a Gamma response with a negative value", GLMM + ["days ~ x + (1 | g)", "--family", "Gamma"], 1,
          "the response 'days' has the value -2.5; a Gamma model needs positive values (for counts with zeros use "
-         "--family poisson or nbinom2)",
+         "the poisson or nbinom2 family)",
          {"trials.csv": csv_text(trial_rows(), transform=_set(3, "days", "-2.5"))}),
     Case("GLMM", "a link the Gamma family does not have",
          GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--link", "logit"], 2,
@@ -585,7 +585,7 @@ CASES: list[Case] = [
     Case("GLMM", "bootstrap intervals of a Gamma GLMM",
          GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--ci", "boot", "--nsim", "5"], 2,
          "the parametric bootstrap simulates binomial, Poisson and nbinom2 GLMMs; for a Gamma fit use Wald "
-         "intervals or the likelihood-ratio test without --bootstrap", TRIAL_FILES),
+         "intervals, or the likelihood-ratio test without the bootstrap", TRIAL_FILES),
     Case("GLMM", "an outcome that never happens", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial"], 1,
          "the response 'pass' is 0 (failure) in every row used; a binomial model needs both outcomes",
          {"trials.csv": csv_text(trial_rows(), transform=lambda i, row: row.update({"pass": 0}))}),

@@ -263,7 +263,7 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> Sim
         if small.family == "Gamma":
             # (each refit would need its own scale σ*, which sizes its random effects: not yet)
             raise UsageError("the parametric bootstrap simulates binomial, Poisson and nbinom2 GLMMs; for a Gamma "
-                             "fit use Wald intervals or the likelihood-ratio test without --bootstrap")
+                             "fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
         return _glmm_job(small, big, seed, parameters)
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])
