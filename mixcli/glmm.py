@@ -22,7 +22,7 @@ alternating glmer fits at fixed k with a 1-D search over k; mixcli minimises it 
 (θ, β, log k) jointly (the second stage, from k's best value at the first stage's
 estimate), so its optimum is glmer.nb's or lower by glmer.nb's own criterion. glmmTMB
 maximises another approximation (the exact log-density and its observed Hessian in u),
-whose optimum differs: 0.002–0.14 in −2 logLik on real data, worse by either package's
+whose optimum differs: 0.002–0.75 in −2 logLik on real data, worse by either package's
 criterion at the other's optimum. mixcli follows glmer.nb because the criterion is the one
 its engine computes for binomial and Poisson (one implementation, PIRLS unchanged: a family
 is a variance, a deviance and an aic), because glmer.nb's users compare against it, and
@@ -31,7 +31,7 @@ negative.binomial(k))``), so a likelihood-ratio test against a Poisson fit, whic
 k → ∞ limit, compares one criterion. The standard errors are glmer.nb's: the Hessian in
 (θ, β) with k held at its estimate. For Gamma, glmer's criterion has no free dispersion (R's
 ``Gamma()$aic`` takes it as deviance / n), and its scale is lme4's sigma(); mixcli matches
-glmer there too (glmmTMB's maximum-likelihood Gamma differs by 45–50 in −2 logLik on the
+glmer there too (glmmTMB's maximum-likelihood Gamma differs by 26–50 in −2 logLik on the
 reference data: see the README).
 """
 

@@ -271,3 +271,26 @@ def test_bootstrap_draws_negative_binomial_and_gamma():
         z_mean = (draws.mean(0) - mu) / np.sqrt(variance(mu, m) / len(draws))
         assert np.mean(np.abs(z_mean) < 3) > 0.97, case
         np.testing.assert_allclose(draws.var(0).mean(), variance(mu, m).mean(), rtol=0.05)
+
+
+def test_compare_nested_negative_binomial_fits():
+    """compare of nested nbinom2 fits (each with its own k), as anova() of glmer.nb fits: χ² the
+    difference of −2 logLik (both fits at glmer.nb's optimum), Df the difference of npar (k
+    counted in both)."""
+    from mixcli.comparison import compare_models
+
+    small, big = REF["epil_nbinom2_small"], REF["epil_nbinom2"]
+    comp = compare_models(cached_table(big["csv"]), [small["formula"], big["formula"]], family=family("nbinom2"))
+    row = comp.rows[1]
+    assert row.df == big["lme4"]["npar"] - small["lme4"]["npar"] == 1
+    assert row.chisq == pytest.approx(small["lme4"]["m2loglik"] - big["lme4"]["m2loglik"], abs=1e-4)
+    assert comp.rows[0].model.npar == small["lme4"]["npar"]
+
+
+def test_tidy_has_gammas_residual_sd():
+    """broom.mixed's tidy() of a glmer Gamma fit has sd__Observation (sigma()); an NB2 fit none."""
+    _, m = fitted("sleepstudy1_gamma_log")
+    rows = m.tidy()
+    resid = rows[(rows.group == "Residual") & (rows.term == "sd__Observation")]
+    assert float(resid.estimate.iloc[0]) == pytest.approx(REF["sleepstudy1_gamma_log"]["lme4"]["sigma"], rel=1e-3)
+    assert "Residual" not in set(fitted("epil_nbinom2")[1].tidy().group)
