@@ -24,7 +24,8 @@ __all__ = ["fit", "compare"]
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1,
         weights=None, contrasts: str = "treatment", progress=None, control=None):
-    """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"`` or ``"poisson"``,
+    """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"``, ``"poisson"``,
+    ``"nbinom2"`` (glmer.nb) or ``"Gamma"``,
     with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
     ``contrasts`` of unordered factors (treatment, sum or helmert) for both; ``control`` (a
     ``mixcli.control.Control``) changes the fit's tolerances, limits and restart rules."""

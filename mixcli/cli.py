@@ -190,14 +190,16 @@ _PROGRESS = click.option(
 
 
 _FAMILY = click.option(
-    "--family", "family_name", type=click.Choice(["gaussian", "binomial", "poisson"], case_sensitive=False),
+    "--family", "family_name",
+    type=click.Choice(["gaussian", "binomial", "poisson", "nbinom2", "negbin", "Gamma"], case_sensitive=False),
     default="gaussian", show_default=True,
     help="The response's distribution: gaussian (a linear mixed model, lmer), or binomial (0/1, yes/no, "
-         "cbind(successes, failures), or proportions with --weights trials) or poisson (counts) for a "
-         "generalized linear mixed model (glmer).")
+         "cbind(successes, failures), or proportions with --weights trials), poisson (counts), nbinom2 or "
+         "negbin (overdispersed counts, glmer.nb's negative binomial: variance mu + mu^2/k, k estimated) or "
+         "Gamma (positive values) for a generalized linear mixed model (glmer).")
 _LINK = click.option("--link", metavar="LINK",
                      help="Link function: logit (default), probit or cloglog for binomial; log (default), sqrt "
-                          "or identity for poisson.")
+                          "or identity for poisson and nbinom2; inverse (default), log or identity for Gamma.")
 _NAGQ = click.option("--nagq", type=int, default=1, show_default=True, metavar="N",
                      help="GLMMs: 1 for the Laplace approximation (glmer's default), 0 for the faster first "
                           "stage only, up to 25 for adaptive Gauss-Hermite quadrature (one scalar random-"

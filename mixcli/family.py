@@ -10,10 +10,23 @@ including their guards, so that fits agree with glmer's digit for digit:
   dμ/dη = max(e^η/(1 + e^η)², ε);
 * probit: η clipped to ±8.13 (−Φ⁻¹(ε)), dμ/dη = max(φ(η), ε);
 * cloglog: μ = 1 − exp(−e^η) kept in [ε, 1 − ε], dμ/dη = max(e^(η − e^η), ε);
-* log: μ = max(e^η, ε); sqrt: μ = η²; identity: μ = η.
+* log: μ = max(e^η, ε); sqrt: μ = η²; identity: μ = η; inverse: μ = 1/η.
 
 Binomial responses are proportions y with prior weights w = trials (so the
 successes are w·y); for 0/1 data every weight is 1.
+
+Two families have a dispersion:
+
+* ``nbinom2`` (alias ``negbin``), the negative binomial of glmer.nb and glmmTMB:
+  V(μ) = μ + μ²/k, its deviance, aic and starting μ those of MASS's
+  ``negative.binomial(theta = k)``, which glmer.nb fits at each k. k is a
+  parameter of the fit (``Family.with_dispersion``), estimated with θ and β
+  (``glmm.GlmmModel``).
+* ``Gamma``: V(μ) = μ², R's ``Gamma()``: the deviance −2 w (log(y/μ) − (y − μ)/μ)
+  and its aic, with the dispersion taken as Σ devresid / Σ w at each μ and 2
+  added (R's ``Gamma()$aic``, which glmer's Laplace deviance uses); the scale
+  is not a parameter of glmer's criterion, it is reported after the fit
+  (lme4's ``sigma()``).
 """
 
 from __future__ import annotations
@@ -103,6 +116,7 @@ LINKS: dict[str, Link] = {
     "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), EPS), lambda eta: np.maximum(np.exp(eta), EPS)),
     "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta),
     "identity": Link("identity", lambda mu: mu, lambda eta: eta, lambda eta: np.ones_like(eta)),
+    "inverse": Link("inverse", lambda mu: 1.0 / mu, lambda eta: 1.0 / eta, lambda eta: -1.0 / (eta * eta)),
 }
 
 
@@ -120,17 +134,45 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Family:
-    """A GLM family with its link (see the module docstring)."""
+    """A GLM family with its link (see the module docstring); ``k`` is the negative binomial's
+    dispersion (None for the families without one in the likelihood)."""
 
     name: str
     link: Link
+    k: float | None = None
 
     # -- the distribution -----------------------------------------------------------
     def variance(self, mu: np.ndarray) -> np.ndarray:
-        return mu * (1.0 - mu) if self.name == "binomial" else mu
+        if self.name == "binomial":
+            return mu * (1.0 - mu)
+        if self.name == "nbinom2":
+            return mu + mu * mu / self.k
+        if self.name == "Gamma":
+            return mu * mu
+        return mu
+
+    @property
+    def free_dispersion(self) -> bool:
+        """Whether the likelihood has a dispersion the fit estimates with θ and β (NB2's k)."""
+        return self.name == "nbinom2"
+
+    @property
+    def has_scale(self) -> bool:
+        """lme4's ``useSc``: a residual scale reported beside the random effects (Gamma)."""
+        return self.name == "Gamma"
+
+    def with_dispersion(self, k: float) -> "Family":
+        from dataclasses import replace
+
+        return replace(self, k=float(k))
 
     def saturated(self, y: np.ndarray) -> np.ndarray:
-        """The μ-free part of the deviance residuals: y log y (+ (1 − y) log(1 − y)), 0 log 0 = 0."""
+        """The μ-free part of the deviance residuals: y log y (+ (1 − y) log(1 − y)), 0 log 0 = 0;
+        y log max(1, y) − (y + k) log(y + k) for NB2 (MASS's), −log y for Gamma."""
+        if self.name == "Gamma":
+            return -np.log(y)
+        if self.name == "nbinom2":
+            return _ylogy(y, np.ones_like(y)) - (y + self.k) * np.log(y + self.k)
         out = _ylogy(y, np.ones_like(y))
         if self.name == "binomial":
             out = out + _ylogy(1.0 - y, np.ones_like(y))
@@ -144,10 +186,15 @@ class Family:
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.name == "binomial":
                 return 2.0 * wt * (sat - y * np.log(mu) - (1.0 - y) * np.log1p(-mu))
+            if self.name == "nbinom2":
+                return 2.0 * wt * (sat - y * np.log(mu) + (y + self.k) * np.log(mu + self.k))
+            if self.name == "Gamma":
+                return 2.0 * wt * (sat + np.log(mu) + y / mu - 1.0)
             return 2.0 * wt * (sat - y * np.log(mu) + mu - y)
 
     def aic_constant(self, y: np.ndarray, wt: np.ndarray) -> float:
-        """The part of −2 log f that does not depend on μ (binomial coefficients, log y!)."""
+        """The part of −2 log f that does not depend on μ (binomial coefficients, log y!; for NB2
+        log y! + log Γ(k) − log Γ(k + y) − k log k; Gamma's depends on μ through its dispersion: 0)."""
         if self.name == "binomial":
             m = np.where(wt > 0, wt, 0.0)
             s = np.round(m * y)
@@ -155,6 +202,12 @@ class Family:
             keep = m > 0
             logc = _lgamma(m[keep] + 1) - _lgamma(s[keep] + 1) - _lgamma(m[keep] - s[keep] + 1)
             return float(-2.0 * np.sum(logc))
+        if self.name == "nbinom2":
+            k = self.k
+            term = _lgamma(y + 1.0) - k * math.log(k) + math.lgamma(k) - _lgamma(k + y)
+            return float(2.0 * np.sum(wt * term))
+        if self.name == "Gamma":
+            return 0.0
         return float(2.0 * np.sum(wt * _lgamma(y + 1.0)))
 
     def aic(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray, constant: float) -> float:
@@ -165,12 +218,26 @@ class Family:
                 f = np.round(wt) - s
                 # (0·log 0 = 0: μ is kept inside (0, 1) by the links)
                 return float(-2.0 * (s @ np.log(mu) + f @ np.log1p(-mu))) + constant
+            if self.name == "nbinom2":
+                return float(2.0 * (wt @ ((y + self.k) * np.log(mu + self.k) - y * np.log(mu)))) + constant
+            if self.name == "Gamma":
+                # R's Gamma()$aic: dispersion d = Σ devresid / Σ w, shape 1/d, scale μd, plus 2
+                d = float(np.sum(self.dev_resids(y, mu, wt))) / float(np.sum(wt))
+                if not (d > 0 and math.isfinite(d)):  # (μ = y everywhere, or μ outside (0, ∞))
+                    return math.inf
+                a = 1.0 / d
+                logf = -math.lgamma(a) - a * np.log(mu * d) + (a - 1.0) * np.log(y) - y / (mu * d)
+                return float(-2.0 * (wt @ logf)) + 2.0
             return float(-2.0 * (wt @ (y * np.log(mu) - mu))) + constant
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """R's ``family()$initialize`` starting values of μ."""
         if self.name == "binomial":
             return (wt * y + 0.5) / (wt + 1.0)
+        if self.name == "nbinom2":
+            return y + (y == 0) / 6.0
+        if self.name == "Gamma":
+            return np.array(y, dtype=float)
         return y + 0.1
 
     def valid_mu(self, mu: np.ndarray) -> bool:
@@ -181,23 +248,40 @@ class Family:
     def valid_eta(self, eta: np.ndarray) -> bool:
         # (R's sqrt link declares η > 0 valid, but μ = η² is a valid mean either way and glmer's
         # PIRLS does not check it: glmer's fits have negative η; the identity link's μ = η > 0
-        # is valid_mu's to check)
+        # is valid_mu's to check; the inverse link's η = 0 is R's one invalid value)
+        if self.link.name == "inverse":
+            return bool(np.all(np.isfinite(eta) & (eta != 0)))
         return bool(np.all(np.isfinite(eta)))
 
     @property
+    def display_name(self) -> str:
+        """The family as lme4 prints it: glmer.nb's ``Negative Binomial(7.4169)`` (k rounded to 4
+        decimals, MASS's label), else the name."""
+        if self.name == "nbinom2" and self.k is not None:
+            return f"Negative Binomial({round(self.k, 4):.7g})"
+        return self.name
+
+    @property
     def label(self) -> str:
-        return f"{self.name}  ( {self.link.name} )"
+        return f"{self.display_name}  ( {self.link.name} )"
 
 
 #: The families mixcli fits, each with its links (the first is the default).
-LINKS_OF = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log", "sqrt", "identity")}
+LINKS_OF = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log", "sqrt", "identity"),
+            "nbinom2": ("log", "sqrt", "identity"), "Gamma": ("inverse", "log", "identity")}
+#: Other spellings of the names (``negbin`` as glmer.nb's users say; R's ``Gamma`` in any case)
+ALIASES = {"negbin": "nbinom2", "gamma": "Gamma"}
+#: The families with counts as responses
+COUNT_FAMILIES = ("poisson", "nbinom2")
 
 
 def family(name: str, link: str | None = None) -> Family:
-    """The family ``name`` with ``link`` (default: the canonical one); UsageError otherwise."""
-    name = name.lower()
+    """The family ``name`` with ``link`` (default: glmer's: the canonical one, inverse for Gamma);
+    UsageError otherwise."""
+    name = ALIASES.get(name.lower(), name.lower())
     if name not in LINKS_OF:
-        raise UsageError(f"unknown family '{name}'; use binomial or poisson (or gaussian for a linear mixed model)")
+        raise UsageError(f"unknown family '{name}'; use binomial, poisson, nbinom2 (negbin) or Gamma (or gaussian "
+                         "for a linear mixed model)")
     links = LINKS_OF[name]
     link = links[0] if link is None else link.lower()
     if link not in links:

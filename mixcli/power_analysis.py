@@ -375,8 +375,10 @@ def design_table(spec: str, response: str, family_name: str = "gaussian", seed: 
         raise UsageError(f"{option('design', repr(spec))}: the response '{response}' is also a design column")
     if family_name == "binomial":
         out[response] = rng.integers(0, 2, rows).astype(float)
-    elif family_name == "poisson":
+    elif family_name in ("poisson", "nbinom2"):
         out[response] = rng.poisson(2.0, rows).astype(float)
+    elif family_name == "Gamma":
+        out[response] = rng.gamma(2.0, 1.0, rows)
     else:
         out[response] = rng.standard_normal(rows)
     return Table(columns=out, source="<design>")
@@ -792,6 +794,12 @@ def power(data, formula: str, test: str, *, fixef=None, sd=None, cor=None, sigma
     name = getattr(family, "name", family)
     fam = None if name is None or name == "gaussian" else (make_family(family, link) if isinstance(family, str)
                                                            else family)
+    if fam is not None and fam.name not in ("binomial", "poisson"):
+        # (a simulation from these needs the dispersion as a parameter of the design, which
+        # power's options do not have yet)
+        raise UsageError(f"{option('family', fam.name)}: power analysis simulates gaussian, binomial and poisson "
+                         "models; for overdispersed counts use poisson with an observation-level random effect, "
+                         "+ (1 | .row)")
     parsed = parse_formula(formula)
     if design is not None:
         if data is not None:

@@ -8,7 +8,8 @@ Binomial, as ``binomial()$initialize`` takes it:
   the first level (in R's order) is a failure, every other level a success;
 * a proportion in [0, 1] with the trials as ``--weights``.
 
-Poisson: non-negative counts (non-integer ones fit, with a warning, as glmer).
+Poisson and nbinom2: non-negative counts (non-integer ones fit, with a warning, as glmer).
+Gamma: positive values.
 Prior weights (``--weights COLUMN``) must be finite and non-negative, not all 0.
 
 Each problem is one ``DataError`` naming the column and the fix.
@@ -128,22 +129,39 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
             raise DataError(f"the response '{label}' is {which} in every row used; a binomial model needs both "
                             "outcomes")
         return y, prior, notes
-    # poisson
+    if family.name == "Gamma":
+        return _positive_response(response, label, table, rows), user_wt, notes
+    # counts: poisson, nbinom2
+    name = family.name
+    a = "an" if name == "nbinom2" else "a"
     if is_factor(response, table):
-        raise DataError(f"the response '{label}' is categorical; a poisson model needs counts")
+        raise DataError(f"the response '{label}' is categorical; {a} {name} model needs counts")
     y = evaluate(response, table)[rows]
     if np.any(~np.isfinite(y)):
         raise DataError(f"the response '{label}' has an infinite value; counts must be finite")
     if np.any(y < 0):
-        raise DataError(f"the response '{label}' has a negative value ({float(y[y < 0][0]):g}); poisson counts "
+        raise DataError(f"the response '{label}' has a negative value ({float(y[y < 0][0]):g}); {name} counts "
                         "must be non-negative")
     if np.any(y > MAX_COUNT):
         raise DataError(f"the response '{label}' has the count {float(y[y > MAX_COUNT][0]):g}, beyond 2^53 "
                         "(counts so large are not exact in double precision, and their likelihood loses all "
                         "its digits): rescale them and fit a linear mixed model, or check the data")
     if np.all(y == 0):
-        raise DataError(f"the response '{label}' is 0 in every row used; a poisson model needs some counts")
+        raise DataError(f"the response '{label}' is 0 in every row used; {a} {name} model needs some counts")
     if np.any(y != np.round(y)):
-        notes.append(f"the response '{label}' has non-integer values: a poisson model is for counts "
+        notes.append(f"the response '{label}' has non-integer values: {a} {name} model is for counts "
                      "(fitted anyway, as glmer does)")
     return y, user_wt, notes
+
+
+def _positive_response(response, label: str, table: Table, rows: np.ndarray) -> np.ndarray:
+    """A Gamma response: finite and positive (R's Gamma()$initialize refuses y ≤ 0)."""
+    if is_factor(response, table):
+        raise DataError(f"the response '{label}' is categorical; a Gamma model needs positive numbers")
+    y = evaluate(response, table)[rows]
+    if np.any(~np.isfinite(y)):
+        raise DataError(f"the response '{label}' has an infinite value; a Gamma response must be finite")
+    if np.any(y <= 0):
+        raise DataError(f"the response '{label}' has the value {float(y[y <= 0][0]):g}; a Gamma model needs "
+                        "positive values (for counts with zeros use the poisson or nbinom2 family)")
+    return y

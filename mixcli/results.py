@@ -186,7 +186,8 @@ class FitStatistics:
             ran_par(v.group, f"sd__{v.term}", v.sd, ("sd", factor.get(v.group), v.term, None))
             for c in [c for c in corr.get(v.group, []) if c.term2 == v.term]:
                 ran_par(c.group, f"cor__{c.term1}.{c.term2}", c.corr, ("cor", factor.get(c.group), c.term1, c.term2))
-        if not self.is_glmm:  # (a GLMM has no residual variance parameter)
+        if not self.is_glmm or any(v.group == "Residual" for v in self.varcorr):
+            # (a GLMM has no residual variance parameter, but Gamma's scale, lme4's sigma())
             ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
         out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
                                           "p.value", "conf.low", "conf.high"])

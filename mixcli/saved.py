@@ -176,6 +176,7 @@ def save(m, path: str, cond_var: bool = False) -> None:
         "format": FORMAT, "schema": SCHEMA, "formula": frame.formula.text, "reml": bool(getattr(m, "reml", False)),
         "glmm": bool(m.is_glmm), "family": None if frame.family is None else frame.family.name,
         "link": None if frame.family is None else frame.family.link.name, "nagq": getattr(m, "nagq", None),
+        "dispersion": getattr(m, "dispersion", None),
         "contrasts": frame.contrasts, "fixef_names": list(frame.fixef_names),
         "dropped_columns": list(frame.dropped_columns), "weights": frame.weights is not None,
         "sigma": float(m.sigma), "criterion": float(m.criterion), "npar": int(m.npar), "nobs": int(m.nobs),

@@ -137,6 +137,8 @@ class SavedFit(FitStatistics):
         if self.is_glmm:
             self.family = h["family"]
             self.link = h["link"]
+            self.dispersion = h.get("dispersion")  # (files of earlier versions have none: binomial, Poisson)
+            self.family_label = self.frame.family.display_name
             self.data = _GlmmData(self.frame.family)
 
     @property
@@ -254,6 +256,8 @@ def _frame(h: dict, arrays: dict):
         from .family import family as make_family
 
         family = make_family(h["family"], h["link"])
+        if family.free_dispersion and h.get("dispersion") is not None:
+            family = family.with_dispersion(h["dispersion"])
     p = len(h["fixef_names"])
     return ModelFrame(formula=formula, y=np.zeros(0), X=None, fixef_names=list(h["fixef_names"]), terms=terms,
                       factors=factors, rows=np.ones(nrows, dtype=bool), n_dropped=h["n_dropped"],

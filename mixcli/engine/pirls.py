@@ -69,8 +69,9 @@ class GlmmData:
         self.zero_offset = not bool(np.any(self.offset))
         link = self.family.link.name
         self.canonical = CANONICAL.get(self.family.name) == link
-        # Σ devresid from η directly, without a log of μ: see ``point``
-        self.direct = link if link in ("logit", "log") else None
+        # Σ devresid from η directly, without a log of μ: see ``point`` (the canonical links of
+        # binomial and Poisson only)
+        self.direct = link if self.canonical else None
         # The μ-free part of Σ devresid: 2 Σ w [y log y + (1 − y) log(1 − y)] (binomial),
         # 2 Σ w (y log y − y) (Poisson).
         poisson = self.family.name == "poisson"
@@ -80,8 +81,17 @@ class GlmmData:
         # Σ devresid instead of a second pass of logs. C is the family's aic constant (log
         # binomial coefficients, log y!) less the μ-free part above. (R's aic() rounds
         # non-integer counts: those keep the family's aic.)
+        # (the families with a dispersion keep their own aic: NB2's and Gamma's saturated part
+        # depends on it)
         integer = bool(np.all(self.wy == np.round(self.wy)) and np.all(self.wt == np.round(self.wt)))
-        self.saturated_m2ll = self.aic_constant - self.dev_constant if integer else None
+        plain = self.family.name in CANONICAL
+        self.saturated_m2ll = self.aic_constant - self.dev_constant if integer and plain else None
+
+    def with_family(self, family) -> "GlmmData":
+        """The same data with another family (NB2 at another dispersion k)."""
+        from dataclasses import replace
+
+        return replace(self, family=family)
 
     def dev_resids(self, mu: np.ndarray) -> np.ndarray:
         if self.binary:

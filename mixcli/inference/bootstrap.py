@@ -47,6 +47,7 @@ from ..control import DEFAULT, Control
 from ..engine.factor import criterion, criterion_working
 from ..engine.linalg import whitening
 from ..engine.optimize import OptSummary, run
+from ..errors import UsageError
 from .pool import replicate_rng, run_pool
 
 CHUNK = 8  # replicates per task sent to a worker
@@ -178,6 +179,7 @@ class SimulationJob:
     family: object = None  # a GLMM's family (None: gaussian)
     trials: np.ndarray | None = None  # a binomial GLMM's prior weights
     parameters: bool = False  # replicate the smaller model's parameters (intervals), not T*
+    scale: float | None = None  # a Gamma GLMM's scale (lme4's sigma(): shape 1/σ²)
 
 
 @dataclass
@@ -223,6 +225,12 @@ def simulate_response(job: SimulationJob, rng: np.random.Generator) -> np.ndarra
         trials = np.round(job.trials).astype(np.int64)
         return np.divide(rng.binomial(trials, np.clip(mu, 0.0, 1.0)), trials, out=np.zeros(len(mu)),
                          where=trials > 0)
+    if job.family.name == "nbinom2":  # (size k, mean μ: lme4's and MASS's rnegbin)
+        k = job.family.k
+        return rng.negative_binomial(k, k / (k + np.minimum(mu, 1e15))).astype(float)
+    if job.family.name == "Gamma":  # (lme4's simulate(): shape 1/σ², mean μ)
+        shape = 1.0 / job.scale**2
+        return rng.gamma(shape, np.maximum(mu, 0.0) / shape)
     return rng.poisson(np.minimum(mu, 1e15)).astype(float)
 
 
@@ -252,6 +260,10 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> Sim
     ``GlmmResult``), simulating from ``small``; with ``parameters`` (and ``big`` None), for
     replicating ``small``'s parameters (bootstrap intervals) instead of T*."""
     if small.is_glmm:
+        if small.family == "Gamma":
+            # (each refit would need its own scale σ*, which sizes its random effects: not yet)
+            raise UsageError("the parametric bootstrap simulates binomial, Poisson and nbinom2 GLMMs; for a Gamma "
+                             "fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
         return _glmm_job(small, big, seed, parameters)
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])
@@ -280,7 +292,8 @@ def _glmm_job(small, big, seed: int, parameters: bool) -> SimulationJob:
     theta = np.asarray(small.theta, float)
     return SimulationJob(small=_glmm_spec(small), big=None if big is None else _glmm_spec(big), mean=mean, sigma=1.0,
                 lambdas=[np.array(l) for l in data.st.engine_lambdas(theta)], seed=int(seed),
-                family=data.family, trials=data.wt, parameters=parameters)
+                family=data.family, trials=data.wt, parameters=parameters,
+                scale=small.dispersion if data.family.has_scale else None)
 
 
 def bootstrap_lrt(small, big, n: int, seed: int, reml: bool = False, statistic: float | None = None,

@@ -33,13 +33,16 @@ def _variance_records(m) -> dict:
 def glmm_record(m) -> dict:
     """The JSON object of one GLMM fit: as a linear mixed model's, with ``family``, ``link``,
     ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
-    effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual; no sigma; ``icc`` and ``r2``
-    on the latent scale (null for Poisson)."""
+    effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual (but Gamma's, as glmer's); no
+    sigma; ``icc`` and ``r2``
+    on the latent scale (null for Poisson); ``dispersion`` is nbinom2's k or Gamma's scale (lme4's
+    sigma()), null for binomial and Poisson."""
     ci = m.ci_method is not None
     rec = {
         "formula": m.formula,
         "family": m.family,
         "link": m.link,
+        "dispersion": num(m.dispersion),
         "nagq": m.nagq,
         "method": m.method,
         "nobs": m.nobs,
@@ -275,7 +278,7 @@ def table_renderables(m, source: str | None = None):
         title.append(f"Linear mixed model fit by {'REML' if m.reml else 'maximum likelihood'}", style="bold")
     out.append(title)
     if glmm:
-        out.append(Text(f" Family: {m.family}  ( {m.link} )"))
+        out.append(Text(f" Family: {m.family_label or m.family}  ( {m.link} )"))
     out.append(Text(f"Formula: {m.formula}"))
     if source:
         dropped = f", {m.n_dropped} rows dropped for missing values" if m.n_dropped else ""
@@ -323,6 +326,8 @@ def table_renderables(m, source: str | None = None):
     out.append(re)
     groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
+    if glmm and m.family == "nbinom2":  # (glmmTMB's line; Gamma's scale is the Residual row, as glmer's)
+        out.append(Text(f"Dispersion parameter for nbinom2 family (): {m.dispersion:.3g}"))
     ve = m.variance_explained()
     if ve is not None:
         # performance's icc() and r2_nakagawa()
