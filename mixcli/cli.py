@@ -28,7 +28,7 @@ from .errors import MixcliError, use_option_style  # noqa: E402
 # command-line user: the flag, where it is not --name with the value after it.
 _FLAGS = {
     "refit=False": "--no-refit", "refit=True": "leave out --no-refit", "method='wald'": "--ci LEVEL",
-    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
+    "method='boot'": "--ci boot", "method='profile'": "--ci profile", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
 }
 _IDENTIFIER = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 
@@ -1281,7 +1281,10 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
 @click.option("--class-size", type=click.FloatRange(min=1), default=None, metavar="N",
               help="Mean children per class (1 + Poisson(N - 1), e.g. 25 for whole classes); default: the "
                    "classroom study's 1-10 (mean 3.8).")
-def simulate(n_schools, seed, output, fmt, partitions, class_size):
+@click.option("--waves", type=click.IntRange(min=2), default=None, metavar="W",
+              help="Repeated measures: each child tested W times, one row per child and wave, with columns "
+                   "pupil and wave (scores growing over the waves, an AR(1) series per child).")
+def simulate(n_schools, seed, output, fmt, partitions, class_size, waves):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
@@ -1297,11 +1300,14 @@ def simulate(n_schools, seed, output, fmt, partitions, class_size):
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
       mixcli simulate | mixcli fit - "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli simulate --schools 500000 --format parquet --partitions 16 -o pupils/
+      mixcli simulate --waves 4 | mixcli fit - "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
     """
     from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv
 
     if fmt == "parquet":
+        if waves is not None:
+            raise click.UsageError("--waves writes CSV: leave out --format parquet")
         _simulate_parquet(n_schools, seed, output, partitions, class_size)
         return
     if partitions is not None:
@@ -1309,7 +1315,7 @@ def simulate(n_schools, seed, output, fmt, partitions, class_size):
     if output is not None and os.path.isdir(output):
         raise click.UsageError(f"-o {output}: is a directory; give a file name (or --format parquet for a dataset)")
 
-    columns = simulate_classroom(n_schools=n_schools, seed=seed, class_size=class_size)
+    columns = simulate_classroom(n_schools=n_schools, seed=seed, class_size=class_size, waves=waves)
     with AtomicOutput(output) as target:
         write_csv(columns, target)
         target.commit()

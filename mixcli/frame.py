@@ -233,9 +233,12 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
                 raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
             _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
             _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
+            if rt.structure:
+                _check_structure(rt, zm, formula, glmm)
             terms.append(
                 ReTerm(
                     codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+                    structure=rt.structure,
                 )
             )
         terms, order, ordered_factors = order_terms(terms, factors, n, glmm)
@@ -685,12 +688,30 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
         )
     for t in terms:
         q = t.n_levels * t.k
-        if n <= q:
+        if n <= q and not t.structure:  # (a structure's few parameters identify it, as in glmmTMB)
             raise DataError(
                 f"number of observations (={n}) <= number of random effects (={q}) for term "
                 f"({_effects_label(t.names)} | {t.factor}); the random-effects parameters and the "
                 "residual variance are probably unidentifiable"
             )
+
+
+def _check_structure(rt, zm, formula: Formula, glmm: bool) -> None:
+    """What glmmTMB's structures need of their term: ar1 the indicators of one factor's ordered
+    levels (occasions), no intercept; cs at least two effects (with one it is a variance); and,
+    for now, a linear mixed model."""
+    text = f"{rt.structure}({rt.label})"
+    if glmm:
+        raise FormulaError(f"{text}: structured covariances (diag, cs, ar1) are fitted in linear mixed models only, "
+                           "not yet with a family", formula.text, rt.span[0])
+    if rt.structure == "ar1":
+        factor = len(rt.terms) == 1 and len(rt.terms[0]) == 1 and not rt.intercept and len(zm.assign) > 1
+        if not factor or not np.all((zm.X == 0.0) | (zm.X == 1.0)) or not np.all(zm.X.sum(axis=1) == 1.0):
+            raise FormulaError(f"{text}: ar1 needs the occasions as one factor without an intercept, as in "
+                               "ar1(0 + factor(time) | id) (its levels in time order)", formula.text, rt.span[0])
+    if rt.structure == "cs" and zm.X.shape[1] < 2:
+        raise FormulaError(f"{text} has one effect, so no correlation: write (... | g) for its variance, or give cs() "
+                           "several effects, as in cs(0 + factor(time) | id)", formula.text, rt.span[0])
 
 
 def _no_rows_message(formula: Formula, table: Table) -> str:

@@ -401,7 +401,8 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     user_lam = fac.user_lam
     varcorr, correlations = variance_components(frame, user_lam, sigma)
     theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
-    singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
+    singular = (is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
+                or st.structure_at_bound(theta, opt.control.singular_tol))
     warnings = list(opt.warnings) + list(problems or [])
     converged = opt.converged and not problems
     if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):
@@ -466,6 +467,11 @@ def theta_names(frame: ModelFrame) -> list[str]:
     """lme4's names for θ: ``classid.(Intercept)``, ``schoolid.ses.(Intercept)``, ``schoolid.ses``."""
     out = []
     for term in frame.terms:
+        if term.structure:
+            from .engine.covstruct import param_names
+
+            out.extend(param_names(term.structure, term.group, term.names))
+            continue
         rows, cols = lower_indices(term.k)
         for i, j in zip(rows, cols):
             if i == j:

@@ -85,6 +85,13 @@ def variance_explained(m) -> VarianceExplained | None:
     intercepts_only = True
     for term, lam in zip(frame.terms, m.structure.lambdas(m.theta)):
         cov = sigma2 * (lam @ lam.T)
+        if term.structure and moments is None:
+            # (a structured term's effects are its own columns, occasions or levels, rarely fixed
+            # effects: the mean of zᵀΣz over its rows, Nakagawa's random variance)
+            random += float(np.einsum("ij,jk,ik->", term.z, cov, term.z)) / n
+            intercepts_only = False
+            partition_rows.append((term.group, float(cov[0, 0])))
+            continue
         keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
         missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
         if keep and moments is not None:

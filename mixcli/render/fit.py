@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 from .numbers import aligned, format_p_coef, stars
 from .numbers import json_number as num
@@ -306,11 +307,22 @@ def table_renderables(m, source: str | None = None):
     corr = {(c.group, c.term2, c.term1): c.corr for c in m.correlations}
     variances = aligned([v.variance for v in m.varcorr], 5)
     sds = aligned([v.sd for v in m.varcorr], 5)
+    # glmmTMB's way with structured terms: ar1's one SD and "ρ (ar1)", cs's SDs and "ρ (cs)"
+    structures = {t.group: t.structure for t in m.frame.terms if t.structure in ("ar1", "cs")}
     last_group = None
     for v, var_text, sd_text in zip(m.varcorr, variances, sds):
         group = v.group if v.group != last_group else ""
         last_group = v.group
         row = [group, v.term or "", var_text, sd_text]
+        kind = structures.get(v.group)
+        if kind is not None:
+            if kind == "ar1" and not group:
+                continue
+            if max_k > 1:
+                c = next((c.corr for c in m.correlations if c.group == v.group), math.nan) if group else None
+                row.append("" if c is None else ("NaN" if c != c else f"{c:5.2f} ({kind})"))
+            re.add_row(*row)
+            continue
         if max_k > 1:
             terms = [w.term for w in m.varcorr if w.group == v.group]
             idx = terms.index(v.term) if v.term in terms else 0

@@ -1,0 +1,179 @@
+"""Structured random-effects covariances (glmmTMB's diag, cs, ar1) against glmmTMB 1.1.5 and nlme 3.1
+(fixtures/structured_reference.R: each model at the best optimum of glmmTMB from several starts and
+of nlme's fit of the same model, where nlme has it).
+
+The SEs of β̂ are checked against ``se_conditional``, (XᵀV⁻¹X)⁻¹ at the estimates: Var(β̂) given the
+covariance parameters, the method of nlme and lme4 that mixcli follows for every LMM; glmmTMB's own
+SEs come from the joint Hessian of all parameters and differ from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import mixcli
+from mixcli.errors import FormulaError
+
+from conftest import FIXTURES, cached_table
+
+REFERENCE = json.loads((FIXTURES / "structured_reference.json").read_text())
+CASES = sorted(k for k in REFERENCE if not k.startswith("_"))
+
+
+def fitted(case):
+    ref = REFERENCE[case]
+    return mixcli.fit(cached_table(FIXTURES / "data" / ref["data"]), ref["formula"], reml=ref["reml"]), ref
+
+
+# glmmTMB's only fit of the model stops short of the optimum, from every start the script tries
+# (nlme has no heterogeneous compound symmetry): mixcli's criterion is 3.8e-5 lower, and the dense
+# recomputation below confirms it; its estimates are then not those of the optimum
+STOPS_SHORT = {"oats_cs_ml"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_structured_fit_matches_glmmtmb_and_nlme(case):
+    m, ref = fitted(case)
+    assert m.converged, m.warnings
+    best = ref["criterion"]
+    assert m.criterion <= best + 1e-6 * abs(best)
+    if case in STOPS_SHORT:
+        assert m.criterion < best - 1e-5
+        return
+    assert m.criterion >= best - 1e-8 * abs(best)  # (the same optimum, not another model)
+    assert [f.term for f in m.fixef] == ref["fixef_names"]
+    np.testing.assert_allclose([f.estimate for f in m.fixef], ref["fixef"], rtol=1e-4)
+    np.testing.assert_allclose([f.se for f in m.fixef], ref["se_conditional"], rtol=1e-4)
+    assert float(m.sigma) == pytest.approx(ref["sigma"], rel=1e-4)
+    for term in ref["terms"]:
+        sds = [v.sd for v in m.varcorr if v.group == term["group"]]
+        np.testing.assert_allclose(sds, term["sd"], rtol=1e-4)
+        corr = np.asarray(term["corr"], dtype=float)
+        for c in (c for c in m.correlations if c.group == term["group"]):
+            i, j = term["names"].index(c.term1), term["names"].index(c.term2)
+            assert c.corr == pytest.approx(corr[i, j], rel=1e-4, abs=1e-8)
+
+
+def dense_criterion(m) -> float:
+    """−2 log-likelihood (REML: restricted) of the fitted covariances from V = Σₜ ZₜΣₜZₜᵀ (within
+    groups) + σ²I, with Σₜ built from the reported SDs and correlations: no engine code involved."""
+    frame = m.frame
+    X, y = np.asarray(frame.X), np.asarray(frame.y)
+    n, p = X.shape
+    v = np.eye(n) * float(m.sigma) ** 2
+    for t in frame.terms:
+        sds = np.array([c.sd for c in m.varcorr if c.group == t.group])
+        corr = np.eye(t.k)
+        for c in (c for c in m.correlations if c.group == t.group):
+            i, j = t.names.index(c.term1), t.names.index(c.term2)
+            corr[i, j] = corr[j, i] = c.corr
+        same = t.codes[:, None] == t.codes[None, :]
+        v += (t.z @ (np.outer(sds, sds) * corr) @ t.z.T) * same
+    vi = np.linalg.inv(v)
+    xtvx = X.T @ vi @ X
+    beta = np.linalg.solve(xtvx, X.T @ vi @ y)
+    r = y - X @ beta
+    out = np.linalg.slogdet(v)[1] + r @ vi @ r + n * np.log(2 * np.pi)
+    if m.reml:
+        out += np.linalg.slogdet(xtvx)[1] - p * np.log(2 * np.pi)
+    return float(out)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_criterion_is_the_dense_likelihood_of_the_reported_covariances(case):
+    m, ref = fitted(case)
+    assert dense_criterion(m) == pytest.approx(m.criterion, rel=1e-9)
+    for term in ref["terms"]:
+        corr = {(c.term1, c.term2): c.corr for c in m.correlations if c.group == term["group"]}
+        names = term["names"]
+        if term["structure"] == "ar1":  # ρ^|i − j|
+            rho = corr[(names[0], names[1])]
+            for (a, b), value in corr.items():
+                assert value == pytest.approx(rho ** abs(names.index(a) - names.index(b)), rel=1e-10)
+        elif term["structure"] == "cs":
+            assert np.ptp(list(corr.values())) < 1e-12
+        else:
+            assert all(value == 0.0 for value in corr.values())
+
+
+def test_structured_terms_count_their_parameters():
+    m, _ = fitted("sleepstudy_ar1_reml")
+    assert m.npar == 2 + 2 + 1  # β, (SD, ρ), σ
+    m, _ = fitted("machines_cs_ml")
+    assert m.npar == 3 + 4 + 1
+
+
+def test_us_is_lme4s_term():
+    table = cached_table(FIXTURES / "data" / "orthodont.csv")
+    a = mixcli.fit(table, "distance ~ age + us(age | Subject)")
+    b = mixcli.fit(table, "distance ~ age + (age | Subject)")
+    assert a.criterion == b.criterion and a.npar == b.npar
+
+
+def test_diag_is_the_double_bar_of_numeric_effects():
+    table = cached_table(FIXTURES / "data" / "sleepstudy.csv")
+    a = mixcli.fit(table, "Reaction ~ Days + diag(Days | Subject)")
+    b = mixcli.fit(table, "Reaction ~ Days + (Days || Subject)")
+    assert a.criterion == pytest.approx(b.criterion, rel=1e-10)
+
+
+@pytest.mark.parametrize("formula,words", [
+    ("distance ~ age + ar1(age | Subject)", "ar1 needs the occasions as one factor"),
+    ("distance ~ age + ar1(1 + factor(age) | Subject)", "ar1 needs the occasions as one factor"),
+    ("distance ~ age + cs(1 | Subject)", "has one effect, so no correlation"),
+    ("distance ~ age + cs(age || Subject)", "takes a term with one bar"),
+])
+def test_structures_refuse_terms_they_cannot_describe(formula, words):
+    with pytest.raises(FormulaError, match=words):
+        mixcli.fit(cached_table(FIXTURES / "data" / "orthodont.csv"), formula)
+
+
+@pytest.mark.parametrize("case", ["orthodont_ar1_reml", "machines_cs_ml", "oxboys_diag_reml"])
+def test_predictions_are_the_dense_blups(case):
+    """predict() on the fitted rows: Xβ̂ + Zb̂ with b̂ = ΣZᵀV⁻¹(y − Xβ̂) from the reported covariances."""
+    import pandas as pd
+
+    m, ref = fitted(case)
+    frame = m.frame
+    X, y = np.asarray(frame.X), np.asarray(frame.y)
+    beta = np.array([f.estimate for f in m.fixef])
+    v = np.eye(len(y)) * float(m.sigma) ** 2
+    blocks = []
+    for t in frame.terms:
+        sds = np.array([c.sd for c in m.varcorr if c.group == t.group])
+        corr = np.eye(t.k)
+        for c in (c for c in m.correlations if c.group == t.group):
+            i, j = t.names.index(c.term1), t.names.index(c.term2)
+            corr[i, j] = corr[j, i] = c.corr
+        zs = (t.z @ (np.outer(sds, sds) * corr) @ t.z.T) * (t.codes[:, None] == t.codes[None, :])
+        v += zs
+        blocks.append(zs)
+    fitted_random = sum(blocks) @ np.linalg.solve(v, y - X @ beta)
+    new = pd.read_csv(FIXTURES / "data" / ref["data"])
+    got = m.predict(new)["predicted"].to_numpy()
+    np.testing.assert_allclose(got, X @ beta + fitted_random, rtol=1e-8)
+
+
+def test_satterthwaite_df_do_not_depend_on_the_parameterisation():
+    """diag(Days | Subject) is lme4's (Days || Subject) with other parameters (SDs, not Λ's entries
+    in unit-free columns): Satterthwaite's df, invariant to the parameterisation, agree."""
+    table = cached_table(FIXTURES / "data" / "sleepstudy.csv")
+    a = mixcli.fit(table, "Reaction ~ Days + diag(Days | Subject)").add_satterthwaite()
+    b = mixcli.fit(table, "Reaction ~ Days + (Days || Subject)").add_satterthwaite()
+    np.testing.assert_allclose([f.df for f in a.fixef], [f.df for f in b.fixef], rtol=1e-4)
+    np.testing.assert_allclose([f.se for f in a.fixef], [f.se for f in b.fixef], rtol=1e-6)
+
+
+def test_compare_treats_structures_as_nested_only_when_they_are():
+    from mixcli.inference.lrt_null import lrt_null
+
+    table = cached_table(FIXTURES / "data" / "orthodont.csv")
+    ar1 = mixcli.fit(table, "distance ~ age + ar1(0 + factor(age) | Subject)", reml=False)
+    cs = mixcli.fit(table, "distance ~ age + cs(0 + factor(age) | Subject)", reml=False)
+    diag = mixcli.fit(table, "distance ~ age + diag(0 + factor(age) | Subject)", reml=False)
+    assert lrt_null(diag.frame, cs.frame).nested  # diag is cs at ρ = 0
+    assert not lrt_null(ar1.frame, cs.frame).nested
+    assert not lrt_null(diag.frame, ar1.frame).nested
+    assert not lrt_null(ar1.frame, diag.frame).nested
