@@ -377,6 +377,9 @@ class _CiSpec(click.ParamType):
               help="With --save: keep the random effects' conditional variances too (prediction intervals at "
                    "fitted levels, the ranef plot's intervals); k(k+1)/2 numbers per level, the largest part of a "
                    "big model's file.")
+@click.option("--dispformula", metavar='"~ GROUP"',
+              help="A residual SD per level of the factor GROUP (glmmTMB's dispformula, nlme's "
+                   "weights = varIdent(~ 1 | GROUP)), estimated with the rest; linear mixed models.")
 @_CONTROL
 @_CONTRASTS
 @_FORMAT
@@ -386,7 +389,7 @@ class _CiSpec(click.ParamType):
 @_SCHEDULER
 @_WORKERS
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
+                save_path, cond_var, dispformula, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -409,6 +412,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
+      mixcli fit waves.csv "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
+      mixcli fit growth.csv "distance ~ age * sex + (1 | child)" --dispformula "~ sex"
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ml --save m.mixfit
       mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid/classid)" --engine dask --workers 2
@@ -431,6 +436,14 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     if cond_var and save_path is None:
         raise click.UsageError("--cond-var is an option of --save: add --save FILE")
     frames = []
+    dispersion = None
+    if dispformula is not None:
+        from .frame import dispersion_factor
+
+        dispersion = dispersion_factor(dispformula)
+        if save_path is not None or engine == "dask" or scheduler or workers:
+            raise click.UsageError("--dispformula: the fit is in memory and not saved, for now (leave out --save "
+                                   "and --engine dask)")
     if engine == "dask" or scheduler or workers:
         if save_path is not None:
             raise click.UsageError("--save needs the fit's levels from the rows, which --engine dask does not "
@@ -446,7 +459,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
         keep = augment or save_path is not None
-        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep)
+        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep,
+                              dispersion=dispersion)
                   for f in formulas]
         del table
     meter = FitProgress(progress)

@@ -25,7 +25,7 @@ from .design import CONTRASTS, complete_rows, model_matrix
 from .engine.structure import ReTerm, nested_map
 from .errors import DataError, FormulaError, UsageError, option
 from .formula import Formula, Var, parse_formula, r_sort_key
-from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
+from .formula.evaluate import check_variables, evaluate, missing_values, r_number, where_in_data
 from .response import glm_response, prior_weights, weight_missing, weight_values
 from .table import Table, TextColumn
 
@@ -106,6 +106,7 @@ class ModelFrame:
     table: Table | None = field(default=None, repr=False)
     contrasts: str = "treatment"
     fixef_assign: list[int] = field(default_factory=list)  # R's attr(X, "assign") of the kept columns
+    dispersion: GroupingFactor | None = None  # a dispformula's factor: a residual SD per level
     # a saved fit's frame (``mixcli.saved``) has a prototype table, not the rows: what emmeans's
     # reference grid takes from the numeric variables' values (``emmeans.covariate_summary``)
     covariates: dict | None = field(default=None, repr=False)
@@ -138,8 +139,34 @@ def with_row_id(table: Table, formula: Formula) -> Table:
     return Table(columns=columns, source=table.source, nrows=table.nrows)
 
 
+def dispersion_factor(dispformula: str) -> str:
+    """The column of a dispformula: ``"~ group"`` (a residual SD per level of one factor) → "group"."""
+    import re
+
+    match = re.fullmatch(r"\s*~\s*([A-Za-z._][A-Za-z0-9._]*)\s*", dispformula or "")
+    if match is None or match.group(1) == "1":
+        raise UsageError(f"{option('dispformula', repr(dispformula))}: write one factor, as in \"~ group\" (a residual "
+                         "SD for each of its levels)")
+    return match.group(1)
+
+
+def _dispersion_codes(table: Table, name: str, rows: np.ndarray, messages) -> GroupingFactor:
+    """The dispformula's factor on the rows used; each level needs two observations (with one, its
+    residual SD would be fitted to that one residual, and the likelihood has no maximum)."""
+    gf = _grouping_factor(table, (name,), name, rows, messages)
+    counts = np.bincount(gf.codes, minlength=gf.n_levels)
+    if gf.n_levels < 2:
+        raise DataError(f"the dispformula's factor '{name}' has one level in the rows used: its residual SD is "
+                        "the model's own; leave the dispformula out")
+    if counts.min() < 2:
+        level = gf.labels()[int(gf.to_r[int(np.argmin(counts))])]
+        raise DataError(f"the dispformula's factor '{name}' has the level {level!r} with one observation: a residual "
+                        "SD cannot be estimated from one residual; merge it with another level or drop the row")
+    return gf
+
+
 def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
-                contrasts: str = "treatment", keep_data: bool = True) -> ModelFrame:
+                contrasts: str = "treatment", keep_data: bool = True, dispersion: str | None = None) -> ModelFrame:
     """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
     ``family`` (``mixcli.family.Family``); ``weights`` are prior weights (a column name, or an
     array over the table's rows), rows where they are missing being dropped; unordered
@@ -161,6 +188,13 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     glmm = family is not None
     check_variables(formula, table, text_response=glmm and family.name == "binomial")
     rows = complete_rows(formula, table) & ~weight_missing(weights, table)
+    if dispersion is not None:
+        if family is not None or weights is not None:
+            raise UsageError(f"{option('dispformula')} is for linear mixed models without prior weights "
+                             f"({option('weights')}), for now")
+        if dispersion not in table.columns:
+            raise DataError(f"the dispformula's factor '{dispersion}' is not a column of the data")
+        rows &= ~missing_values(Var(dispersion), table)
     zero_weight = 0
     if weights is not None and not glmm:
         # (lmer's criterion is infinite with a zero weight; such a row carries no information)
@@ -262,7 +296,9 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         if not glmm and (weights is None) and _only_zero_one(y):
             messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
                             f"model of it; for a pass/fail outcome use {option('family', BINOMIAL)} (glmer's logistic model)")
+        disp = None if dispersion is None else _dispersion_codes(table, dispersion, rows, messages)
         return ModelFrame(
+            dispersion=disp,
             formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
             rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
             family=family, weights=wt, offset=offset, nested_labels=nested_labels,

@@ -29,7 +29,7 @@ from .engine.curvature import check, curvature, newton_step, stopped_short
 from .engine.factor import criterion_working, evaluate, evaluate_working
 from .engine.gradient import gradient, worth_gradient
 from .engine.memory import keep_freed_memory
-from .engine.optimize import OptSummary, decreases_along_ray, default_step, minimize_theta
+from .engine.optimize import OptSummary, decreases_along_ray, default_step, minimize_theta, run
 from .engine.structure import ModelStructure, TermBasis
 from .frame import ModelFrame
 from .results import LmmResult, build_result
@@ -349,3 +349,47 @@ class Model:
                          control=self.control)
         opt.stages.append("evaluated at a given theta, not optimised")
         return build_result(self.frame, st, fac, opt, reml)
+
+
+def fit_dispersion(frame: ModelFrame, reml: bool = True, control: Control = DEFAULT, progress: Progress | None = None):
+    """A linear mixed model with a residual SD per level of ``frame.dispersion`` (nlme's
+    ``varIdent``, glmmTMB's ``dispformula = ~ f``): Var(εᵢ) = (σ δ_f(i))², δ of the first level 1.
+
+    The δ's enter as prior weights wᵢ = 1/δ_f(i)² (lmer's weights: the criterion of the weighted
+    model is the model's, −Σ log wᵢ included), so the criterion profiled over θ, β and σ is a
+    function of log δ alone: BOBYQA minimises it over log δ (one per level but the first), each
+    evaluation the fit's own optimiser over θ̃ warm-started from the last (the working θ̃ is in the
+    basis of the unweighted columns, the same for every δ). The result is the weighted fit at the
+    best δ, its npar counting the δ's; its SEs and Satterthwaite df are given the δ's, as nlme's
+    Var(β̂) is given the variance parameters."""
+    from .results import Dispersion
+
+    gf = frame.dispersion
+    r_code = gf.to_r[gf.codes]  # each row's level in R's order: the first is the reference
+    k = gf.n_levels - 1
+    state = {"theta_w": None}
+
+    def weighted(log_delta: np.ndarray) -> ModelFrame:
+        full = np.concatenate([[0.0], log_delta])
+        return replace(frame, weights=np.exp(-2.0 * full[r_code]))
+
+    def profiled(log_delta: np.ndarray) -> float:
+        st = build_structure(weighted(log_delta))
+        opt = optimize(devfun(st, reml), st, reml, state["theta_w"], control=control)
+        if np.isfinite(opt.fmin) and opt.converged:
+            state["theta_w"] = np.array(opt.theta, dtype=float)
+        return float(opt.fmin)
+
+    outer = OptSummary(start=np.zeros(k), lower=np.full(k, -np.inf), initial_step=np.full(k, 0.5), control=control)
+    log_delta, _, _ = run(outer, profiled)
+    best = weighted(np.asarray(log_delta, dtype=float))
+    model = Model(best, control)
+    start = None if state["theta_w"] is None else model.structure.to_user(state["theta_w"])
+    result = model.fit(reml=reml, start=start, progress=progress)
+    ratio = np.exp(np.concatenate([[0.0], log_delta]))
+    result.npar += k
+    result.dispersion = Dispersion(f"~ {gf.name}", gf.name, gf.labels(), ratio, float(result.sigma) * ratio)
+    if not outer.converged:
+        result.converged = False
+        result.warnings.append(f"the residual SDs by {gf.name} did not converge ({outer.status})")
+    return result

@@ -188,6 +188,10 @@ class FitStatistics:
                 ran_par(c.group, f"cor__{c.term1}.{c.term2}", c.corr, ("cor", factor.get(c.group), c.term1, c.term2))
         if not self.is_glmm:  # (a GLMM has no residual variance parameter)
             ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
+        d = getattr(self, "dispersion", None)
+        if d is not None:  # (a dispformula: the residual SD of each level, glmmTMB's dispersion model)
+            for level, sd in zip(d.levels, d.sd):
+                ran_par(f"Residual ({d.factor})", f"sd__{level}", float(sd), ("dispersion", d.factor, level, None))
         out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
                                           "p.value", "conf.low", "conf.high"])
         if self.ci_method is None:
@@ -303,7 +307,9 @@ class LmmResult(FitStatistics):
     * ``curvature`` — derivatives of the criterion at θ̂ (``engine.curvature``), from the
       fit's convergence check; Satterthwaite's df reuse them;
     * ``ddf``, ``ci_method``, ``ci_level``, ``intervals`` — filled in by
-      ``add_satterthwaite`` and ``add_confint``.
+      ``add_satterthwaite`` and ``add_confint``;
+    * ``dispersion`` — with a dispformula, the residual SD of each level of its factor
+      (``Dispersion``; ``sigma`` is then the first level's).
     """
 
     formula: str
@@ -334,6 +340,7 @@ class LmmResult(FitStatistics):
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
     bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
+    dispersion: "Dispersion | None" = None  # the residual SD per level of a factor (a dispformula)
 
     def add_satterthwaite(self) -> "LmmResult":
         """Fill in Satterthwaite df and p-values of the fixed effects (lmerTest's t tests)."""
@@ -382,6 +389,18 @@ class LmmResult(FitStatistics):
 
     def _conditional_covariances(self) -> list[np.ndarray]:
         return self.full_factorization().conditional_covariances()
+
+
+@dataclass
+class Dispersion:
+    """A residual SD per level of a factor (glmmTMB's ``dispformula = ~ f``, nlme's
+    ``varIdent(~ 1 | f)``): Var(εᵢ) = (σ δ_f(i))², δ of the first level 1."""
+
+    formula: str  # "~ f"
+    factor: str
+    levels: list[str]
+    ratio: np.ndarray  # δ per level (1 for the first)
+    sd: np.ndarray  # σ δ per level
 
 
 def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool,

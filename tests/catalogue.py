@@ -349,6 +349,14 @@ CASES: list[Case] = [
     Case("Data", "factor() of a column with one value", FIT + ["y ~ factor(one) + (1 | g)"], 1,
          "factor(one) has one value ('1') in the rows used; a factor needs at least two levels; remove it from "
          "the formula (a factor of one level has no contrasts)", STUDY_FILES),
+    Case("Data", "a dispformula factor with a level of one observation",
+         FIT + ["y ~ x + (1 | g)", "--dispformula", "~ f"], 1,
+         "the dispformula's factor 'f' has the level 'c' with one observation: a residual SD cannot be estimated "
+         "from one residual; merge it with another level or drop the row",
+         {"study.csv": csv_text(ROWS, transform=_set(0, "f", "c"))}),
+    Case("Usage", "a dispformula that is not one factor", FIT + ["y ~ x + (1 | g)", "--dispformula", "~ f + x"], 2,
+         "--dispformula '~ f + x': write one factor, as in \"~ group\" (a residual SD for each of its levels)",
+         STUDY_FILES),
     Case("Data", "weights from a column not in the data", FIT + ["y ~ x + (1 | g)", "--weights", "wt"], 1,
          "--weights: no column 'wt' in the data", STUDY_FILES),
     Case("Data", "a negative weight", FIT + ["y ~ x + (1 | g)", "--weights", "z"], 1,

@@ -101,6 +101,25 @@ def _glmm_fixef_record(f, ci: bool) -> dict:
     return rec
 
 
+def _dispersion_record(m) -> dict:
+    """With a dispformula, ``dispersion``: its factor and each level's residual SD (σ times the
+    level's ratio δ; ``sigma`` is the first level's)."""
+    d = getattr(m, "dispersion", None)
+    if d is None:
+        return {}
+    return {"dispersion": {"formula": d.formula, "factor": d.factor, "levels": list(d.levels),
+                           "sd": [num(v) for v in d.sd], "ratio": [num(v) for v in d.ratio]}}
+
+
+def dispersion_line(m) -> str | None:
+    """The residual SD of each level of a dispformula's factor, for the summary."""
+    d = getattr(m, "dispersion", None)
+    if d is None:
+        return None
+    return f"Residual SD by {d.factor} (dispformula {d.formula}): " + ", ".join(
+        f"{level} {sd:.4f}" for level, sd in zip(d.levels, d.sd))
+
+
 def fit_record(m) -> dict:
     """The JSON object of one fit (keys and their order are part of mixcli's interface).
 
@@ -117,6 +136,7 @@ def fit_record(m) -> dict:
         **_covariance_records(m),
         "theta": [num(t) for t in m.theta],
         "sigma": num(m.sigma),
+        **_dispersion_record(m),
         "criterion": num(m.criterion),
         "loglik": num(m.loglik),
         "aic": num(m.aic),
@@ -335,6 +355,8 @@ def table_renderables(m, source: str | None = None):
     out.append(re)
     groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
+    if dispersion_line(m) is not None:
+        out.append(Text(dispersion_line(m)))
     ve = m.variance_explained()
     if ve is not None:
         # performance's icc() and r2_nakagawa()
