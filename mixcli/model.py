@@ -50,7 +50,7 @@ def build_structure(frame: ModelFrame, response: bool = True) -> ModelStructure:
         # lmer's weights: Var(εᵢ) = σ²/wᵢ. Every row (X, y and Z, in the unit-free basis of the
         # unweighted columns) is scaled by √wᵢ, and the criterion gains −Σ log wᵢ.
         sw = np.sqrt(frame.weights)
-        bases = [TermBasis.of(t.z) for t in frame.terms]
+        bases = [TermBasis.for_term(t) for t in frame.terms]
         terms = [replace(t, z=b.standardise(t.z) * sw[:, None]) for t, b in zip(frame.terms, bases)]
         return ModelStructure(terms, np.column_stack([frame.X, y]) * sw[:, None], bases=bases,
                               weights_term=-float(np.sum(np.log(frame.weights))))

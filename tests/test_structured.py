@@ -96,6 +96,9 @@ def dense_criterion(m) -> float:
     X, y = np.asarray(frame.X), np.asarray(frame.y)
     n, p = X.shape
     v = np.eye(n) * float(m.sigma) ** 2
+    if m.dispersion is not None:  # (the residual SD of each row's level)
+        gf = frame.dispersion
+        v = np.diag(m.dispersion.sd[gf.to_r[gf.codes]] ** 2)
     for t in frame.terms:
         sds = np.array([c.sd for c in m.varcorr if c.group == t.group])
         corr = np.eye(t.k)
@@ -210,3 +213,13 @@ def test_compare_treats_structures_as_nested_only_when_they_are():
     assert not lrt_null(ar1.frame, cs.frame).nested
     assert not lrt_null(diag.frame, ar1.frame).nested
     assert not lrt_null(ar1.frame, diag.frame).nested
+
+
+def test_a_structured_term_with_a_residual_sd_per_level():
+    """ar1 and a dispformula together: the criterion is the dense likelihood of what is reported."""
+    m = mixcli.fit(cached_table(FIXTURES / "data" / "orthodont.csv"),
+                   "distance ~ age * Sex + ar1(0 + factor(age) | Subject)", dispformula="~ Sex")
+    assert m.converged and m.npar == 4 + 2 + 1 + 1
+    assert dense_criterion(m) == pytest.approx(m.criterion, rel=1e-9)
+    plain = mixcli.fit(cached_table(FIXTURES / "data" / "orthodont.csv"), "distance ~ age * Sex + ar1(0 + factor(age) | Subject)")
+    assert m.criterion < plain.criterion  # (the boys' residual SD is twice the girls')

@@ -137,9 +137,13 @@ class TermBasis:
         return cls(shift, scale, intercept)
 
     @classmethod
-    def identity_of(cls, k: int) -> "TermBasis":
-        """The basis that leaves k columns as they are."""
-        return cls(np.zeros(k), np.ones(k), None)
+    def for_term(cls, term: "ReTerm") -> "TermBasis":
+        """A term's basis: ``of`` its columns; for a structured term the columns as they are
+        (centring or scaling them would change the structure, and its parameters, SDs and a
+        correlation, are unit-free enough)."""
+        if term.structure:
+            return cls(np.zeros(term.k), np.ones(term.k), None)
+        return cls.of(term.z)
 
     @property
     def identity(self) -> bool:
@@ -236,9 +240,7 @@ class ModelStructure:
         if not terms:
             raise ValueError("a mixed model needs at least one random-effects term")
         if bases is None:
-            # (a structured term keeps the user's columns: centring or scaling them would change
-            # the structure, and its parameters are SDs and correlations, unit-free enough)
-            bases = [TermBasis.identity_of(t.k) if t.structure else TermBasis.of(t.z) for t in terms]
+            bases = [TermBasis.for_term(t) for t in terms]
             terms = [t if b.identity else replace(t, z=b.standardise(t.z)) for t, b in zip(terms, bases)]
         self.bases = bases
         # −Σ log wᵢ for prior weights (rows and columns then carry √wᵢ): the criterion of
