@@ -223,3 +223,15 @@ def test_a_structured_term_with_a_residual_sd_per_level():
     assert dense_criterion(m) == pytest.approx(m.criterion, rel=1e-9)
     plain = mixcli.fit(cached_table(FIXTURES / "data" / "orthodont.csv"), "distance ~ age * Sex + ar1(0 + factor(age) | Subject)")
     assert m.criterion < plain.criterion  # (the boys' residual SD is twice the girls')
+
+
+def test_ar1_at_correlation_one_is_a_singular_random_intercept():
+    """Oats' ar1 over the nitrogen levels goes to ρ = 1 (glmmTMB: 1.000): a random intercept per
+    block, which mixcli reports as singular, suggests, and fits to the same criterion."""
+    table = cached_table(FIXTURES / "data" / "oats.csv")
+    m = mixcli.fit(table, "yield ~ nitro + ar1(0 + factor(nitro) | Block)")
+    assert m.singular
+    assert any("ar1 correlation is estimated at +1" in w for w in m.warnings)
+    assert any(w.endswith("yield ~ nitro + (1 | Block)") for w in m.warnings)
+    intercept = mixcli.fit(table, "yield ~ nitro + (1 | Block)")
+    assert m.criterion == pytest.approx(intercept.criterion, rel=1e-9)
