@@ -235,3 +235,11 @@ def test_ar1_at_correlation_one_is_a_singular_random_intercept():
     assert any(w.endswith("yield ~ nitro + (1 | Block)") for w in m.warnings)
     intercept = mixcli.fit(table, "yield ~ nitro + (1 | Block)")
     assert m.criterion == pytest.approx(intercept.criterion, rel=1e-9)
+
+
+def test_the_power_simulation_refuses_structured_terms():
+    from mixcli.power_analysis import power
+
+    with pytest.raises(FormulaError, match="does not take structured covariances"):
+        power(cached_table(FIXTURES / "data" / "orthodont.csv"), "distance ~ age + ar1(0 + factor(age) | Subject)",
+              "age", nsim=10, seed=1)
