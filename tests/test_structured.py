@@ -243,3 +243,19 @@ def test_the_power_simulation_refuses_structured_terms():
     with pytest.raises(FormulaError, match="does not take structured covariances"):
         power(cached_table(FIXTURES / "data" / "orthodont.csv"), "distance ~ age + ar1(0 + factor(age) | Subject)",
               "age", nsim=10, seed=1)
+
+
+@pytest.mark.parametrize("case", ["sleepstudy_ar1_reml", "machines_cs_reml", "oxboys_diag_ml"])
+def test_json_carries_each_structure_as_glmmtmb_prints_it(case):
+    from mixcli.render.fit import fit_record
+
+    m, ref = fitted(case)
+    term = ref["terms"][0]
+    (rec,) = fit_record(m)["structures"]
+    assert rec["structure"] == term["structure"] and rec["group"] == term["group"]
+    want_sd = term["sd"][:1] if term["structure"] == "ar1" else term["sd"]
+    np.testing.assert_allclose(rec["sd"], want_sd, rtol=1e-4)
+    if term["structure"] == "diag":
+        assert rec["rho"] is None
+    else:
+        assert rec["rho"] == pytest.approx(term["corr"][1][0], rel=1e-4)

@@ -70,12 +70,23 @@ def glmm_record(m) -> dict:
 def _covariance_records(m) -> dict:
     """``varcorr`` (per term its variances and SDs, then the residual for an LMM) and
     ``correlations``, as in lme4's ``as.data.frame(VarCorr(m))``."""
-    return {
+    out = {
         "varcorr": [{"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)}
                     for v in m.varcorr],
         "correlations": [{"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)}
                          for c in m.correlations],
     }
+    structured = [t for t in m.frame.terms if getattr(t, "structure", "")]
+    if structured:
+        # glmmTMB's summary of a structured term: its SDs and (ar1, cs) the one correlation
+        out["structures"] = []
+        for t in structured:
+            sds = [v.sd for v in m.varcorr if v.group == t.group]
+            rho = next((c.corr for c in m.correlations if c.group == t.group), None) if t.structure != "diag" else None
+            out["structures"].append({"group": t.group, "structure": t.structure, "terms": list(t.names),
+                                      "sd": [num(v) for v in (sds[:1] if t.structure == "ar1" else sds)],
+                                      "rho": None if rho is None else num(rho)})
+    return out
 
 
 def _vcov_records(m) -> dict:
