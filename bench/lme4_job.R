@@ -4,6 +4,7 @@
 #   Rscript bench/lme4_job.R fit     DATA.csv FORMULA            # one REML fit
 #   Rscript bench/lme4_job.R fit-ml  DATA.csv FORMULA            # one ML fit
 #   Rscript bench/lme4_job.R glmer-binomial DATA.csv FORMULA     # one glmer fit (Laplace; or glmer-poisson)
+#   Rscript bench/lme4_job.R glmmtmb-fit DATA.csv FORMULA        # one glmmTMB REML fit (ar1 etc.)
 #   Rscript bench/lme4_job.R compare DATA.csv NAME=FORMULA ...   # anova() of REML fits
 #   Rscript bench/lme4_job.R compare-details DATA.csv NAME=FORMULA ...
 #
@@ -52,6 +53,13 @@ if (mode %in% c("fit", "fit-ml")) {
   print(summary(m))
   cat(sprintf("BENCH\tfit\tfit\tLaplace\t%.10f\t%d\t%d\n", -2 * as.numeric(logLik(m)),
               as.integer(m@optinfo$feval), nobs(m)))
+} else if (mode == "glmmtmb-fit") {
+  # glmmTMB (structured covariances lme4 does not have): one REML fit from its defaults
+  suppressPackageStartupMessages(library(glmmTMB))
+  m <- glmmTMB(as.formula(specs[[1]]), data = d, REML = TRUE)
+  print(summary(m))
+  cat(sprintf("BENCH\tfit\tfit\tREML\t%.10f\t%d\t%d\n", -2 * as.numeric(logLik(m)),
+              as.integer(m$fit$evaluations[["function"]]), nobs(m)))
 } else if (mode %in% c("compare", "compare-details")) {
   eq <- regexpr("=", specs, fixed = TRUE)
   names <- substr(specs, 1, eq - 1)

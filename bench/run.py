@@ -63,7 +63,11 @@ KB07_FORMULA = f"RTtrunc ~ {_KB07_EFFECTS} + ({_KB07_EFFECTS} | subj) + ({_KB07_
 # The targets name data sizes in rows (89k, 898k); the simulator makes about
 # 11.2 rows per school, so those sizes are 8,000 and 80,000 schools.
 SMALL_SCHOOLS, MEDIUM_SCHOOLS, LARGE_SCHOOLS = 107, 8_000, 80_000
-SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4, "ratings": 5, "glmm100k": 6, "glmm1m": 7, "verbagg": 8}
+SEEDS = {"small": 1, "medium": 2, "large": 3, "crossed": 4, "ratings": 5, "glmm100k": 6, "glmm1m": 7, "verbagg": 8,
+         "waves8": 9}
+# Repeated measures (glmmTMB's target): each child tested at 8 waves, ~100k rows, an AR(1) over the waves
+WAVES_SCHOOLS, WAVES = 1_130, 8
+AR1_WAVES = "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
 # GLMMs (glmer's targets): a school/class logistic model on ~100k and ~1M rows, and VerbAgg's shape
 GLMM_SCHOOLS, GLMM_MILLION_SCHOOLS = 9_000, 89_500
 GLMM_NESTED = "pass ~ ses + (1 | schoolid) + (1 | classid)"
@@ -113,6 +117,15 @@ def classroom_data(name: str, n_schools: int) -> Path:
     # (version 2: the simulator's pass/fail and count outcomes)
     return _generated(name, {"kind": "classroom", "schools": n_schools, "seed": SEEDS[name], "version": 2},
                       f"{n_schools:,} schools", lambda: simulate_classroom(n_schools, SEEDS[name]))
+
+
+def waves_data() -> Path:
+    """Repeated measures of the project's simulator (``simulate --waves``): ``bench/data/waves8.csv``."""
+    from mixcli.simulate import simulate_classroom
+
+    return _generated("waves8", {"kind": "waves", "schools": WAVES_SCHOOLS, "waves": WAVES, "seed": SEEDS["waves8"]},
+                      f"{WAVES_SCHOOLS:,} schools × {WAVES} waves",
+                      lambda: simulate_classroom(WAVES_SCHOOLS, SEEDS["waves8"], waves=WAVES))
 
 
 def simulate_crossed(seed: int, n: int = 73_421, n_s: int = 2_972, n_d: int = 1_128, n_dept: int = 14):
@@ -1107,6 +1120,12 @@ def main(argv=None) -> int:
         # lme4 takes about half an hour per run here: one run of each tool, unless --reps-slow says more
         jobs.append(fit_job("ratings", "crossed user × item, MovieLens 1M shape", ratings_data(), RATINGS,
                             args.reps_slow, ddf_none=ddf, target="in seconds, ≤ 1 GB", memory_mib_goal=1024.0))
+    if "ar1-100k" in wanted:
+        # glmmTMB in the lme4 column: lme4 has no ar1 structure
+        mix = Tool("mixcli", [mixcli_cmd("fit", "--format", "json", str(waves_data()), AR1_WAVES)], parse_mixcli_fit)
+        tmb = Tool("glmmTMB", [rscript_cmd("glmmtmb-fit", str(waves_data()), AR1_WAVES)], parse_r)
+        jobs.append(Job("ar1-100k", f"ar1 over {WAVES} waves, {WAVES_SCHOOLS:,} schools (vs glmmTMB)", waves_data(),
+                        reps, mix, tmb, target="≤ 1/2 of glmmTMB's time", ratio_goal=2.0))
     if "power-m17" in wanted and REAL_CLASSROOM.exists():
         jobs.append(power_m17_job(args.power_r_nsim))
     elif "power-m17" in wanted:
@@ -1186,7 +1205,7 @@ def main(argv=None) -> int:
 
 
 JOB_NAMES = ["compare-real", "compare-small", "fit-small", "fit-medium", "fit-large", "crossed", "kb07", "glmm-crossed",
-             "glmm-100k", "glmm-1m", "ratings", "power-m17", "power-crossed"]
+             "glmm-100k", "glmm-1m", "ratings", "power-m17", "power-crossed", "ar1-100k"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,16 +23,17 @@ __all__ = ["fit", "compare"]
 
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1,
-        weights=None, contrasts: str = "treatment", progress=None, control=None):
+        weights=None, contrasts: str = "treatment", progress=None, control=None, dispformula: str | None = None):
     """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"``, ``"poisson"``,
     ``"nbinom2"`` (glmer.nb) or ``"Gamma"``,
     with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
     ``contrasts`` of unordered factors (treatment, sum or helmert) for both; ``control`` (a
-    ``mixcli.control.Control``) changes the fit's tolerances, limits and restart rules."""
+    ``mixcli.control.Control``) changes the fit's tolerances, limits and restart rules;
+    ``dispformula="~ f"`` a residual SD per level of f (glmmTMB's, nlme's varIdent; LMMs)."""
     from .fitting import fit as fit_model
 
     return fit_model(_data(data), formula, reml=reml, family=family, link=link, nagq=nagq, weights=weights,
-                     contrasts=contrasts, progress=progress, control=control)
+                     contrasts=contrasts, progress=progress, control=control, dispformula=dispformula)
 
 
 def compare(data, formulas, names=None, refit: bool = True, **options):

@@ -28,7 +28,7 @@ from .errors import MixcliError, use_option_style  # noqa: E402
 # command-line user: the flag, where it is not --name with the value after it.
 _FLAGS = {
     "refit=False": "--no-refit", "refit=True": "leave out --no-refit", "method='wald'": "--ci LEVEL",
-    "method='boot'": "--ci boot", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
+    "method='boot'": "--ci boot", "method='profile'": "--ci profile", "n": "--bootstrap", "names": "--name", "reml=False": "--ml",
 }
 _IDENTIFIER = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
 
@@ -383,6 +383,9 @@ class _CiSpec(click.ParamType):
               help="With --save: keep the random effects' conditional variances too (prediction intervals at "
                    "fitted levels, the ranef plot's intervals); k(k+1)/2 numbers per level, the largest part of a "
                    "big model's file.")
+@click.option("--dispformula", metavar='"~ GROUP"',
+              help="A residual SD per level of the factor GROUP (glmmTMB's dispformula, nlme's "
+                   "weights = varIdent(~ 1 | GROUP)), estimated with the rest; linear mixed models.")
 @_CONTROL
 @_CONTRASTS
 @_FORMAT
@@ -392,7 +395,7 @@ class _CiSpec(click.ParamType):
 @_SCHEDULER
 @_WORKERS
 def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                output, save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
+                output, save_path, cond_var, dispformula, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -415,6 +418,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
+      mixcli fit waves.csv "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
+      mixcli fit growth.csv "distance ~ age * sex + (1 | child)" --dispformula "~ sex"
       mixcli fit classroom.csv "mathscore ~ ses + (1 | schoolid)" --augment > rows.csv
       mixcli fit classroom.csv "mathscore ~ ses + (ses | schoolid)" --ml --save m.mixfit
       mixcli fit pupils/ "mathscore ~ ses + (1 | schoolid/classid)" --engine dask --workers 2
@@ -442,6 +447,14 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     if output is not None and not augment:
         raise click.UsageError("-o writes the rows of --augment: add --augment (the summary goes to standard output)")
     frames = []
+    dispersion = None
+    if dispformula is not None:
+        from .frame import dispersion_factor
+
+        dispersion = dispersion_factor(dispformula)
+        if save_path is not None or engine == "dask" or scheduler or workers:
+            raise click.UsageError("--dispformula: the fit is in memory and not saved, for now (leave out --save "
+                                   "and --engine dask)")
     if engine == "dask" or scheduler or workers:
         if save_path is not None:
             raise click.UsageError("--save needs the fit's levels from the rows, which --engine dask does not "
@@ -461,7 +474,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
         keep = augment or save_path is not None
-        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep)
+        frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep,
+                              dispersion=dispersion)
                   for f in formulas]
         del table
     meter = FitProgress(progress)
@@ -1306,7 +1320,10 @@ def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights,
 @click.option("--class-size", type=click.FloatRange(min=1), default=None, metavar="N",
               help="Mean children per class (1 + Poisson(N - 1), e.g. 25 for whole classes); default: the "
                    "classroom study's 1-10 (mean 3.8).")
-def simulate(n_schools, seed, output, fmt, partitions, class_size):
+@click.option("--waves", type=click.IntRange(min=2), default=None, metavar="W",
+              help="Repeated measures: each child tested W times, one row per child and wave, with columns "
+                   "pupil and wave (scores growing over the waves, an AR(1) series per child).")
+def simulate(n_schools, seed, output, fmt, partitions, class_size, waves):
     """Write simulated classroom data (children in classes in schools) as CSV.
 
     Columns: mathscore, ses, classid (unique across schools), schoolid,
@@ -1322,11 +1339,14 @@ def simulate(n_schools, seed, output, fmt, partitions, class_size):
       mixcli simulate | mixcli fit - "mathscore ~ ses + (ses | schoolid) + (1 | classid)"
       mixcli simulate | mixcli fit - "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli simulate --schools 500000 --format parquet --partitions 16 -o pupils/
+      mixcli simulate --waves 4 | mixcli fit - "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
     """
     from .output import AtomicOutput
     from .simulate import simulate_classroom, write_csv
 
     if fmt == "parquet":
+        if waves is not None:
+            raise click.UsageError("--waves writes CSV: leave out --format parquet")
         _simulate_parquet(n_schools, seed, output, partitions, class_size)
         return
     if partitions is not None:
@@ -1334,7 +1354,7 @@ def simulate(n_schools, seed, output, fmt, partitions, class_size):
     if output is not None and os.path.isdir(output):
         raise click.UsageError(f"-o {output}: is a directory; give a file name (or --format parquet for a dataset)")
 
-    columns = simulate_classroom(n_schools=n_schools, seed=seed, class_size=class_size)
+    columns = simulate_classroom(n_schools=n_schools, seed=seed, class_size=class_size, waves=waves)
     with AtomicOutput(output) as target:
         write_csv(columns, target)
         target.commit()

@@ -348,6 +348,10 @@ def check_dataset(source: str, formula_text: str, weights: str | None = None):
     if not formula.random:
         raise FormulaError("no random-effects terms; add one such as (1 | group) (for a model without them use "
                            "ordinary regression)", formula.text)
+    structured = next((rt for rt in formula.random if rt.structure), None)
+    if structured is not None:
+        raise FormulaError(f"{structured.written}: structured covariances are not yet fitted by "
+                           f"{option('engine', 'dask')}; fit in memory", formula.text, structured.span[0])
     bad = DATA_DEPENDENT.search(formula.text)
     if bad:
         raise FormulaError(f"{bad.group(1)}() depends on the whole column, which {option('engine', 'dask')} never "

@@ -25,7 +25,7 @@ from .design import CONTRASTS, complete_rows, model_matrix
 from .engine.structure import ReTerm, nested_map
 from .errors import DataError, FormulaError, UsageError, option
 from .formula import Formula, Var, parse_formula, r_sort_key
-from .formula.evaluate import check_variables, evaluate, r_number, where_in_data
+from .formula.evaluate import check_variables, evaluate, missing_values, r_number, where_in_data
 from .response import glm_response, prior_weights, weight_missing, weight_values
 from .table import Table, TextColumn
 
@@ -106,6 +106,7 @@ class ModelFrame:
     table: Table | None = field(default=None, repr=False)
     contrasts: str = "treatment"
     fixef_assign: list[int] = field(default_factory=list)  # R's attr(X, "assign") of the kept columns
+    dispersion: GroupingFactor | None = None  # a dispformula's factor: a residual SD per level
     # a saved fit's frame (``mixcli.saved``) has a prototype table, not the rows: what emmeans's
     # reference grid takes from the numeric variables' values (``emmeans.covariate_summary``)
     covariates: dict | None = field(default=None, repr=False)
@@ -143,8 +144,34 @@ def with_row_id(table: Table, formula: Formula) -> Table:
     return Table(columns=columns, source=table.source, nrows=table.nrows)
 
 
+def dispersion_factor(dispformula: str) -> str:
+    """The column of a dispformula: ``"~ group"`` (a residual SD per level of one factor) → "group"."""
+    import re
+
+    match = re.fullmatch(r"\s*~\s*([A-Za-z._][A-Za-z0-9._]*)\s*", dispformula or "")
+    if match is None or match.group(1) == "1":
+        raise UsageError(f"{option('dispformula', repr(dispformula))}: write one factor, as in \"~ group\" (a residual "
+                         "SD for each of its levels)")
+    return match.group(1)
+
+
+def _dispersion_codes(table: Table, name: str, rows: np.ndarray, messages) -> GroupingFactor:
+    """The dispformula's factor on the rows used; each level needs two observations (with one, its
+    residual SD would be fitted to that one residual, and the likelihood has no maximum)."""
+    gf = _grouping_factor(table, (name,), name, rows, messages)
+    counts = np.bincount(gf.codes, minlength=gf.n_levels)
+    if gf.n_levels < 2:
+        raise DataError(f"the dispformula's factor '{name}' has one level in the rows used: its residual SD is "
+                        "the model's own; leave the dispformula out")
+    if counts.min() < 2:
+        level = gf.labels()[int(gf.to_r[int(np.argmin(counts))])]
+        raise DataError(f"the dispformula's factor '{name}' has the level {level!r} with one observation: a residual "
+                        "SD cannot be estimated from one residual; merge it with another level or drop the row")
+    return gf
+
+
 def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
-                contrasts: str = "treatment", keep_data: bool = True) -> ModelFrame:
+                contrasts: str = "treatment", keep_data: bool = True, dispersion: str | None = None) -> ModelFrame:
     """The model frame of ``formula`` on ``table``: for a linear mixed model, or for a GLMM of
     ``family`` (``mixcli.family.Family``); ``weights`` are prior weights (a column name, or an
     array over the table's rows), rows where they are missing being dropped; unordered
@@ -166,6 +193,13 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
     glmm = family is not None
     check_variables(formula, table, text_response=glmm and family.name == "binomial")
     rows = complete_rows(formula, table) & ~weight_missing(weights, table)
+    if dispersion is not None:
+        if family is not None or weights is not None:
+            raise UsageError(f"{option('dispformula')} is for linear mixed models without prior weights "
+                             f"({option('weights')}), for now")
+        if dispersion not in table.columns:
+            raise DataError(f"the dispformula's factor '{dispersion}' is not a column of the data")
+        rows &= ~missing_values(Var(dispersion), table)
     zero_weight = 0
     if weights is not None and not glmm:
         # (lmer's criterion is infinite with a zero weight; such a row carries no information)
@@ -238,9 +272,12 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
                 raise FormulaError(f"the random-effects term ({rt.label}) has no effects", formula.text, rt.span[0])
             _check_finite(zm.X, zm.names, rows, table, f"in the random-effects term ({rt.label}), the column")
             _check_magnitude(zm.X, zm.names, f"in the random-effects term ({rt.label}), the column")
+            if rt.structure:
+                _check_structure(rt, zm, formula, glmm)
             terms.append(
                 ReTerm(
                     codes=gf.codes, n_levels=gf.n_levels, z=zm.X, group=key, names=zm.names, factor=key,
+                    structure=rt.structure,
                 )
             )
         terms, order, ordered_factors = order_terms(terms, factors, n, glmm)
@@ -264,7 +301,9 @@ def model_frame(table: Table, formula: Formula | str, family=None, weights=None,
         if not glmm and (weights is None) and _only_zero_one(y):
             messages.append(f"the response '{label}' only takes the values 0 and 1: this is a linear (Gaussian) "
                             f"model of it; for a pass/fail outcome use {option('family', BINOMIAL)} (glmer's logistic model)")
+        disp = None if dispersion is None else _dispersion_codes(table, dispersion, rows, messages)
         return ModelFrame(
+            dispersion=disp,
             formula=formula, y=y, X=X, fixef_names=names, terms=terms, factors=ordered_factors,
             rows=rows, n_dropped=n_dropped, term_sources=order, dropped_columns=dropped, messages=messages,
             family=family, weights=wt, offset=offset, nested_labels=nested_labels,
@@ -690,12 +729,30 @@ def _check_levels(terms: list[ReTerm], factors: dict[str, GroupingFactor], n: in
         )
     for t in terms:
         q = t.n_levels * t.k
-        if n <= q:
+        if n <= q and not t.structure:  # (a structure's few parameters identify it, as in glmmTMB)
             raise DataError(
                 f"number of observations (={n}) <= number of random effects (={q}) for term "
                 f"({_effects_label(t.names)} | {t.factor}); the random-effects parameters and the "
                 "residual variance are probably unidentifiable"
             )
+
+
+def _check_structure(rt, zm, formula: Formula, glmm: bool) -> None:
+    """What glmmTMB's structures need of their term: ar1 the indicators of one factor's ordered
+    levels (occasions), no intercept; cs at least two effects (with one it is a variance); and,
+    for now, a linear mixed model."""
+    text = f"{rt.structure}({rt.label})"
+    if glmm:
+        raise FormulaError(f"{text}: structured covariances (diag, cs, ar1) are fitted in linear mixed models only, "
+                           "not yet with a family", formula.text, rt.span[0])
+    if rt.structure == "ar1":
+        factor = len(rt.terms) == 1 and len(rt.terms[0]) == 1 and not rt.intercept and len(zm.assign) > 1
+        if not factor or not np.all((zm.X == 0.0) | (zm.X == 1.0)) or not np.all(zm.X.sum(axis=1) == 1.0):
+            raise FormulaError(f"{text}: ar1 needs the occasions as one factor without an intercept, as in "
+                               "ar1(0 + factor(time) | id) (its levels in time order)", formula.text, rt.span[0])
+    if rt.structure == "cs" and zm.X.shape[1] < 2:
+        raise FormulaError(f"{text} has one effect, so no correlation: write (... | g) for its variance, or give cs() "
+                           "several effects, as in cs(0 + factor(time) | id)", formula.text, rt.span[0])
 
 
 def _no_rows_message(formula: Formula, table: Table) -> str:

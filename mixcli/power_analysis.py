@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import DataError, MixcliError, UsageError, option
+from .errors import DataError, FormulaError, MixcliError, UsageError, option
 from .table import Table, TextColumn
 
 METHODS = ("satterthwaite", "kr", "lrt", "wald")
@@ -801,6 +801,10 @@ def power(data, formula: str, test: str, *, fixef=None, sd=None, cor=None, sigma
                          "models; for overdispersed counts use poisson with an observation-level random effect, "
                          "+ (1 | .row)")
     parsed = parse_formula(formula)
+    structured = next((rt for rt in parsed.random if rt.structure), None)
+    if structured is not None:  # (its simulation and refits speak lme4's θ, not a structure's parameters)
+        raise FormulaError(f"{structured.written}: the power simulation does not take structured covariances yet",
+                           parsed.text, structured.span[0])
     if design is not None:
         if data is not None:
             raise UsageError(f"{option('design')} builds the data: give no pilot data with it")

@@ -24,7 +24,7 @@ import numpy as np
 
 from .control import DEFAULT, Control
 from .design import complete_rows
-from .errors import DataError
+from .errors import DataError, FormulaError
 from .fitting import fit_frame
 from .formula import RandomTerm, parse_formula, term_label
 from .frame import model_frame
@@ -59,6 +59,11 @@ class Ranova:
 
 def reductions(formula) -> list[tuple[str, str]]:
     """(row name, reduced formula text) of each reduction, in lmerTest's order."""
+    structured = next((rt for rt in formula.random if rt.structure), None)
+    if structured is not None:  # (lmerTest's reductions assume lme4's terms: which reduced model is nested
+        # in a structured one depends on the structure; compare the models you mean instead)
+        raise FormulaError(f"{structured.written}: random-effects terms with a structure are not reduced term by "
+                           "term; compare the models you mean (mixcli compare)", formula.text, structured.span[0])
     bars = formula.random_texts()
     out = []
     for i, rt in enumerate(formula.random):

@@ -189,6 +189,10 @@ class FitStatistics:
         if not self.is_glmm or any(v.group == "Residual" for v in self.varcorr):
             # (a GLMM has no residual variance parameter, but Gamma's scale, lme4's sigma())
             ran_par("Residual", "sd__Observation", self.sigma, ("sigma", None, None, None))
+        d = getattr(self, "dispformula", None)
+        if d is not None:  # (a dispformula: the residual SD of each level, glmmTMB's dispersion model)
+            for level, sd in zip(d.levels, d.sd):
+                ran_par(f"Residual ({d.factor})", f"sd__{level}", float(sd), ("dispersion", d.factor, level, None))
         out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error", "statistic", "df",
                                           "p.value", "conf.low", "conf.high"])
         if self.ci_method is None:
@@ -304,7 +308,9 @@ class LmmResult(FitStatistics):
     * ``curvature`` — derivatives of the criterion at θ̂ (``engine.curvature``), from the
       fit's convergence check; Satterthwaite's df reuse them;
     * ``ddf``, ``ci_method``, ``ci_level``, ``intervals`` — filled in by
-      ``add_satterthwaite`` and ``add_confint``.
+      ``add_satterthwaite`` and ``add_confint``;
+    * ``dispformula`` — with a dispformula, the residual SD of each level of its factor
+      (``Dispersion``; ``sigma`` is then the first level's).
     """
 
     formula: str
@@ -335,6 +341,7 @@ class LmmResult(FitStatistics):
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)  # profile CIs of SDs, correlations, σ
     bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
+    dispformula: "Dispersion | None" = None  # the residual SD per level of a factor (a dispformula)
 
     def add_satterthwaite(self) -> "LmmResult":
         """Fill in Satterthwaite df and p-values of the fixed effects (lmerTest's t tests)."""
@@ -385,6 +392,18 @@ class LmmResult(FitStatistics):
         return self.full_factorization().conditional_covariances()
 
 
+@dataclass
+class Dispersion:
+    """A residual SD per level of a factor (glmmTMB's ``dispformula = ~ f``, nlme's
+    ``varIdent(~ 1 | f)``): Var(εᵢ) = (σ δ_f(i))², δ of the first level 1."""
+
+    formula: str  # "~ f"
+    factor: str
+    levels: list[str]
+    ratio: np.ndarray  # δ per level (1 for the first)
+    sd: np.ndarray  # σ δ per level
+
+
 def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt: OptSummary, reml: bool,
                  curvature=None, problems: list[str] | None = None) -> LmmResult:
     """The fitted model at the factor's θ; ``problems`` (from the convergence check, with its
@@ -402,7 +421,8 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     user_lam = fac.user_lam
     varcorr, correlations = variance_components(frame, user_lam, sigma)
     theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
-    singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
+    singular = (is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
+                or st.structure_at_bound(theta, opt.control.singular_tol))
     warnings = list(opt.warnings) + list(problems or [])
     converged = opt.converged and not problems
     if converged and not (math.isfinite(sigma) and sigma > 0 and math.isfinite(opt.fmin)):
@@ -467,6 +487,11 @@ def theta_names(frame: ModelFrame) -> list[str]:
     """lme4's names for θ: ``classid.(Intercept)``, ``schoolid.ses.(Intercept)``, ``schoolid.ses``."""
     out = []
     for term in frame.terms:
+        if term.structure:
+            from .engine.covstruct import param_names
+
+            out.extend(param_names(term.structure, term.group, term.names))
+            continue
         rows, cols = lower_indices(term.k)
         for i, j in zip(rows, cols):
             if i == j:

@@ -157,7 +157,8 @@ def save(m, path: str, cond_var: bool = False) -> None:
             arrays[f"condcov{i}"] = np.empty_like(np.asarray(covs[i], dtype=float))
             arrays[f"condcov{i}"][:, :, to_r] = covs[i]
         terms.append({"group": term.group, "names": list(term.names), "factor": term.factor,
-                      "source": int(frame.term_sources[i]), "n_levels": int(term.n_levels)})
+                      "source": int(frame.term_sources[i]), "n_levels": int(term.n_levels),
+                      "structure": term.structure})
     factors = []
     for j, (name, gf) in enumerate(frame.factors.items()):
         cols = list(frame.formula.random[frame.term_sources[[t.factor for t in frame.terms].index(name)]].group)

@@ -249,7 +249,7 @@ def _frame(h: dict, arrays: dict):
                 codes[r] = key_of.get(tuple(_as_key(values[c][r]) for c in gcols), -1)
         k = len(t["names"])
         terms.append(ReTerm(codes, t["n_levels"], np.zeros((0, k)), t["group"], list(t["names"]), t["factor"],
-                            np.arange(t["n_levels"])))
+                            np.arange(t["n_levels"]), structure=t.get("structure", "")))
         sources.append(t["source"])
     family = None
     if h["family"] is not None:

@@ -73,8 +73,16 @@ def _categorical(rng: np.random.Generator, pmf: np.ndarray, n: int) -> np.ndarra
     return np.searchsorted(cdf, rng.random(n), side="right") + 1
 
 
+# Repeated measures (``waves``): each child's scores over the waves grow by WAVE_GROWTH per wave
+# and keep the one-score model's residual variance, split into a child's AR(1) deviation
+# (WAVE_CHILD_SHARE of it, lag-1 correlation WAVE_RHO) and a fresh error per wave.
+WAVE_GROWTH = 8.0
+WAVE_RHO = 0.6
+WAVE_CHILD_SHARE = 0.64
+
+
 def simulate_classroom(n_schools: int = 107, seed: int = 1, class_size: float | None = None,
-                       **params: float) -> dict[str, np.ndarray]:
+                       waves: int | None = None, **params: float) -> dict[str, np.ndarray]:
     """Simulate children in classes in schools.
 
     Returns a dict of equal-length numpy arrays, in this order:
@@ -88,6 +96,15 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, class_size: float | 
     ``class_size``: the mean number of children per class, drawn as 1 + Poisson(class_size − 1)
     (e.g. 25 for register data of whole classes); by default the classroom study's 1-10
     (mean 3.8). The classes per school keep the study's 1-9.
+
+    ``waves``: each child tested that many times (repeated measures): the columns are then
+    ``mathscore`` (one per wave), ``ses``, ``classid``, ``schoolid``, ``classid2``, ``pupil``
+    (1..N, unique) and ``wave`` (1..waves), one row per child and wave, and the score is
+    ``523 + 11.2 ses + school and class effects + WAVE_GROWTH (wave − 1) + u + e``, u an AR(1)
+    series per child over the waves (SD √WAVE_CHILD_SHARE · sd_resid, lag-1 correlation
+    WAVE_RHO), e a fresh error per wave (the rest of sd_resid²): the model of
+    ``mathscore ~ ses + wave + (ses | schoolid) + (1 | classid) + ar1(0 + factor(wave) | pupil)``.
+    The draws of the one-score columns come first, so they are the same with or without waves.
 
     ``params`` override the generating model's :data:`DEFAULTS`
     (``intercept``, ``slope``, ``sd_school``, ``sd_school_ses``,
@@ -160,6 +177,8 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, class_size: float | 
                 + 0.2 * rng.standard_normal(n_classes)[row_class])
     absences = rng.poisson(np.exp(log_rate)).astype(np.int64)
 
+    if waves is not None:
+        return _waves(rng, int(waves), p, y - e, ses, class_id[row_class], row_school, class_num[row_class])
     return {
         "mathscore": np.rint(y).astype(np.int64),
         "ses": ses,
@@ -168,6 +187,35 @@ def simulate_classroom(n_schools: int = 107, seed: int = 1, class_size: float | 
         "classid2": class_num[row_class].astype(np.int64),
         "pass": passed,
         "absences": absences,
+    }
+
+
+def _waves(rng: np.random.Generator, waves: int, p: Mapping[str, float], mean: np.ndarray, ses: np.ndarray,
+           class_id: np.ndarray, row_school: np.ndarray, class_num: np.ndarray) -> dict[str, np.ndarray]:
+    """The repeated-measures columns (see ``simulate_classroom``): ``mean`` is each child's expected
+    score at the first wave given the school and class effects."""
+    if waves < 1:
+        raise ValueError("waves must be at least 1")
+    n = len(mean)
+    sd_child = np.sqrt(WAVE_CHILD_SHARE) * p["sd_resid"]
+    sd_error = np.sqrt(1.0 - WAVE_CHILD_SHARE) * p["sd_resid"]
+    # a stationary AR(1) over the waves: u = sd · C z, C the Cholesky factor of ρ^|i − j| (the
+    # ar1 structure's own Λ)
+    from .engine.covstruct import lam
+
+    u = lam("ar1", waves, np.array([sd_child, WAVE_RHO])) @ rng.standard_normal((waves, n))
+    e = sd_error * rng.standard_normal((waves, n))
+    wave = np.arange(waves)[:, None]
+    score = mean[None, :] + WAVE_GROWTH * wave + u + e
+    rep = lambda col: np.repeat(col, waves)  # (rows: child by child, waves within child)
+    return {
+        "mathscore": np.rint(score.T.ravel()).astype(np.int64),
+        "ses": rep(ses),
+        "classid": rep(class_id).astype(np.int64),
+        "schoolid": rep(row_school + 1).astype(np.int64),
+        "classid2": rep(class_num).astype(np.int64),
+        "pupil": rep(np.arange(1, n + 1)).astype(np.int64),
+        "wave": np.tile(np.arange(1, waves + 1), n).astype(np.int64),
     }
 
 

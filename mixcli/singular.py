@@ -54,7 +54,11 @@ def diagnose(frame, lams: list[np.ndarray], tol: float = DEFAULT.singular_tol) -
     problems: list[str] = []
     drop: dict[int, set[str]] = {}  # formula.random index -> effect names to drop
     decorrelate: set[int] = set()
+    rewrite: dict[int, str] = {}  # formula.random index -> the term that replaces it ("" to drop it)
     for term, source, lam in zip(frame.terms, frame.term_sources, lams):
+        if getattr(term, "structure", ""):
+            _diagnose_structured(frame.formula.random[source], term, lam, tol, problems, rewrite, source)
+            continue
         rel_sd = np.sqrt(np.diag(lam @ lam.T))
         zero = [name for name, s in zip(term.names, rel_sd) if s < tol]
         for name in zero:
@@ -87,26 +91,67 @@ def diagnose(frame, lams: list[np.ndarray], tol: float = DEFAULT.singular_tol) -
             decorrelate.add(source)
     if not problems:
         return [], None
-    return problems, simpler_formula(frame.formula, drop, decorrelate)
+    return problems, simpler_formula(frame.formula, drop, decorrelate, rewrite)
 
 
-def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -> str | None:
+def _diagnose_structured(rt: RandomTerm, term, lam: np.ndarray, tol: float, problems: list[str],
+                         rewrite: dict[int, str], source: int) -> None:
+    """A structured term on its boundary: an SD of 0 (diag: that effect goes, the rest stays
+    diag; ar1 and cs: the whole term goes when every SD is 0), or the correlation at a bound
+    (ar1's ρ = 1 is a random intercept, (1 | g); other bounds have no simpler lme4 term)."""
+    cov = lam @ lam.T
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    zero = [name for name, v in zip(term.names, sd) if v < tol]
+    group = rt.group_label or rt.group_name
+    if term.structure == "ar1":
+        if zero:
+            problems.append(f"the {term.factor} ar1 standard deviation is estimated at 0")
+            rewrite[source] = ""
+            return
+        rho = cov[1, 0] / (sd[0] * sd[1])
+        if abs(abs(rho) - 1.0) < tol:
+            problems.append(f"the {term.factor} ar1 correlation is estimated at {rho:+.0f}")
+            if rho > 0:
+                rewrite[source] = f"(1 | {group})"
+        return
+    for name in zero:
+        problems.append(f"the {term.factor} ({name}) standard deviation is estimated at 0")
+    if zero:
+        if len(zero) == term.k:
+            rewrite[source] = ""
+        elif term.structure == "diag":
+            kept = _without(rt, set(zero))
+            if kept:
+                rewrite[source] = "diag" + kept
+        return
+    if term.structure == "cs":
+        rho = cov[1, 0] / (sd[0] * sd[1])
+        if rho > 1.0 - tol or rho < -1.0 / (term.k - 1) + tol:
+            problems.append(f"the {term.factor} cs correlation is estimated at its bound ({rho:.3g})")
+
+
+def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int],
+                    rewrite: dict[int, str] | None = None) -> str | None:
     """The formula text with the parenthesised random terms rewritten as proposed.
 
     Dropped effects take precedence: a term with a zero SD is simplified
     first, its correlations are moot once the effect is gone.
     """
+    rewrite = rewrite or {}
     spans: dict[tuple[int, int], list[int]] = {}
     for i, rt in enumerate(formula.random):
         spans.setdefault(rt.span, []).append(i)
     pieces: dict[tuple[int, int], str] = {}
     for span, members in spans.items():
-        if not any(i in drop or i in decorrelate for i in members):
+        if not any(i in drop or i in decorrelate or i in rewrite for i in members):
             continue
         rendered = []
         for i in members:
             rt = formula.random[i]
-            if i in drop:
+            if i in rewrite:
+                if rewrite[i]:
+                    rendered.append(rewrite[i])
+            elif i in drop:
                 new = _without(rt, drop[i])
                 if new is None:
                     return None  # an effect we cannot express as a formula term (a factor level)
@@ -115,7 +160,7 @@ def simpler_formula(formula, drop: dict[int, set[str]], decorrelate: set[int]) -
             elif i in decorrelate:
                 rendered.append(f"({rt.lhs_text} || {rt.group_label or rt.group_name})")
             else:
-                rendered.append(f"({rt.label})")
+                rendered.append(rt.written)
         pieces[span] = " + ".join(rendered)
     return formula.with_random_rewritten(pieces)
 

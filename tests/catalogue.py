@@ -318,6 +318,15 @@ CASES: list[Case] = [
          "'||' must be inside parentheses, as in (1 || group) at column 7", STUDY_FILES),
     Case("Formula", "a bar inside a bar", FIT + ["y ~ x + (1 | g || f)"], 2,
          "random-effects term inside another random-effects term at column 12", STUDY_FILES),
+    Case("Formula", "ar1() on a term that is not a factor of occasions", FIT + ["y ~ x + ar1(x | g)"], 2,
+         "ar1(x | g): ar1 needs the occasions as one factor without an intercept, as in ar1(0 + factor(time) | id) "
+         "(its levels in time order) at column 9", STUDY_FILES),
+    Case("Formula", "cs() with one effect", FIT + ["y ~ x + cs(1 | g)"], 2,
+         "cs(1 | g) has one effect, so no correlation: write (... | g) for its variance, or give cs() several "
+         "effects, as in cs(0 + factor(time) | id) at column 9", STUDY_FILES),
+    Case("Formula", "a structured covariance in a GLMM", FIT + ["y ~ x + ar1(0 + f | g)", "--family", "poisson"], 2,
+         "ar1(0 + f | g): structured covariances (diag, cs, ar1) are fitted in linear mixed models only, not yet "
+         "with a family at column 9", STUDY_FILES),
     Case("Formula", "'/' with nothing after it", FIT + ["y ~ x + (1 | g/)"], 2,
          "unexpected ')': '/' needs a term after it at column 16", STUDY_FILES),
     Case("Formula", "a random term combined with '/'", FIT + ["y ~ x / (1 | g)"], 2,
@@ -343,6 +352,14 @@ CASES: list[Case] = [
     Case("Data", "factor() of a column with one value", FIT + ["y ~ factor(one) + (1 | g)"], 1,
          "factor(one) has one value ('1') in the rows used; a factor needs at least two levels; remove it from "
          "the formula (a factor of one level has no contrasts)", STUDY_FILES),
+    Case("Data", "a dispformula factor with a level of one observation",
+         FIT + ["y ~ x + (1 | g)", "--dispformula", "~ f"], 1,
+         "the dispformula's factor 'f' has the level 'c' with one observation: a residual SD cannot be estimated "
+         "from one residual; merge it with another level or drop the row",
+         {"study.csv": csv_text(ROWS, transform=_set(0, "f", "c"))}),
+    Case("Usage", "a dispformula that is not one factor", FIT + ["y ~ x + (1 | g)", "--dispformula", "~ f + x"], 2,
+         "--dispformula '~ f + x': write one factor, as in \"~ group\" (a residual SD for each of its levels)",
+         STUDY_FILES),
     Case("Data", "weights from a column not in the data", FIT + ["y ~ x + (1 | g)", "--weights", "wt"], 1,
          "--weights: no column 'wt' in the data", STUDY_FILES),
     Case("Data", "a negative weight", FIT + ["y ~ x + (1 | g)", "--weights", "z"], 1,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..control import DEFAULT, Control
-from .derivatives import LEVELS, gradient_hessian, jacobian
+from .derivatives import LEVELS, _steps, gradient_hessian, jacobian
 from .factor import evaluate_working
 from .gradient import gradient, worth_gradient
 from .structure import ModelStructure
@@ -81,6 +81,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
     levels = 1 if st.q_dense >= control.heavy_dense else LEVELS
     # (the structure's sums use a least-squares-centred response, so r² has no cancellation
     # of yᵀy to amplify in second differences)
+    steps = _steps_within_bounds(st, theta)
     if worth_gradient(st, control.gradient_from):
         def pieces(th: np.ndarray) -> np.ndarray:
             fac = evaluate_working(st, th)
@@ -89,7 +90,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
             return np.concatenate([g.working(st, "logdet"), g.working(st, "pwrss"), v])
 
         f0 = pieces(theta)
-        jac = jacobian(pieces, theta, levels)
+        jac = jacobian(pieces, theta, levels, steps=steps)
         r2 = evaluate_working(st, theta, full=False).pwrss
         a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
         a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
@@ -120,11 +121,35 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
             v = fac.rx_inverse()[:, iu[0], iu[1]] if p else np.zeros((len(points), 0))
             return np.column_stack([a, fac.pwrss, v])
 
-        f0, grad, hess = gradient_hessian(pieces, theta, levels, many=many)
+        f0, grad, hess = gradient_hessian(pieces, theta, levels, steps=steps, many=many)
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]
     return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad)
+
+
+def _steps_within_bounds(st: ModelStructure, theta: np.ndarray) -> np.ndarray | None:
+    """The differences' first steps, at most a twentieth of the way to a structured term's bound on its
+    correlation (beyond ρ = 1 there is no covariance); None (the default steps) for a model
+    without one."""
+    if not st.structured:
+        return None
+    steps = _steps(theta)
+    bounded = np.isfinite(st.theta_upper)
+    room = np.minimum(st.theta_upper - theta, theta - st.theta_lower)
+    shrink = bounded & (room > 0)
+    steps[shrink] = np.minimum(steps[shrink], 0.05 * room[shrink])
+    return steps
+
+
+def _at_bound(st: ModelStructure, theta: np.ndarray, g: np.ndarray, on_bound: float) -> np.ndarray:
+    """Parameters the check leaves out: a variance on its bound whose derivative points inwards,
+    a structured term's correlation on either of its bounds."""
+    bound = st.theta_is_diag & (np.abs(theta) < on_bound) & ~(g < 0)
+    if st.structured:
+        rho = np.isfinite(st.theta_upper)
+        bound |= rho & ((st.theta_upper - theta < on_bound) | (theta - st.theta_lower < on_bound))
+    return bound
 
 
 def _symmetric(a: np.ndarray) -> np.ndarray:
@@ -136,8 +161,7 @@ def newton_step(curv: Curvature, st: ModelStructure, on_bound: float = DEFAULT.o
     (those not on their bound, or leaving it), kept within the bounds; None if the Hessian
     there is not positive definite."""
     g, h = curv.criterion_gradient(), curv.criterion_hessian()
-    bound = st.theta_is_diag & (np.abs(curv.theta) < on_bound)
-    free = ~bound | (g < 0)
+    free = ~_at_bound(st, curv.theta, g, on_bound)
     if not free.any() or not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return None
     hf = h[np.ix_(free, free)]
@@ -149,7 +173,7 @@ def newton_step(curv: Curvature, st: ModelStructure, on_bound: float = DEFAULT.o
         return None
     theta = curv.theta.copy()
     theta[free] -= step
-    return np.maximum(theta, st.theta_lower)
+    return np.clip(theta, st.theta_lower, st.theta_upper)
 
 
 def stopped_short(problems: list[str]) -> bool:
@@ -164,11 +188,10 @@ def check(curv: Curvature, st: ModelStructure, fmin: float, control: Control = D
         h = curv.criterion_hessian()
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return ["the criterion's derivatives at the estimate are not finite, so it cannot be checked to be a minimum"]
-    bound = st.theta_is_diag & (np.abs(theta) < control.on_bound)
     problems = []
     # on the bound, a negative derivative means the criterion falls as the variance grows:
     # such a parameter is as free as any other
-    free = ~bound | (g < 0)
+    free = ~_at_bound(st, theta, g, control.on_bound)
     hf, gf = h[np.ix_(free, free)], g[free]
     decrease = 0.0
     if free.any():

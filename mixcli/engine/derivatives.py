@@ -50,12 +50,14 @@ def _extrapolate(approx: list[np.ndarray]) -> np.ndarray:
     return a[0]
 
 
-def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS,
+             steps: np.ndarray | None = None) -> np.ndarray:
     """The Jacobian (m, n) of F: Rⁿ → Rᵐ by central differences with Richardson extrapolation
-    (2·levels·n evaluations); for F an analytic gradient, a Hessian."""
+    (2·levels·n evaluations), with the first steps ``steps`` (default ``_steps(x)``); for F an
+    analytic gradient, a Hessian."""
     x = np.asarray(x, dtype=float)
     cols = []
-    for i, h0 in enumerate(_steps(x)):
+    for i, h0 in enumerate(_steps(x) if steps is None else steps):
         est, h = [], h0
         for _ in range(levels):
             e = np.zeros(len(x))

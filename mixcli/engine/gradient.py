@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import linalg
+from . import covstruct, linalg
 from .factor import Factorization, _lambda_d, profiled_criterion
 from .structure import ModelStructure, lower_indices
 
@@ -53,23 +53,31 @@ class Gradient:
     value: float
     r2: float
     logdet_value: float
+    theta: np.ndarray | None = None  # where it was taken (θ̃; the user's θ is the same for a structured term)
 
     def working(self, st: ModelStructure, which: str = "criterion") -> np.ndarray:
         """The gradient with respect to the working θ̃ (Λ̃ₜ are the engine's blocks)."""
-        return _to_theta(st, getattr(self, which), None)
+        return _to_theta(st, getattr(self, which), None, self.theta)
 
     def user(self, st: ModelStructure, which: str = "criterion") -> np.ndarray:
         """The gradient with respect to lme4's θ (the engine's blocks are MₜΛₜ)."""
-        return _to_theta(st, getattr(self, which), st.basis_matrices)
+        return _to_theta(st, getattr(self, which), st.basis_matrices, self.theta)
 
 
-def _to_theta(st: ModelStructure, mats: list[np.ndarray], left: list[np.ndarray] | None) -> np.ndarray:
+def _to_theta(st: ModelStructure, mats: list[np.ndarray], left: list[np.ndarray] | None,
+              theta: np.ndarray | None = None) -> np.ndarray:
+    """∂/∂θ from ∂/∂Λₜ: the entries of Λₜ's lower triangle, or for a structured term (whose
+    basis is the identity) the chain rule through ∂Λₜ/∂φ at ``theta``."""
     out = np.empty(st.n_theta)
     for t, d in enumerate(mats):
+        term, sl = st.terms[t], st.theta_slices[t]
+        if term.structure:
+            out[sl] = np.einsum("ab,abj->j", d, covstruct.jacobian(term.structure, term.k, theta[sl]))
+            continue
         if left is not None:
             d = left[t].T @ d
-        rows, cols = lower_indices(st.terms[t].k)
-        out[st.theta_slices[t]] = d[rows, cols]
+        rows, cols = lower_indices(term.k)
+        out[sl] = d[rows, cols]
     return out
 
 
@@ -95,7 +103,7 @@ def gradient(fac: Factorization, reml: bool) -> Gradient:
     crit = [ld + (m / r2) * pr for ld, pr in zip(logdet, pwrss)]
     logdet_value = fac.logdet_z + (fac.logdet_x if reml else 0.0)
     value = profiled_criterion(logdet_value, r2, m, st.weights_term)
-    return Gradient(logdet, pwrss, crit, value, r2, logdet_value)
+    return Gradient(logdet, pwrss, crit, value, r2, logdet_value, np.asarray(fac.theta, dtype=float))
 
 
 def _lam_times(lam: np.ndarray, blocks: np.ndarray) -> np.ndarray:

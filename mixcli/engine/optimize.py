@@ -157,6 +157,12 @@ def run(summary: OptSummary, fn, progress=None, *, x0=None, lower=None, upper=No
     upper = summary.upper if upper is None else upper
     step = summary.initial_step if step is None else step
     x0 = np.clip(x0, lower, upper)
+    # (BOBYQA refuses a first trust region wider than half a parameter's range, as a correlation's
+    # [−1/(k − 1), 1] with the default step of 1: a quarter of the range instead)
+    width = np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float)
+    too_wide = np.isfinite(width) & (width > 0) & (np.asarray(step, dtype=float) > 0.5 * width)
+    if np.any(too_wide):
+        step = np.where(too_wide, 0.25 * width, step)
     n = len(x0)
     if n == 0:
         f = obj(x0)

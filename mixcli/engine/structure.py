@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import covstruct
 from .linalg import Segments, columns, grouped_cross, product
 
 
@@ -51,7 +52,9 @@ class ReTerm:
       second term on ``g``); ``names`` — its effects (``["(Intercept)", "ses"]``);
     * ``factor`` — the grouping factor's name (the same for both halves of ``x || g``);
     * ``levels_to_r`` — R's index of each engine level (levels sorted as R sorts
-      them), for output in lme4's order.
+      them), for output in lme4's order;
+    * ``structure`` — "" for lme4's unstructured covariance, else glmmTMB's ``diag``, ``cs`` or
+      ``ar1`` (``covstruct``): its parameters are then φ, not the entries of Λ.
     """
 
     codes: np.ndarray
@@ -61,6 +64,7 @@ class ReTerm:
     names: list[str] = field(default_factory=list)
     factor: str = ""
     levels_to_r: np.ndarray | None = None
+    structure: str = ""
 
     @property
     def k(self) -> int:
@@ -68,6 +72,8 @@ class ReTerm:
 
     @property
     def n_theta(self) -> int:
+        if self.structure:
+            return covstruct.n_params(self.structure, self.k)
         return self.k * (self.k + 1) // 2
 
 
@@ -129,6 +135,15 @@ class TermBasis:
             if spread > 1e-12 * peak[a]:
                 shift[a], scale[a] = c, spread
         return cls(shift, scale, intercept)
+
+    @classmethod
+    def for_term(cls, term: "ReTerm") -> "TermBasis":
+        """A term's basis: ``of`` its columns; for a structured term the columns as they are
+        (centring or scaling them would change the structure, and its parameters, SDs and a
+        correlation, are unit-free enough)."""
+        if term.structure:
+            return cls(np.zeros(term.k), np.ones(term.k), None)
+        return cls.of(term.z)
 
     @property
     def identity(self) -> bool:
@@ -225,7 +240,7 @@ class ModelStructure:
         if not terms:
             raise ValueError("a mixed model needs at least one random-effects term")
         if bases is None:
-            bases = [TermBasis.of(t.z) for t in terms]
+            bases = [TermBasis.for_term(t) for t in terms]
             terms = [t if b.identity else replace(t, z=b.standardise(t.z)) for t, b in zip(terms, bases)]
         self.bases = bases
         # −Σ log wᵢ for prior weights (rows and columns then carry √wᵢ): the criterion of
@@ -377,27 +392,44 @@ class ModelStructure:
     # -- θ ---------------------------------------------------------------
     def _layout_theta(self):
         self.theta_slices = []
-        lower, start, offset = [], [], 0
+        lower, upper, start, sd, offset = [], [], [], [], 0
         for t in self.terms:
-            rows, cols = lower_indices(t.k)
             self.theta_slices.append(slice(offset, offset + t.n_theta))
-            diag = rows == cols
-            lower.append(np.where(diag, 0.0, -np.inf))
-            start.append(diag.astype(float))
+            if t.structure:
+                lo, hi = covstruct.bounds(t.structure, t.k)
+                lower.append(lo)
+                upper.append(hi)
+                start.append(covstruct.start(t.structure, t.k))
+                sd.append(covstruct.is_sd(t.structure, t.k))
+            else:
+                rows, cols = lower_indices(t.k)
+                diag = rows == cols
+                lower.append(np.where(diag, 0.0, -np.inf))
+                upper.append(np.full(t.n_theta, np.inf))
+                start.append(diag.astype(float))
+                sd.append(diag)
             offset += t.n_theta
         self.n_theta = offset
         self._lower_idx = [lower_indices(t.k) for t in self.terms]
         self.theta_lower = np.concatenate(lower)
+        self.theta_upper = np.concatenate(upper)
         self.theta_start = np.concatenate(start)
-        self.theta_is_diag = np.isfinite(self.theta_lower)
+        # the parameters whose zero is a singular fit: Λ's diagonal, a structure's SDs
+        self.theta_is_diag = np.concatenate(sd)
+        self.structured = any(t.structure for t in self.terms)
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        """Λ_t (k×k lower triangular) of every term for a given θ (either parameterisation); for
-        a batch of θ (B, n_theta), (k, k, B, 1) stacks (see ``linalg``)."""
+        """Λ_t (k×k; lower triangular unless structured) of every term for a given θ (either
+        parameterisation); for a batch of θ (B, n_theta), (k, k, B, 1) stacks (see ``linalg``)."""
         out = []
         batch = theta.ndim == 2
         for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
-            if batch:
+            if t.structure:
+                if batch:
+                    lam = np.stack([covstruct.lam(t.structure, t.k, row[sl]) for row in theta], axis=2)[..., None]
+                else:
+                    lam = covstruct.lam(t.structure, t.k, theta[sl])
+            elif batch:
                 lam = np.zeros((t.k, t.k, len(theta), 1))
                 lam[idx[0], idx[1], :, 0] = theta[:, sl].T
             else:
@@ -405,6 +437,12 @@ class ModelStructure:
                 lam[idx] = theta[sl]
             out.append(lam)
         return out
+
+    def structure_at_bound(self, theta: np.ndarray, tol: float) -> bool:
+        """Whether a structured term's correlation is at a bound where its covariance is singular
+        (ρ = ±1 for ar1; 1 or −1/(k − 1) for cs): a singular fit, as an SD of 0 is."""
+        return any(covstruct.correlation_at_bound(t.structure, t.k, np.asarray(theta)[sl], tol)
+                   for t, sl in zip(self.terms, self.theta_slices) if t.structure)
 
     def engine_lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """The blocks the engine multiplies the standardised columns by for the user's θ: MₜΛₜ
@@ -420,6 +458,13 @@ class ModelStructure:
         whose diagonal entry is negative negated (ΛΛᵀ does not change)."""
         out = np.array(theta, dtype=float)
         for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
+            if t.structure:  # (an SD's sign does not matter; ρ is kept within its bounds)
+                part = out[sl]
+                sd = covstruct.is_sd(t.structure, t.k)
+                part[sd] = np.abs(part[sd])
+                lo, hi = covstruct.bounds(t.structure, t.k)
+                out[sl] = np.clip(part, lo, hi)
+                continue
             rows, cols = idx
             part = out[sl]
             negative = {c for r, c, v in zip(rows, cols, part) if r == c and v < 0}
@@ -442,7 +487,9 @@ class ModelStructure:
         """
         out = []
         theta = np.asarray(theta, dtype=float)
-        for sl, (rows, cols) in zip(self.theta_slices, self._lower_idx):
+        for t, sl, (rows, cols) in zip(self.terms, self.theta_slices, self._lower_idx):
+            if t.structure:  # (its Λ's columns are not free parameters)
+                continue
             part = theta[sl]
             diag = np.flatnonzero(rows == cols)
             for j in range(len(diag)):
@@ -454,6 +501,12 @@ class ModelStructure:
                     mirror[np.flatnonzero(below) + sl.start] *= -1.0
                     out.append((mirror, sl.start + int(diag[j])))
         return out
+
+    @property
+    def n_sdcor(self) -> int:
+        """How many SDs and correlations the terms' covariances have (each term's lower triangle;
+        ``n_theta`` unless a term is structured)."""
+        return sum(t.k * (t.k + 1) // 2 for t in self.terms)
 
     @property
     def batch_size_unit(self) -> int:

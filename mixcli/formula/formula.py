@@ -74,7 +74,7 @@ class Formula:
 
     def random_texts(self) -> list[str]:
         """Each random-effects term, parenthesised as lme4's ``findbars()`` deparses it."""
-        return [f"({rt.label})" for rt in self.random]
+        return [rt.written for rt in self.random]
 
     def rewrite(self, fixed: str | None = None, random: list[str] | None = None) -> str:
         """``response ~ fixed + random terms`` with either part replaced (default: this formula's),

@@ -38,6 +38,8 @@ class RandomTerm:
     group_label: str = field(default="", compare=False)
     #: Made by expanding ``(lhs || group)``: lme4 splits it into uncorrelated terms.
     double_bar: bool = field(default=False, compare=False)
+    #: glmmTMB's covariance structure: "" (lme4's, also written ``us(...)``), ``diag``, ``cs``, ``ar1``.
+    structure: str = ""
 
     @property
     def group_name(self) -> str:
@@ -73,6 +75,11 @@ class RandomTerm:
         """The term as lme4 deparses it: ``ses | schoolid``, ``0 + x | g``, ``1 | b:a``."""
         return f"{self.lhs_text} | {self.group_text}"
 
+    @property
+    def written(self) -> str:
+        """The term as written in a formula: ``(x | g)``, or ``diag(x | g)`` with a structure."""
+        return f"{self.structure}({self.label})" if self.structure else f"({self.label})"
+
     def __str__(self) -> str:
         return self.label
 
@@ -104,9 +111,13 @@ class RandomExpander:
         return FormulaError(message, self.text, pos)
 
     def __call__(self, paren: Node) -> None:
+        """Expand ``(lhs | g)``, or a structured term ``diag(lhs | g)`` (a call node)."""
         bar = paren.args[0]
         lhs_node, group_node = bar.args
         span = (paren.start, paren.end)
+        structure = paren.value if paren.kind == "call" and paren.value != "us" else ""
+        if paren.kind == "call" and bar.op == "||":
+            raise self.error(f"{paren.value}() takes a term with one bar, as in {paren.value}(x | g)", bar.op_pos)
         encoder = TermEncoder(self.text, self.occurrences, on_random=None, bar=bar, frame=self.frame)
         lhs_terms = encoder.finish(encoder.encode(lhs_node, top=False))
         intercept = encoder.intercept
@@ -128,7 +139,7 @@ class RandomExpander:
             for g in groups:
                 self.terms.append(
                     RandomTerm(has_intercept, terms, g.names, span, lhs_label=lhs_label, group_label=g.label,
-                               double_bar=bar.op == "||")
+                               double_bar=bar.op == "||", structure=structure)
                 )
 
     # -- grouping side ---------------------------------------------------------

@@ -41,6 +41,10 @@ class Occurrence:
     role: str
 
 
+#: glmmTMB's covariance structures of a random-effects term; ``us`` is lme4's (unstructured).
+STRUCTURES = ("us", "diag", "cs", "ar1")
+
+
 def is_bar(node: Node) -> bool:
     return node.kind == "binary" and node.op in ("|", "||")
 
@@ -289,6 +293,14 @@ class TermEncoder:
         if k == "name":
             self.occurrences.append(Occurrence(node.value, node.start, "term"))
             return [self.register(Var(node.value), node.start)]
+        if k == "call" and node.value in STRUCTURES and len(node.args) == 1 and is_bar(node.args[0]):
+            # glmmTMB's structured covariances: diag(x | g), cs(x | g), ar1(0 + factor(t) | id), us(x | g)
+            if self.bar is not None or self.on_random is None:
+                raise self._bar_error(node.args[0])
+            if not top:
+                raise self.error("a random-effects term can only be added to the model with '+'", node.start)
+            self.on_random(node)
+            return []
         if k == "call":
             expr = call_expr(node, self.text, self.occurrences)
             if expr.func == "offset":

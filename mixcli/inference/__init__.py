@@ -44,6 +44,8 @@ def add_kenward_roger(m):
     adjusted covariance. ValueError for an ML fit, prior weights or a model too big for it."""
     from .kenward_roger import kenward_roger
 
+    if getattr(m.structure, "structured", False):
+        raise ValueError("not yet available with a structured covariance (diag, cs, ar1); Satterthwaite's df are")
     kr = kenward_roger(m)
     for f, t in zip(m.fixef, kr.t_tests()):
         f.se, f.t, f.df, f.p = float(t.se), float(t.t), float(t.df), float(t.p)
@@ -85,6 +87,12 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsi
         else:
             from .profile import profile_intervals
 
+            if getattr(m.structure, "structured", False):
+                from ..errors import UsageError, option
+
+                raise UsageError(f"{option('method', repr('profile'))}: profile intervals are not yet available "
+                                 f"with a structured covariance (diag, cs, ar1); use {option('method', repr('boot'))} "
+                                 f"or {option('method', repr('wald'))}")
             ivs = profile_intervals(m, level, progress=progress)
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:

@@ -77,7 +77,7 @@ class LmmRefit:
         st = self.structure.with_response(y)
         start = np.maximum(self.theta, st.theta_lower)
         c = self.control
-        summary = OptSummary(start=start, lower=st.theta_lower, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
+        summary = OptSummary(start=start, lower=st.theta_lower, upper=st.theta_upper, initial_step=np.maximum(0.2 * np.abs(start), 0.02),
                              ftol_abs=c.refit_ftol if self.ftol is None else self.ftol, ftol_rel=0.0,
                              xtol_abs=c.refit_xtol if self.xtol is None else self.xtol, max_eval=c.refit_max_eval,
                              control=c)
@@ -99,7 +99,7 @@ class LmmRefit:
 
     @property
     def width(self) -> int:
-        return self.structure.n_theta + 1 + self.structure.p
+        return self.structure.n_sdcor + 1 + self.structure.p
 
 
 def _sd_cor(st, theta: np.ndarray, sigma: float) -> np.ndarray:

@@ -71,15 +71,32 @@ def _fraction(a: int, b: int) -> str:
     return {(1, 2): "½", (1, 4): "¼", (3, 4): "¾", (1, 8): "⅛", (3, 8): "⅜"}.get((a, b), f"{a}/{b} ")
 
 
-def _blocks(frame) -> list[tuple[str, frozenset]]:
-    """Each covariance block of the random effects: (grouping factor, its effects' names)."""
-    return [(t.factor, frozenset(t.names)) for t in frame.terms]
+def _blocks(frame) -> list[tuple[str, frozenset, str]]:
+    """Each covariance block of the random effects: (grouping factor, its effects' names, its
+    structure: "" for lme4's unstructured one, else diag, cs or ar1)."""
+    return [(t.factor, frozenset(t.names), getattr(t, "structure", "")) for t in frame.terms]
 
 
-def _block_text(factor: str, effects) -> str:
+def _within(small: tuple, big: tuple) -> bool:
+    """Whether covariance block ``small`` is ``big`` with some parameters fixed: its effects among
+    big's and its structure a special case of big's (diag ⊂ cs ⊂ unstructured, ar1 ⊂ unstructured;
+    a single variance is any of them but ar1 with its other occasions' SD set to 0, which ar1's one
+    SD cannot do; ar1 is only itself, over the same occasions)."""
+    (f_small, e_small, s_small), (f_big, e_big, s_big) = small, big
+    if f_small != f_big or not e_small <= e_big:
+        return False
+    if not s_big:
+        return True
+    if s_big == "ar1":
+        return s_small == "ar1" and e_small == e_big
+    plain = (not s_small and len(e_small) == 1) or s_small == "diag"
+    return plain or (s_big == "cs" and s_small == "cs")
+
+
+def _block_text(factor: str, effects, structure: str = "") -> str:
     names = sorted(effects, key=lambda e: (e != "(Intercept)", e))
     lhs = " + ".join("1" if e == "(Intercept)" else e for e in names)
-    return f"({lhs if '(Intercept)' in effects else '0 + ' + lhs} | {factor})"
+    return f"{structure}({lhs if '(Intercept)' in effects else '0 + ' + lhs} | {factor})"
 
 
 def _fixed_nested(small, big) -> bool:
@@ -104,12 +121,12 @@ def lrt_null(small, big) -> LrtNull:
     if not _fixed_nested(small, big):
         return LrtNull(False, why_not_nested="the smaller model's fixed effects are not among the larger's")
     big_blocks = _blocks(big)
-    gained = {i: set(effects) for i, (_, effects) in enumerate(big_blocks)}
-    for factor, effects in _blocks(small):
-        home = [i for i, (f, e) in enumerate(big_blocks) if f == factor and effects <= e]
+    gained = {i: set(effects) for i, (_, effects, _) in enumerate(big_blocks)}
+    for block in _blocks(small):
+        home = [i for i, b in enumerate(big_blocks) if _within(block, b)]
         if not home:
-            return LrtNull(False, why_not_nested=f"{_block_text(factor, effects)} is not part of the larger model")
-        gained[home[0]] -= effects
+            return LrtNull(False, why_not_nested=f"{_block_text(*block)} is not part of the larger model")
+        gained[home[0]] -= block[1]
     pieces = [i for i, e in gained.items() if len(e) == 1]
     crowded = [_block_text(*big_blocks[i]) for i, e in gained.items() if len(e) > 1]
     return LrtNull(True, boundary_pieces=len(pieces), crowded=crowded or None)

@@ -79,12 +79,24 @@ def variance_explained(m) -> VarianceExplained | None:
         second = np.block([[np.array([[float(n)]]), sums[None, :]], [sums[:, None], xtx]]) / n  # E[(1, x)(1, x)ᵀ]
     columns = {name: j for j, name in enumerate(frame.fixef_names)}
     sigma2 = float(m.sigma) ** 2  # (1 for a GLMM: Λ is then the random effects' own scale)
+    scale = sigma2  # what Λ is relative to
+    dispersion = getattr(m, "dispformula", None)
+    if dispersion is not None and frame.dispersion is not None:  # the residual variance: its mean over the rows
+        gf = frame.dispersion
+        sigma2 = float(np.mean(dispersion.sd[gf.to_r[gf.codes]] ** 2))
     random = 0.0
     missing: list[str] = []
     partition_rows = []
     intercepts_only = True
     for term, lam in zip(frame.terms, m.structure.lambdas(m.theta)):
-        cov = sigma2 * (lam @ lam.T)
+        cov = scale * (lam @ lam.T)
+        if term.structure and moments is None:
+            # (a structured term's effects are its own columns, occasions or levels, rarely fixed
+            # effects: the mean of zᵀΣz over its rows, Nakagawa's random variance)
+            random += float(np.einsum("ij,jk,ik->", term.z, cov, term.z)) / n
+            intercepts_only = False
+            partition_rows.append((term.group, float(cov[0, 0])))
+            continue
         keep = [i for i, name in enumerate(term.names) if name in columns or name == "(Intercept)"]
         missing.extend(name for name in term.names if name not in columns and name != "(Intercept)")
         if keep and moments is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 from .numbers import aligned, format_p_coef, stars
 from .numbers import json_number as num
@@ -72,12 +73,23 @@ def glmm_record(m) -> dict:
 def _covariance_records(m) -> dict:
     """``varcorr`` (per term its variances and SDs, then the residual for an LMM) and
     ``correlations``, as in lme4's ``as.data.frame(VarCorr(m))``."""
-    return {
+    out = {
         "varcorr": [{"group": v.group, "term": v.term, "variance": num(v.variance), "sd": num(v.sd)}
                     for v in m.varcorr],
         "correlations": [{"group": c.group, "term1": c.term1, "term2": c.term2, "corr": num(c.corr)}
                          for c in m.correlations],
     }
+    structured = [t for t in m.frame.terms if getattr(t, "structure", "")]
+    if structured:
+        # glmmTMB's summary of a structured term: its SDs and (ar1, cs) the one correlation
+        out["structures"] = []
+        for t in structured:
+            sds = [v.sd for v in m.varcorr if v.group == t.group]
+            rho = next((c.corr for c in m.correlations if c.group == t.group), None) if t.structure != "diag" else None
+            out["structures"].append({"group": t.group, "structure": t.structure, "terms": list(t.names),
+                                      "sd": [num(v) for v in (sds[:1] if t.structure == "ar1" else sds)],
+                                      "rho": None if rho is None else num(rho)})
+    return out
 
 
 def _vcov_records(m) -> dict:
@@ -103,6 +115,25 @@ def _glmm_fixef_record(f, ci: bool) -> dict:
     return rec
 
 
+def _dispersion_record(m) -> dict:
+    """With a dispformula, ``dispformula``: its factor and each level's residual SD (σ times the
+    level's ratio δ; ``sigma`` is the first level's). (A GLMM's ``dispersion`` is its family's.)"""
+    d = getattr(m, "dispformula", None)
+    if d is None:
+        return {}
+    return {"dispformula": {"formula": d.formula, "factor": d.factor, "levels": list(d.levels),
+                           "sd": [num(v) for v in d.sd], "ratio": [num(v) for v in d.ratio]}}
+
+
+def dispersion_line(m) -> str | None:
+    """The residual SD of each level of a dispformula's factor, for the summary."""
+    d = getattr(m, "dispformula", None)
+    if d is None:
+        return None
+    return f"Residual SD by {d.factor} (dispformula {d.formula}): " + ", ".join(
+        f"{level} {sd:.4f}" for level, sd in zip(d.levels, d.sd))
+
+
 def fit_record(m) -> dict:
     """The JSON object of one fit (keys and their order are part of mixcli's interface).
 
@@ -119,6 +150,7 @@ def fit_record(m) -> dict:
         **_covariance_records(m),
         "theta": [num(t) for t in m.theta],
         "sigma": num(m.sigma),
+        **_dispersion_record(m),
         "criterion": num(m.criterion),
         "loglik": num(m.loglik),
         "aic": num(m.aic),
@@ -309,11 +341,22 @@ def table_renderables(m, source: str | None = None):
     corr = {(c.group, c.term2, c.term1): c.corr for c in m.correlations}
     variances = aligned([v.variance for v in m.varcorr], 5)
     sds = aligned([v.sd for v in m.varcorr], 5)
+    # glmmTMB's way with structured terms: ar1's one SD and "ρ (ar1)", cs's SDs and "ρ (cs)"
+    structures = {t.group: t.structure for t in m.frame.terms if t.structure in ("ar1", "cs")}
     last_group = None
     for v, var_text, sd_text in zip(m.varcorr, variances, sds):
         group = v.group if v.group != last_group else ""
         last_group = v.group
         row = [group, v.term or "", var_text, sd_text]
+        kind = structures.get(v.group)
+        if kind is not None:
+            if kind == "ar1" and not group:
+                continue
+            if max_k > 1:
+                c = next((c.corr for c in m.correlations if c.group == v.group), math.nan) if group else None
+                row.append("" if c is None else ("NaN" if c != c else f"{c:5.2f} ({kind})"))
+            re.add_row(*row)
+            continue
         if max_k > 1:
             terms = [w.term for w in m.varcorr if w.group == v.group]
             idx = terms.index(v.term) if v.term in terms else 0
@@ -328,6 +371,8 @@ def table_renderables(m, source: str | None = None):
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
     if glmm and m.family == "nbinom2":  # (glmmTMB's line; Gamma's scale is the Residual row, as glmer's)
         out.append(Text(f"Dispersion parameter for nbinom2 family (): {m.dispersion:.3g}"))
+    if dispersion_line(m) is not None:
+        out.append(Text(dispersion_line(m)))
     ve = m.variance_explained()
     if ve is not None:
         # performance's icc() and r2_nakagawa()
