@@ -345,7 +345,8 @@ class _CiSpec(click.ParamType):
               help="Confidence intervals. A level (0.95) or 'wald' gives Wald intervals for the fixed "
                    "effects (estimate ± z·SE, lme4's confint(method = \"Wald\")); 'profile' gives "
                    "profile-likelihood intervals for the fixed effects, the SDs, correlations and "
-                   "sigma (lme4's confint(method = \"profile\"); slower: seconds to a minute); 'boot' "
+                   "sigma (lme4's confint(method = \"profile\"); for a GLMM glmer's default confint(), no "
+                   "sigma; slower: seconds to a minute); 'boot' "
                    "parametric-bootstrap percentile intervals of the same (lme4's confint(method = "
                    "\"boot\"); --nsim refits on every core). Default level 0.95.")
 @click.option("--ranef", is_flag=True,
@@ -602,8 +603,9 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
         raise UsageError(f"--ddf {ddf}: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in "
                          "glmer's summary; leave it out")
     if ci is not None and ci[0] == "profile":
-        raise UsageError("--ci profile is for linear mixed models; use --ci boot (lme4's bootMer) or --ci 0.95 "
-                         "(Wald intervals) for a GLMM")
+        from .inference.profile import check_profile
+
+        check_profile(nagq)  # (before the fit: a profile of a nAGQ = 0 fit is refused)
     return family(name, link)
 
 
@@ -1157,10 +1159,7 @@ def plot_command(data, formula, model_path, kind, specs, by, at, output, level, 
         click.echo(f"wrote {output}", err=True)
         return
     _need_data(data, formula)
-    fam = _family(family_name, link, nagq, ml, None, None, weights)
-    if fam is not None and kind == "profile":
-        raise click.UsageError("--kind profile is for linear mixed models (mixcli profiles no GLMM yet); "
-                               "ranef, resid and qq work for a GLMM")
+    fam = _family(family_name, link, nagq, ml, None, ("profile", level) if kind == "profile" else None, weights)
     check_destination(kind, output)  # before the fit: a bad path costs nothing
     m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
     if kind == "profile":

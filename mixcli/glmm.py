@@ -58,7 +58,6 @@ def check_nagq(frame: ModelFrame, nagq: int):
                 f"{frame.terms[0].k}; use {option('nagq', 1)} (the Laplace approximation)")
 
 
-WALD, BOOT = "'wald'", "'boot'"  # confidence-interval methods, as a message names them
 
 
 class GlmmModel:
@@ -403,13 +402,12 @@ class GlmmResult(FitStatistics):
 
     def add_confint(self, level: float = 0.95, method: str = "wald", progress=None, nsim: int = 500,
                     seed: int | None = None) -> "GlmmResult":
-        """Wald intervals for the fixed effects (lme4's confint(method = "Wald")), or parametric
-        bootstrap intervals of every parameter (``boot``: lme4's confint(method = "boot"))."""
+        """Wald intervals for the fixed effects (lme4's confint(method = "Wald")), or profile-likelihood
+        (``profile``: glmer's confint(), ``inference.profile.GlmmProfiler``) or parametric bootstrap
+        intervals (``boot``: lme4's confint(method = "boot")) of the fixed effects and the random
+        effects' SDs and correlations."""
         from .inference import add_confint
 
-        if method.lower() not in ("wald", "boot"):
-            raise UsageError(f"GLMMs have Wald and bootstrap intervals ({option('method', WALD)}, {option('method', BOOT)}), "
-                             "not profiles yet")
         return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
     def notes(self) -> list[str]:
