@@ -352,6 +352,10 @@ class _CiSpec(click.ParamType):
 @click.option("--ranef", is_flag=True,
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
+@click.option("--r2", is_flag=True,
+              help="Also the ICC and Nakagawa's R² where they cost a refit: a Poisson GLMM's (log link) "
+                   "distribution variance comes from its null model, as performance's icc() and "
+                   "r2_nakagawa() compute it (linear and binomial models always show them).")
 @_FAMILY
 @_LINK
 @_NAGQ
@@ -386,7 +390,7 @@ class _CiSpec(click.ParamType):
 @_ENGINE
 @_SCHEDULER
 @_WORKERS
-def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
+def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, augment, family_name, link, nagq, weights,
                 save_path, cond_var, contrasts, fmt, sep, progress, engine, scheduler, workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
@@ -446,7 +450,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         raise click.UsageError("--augment takes one formula, without --ranef")
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
-        keep = augment or save_path is not None
+        keep = augment or save_path is not None or r2  # (--r2: a null model refitted to the rows)
         frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep)
                   for f in formulas]
         del table
@@ -460,6 +464,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             _add_inference(m, ddf, ci, progress, i, len(frames), nsim, seed)
         elif ci is not None and fam is not None:
             _add_intervals(m, ci if not ranef else ("wald", ci[1]), progress, i, len(frames), nsim, seed)
+        if r2:
+            m.variance_explained()
         results.append(m)
     if save_path is not None:
         results[0].save(save_path, cond_var=cond_var)

@@ -376,6 +376,9 @@ class GlmmResult(FitStatistics):
     ci_level: float | None = None
     intervals: list = field(default_factory=list, repr=False)
     bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
+    # fitting.fit_frame, which set it: how another frame of the same data is fitted (the null model
+    # of a Poisson ICC) by code below the fitting layer, which cannot import it
+    fitter: Callable | None = field(default=None, repr=False, compare=False)
 
     reml = False
     sigma = 1.0
