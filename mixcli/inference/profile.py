@@ -32,7 +32,11 @@ warm start and one cold start per end are used, so such profiles — of
 correlations, and of SDs near zero — can come out slightly too high and the
 intervals slightly too narrow (lme4 warns about the same profiles).
 
-The inner minimisations, with ψ fixed:
+A GLMM (``GlmmProfiler``) is profiled as glmer's ``profile()`` does it: the SDs and
+correlations (no σ) and the fixed effects, on the Laplace or AGQ deviance the fit
+minimised, every other parameter (θ and β) re-optimised through the fit's own criterion.
+
+The inner minimisations of an LMM, with ψ fixed:
 
 * fixed effect βⱼ = b: for given θ, minimising r² over the other coefficients
   gives r²(θ) + (b − β̂ⱼ(θ))² / Vⱼⱼ(θ) with V = (R_XᵀR_X)⁻¹, and σ̂² = that / n;
