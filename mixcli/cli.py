@@ -347,12 +347,17 @@ class _CiSpec(click.ParamType):
               help="Confidence intervals. A level (0.95) or 'wald' gives Wald intervals for the fixed "
                    "effects (estimate ± z·SE, lme4's confint(method = \"Wald\")); 'profile' gives "
                    "profile-likelihood intervals for the fixed effects, the SDs, correlations and "
-                   "sigma (lme4's confint(method = \"profile\"); slower: seconds to a minute); 'boot' "
+                   "sigma (lme4's confint(method = \"profile\"); for a GLMM glmer's default confint(), no "
+                   "sigma; slower: seconds to a minute); 'boot' "
                    "parametric-bootstrap percentile intervals of the same (lme4's confint(method = "
                    "\"boot\"); --nsim refits on every core). Default level 0.95.")
 @click.option("--ranef", is_flag=True,
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
+@click.option("--r2", is_flag=True,
+              help="Also the ICC and Nakagawa's R² where they cost a refit: a Poisson GLMM's (log link) "
+                   "distribution variance comes from its null model, as performance's icc() and "
+                   "r2_nakagawa() compute it (linear and binomial models always show them).")
 @_FAMILY
 @_LINK
 @_NAGQ
@@ -394,8 +399,9 @@ class _CiSpec(click.ParamType):
 @_ENGINE
 @_SCHEDULER
 @_WORKERS
-def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augment, family_name, link, nagq, weights,
-                output, save_path, cond_var, dispformula, contrasts, fmt, sep, progress, engine, scheduler, workers):
+def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, augment, family_name, link, nagq,
+                weights, output, save_path, cond_var, dispformula, contrasts, fmt, sep, progress, engine, scheduler,
+                workers):
     """Fit linear or generalized linear mixed models written as lme4 formulas.
 
     Prints fixed effects, variance components and warnings, like lme4's
@@ -473,7 +479,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
         table = _read_data(data, sep)
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
-        keep = augment or save_path is not None
+        keep = augment or save_path is not None or r2  # (--r2: a null model refitted to the rows)
         frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep,
                               dispersion=dispersion)
                   for f in formulas]
@@ -488,6 +494,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, nsim, seed, table_name, augm
             _add_inference(m, ddf, ci, progress, i, len(frames), nsim, seed)
         elif ci is not None and fam is not None:
             _add_intervals(m, ci if not ranef else ("wald", ci[1]), progress, i, len(frames), nsim, seed)
+        if r2:
+            m.variance_explained()
         results.append(m)
     if save_path is not None:
         results[0].save(save_path, cond_var=cond_var)
@@ -641,8 +649,9 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
         raise UsageError(f"--ddf {ddf}: a GLMM's fixed effects get Wald z tests (no degrees of freedom), as in "
                          "glmer's summary; leave it out")
     if ci is not None and ci[0] == "profile":
-        raise UsageError("--ci profile is for linear mixed models; use --ci boot (lme4's bootMer) or --ci 0.95 "
-                         "(Wald intervals) for a GLMM")
+        from .inference.profile import check_profile
+
+        check_profile(nagq)  # (before the fit: a profile of a nAGQ = 0 fit is refused)
     return family(name, link)
 
 
@@ -1196,10 +1205,7 @@ def plot_command(data, formula, model_path, kind, specs, by, at, output, level, 
         click.echo(f"wrote {output}", err=True)
         return
     _need_data(data, formula)
-    fam = _family(family_name, link, nagq, ml, None, None, weights)
-    if fam is not None and kind == "profile":
-        raise click.UsageError("--kind profile is for linear mixed models (mixcli profiles no GLMM yet); "
-                               "ranef, resid and qq work for a GLMM")
+    fam = _family(family_name, link, nagq, ml, None, ("profile", level) if kind == "profile" else None, weights)
     check_destination(kind, output)  # before the fit: a bad path costs nothing
     m = _fit_one(_read_data(data, sep), formula, ml, weights, contrasts, progress, fam, nagq)
     if kind == "profile":

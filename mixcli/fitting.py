@@ -26,7 +26,9 @@ def fit_frame(frame, reml: bool = True, nagq: int = 1, progress=None, control: C
         return Model(frame, control, structure=structure).fit(reml=reml, progress=progress)
     from .glmm import GlmmModel
 
-    return GlmmModel(frame, control).fit(nagq=nagq, progress=progress)
+    result = GlmmModel(frame, control).fit(nagq=nagq, progress=progress)
+    result.fitter = fit_frame
+    return result
 
 
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1, weights=None,

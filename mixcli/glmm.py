@@ -89,7 +89,6 @@ def check_nagq(frame: ModelFrame, nagq: int):
                 f"{frame.terms[0].k}; use {option('nagq', 1)} (the Laplace approximation)")
 
 
-WALD, BOOT = "'wald'", "'boot'"  # confidence-interval methods, as a message names them
 DISPERSION_STEP = 0.25  # the second stage's first step in log k
 MAX_LOG_DISPERSION = 30.0  # |log k| beyond: no dispersion left to estimate (k = e³⁰: Poisson)
 
@@ -517,6 +516,9 @@ class GlmmResult(FitStatistics):
     bootstrap: dict | None = None  # nsim, seed, failed of bootstrap intervals (ci_method "bootstrap")
     dispersion: float | None = None
     family_label: str | None = None
+    # fitting.fit_frame, which set it: how another frame of the same data is fitted (the null model
+    # of a Poisson ICC) by code below the fitting layer, which cannot import it
+    fitter: Callable | None = field(default=None, repr=False, compare=False)
 
     reml = False
     is_glmm: ClassVar[bool] = True
@@ -547,13 +549,12 @@ class GlmmResult(FitStatistics):
 
     def add_confint(self, level: float = 0.95, method: str = "wald", progress=None, nsim: int = 500,
                     seed: int | None = None) -> "GlmmResult":
-        """Wald intervals for the fixed effects (lme4's confint(method = "Wald")), or parametric
-        bootstrap intervals of every parameter (``boot``: lme4's confint(method = "boot"))."""
+        """Wald intervals for the fixed effects (lme4's confint(method = "Wald")), or profile-likelihood
+        (``profile``: glmer's confint(), ``inference.profile.GlmmProfiler``) or parametric bootstrap
+        intervals (``boot``: lme4's confint(method = "boot")) of the fixed effects and the random
+        effects' SDs and correlations."""
         from .inference import add_confint
 
-        if method.lower() not in ("wald", "boot"):
-            raise UsageError(f"GLMMs have Wald and bootstrap intervals ({option('method', WALD)}, {option('method', BOOT)}), "
-                             "not profiles yet")
         return add_confint(self, level, method, progress, nsim=nsim, seed=seed)
 
     def notes(self) -> list[str]:

@@ -290,9 +290,9 @@ def profile_traces(m, level: float = 0.95, which=None, points: int = 6) -> list[
     end (not past the parameter's bound). Each ζ is from the lower of a warm-started and a
     cold-started inner optimisation, as the interval search checks its ends.
     """
-    from .inference.profile import Profiler
+    from .inference.profile import profiler
 
-    prof = Profiler(m)
+    prof = profiler(m)
     params = [p for p in prof.params if which is None or p.name in which]
     fractions = np.array([0.05, 0.25, 0.5, 0.75, 1.0, 1.15])
     if points != len(fractions):

@@ -96,13 +96,16 @@ class FitStatistics:
     def bic(self) -> float:
         return self.criterion + math.log(self.nobs) * self.npar
 
-    def variance_explained(self):
+    def variance_explained(self, refit: bool = True):
         """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of
-        variance per level, as the R package performance (``inference.variance_explained``);
-        None for Poisson GLMMs."""
+        variance per level, as the R package performance (``inference.variance_explained``).
+        A Poisson GLMM's (log link) costs a refit of the null model: with ``refit=False`` it is
+        None until a call has made it."""
         if "_variance_explained" not in self.__dict__:
-            from .inference.variance_explained import variance_explained
+            from .inference.variance_explained import needs_refit, variance_explained
 
+            if not refit and needs_refit(self):
+                return None
             self.__dict__["_variance_explained"] = variance_explained(self)
         return self.__dict__["_variance_explained"]
 
@@ -202,7 +205,7 @@ class FitStatistics:
     def glance(self):
         """One row, as broom.mixed's ``glance()``: nobs, sigma, logLik, AIC, BIC, REMLcrit or
         deviance (a GLMM's: lme4's ``deviance()``, Σ deviance residuals), df.residual, and the
-        ICC and R² (performance's; None for Poisson GLMMs)."""
+        ICC and R² (performance's; a Poisson GLMM's refits its null model)."""
         import pandas as pd
 
         ve = self.variance_explained()

@@ -667,10 +667,11 @@ CASES: list[Case] = [
           "--interval", "prediction"], 2,
          "--interval prediction is for linear mixed models: a GLMM has no residual variance; --se gives the "
          "standard error of the fixed part on the link scale", TRIAL_FILES),
-    Case("GLMM", "a profile plot of a GLMM",
-         ["plot", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial", "--kind", "profile", "-o", "p.png"], 2,
-         "--kind profile is for linear mixed models (mixcli profiles no GLMM yet); ranef, resid and qq work for a "
-         "GLMM", TRIAL_FILES),
+    Case("GLMM", "profile intervals of a nAGQ = 0 fit",
+         GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--nagq", "0", "--ci", "profile"], 2,
+         "profile intervals of a GLMM need its likelihood in β, which a --nagq 0 fit does not maximise (β comes "
+         "from PIRLS, not the likelihood); fit with --nagq 1 (the Laplace approximation, which glmer profiles) or "
+         "use bootstrap intervals", TRIAL_FILES),
     Case("GLMM", "F tests of a GLMM", ["anova", "trials.csv", "pass ~ x + (1 | g)", "--family", "binomial"], 2,
          "anova is for linear mixed models (its F tests need a residual variance); for a GLMM, test terms by "
          "comparing nested fits, as lme4's anova() of glmer fits does: mixcli compare DATA SMALLER LARGER --family "

@@ -1,7 +1,9 @@
-"""ICC and Nakagawa's R² against the R package performance (fixtures/icc_reference.R)."""
+"""ICC and Nakagawa's R² against the R package performance (fixtures/icc_reference.R and
+fixtures/poisson_icc_reference.R)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import mixcli
 from mixcli.inference.variance_explained import variance_explained
 
-from conftest import FIXTURES, cached_table, load_json
+from conftest import FIXTURES, cached_table, load_json, run_cli
 
 REF = {k: v for k, v in load_json(FIXTURES / "icc_reference.json").items() if not k.startswith("_")}
 KEYS = {"var_fixed": "fixed", "var_random": "random", "var_residual": "residual",
@@ -58,9 +60,53 @@ def test_binomial_glmms_match_performance(mid):
         rel=1e-12)
 
 
-def test_poisson_glmms_have_no_decomposition():
-    m = mixcli.fit(cached_table("glmm_counts.csv"), "ticks ~ cheight + (1 | location)", family="poisson")
-    assert variance_explained(m) is None
+POISSON = {k: v for k, v in load_json(FIXTURES / "poisson_icc_reference.json").items() if not k.startswith("_")}
+# the sqrt link: mixcli's optimum is 22 above glmer's in logLik (another mode of PIRLS, see
+# test_glmm_lme4's DIFFERENT_OPTIMUM), so only its conventions are compared
+SAME_OPTIMUM = sorted(k for k in POISSON if POISSON[k]["link"] != "sqrt")
+
+
+@pytest.mark.parametrize("mid", SAME_OPTIMUM)
+def test_poisson_and_overdispersed_glmms_match_performance(mid):
+    """performance 0.10.2 (fixtures/poisson_icc_reference.R): a Poisson GLMM's distribution
+    variance is log(1 + 1/μ), μ = exp(β₀) of the null model refitted (offset kept); an
+    observation-level term's variance is residual ("dispersion"), also for a binomial model."""
+    ref = POISSON[mid]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family=ref["family"], link=ref["link"])
+    assert m.loglik >= ref["loglik"] - 1e-6
+    v = variance_explained(m)
+    _check(v, ref, rel=2e-4)
+    assert v.dispersion == pytest.approx(ref["var_dispersion"], rel=2e-4, abs=1e-12)
+    if ref["family"] == "poisson":
+        assert v.null_mean == pytest.approx(math.exp(ref["null_intercept"]), rel=2e-5)
+        assert v.residual - v.dispersion == pytest.approx(ref["var_distribution"], rel=2e-5)
+        assert any("too close to zero" in n for n in v.notes) == any("too close to zero" in n for n in ref["messages"])
+    else:
+        assert v.residual - v.dispersion == pytest.approx(ref["var_distribution"], rel=1e-14)
+
+
+def test_the_sqrt_link_needs_no_refit():
+    ref = POISSON["counts_sqrt"]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family="poisson", link="sqrt")
+    v = m.variance_explained(refit=False)
+    assert v is not None and v.null_mean is None and v.residual == ref["var_residual"] == 0.25
+
+
+def test_a_poisson_decomposition_is_computed_when_asked():
+    """The fit's summary does not refit the null model (variance_explained(refit=False) is None,
+    the JSON's icc null) unless asked: a Python call, or fit --r2."""
+    from mixcli.render.fit import glmm_record
+
+    ref = POISSON["counts_offset"]
+    m = mixcli.fit(cached_table(ref["csv"]), ref["formula"], family="poisson")
+    assert m.variance_explained(refit=False) is None and glmm_record(m)["icc"] is None
+    v = m.variance_explained()
+    assert m.variance_explained(refit=False) is v
+    assert glmm_record(m)["icc"]["adjusted"] == pytest.approx(ref["icc_adjusted"], rel=2e-4)
+    args = ["fit", str(FIXTURES / "data" / ref["csv"]), ref["formula"], "--family", "poisson", "--format", "json"]
+    asked = json.loads(run_cli(*args, "--r2").stdout)
+    assert asked["r2"]["conditional"] == pytest.approx(ref["r2_conditional"], rel=2e-4)
+    assert json.loads(run_cli(*args).stdout)["r2"] is None
 
 
 def _check(v, ref, rel):

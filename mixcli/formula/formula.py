@@ -84,6 +84,11 @@ class Formula:
         bars = self.random_texts() if random is None else random
         return f"{self.response_text} ~ " + " + ".join([fixed] + list(dict.fromkeys(bars)))
 
+    def null_model(self) -> str:
+        """The response on the random terms alone, offsets kept: the null model of insight's
+        ``null_model()`` (``update(m, y ~ (random terms), offset = ...)``)."""
+        return self.rewrite(" + ".join(["1"] + [f"offset({term_label((o,))})" for o in self.offsets]))
+
     def without_fixed(self, label: str) -> str:
         """The formula without the fixed-effect term ``label`` (R's ``update(f, . ~ . - label)``)."""
         labels = [lab for lab in self.term_labels if lab != label]

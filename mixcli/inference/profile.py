@@ -32,7 +32,11 @@ warm start and one cold start per end are used, so such profiles — of
 correlations, and of SDs near zero — can come out slightly too high and the
 intervals slightly too narrow (lme4 warns about the same profiles).
 
-The inner minimisations, with ψ fixed:
+A GLMM (``GlmmProfiler``) is profiled as glmer's ``profile()`` does it: the SDs and
+correlations (no σ) and the fixed effects, on the Laplace or AGQ deviance the fit
+minimised, every other parameter (θ and β) re-optimised through the fit's own criterion.
+
+The inner minimisations of an LMM, with ψ fixed:
 
 * fixed effect βⱼ = b: for given θ, minimising r² over the other coefficients
   gives r²(θ) + (b − β̂ⱼ(θ))² / Vⱼⱼ(θ) with V = (R_XᵀR_X)⁻¹, and σ̂² = that / n;
@@ -55,6 +59,7 @@ from ..control import Control
 from ..engine.factor import criterion, evaluate, profiled_criterion
 from ..engine.optimize import OptSummary, minimize_theta, run
 from ..engine.structure import lower_indices, sd_cor
+from ..errors import UsageError, option
 from .distributions import norm_ppf
 
 # (the inner fits' tolerances, ζ's tolerance and the steps per end are the fitted model's
@@ -317,6 +322,128 @@ class Profiler:
         return math.nan, False, math.nan
 
 
+def check_profile(nagq: int):
+    """A GLMM is profiled on its likelihood in β, as glmer's profile(): a nAGQ = 0 fit has none."""
+    if not nagq:
+        raise UsageError(
+            f"profile intervals of a GLMM need its likelihood in β, which a {option('nagq', 0)} fit does not "
+            f"maximise (β comes from PIRLS, not the likelihood); fit with {option('nagq', 1)} (the Laplace "
+            "approximation, which glmer profiles) or use bootstrap intervals")
+
+
+class GlmmProfiler(Profiler):
+    """Profiles of a GLMM's parameters, as glmer's ``profile()``: the SDs and correlations of the
+    random effects (no σ: binomial and Poisson have none) and the fixed effects, on the deviance
+    the fit minimised (Laplace, or adaptive quadrature at the fit's nAGQ).
+
+    With ψ held at a value, the deviance is minimised over every other parameter — θ and β
+    together — through the fit's own criterion (``GlmmCriterion``: PIRLS for the modes, then the
+    Laplace or AGQ deviance), so whatever family or link the fit handles is profiled the same
+    way. lme4 does the same for a glmer fit (``devfun2`` wraps the fit's ``devfun``; the fixed
+    effects are profiled in that loop too, not by an offset as for lmer). The inner problems are
+    posed in unit-free coordinates, as the fit's second stage: the working θ̃ of the other terms,
+    and β = β̂ + Bδ with BBᵀ = Var(β̂); for a fixed effect βⱼ = b, the others start from their
+    regression on βⱼ under Var(β̂) (β̂₋ⱼ + V₋ⱼ,ⱼ/Vⱼⱼ·(b − β̂ⱼ)) and move in the Cholesky
+    coordinates of the conditional covariance, so that start is the Wald approximation of the
+    profile trace.
+    """
+
+    def __init__(self, m):
+        from ..engine.glmm_criterion import GlmmCriterion
+        from ..engine.linalg import whitening
+        check_profile(m.nagq)
+        self.m = m
+        self.control = m.control
+        st = self.st = m.structure
+        self.criterion = GlmmCriterion(m.data)
+        self.theta = np.asarray(m.theta, float)  # the user's θ (Λ of the user's columns)
+        self.theta_w = np.asarray(m.modes.theta, float)  # the working θ̃ the criterion takes
+        self.beta = np.array([f.estimate for f in m.fixef])
+        self.p = len(self.beta)
+        self.sigma = 1.0  # (the scale of the first steps: SDs on the link scale)
+        self.se = np.array([f.se for f in m.fixef])
+        v = np.asarray(m.vcov, float)
+        self.vcov = v if v.shape == (self.p, self.p) and self.p else np.diag(np.maximum(self.se, 1e-8) ** 2)
+        self.basis = whitening(self.vcov) if self.p else np.zeros((0, 0))
+        self.base = min(float(m.criterion), self._deviance(self.theta_w, self.beta))
+        self.params = [par for par in model_parameters(m.frame.terms, st.lambdas(self.theta), 1.0,
+                                                       [f.term for f in m.fixef], self.beta)
+                       if par.kind != "sigma"]
+
+    def _deviance(self, theta_w: np.ndarray, beta: np.ndarray) -> float:
+        """−2 log L at (θ̃, β); +∞ where PIRLS does not converge (as a bootstrap refit counts it)."""
+        value, modes = self.criterion.value(theta_w, beta, self.m.nagq)
+        return value if modes.converged and math.isfinite(value) else math.inf
+
+    def objective(self, par: ProfileParameter, value: float):
+        st, k, p, c = self.st, self.st.n_theta, self.p, self.control
+        if par.kind != "fixef":
+            return self._variance_objective(par, value)
+        j, v = par.fixef_index, self.vcov
+        others = np.arange(p) != j
+        cond = v - np.outer(v[:, j], v[j, :]) / v[j, j]
+        directions = np.zeros((p, p - 1))
+        if p > 1:
+            from ..engine.linalg import whitening
+
+            directions[others] = whitening(cond[np.ix_(others, others)])
+        centre = self.beta + v[:, j] / v[j, j] * (value - self.beta[j])
+        centre[j] = value
+
+        def f(x):
+            return self._deviance(x[:k], centre + directions @ x[k:])
+
+        x0 = np.concatenate([self.theta_w, np.zeros(p - 1)])
+        lo = np.concatenate([st.theta_lower, np.full(p - 1, -math.inf)])
+        step = np.concatenate([_theta_steps(self.theta_w), np.full(p - 1, c.step_beta)])
+        return f, x0, lo, np.full(len(x0), math.inf), step
+
+    def _variance_objective(self, par: ProfileParameter, value: float):
+        """Free: the θ̃ of the other terms, the SDs/correlations of ``par``'s term other than ``par``, δ."""
+        st, p, c = self.st, self.p, self.control
+        t = par.term_index
+        sl = st.theta_slices[t]
+        k = self.m.frame.terms[t].k
+        rows, cols = lower_indices(k)
+        lam_t = st.lambdas(self.theta)[t]
+        sdcor0 = _sdcor(lam_t @ lam_t.T, rows, cols)
+        other = np.ones(st.n_theta, bool)
+        other[sl] = False
+        n_other = int(other.sum())
+        free_t = np.ones(len(sdcor0), bool)
+        free_t[par.entry] = False
+        n_free = int(free_t.sum())
+        diag_t = rows == cols
+        x0 = np.concatenate([self.theta_w[other], sdcor0[free_t], np.zeros(p)])
+        lo = np.concatenate([st.theta_lower[other], np.where(diag_t, 0.0, -1.0)[free_t], np.full(p, -math.inf)])
+        hi = np.concatenate([np.full(n_other, math.inf), np.where(diag_t, math.inf, 1.0)[free_t], np.full(p, math.inf)])
+        step = np.concatenate([_theta_steps(self.theta_w[other]),
+                               np.where(diag_t, np.maximum(0.05 * np.abs(sdcor0), 0.01), 0.05)[free_t],
+                               np.full(p, c.step_beta)])
+
+        def f(x):
+            sdcor = np.empty(len(sdcor0))
+            sdcor[free_t] = x[n_other : n_other + n_free]
+            sdcor[par.entry] = value
+            chol = _sdcor_chol(sdcor, k, rows, cols)
+            if chol is None:
+                return math.inf
+            theta_user = self.theta.copy()
+            theta_user[sl] = chol[rows, cols]
+            theta_w = self.theta_w.copy()
+            theta_w[other] = x[:n_other]
+            theta_w[sl] = st.to_working(theta_user)[sl]
+            return self._deviance(theta_w, self.beta + self.basis @ x[n_other + n_free :])
+
+        f.cor_index = n_other + np.flatnonzero(~diag_t[free_t])
+        return f, x0, lo, hi, step
+
+
+def profiler(m) -> Profiler:
+    """The profiler of a fitted LMM (``Profiler``) or GLMM (``GlmmProfiler``)."""
+    return GlmmProfiler(m) if getattr(m, "is_glmm", False) else Profiler(m)
+
+
 def _brent(f, a: float, fa: float, b: float, fb: float, ftol: float, max_steps: int) -> float:
     """A root of f in the bracket [a, b] (fa, fb of opposite signs) by Brent's method.
 
@@ -368,7 +495,7 @@ def profile_intervals(m, level: float = 0.95, which=None, progress: Callable | N
 
     ``progress(done, total, name)`` is called before each parameter and once at the end.
     """
-    prof = Profiler(m)
+    prof = profiler(m)
     params = [par for par in prof.params if which is None or par.name in which]
     out = []
     for i, par in enumerate(params):

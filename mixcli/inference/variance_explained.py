@@ -16,10 +16,16 @@ the variance of the response into three parts:
 Then ICC adjusted = σ²_r / (σ²_r + σ²), unadjusted = σ²_r / (σ²_f + σ²_r + σ²),
 marginal R² = σ²_f / total, conditional R² = (σ²_f + σ²_r) / total.
 
+For a Poisson GLMM the distribution-specific variance is the lognormal approximation
+log(1 + 1/μ) (log link), with μ = exp(β₀) of the *null model* — the response on the random
+terms alone, offsets kept (insight's ``null_model()``), refitted with the fit's family, nAGQ
+and settings — or 0.25 (sqrt link; other links: none). That refit is made only when asked
+(``needs_refit``). In a GLMM, a random-effects term with one level per row (an
+observation-level random effect, ``(1 | .row)``) models overdispersion: performance counts its
+variance as residual ("dispersion"), not random, and so does mixcli.
+
 performance returns NA (with a warning) for singular fits; mixcli reports the numbers,
 which are well defined (a zero variance contributes zero), and says the fit is singular.
-Poisson GLMMs get none: performance's distribution variance there comes from a refit of
-the null model (the lognormal approximation), which mixcli does not make.
 For models whose random terms are all intercepts, ``partition`` is the share of the
 variance at each level (school, class, residual), excluding the fixed part.
 """
@@ -33,6 +39,8 @@ import numpy as np
 
 # The latent-scale variance of a binomial GLMM's response, by link (insight's var.distribution)
 DISTRIBUTION_VARIANCE = {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}
+# ... of a Poisson GLMM's, by link: the log link's is log(1 + 1/μ), μ from the null model (None here)
+POISSON_LINKS = {"log": None, "sqrt": 0.25}
 
 
 @dataclass
@@ -48,6 +56,8 @@ class VarianceExplained:
     # empty when some term has random slopes (their variance depends on the covariate)
     partition: list[tuple[str, float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dispersion: float = 0.0  # (a GLMM's) observation-level terms' variance, part of ``residual``
+    null_mean: float | None = None  # (Poisson, log link) μ = exp(β₀) of the null model
 
     def as_dict(self) -> dict:
         return {
@@ -57,12 +67,24 @@ class VarianceExplained:
         }
 
 
+def needs_refit(m) -> bool:
+    """Whether the decomposition of ``m`` costs a refit (of the null model: a Poisson GLMM with
+    the log link)."""
+    return m.is_glmm and m.family == "poisson" and m.link == "log"
+
+
 def variance_explained(m) -> VarianceExplained | None:
-    """The decomposition for a fitted ``LmmResult`` or binomial ``GlmmResult`` (None for the
-    other GLMMs)."""
+    """The decomposition for a fitted ``LmmResult`` or binomial or Poisson ``GlmmResult``
+    (None for the other GLMMs, and for a Poisson fit with the log link whose data are not kept:
+    its null model cannot be refitted)."""
     glmm = m.is_glmm
-    if glmm and m.family != "binomial":
+    if glmm and not (m.family == "binomial" or (m.family == "poisson" and m.link in POISSON_LINKS)):
         return None
+    null_mean = None
+    if needs_refit(m):
+        null_mean = _null_model_mean(m)
+        if null_mean is None:
+            return None
     frame = m.frame
     X = np.asarray(frame.X)
     beta = np.array([f.estimate for f in m.fixef])
@@ -80,16 +102,17 @@ def variance_explained(m) -> VarianceExplained | None:
     columns = {name: j for j, name in enumerate(frame.fixef_names)}
     sigma2 = float(m.sigma) ** 2  # (1 for a GLMM: Λ is then the random effects' own scale)
     scale = sigma2  # what Λ is relative to
-    dispersion = getattr(m, "dispformula", None)
-    if dispersion is not None and frame.dispersion is not None:  # the residual variance: its mean over the rows
+    by_level = getattr(m, "dispformula", None)
+    if by_level is not None and frame.dispersion is not None:  # the residual variance: its mean over the rows
         gf = frame.dispersion
-        sigma2 = float(np.mean(dispersion.sd[gf.to_r[gf.codes]] ** 2))
-    random = 0.0
+        sigma2 = float(np.mean(by_level.sd[gf.to_r[gf.codes]] ** 2))
+    random = dispersion = 0.0
     missing: list[str] = []
     partition_rows = []
     intercepts_only = True
     for term, lam in zip(frame.terms, m.structure.lambdas(m.theta)):
         cov = scale * (lam @ lam.T)
+        before = random
         if term.structure and moments is None:
             # (a structured term's effects are its own columns, occasions or levels, rarely fixed
             # effects: the mean of zᵀΣz over its rows, Nakagawa's random variance)
@@ -108,13 +131,24 @@ def variance_explained(m) -> VarianceExplained | None:
                                  else X[:, columns[term.names[i]]] for i in keep])
             sub = cov[np.ix_(keep, keep)]
             random += float(np.einsum("ij,jk,ik->", z, sub, z)) / n
+        if glmm and frame.factors[term.factor].n_levels == frame.n:  # observation-level: overdispersion
+            dispersion += random - before
+            random = before
         if term.names != ["(Intercept)"]:
             intercepts_only = False
         partition_rows.append((term.group, float(cov[0, 0])))
-    if glmm:
-        sigma2 = DISTRIBUTION_VARIANCE[m.link]
-    total = fixed + random + sigma2
     notes = []
+    if glmm and m.family == "binomial":
+        sigma2 = DISTRIBUTION_VARIANCE[m.link] + dispersion
+    elif glmm and null_mean is not None:
+        sigma2 = math.log1p(1.0 / null_mean) + dispersion
+        if null_mean < 6:
+            notes.append(f"the null model's mean count is {null_mean:.1f}, too close to zero for the lognormal "
+                         "approximation of the distribution variance: the ICC and R² may be unreliable "
+                         "(performance warns the same)")
+    elif glmm:
+        sigma2 = POISSON_LINKS[m.link] + dispersion
+    total = fixed + random + sigma2
     if missing:
         notes.append(f"random slopes not among the fixed effects ({', '.join(dict.fromkeys(missing))}) are left out "
                      "of the random variance, as performance does; add them as fixed effects")
@@ -126,6 +160,25 @@ def variance_explained(m) -> VarianceExplained | None:
         fixed=fixed, random=random, residual=sigma2,
         icc_adjusted=random / (random + sigma2), icc_unadjusted=random / total,
         r2_marginal=fixed / total, r2_conditional=(fixed + random) / total,
-        partition=partition, notes=notes,
+        partition=partition, notes=notes, dispersion=dispersion, null_mean=null_mean,
     )
+
+
+def _null_model_mean(m) -> float | None:
+    """exp(β₀) of the null model (``Formula.null_model``) refitted to the fit's data with its family,
+    nAGQ, prior weights (on the rows the fit used) and settings, by the fit's ``fitter``
+    (fitting.fit_frame); None without the data (a saved fit)."""
+    from ..frame import model_frame
+
+    frame = m.frame
+    if frame.table is None or m.fitter is None:
+        return None
+    weights = None
+    if frame.weights is not None:
+        weights = np.full(frame.table.nrows, np.nan)
+        weights[frame.rows] = frame.weights
+    null_frame = model_frame(frame.table, frame.formula.null_model(), family=frame.family, weights=weights,
+                             contrasts=frame.contrasts)
+    null = m.fitter(null_frame, nagq=m.nagq, control=m.control)
+    return math.exp(null.fixef[0].estimate)
 

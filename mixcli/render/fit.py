@@ -23,8 +23,8 @@ from .numbers import json_number as num
 
 def _variance_records(m) -> dict:
     """``icc`` and ``r2`` (performance's icc() and r2_nakagawa()); null where not computed
-    (Poisson GLMMs)."""
-    ve = m.variance_explained()
+    (a Poisson GLMM's, which costs a refit, unless asked for: ``fit --r2``)."""
+    ve = m.variance_explained(refit=False)
     if ve is None:
         return {"icc": None, "r2": None}
     return {"icc": {"adjusted": num(ve.icc_adjusted), "unadjusted": num(ve.icc_unadjusted)},
@@ -35,9 +35,8 @@ def glmm_record(m) -> dict:
     """The JSON object of one GLMM fit: as a linear mixed model's, with ``family``, ``link``,
     ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
     effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual (but Gamma's, as glmer's); no
-    sigma; ``icc`` and ``r2``
-    on the latent scale (null for Poisson); ``dispersion`` is nbinom2's k or Gamma's scale (lme4's
-    sigma()), null for binomial and Poisson."""
+    sigma; ``icc`` and ``r2`` on the latent scale (null for Poisson unless asked for: ``fit --r2``);
+    ``dispersion`` is nbinom2's k or Gamma's scale (lme4's sigma()), null for binomial and Poisson."""
     ci = m.ci_method is not None
     rec = {
         "formula": m.formula,
@@ -373,10 +372,16 @@ def table_renderables(m, source: str | None = None):
         out.append(Text(f"Dispersion parameter for nbinom2 family (): {m.dispersion:.3g}"))
     if dispersion_line(m) is not None:
         out.append(Text(dispersion_line(m)))
-    ve = m.variance_explained()
+    ve = m.variance_explained(refit=False)
     if ve is not None:
         # performance's icc() and r2_nakagawa()
-        latent = f"; latent scale, distribution variance {ve.residual:.4g}" if glmm else ""
+        latent = ""
+        if glmm:
+            latent = f"; latent scale, distribution variance {ve.residual - ve.dispersion:.4g}"
+            if ve.dispersion:
+                latent += f" + observation-level {ve.dispersion:.4g}"
+            if ve.null_mean is not None:
+                latent += f" (null model's mean {ve.null_mean:.4g})"
         out.append(Text(f"ICC {ve.icc_adjusted:.4f} (adjusted), {ve.icc_unadjusted:.4f} (unadjusted); "
                         f"R² {ve.r2_marginal:.4f} (marginal), {ve.r2_conditional:.4f} (conditional){latent}"))
         if ve.partition:
