@@ -553,9 +553,6 @@ def _fit_dask(data, formulas, ml, ddf, ci, augment, fam, weights, contrasts, pro
     import time
 
     _dask_checks(engine, scheduler, workers, fam, "fit it")
-    if ddf.lower() == "kr":
-        raise click.UsageError("--ddf kr: Kenward-Roger's df need the rows (pbkrtest's algorithm), which --engine "
-                               "dask does not hold; use --ddf satterthwaite")
     if ci is not None and ci[0] == "boot":
         raise click.UsageError("--ci boot refits simulated responses, which needs the rows; with --engine dask use "
                                "--ci profile or --ci wald")

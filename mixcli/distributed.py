@@ -10,9 +10,10 @@ the structure the optimiser, Satterthwaite's df, profiles and conditional modes 
 unchanged (``model.Model`` with that structure).
 
 Residuals and fitted values (``fit --augment``) take a fourth pass: the workers write each
-part's rows with them as a Parquet dataset (``augment_dataset``). What needs the rows at every
-step is refused in one line: Kenward–Roger's df (pbkrtest's algorithm works on the rows), the
-parametric bootstrap, and GLMMs (PIRLS would need a pass over the rows per iteration).
+part's rows with them as a Parquet dataset (``augment_dataset``). Kenward–Roger's df need
+only the sums (``inference.kenward_roger`` works on the structure's ZᵀZ, ZᵀX and XᵀX). What
+needs the rows at every step is refused in one line: the parametric bootstrap, and GLMMs (PIRLS
+would need a pass over the rows per iteration).
 
 The cluster: ``workers`` starts a ``LocalCluster`` of that many processes (one thread
 each); ``scheduler`` joins a running one (``dask scheduler`` + ``dask worker``, or
@@ -51,6 +52,7 @@ class DatasetFrame(ModelFrame):
     nobs: int = 0
     x_moments: tuple | None = None  # (n, Σx, XᵀX) of the kept columns: R² without the rows
     dataset: tuple | None = field(default=None, repr=False)  # (plan, coding, layout): ``keep_coding``
+    weighted: bool = False  # fitted with prior weights (which the frame cannot hold: one per row)
 
     @property
     def n(self) -> int:
@@ -529,7 +531,7 @@ def _driver_frame(formula, plan: Plan, coding: Coding, first, second):
     frame = DatasetFrame(
         formula=formula, y=np.empty(0), X=np.empty((0, p)), fixef_names=names, terms=terms, factors=ordered,
         rows=None, n_dropped=first.rows - n, term_sources=order, dropped_columns=[second.names[j] for j in dropped],
-        messages=messages, contrasts=plan.contrasts, nobs=n,
+        messages=messages, contrasts=plan.contrasts, nobs=n, weighted=plan.weights is not None,
         x_moments=(n, second.x_sums[kept], second.xtx[np.ix_(kept, kept)]),
         fixef_assign=[],
     )

@@ -237,3 +237,21 @@ def test_augment_writes_the_rows_of_the_in_memory_augment(client, data, tmp_path
                                    err_msg=name)
     with pytest.raises(Exception, match="not empty"):
         fit_dataset(str(data / "ds"), formula, weights="w", client=client, augment=str(out))
+
+
+@pytest.mark.parametrize("formula", [MODELS[0][0], MODELS[2][0]])
+def test_kenward_roger_from_the_sums_equals_in_memory(client, data, formula):
+    """pbkrtest's df and adjusted SEs need only ZᵀZ, ZᵀX and XᵀX: from a dataset's sums they are
+    the in-memory fit's (nested with a correlated slope; crossed with a slope)."""
+    from mixcli.inference.kenward_roger import kenward_roger
+
+    m = fit_dataset(str(data / "ds"), formula, client=client)
+    mem = fit_frame(model_frame(read_table(str(data / "kept.csv")), formula), reml=True)
+    a, b = kenward_roger(mem).t_tests(), kenward_roger(m).t_tests()
+    assert [x.term for x in a] == [y.term for y in b]
+    for x, y in zip(a, b):
+        assert y.df == pytest.approx(x.df, rel=1e-5)
+        assert y.se == pytest.approx(x.se, rel=1e-5)
+    weighted = fit_dataset(str(data / "ds"), formula, weights="w", client=client)
+    with pytest.raises(ValueError, match="prior weights"):
+        kenward_roger(weighted)

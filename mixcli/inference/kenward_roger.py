@@ -92,80 +92,140 @@ def _parameters(terms) -> list[list[tuple[tuple[int, int], tuple[int, int]]]]:
     return out
 
 
-def _components(codes: list[np.ndarray], n_levels: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The connected component of every level (levels are linked when they share a row), as
-    (component of each row, component of each level per term), components numbered 0, 1, …
+def _level_graph(st):
+    """The levels of all terms as one graph (term t's level l is node ``offsets[t] + l``), linked
+    where two levels share a row, read from the structure's sums (never the rows): the nesting
+    maps of the chain, the chain's level pairs with the crossed terms, and the crossed terms'
+    nonzero blocks of ZᵀZ."""
+    from scipy import sparse
 
-    Label propagation: every level takes the smallest label among the rows it occurs in, then
-    labels are followed to their own labels (pointer jumping) until nothing changes. Labels only
-    decrease, so it ends; at the end a label is constant along every row, i.e. on components."""
-    offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
-    ids = [off + c for off, c in zip(offsets[:-1], codes)]
-    lab = np.arange(offsets[-1], dtype=np.int64)
-    if len(ids) > 1:
-        while True:
-            row_min = lab[ids[0]]
-            for i in ids[1:]:
-                row_min = np.minimum(row_min, lab[i])
-            new = lab.copy()
-            for i in ids:
-                np.minimum.at(new, i, row_min)
-            while True:
-                jumped = new[new]
-                if np.array_equal(jumped, new):
-                    break
-                new = jumped
-            if np.array_equal(new, lab):
-                break
-            lab = new
-    _, comp = np.unique(lab, return_inverse=True)
-    return comp[ids[0]], [comp[offsets[t]:offsets[t + 1]] for t in range(len(codes))]
+    terms = st.terms
+    offsets = np.concatenate([[0], np.cumsum([t.n_levels for t in terms])]).astype(np.int64)
+    src, dst = [], []
+    for (r, t), parent in st.maps.items():
+        src.append(offsets[r] + np.arange(terms[r].n_levels))
+        dst.append(offsets[t] + np.asarray(parent, dtype=np.int64))
+    for (s_, d), (rows, cols, _) in st.chain_dense_pairs.items():
+        src.append(offsets[s_] + np.asarray(rows, dtype=np.int64))
+        dst.append(offsets[d] + np.asarray(cols, dtype=np.int64))
+    for i, d in enumerate(st.dense):
+        for e in st.dense[i + 1:]:
+            td, te = terms[d], terms[e]
+            od, oe = st.dense_offsets[d], st.dense_offsets[e]
+            block = st.dense_gram[od:od + td.n_levels * td.k, oe:oe + te.n_levels * te.k]
+            linked = np.any(block.reshape(td.n_levels, td.k, te.n_levels, te.k) != 0, axis=(1, 3))
+            li, lj = np.nonzero(linked)
+            src.append(offsets[d] + li)
+            dst.append(offsets[e] + lj)
+    n = int(offsets[-1])
+    if src:
+        i, j = np.concatenate(src), np.concatenate(dst)
+    else:
+        i = j = np.zeros(0, dtype=np.int64)
+    return sparse.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr(), offsets
 
 
 @dataclass
 class _Block:
-    rows: np.ndarray  # rows of the model in this block
-    codes: list[np.ndarray]  # per term, each row's level numbered within the block
-    n_levels: list[int]  # per term, its levels in the block
+    levels: list[np.ndarray]  # per term, its levels in this block (ascending)
+    pairs: dict = field(default_factory=dict)  # (chain s, crossed d): its entries of st.chain_dense_pairs
+
+    @property
+    def n_levels(self) -> list[int]:
+        return [len(lv) for lv in self.levels]
 
     def q(self, ks) -> int:
         return int(sum(k * n for k, n in zip(ks, self.n_levels)))
 
 
-def _blocks(terms) -> tuple[list[_Block], np.ndarray]:
-    """Components packed into blocks of about ``BLOCK_Q`` random effects (a larger component is
-    a block of its own, sharing it at most with a few small ones); and the rows per component."""
-    codes = [np.asarray(t.codes, dtype=np.int64) for t in terms]
-    ks = [t.k for t in terms]
-    row_comp, level_comp = _components(codes, [t.n_levels for t in terms])
-    n_comp = int(row_comp.max()) + 1 if len(row_comp) else 0
-    size = np.zeros(n_comp)
-    for k, lc in zip(ks, level_comp):
-        size += k * np.bincount(lc, minlength=n_comp)
-    start = np.cumsum(size) - size
-    comp_block = (start // BLOCK_Q).astype(np.int64)
-    _, comp_block = np.unique(comp_block, return_inverse=True)
-    n_blocks = int(comp_block.max()) + 1 if n_comp else 0
+def _blocks(st) -> list[_Block]:
+    """The connected components of the random-effects levels (``_level_graph``), packed into
+    blocks of about ``BLOCK_Q`` random effects (a larger component is a block of its own, sharing
+    it at most with a few small ones)."""
+    from scipy.sparse.csgraph import connected_components
 
-    row_block = comp_block[row_comp]
-    order = np.argsort(row_block, kind="stable")
-    bounds = np.searchsorted(row_block[order], np.arange(n_blocks + 1))
-    # each level's index within its block: levels sorted by block, numbered from each block's start
-    local, counts = [], []
-    for lc in level_comp:
-        lb = comp_block[lc]
-        lorder = np.argsort(lb, kind="stable")
-        lbounds = np.searchsorted(lb[lorder], np.arange(n_blocks + 1))
-        idx = np.empty(len(lb), dtype=np.int64)
-        idx[lorder] = np.arange(len(lb)) - np.repeat(lbounds[:-1], np.diff(lbounds))
-        local.append(idx)
-        counts.append(np.diff(lbounds))
-    out = []
-    for b in range(n_blocks):
-        rows = order[bounds[b]:bounds[b + 1]]
-        out.append(_Block(rows=rows, codes=[loc[c[rows]] for loc, c in zip(local, codes)],
-                          n_levels=[int(cnt[b]) for cnt in counts]))
-    return out, np.bincount(row_comp, minlength=n_comp)
+    terms = st.terms
+    graph, offsets = _level_graph(st)
+    n_comp, comp = connected_components(graph, directed=False)
+    level_comp = [comp[offsets[t]:offsets[t + 1]] for t in range(len(terms))]
+    size = np.zeros(n_comp)
+    for term, lc in zip(terms, level_comp):
+        size += term.k * np.bincount(lc, minlength=n_comp)
+    start = np.cumsum(size) - size
+    _, comp_block = np.unique((start // BLOCK_Q).astype(np.int64), return_inverse=True)
+    comp_block = np.asarray(comp_block).ravel()
+    n_blocks = int(comp_block.max()) + 1 if n_comp else 0
+    def by_block(block_of):  # the indices of each block's entries, ascending
+        order = np.argsort(block_of, kind="stable")
+        bounds = np.searchsorted(block_of[order], np.arange(n_blocks + 1))
+        return [order[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
+
+    per_term = [by_block(comp_block[lc]) for lc in level_comp]
+    pairs = {key: by_block(comp_block[level_comp[key[0]][rows]])
+             for key, (rows, _, _) in st.chain_dense_pairs.items()}
+    return [_Block([lv[b] for lv in per_term], {key: idx[b] for key, idx in pairs.items()}) for b in range(n_blocks)]
+
+
+def _block_arrays(st, blk: _Block, p: int):
+    """C = ZᵀZ and ZᵀX of one block, in its layout (term by term, effect by effect, level by level),
+    from the structure's sums: the per-level blocks, the chain's nesting blocks, the chain's
+    pairs with the crossed terms and the crossed terms' ZᵀZ."""
+    terms = st.terms
+    ks = [t.k for t in terms]
+    nl = blk.n_levels
+    base = np.concatenate([[0], np.cumsum([k * L for k, L in zip(ks, nl)])]).astype(np.int64)
+    qb = int(base[-1])
+    local = []
+    for t, lv in enumerate(blk.levels):
+        m = np.full(terms[t].n_levels, -1, dtype=np.int64)
+        m[lv] = np.arange(len(lv))
+        local.append(m)
+
+    def index(t, a, levels):  # positions in the block of term t's effect a at these levels
+        return base[t] + a * nl[t] + local[t][levels]
+
+    C = np.zeros((qb, qb))
+    ztx = np.empty((qb, p))
+    dense = set(st.dense)
+    for t, lv in enumerate(blk.levels):
+        if not len(lv):
+            continue
+        for a in range(ks[t]):
+            ztx[index(t, a, lv)] = st.zxy[t][a, :p, lv].reshape(len(lv), p)
+            if t in dense:
+                continue
+            for b in range(ks[t]):
+                C[index(t, a, lv), index(t, b, lv)] = st.gram[t][a, b, lv]
+    for (r, t), parent in st.maps.items():
+        lv = blk.levels[r]
+        if not len(lv):
+            continue
+        up = np.asarray(parent)[lv]
+        cross = st.cross[(r, t)]  # (k_t, k_r, q_r): Z_tᵀZ_r at (parent(i), i)
+        for a in range(ks[t]):
+            for b in range(ks[r]):
+                C[index(t, a, up), index(r, b, lv)] = cross[a, b, lv]
+                C[index(r, b, lv), index(t, a, up)] = cross[a, b, lv]
+    for (s_, d), (rows, cols, sums) in st.chain_dense_pairs.items():
+        inside = blk.pairs[(s_, d)]
+        if not inside.size:
+            continue
+        rr, cc, vv = rows[inside], cols[inside], sums[:, :, inside]
+        for a in range(ks[s_]):
+            for b in range(ks[d]):
+                C[index(s_, a, rr), index(d, b, cc)] = vv[a, b]
+                C[index(d, b, cc), index(s_, a, rr)] = vv[a, b]
+    for d in st.dense:
+        for e in st.dense:
+            ld, le = blk.levels[d], blk.levels[e]
+            if not (len(ld) and len(le)):
+                continue
+            od, oe = st.dense_offsets[d], st.dense_offsets[e]
+            for a in range(ks[d]):
+                for b in range(ks[e]):
+                    C[np.ix_(index(d, a, ld), index(e, b, le))] = st.dense_gram[
+                        np.ix_(od + ld * ks[d] + a, oe + le * ks[e] + b)]
+    return C, ztx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,10 +248,11 @@ class KRCost:
     pbkrtest_bytes: float  # at least what pbkrtest's Σ⁻¹ and GᵢΣ⁻¹ take (n_c² entries per component)
 
     def describe(self) -> str:
+        pbkrtest = ("" if math.isnan(self.pbkrtest_bytes) else
+                    f" (pbkrtest's Sigma^-1 and G_i Sigma^-1 alone: {_fmt_bytes(self.pbkrtest_bytes)})")
         return (f"Kenward-Roger: {self.n} rows, {self.q} random effects in {self.n_blocks} independent "
                 f"block(s), the largest {self.largest_block}; about {_fmt_bytes(self.bytes)} of memory "
-                f"and {_fmt_seconds(self.seconds)} (pbkrtest's Sigma^-1 and G_i Sigma^-1 alone: "
-                f"{_fmt_bytes(self.pbkrtest_bytes)})")
+                f"and {_fmt_seconds(self.seconds)}{pbkrtest}")
 
     def refusal(self, max_bytes: float = MAX_BYTES, max_seconds: float = MAX_SECONDS) -> str | None:
         """A message saying why not, if the estimate exceeds the limits; else None."""
@@ -223,22 +284,33 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s >= 1 else "under a second"
 
 
-def _cost(terms, n: int, p: int, blocks: list[_Block], comp_rows: np.ndarray) -> KRCost:
+def _cost(terms, n: int, p: int, blocks: list[_Block]) -> KRCost:
     ks = [t.k for t in terms]
     kk = sum(ks)
     n_g = sum(t.n_theta for t in terms) + 1
     qs = np.array([b.q(ks) for b in blocks], dtype=float)
-    ns = np.array([len(b.rows) for b in blocks], dtype=float)
-    # per block: inverse of K (~2q³), K⁻¹R and RᵀY (2q³ each), C from the rows (n·(Σk)²), the
-    # traces and the Q products (#φ²·(q² + q·p²)); then n·p² for the row products
-    flops = float(np.sum(6 * qs**3 + 2 * ns * kk * kk + 4 * n_g * n_g * (qs * qs + qs * p * p)) + 8 * n * p * p)
+    # per block: inverse of K (~2q³), K⁻¹R and RᵀY (2q³ each), the traces and the Q products
+    # (#φ²·(q² + q·p²)); C and ZᵀX come from the structure's sums (q·(Σk)² each)
+    flops = float(np.sum(6 * qs**3 + 2 * qs * kk * kk + 4 * n_g * n_g * (qs * qs + qs * p * p)))
     qmax = float(qs.max()) if len(qs) else 0.0
-    # peak: C, R, K⁻¹, Y and a product's temporary (q² each, measured 5.1 q²); rows: X, S, Σ⁻²X
-    nbytes = 8.0 * (5.2 * qmax * qmax + n * (6 * p + 2 * kk + 4) + n_g * n_g * p * p + 4 * qmax * p * kk)
+    # peak: C, R, K⁻¹, Y and a product's temporary (q² each, measured 5.1 q²)
+    nbytes = 8.0 * (5.2 * qmax * qmax + n_g * n_g * p * p + 4 * qmax * p * kk)
     seconds = flops / FLOPS_PER_SECOND + SECONDS_PER_BLOCK * len(blocks)
     return KRCost(n=n, p=p, q=int(qs.sum()), n_varpar=n_g, n_blocks=len(blocks), largest_block=int(qmax),
-                  flops=flops, bytes=nbytes, seconds=seconds,
-                  pbkrtest_bytes=8.0 * float(np.sum(comp_rows.astype(float) ** 2)) * (n_g + 1))
+                  flops=flops, bytes=nbytes, seconds=seconds, pbkrtest_bytes=_pbkrtest_bytes(terms, blocks, n_g))
+
+
+def _pbkrtest_bytes(terms, blocks: list[_Block], n_g: int) -> float:
+    """What pbkrtest's Σ⁻¹ and GᵢΣ⁻¹ take at least (n_c² entries per component of n_c rows), from
+    the first term's level of each row; NaN for a fit without its rows (``--engine dask``)."""
+    codes = np.asarray(terms[0].codes)
+    if not codes.size:
+        return math.nan
+    block_of = np.empty(terms[0].n_levels, dtype=np.int64)
+    for b, blk in enumerate(blocks):
+        block_of[blk.levels[0]] = b
+    rows = np.bincount(block_of[codes], minlength=len(blocks)).astype(float)
+    return 8.0 * float(np.sum(rows**2)) * (n_g + 1)
 
 
 def _check_model(m):
@@ -248,7 +320,7 @@ def _check_model(m):
         raise ValueError("Kenward-Roger needs a REML fit; refit with REML (the default), or use "
                          "Satterthwaite's df, which are defined for ML fits too")
     w = m.frame.weights
-    if w is not None and not np.all(np.asarray(w) == 1.0):
+    if getattr(m.frame, "weighted", False) or (w is not None and not np.all(np.asarray(w) == 1.0)):
         # pbkrtest's residual covariance is σ²I whatever the weights: there is nothing to agree with
         raise ValueError("Kenward-Roger is not available with prior weights (pbkrtest ignores them); "
                          "use Satterthwaite's df")
@@ -257,8 +329,8 @@ def _check_model(m):
 def kr_cost(m) -> KRCost:
     """Estimated time and memory of ``kenward_roger(m)`` (cheap: one pass over the level codes)."""
     _check_model(m)
-    terms = m.frame.terms
-    return _cost(terms, m.frame.n, m.frame.X.shape[1], *_blocks(terms))
+    st = m.structure
+    return _cost(st.terms, st.n, st.p, _blocks(st))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,12 +449,10 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
     estimate and the alternative) when ``kr_cost`` exceeds ``max_bytes`` or ``max_seconds``
     (None: no limit)."""
     _check_model(m)
-    frame = m.frame
-    terms = frame.terms
-    X = np.asarray(frame.X, dtype=float)
-    n, p = X.shape
-    blocks, comp_rows = _blocks(terms)
-    cost = _cost(terms, n, p, blocks, comp_rows)
+    st = m.structure
+    n, p = st.n, st.p
+    blocks = _blocks(st)
+    cost = _cost(st.terms, n, p, blocks)
     why = cost.refusal(max_bytes if max_bytes is not None else math.inf,
                        max_seconds if max_seconds is not None else math.inf)
     if why:
@@ -396,7 +466,6 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
     # random slope's predictor is far from zero (Days + 100: the intercept's variance is 10⁴ times
     # the slope's and their correlation −0.9999; its inverse, or pbkrtest's ginv, gave df 2,024
     # for an exact 17); in φ̃ it is not.
-    st = m.structure
     terms = st.terms
     lams = st.lambdas(st.to_working(np.asarray(m.theta, dtype=float)))
     params = _parameters(terms)
@@ -410,7 +479,14 @@ def kenward_roger(m, max_bytes: float | None = MAX_BYTES, max_seconds: float | N
     svs = np.zeros((p, p))  # XᵀΣ⁻³X
 
     for blk in blocks:
-        _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs)
+        C, ztx = _block_arrays(st, blk, p)
+        _block_sums(C, ztx, blk.n_levels, terms, lams, s2, params, ktrace, P, Q, xtvx, ss, svs)
+    # the parts of XᵀΣ⁻¹X, XᵀΣ⁻²X, XᵀΣ⁻³X and tr Σ⁻² that are not per block: Σ⁻¹ = (I − ZΛK⁻¹ΛᵀZᵀ)/σ²
+    xtx = st.xtx[:p, :p]
+    xtvx += xtx / s2
+    ss += xtx / (s2 * s2)
+    svs += xtx / (s2 * s2 * s2)
+    ktrace[res, res] += n / (s2 * s2)
 
     P[res] = -ss
     Q[res, res] = svs
@@ -471,13 +547,11 @@ def _standardising_map(bases, params) -> np.ndarray:
     return T
 
 
-def _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs):
-    """Add one block's share of every trace and product (see the module docstring)."""
-    rows = blk.rows
-    nb = len(rows)
-    Xb = X[rows]
-    zs = [t.z[rows] for t in terms]
-    codes, nl = blk.codes, blk.n_levels
+def _block_sums(C, ztx, nl, terms, lams, s2, params, ktrace, P, Q, xtvx, ss, svs):
+    """Add one block's share of every trace and product (see the module docstring), from its
+    C = ZᵀZ and ZᵀX (``_block_arrays``); the parts made of XᵀX alone are added once by the caller.
+    With A = ΛᵀZᵀX and F = ZᵀΣ⁻¹X: XᵀΣ⁻¹X = (XᵀX − AᵀK⁻¹A)/σ², XᵀΣ⁻²X = (XᵀX − AᵀK⁻¹A −
+    AᵀK⁻²A)/σ⁴ (ΛᵀCΛ = K − I) and XᵀΣ⁻³X = (XᵀΣ⁻²X − FᵀΛK⁻¹ΛᵀF)/σ²."""
     ks = [t.k for t in terms]
     # the columns of Z in this block: term by term, effect by effect, level by level, so that each
     # block α = (term, effect) of Z's columns is a contiguous slice
@@ -485,32 +559,11 @@ def _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs):
     qb = int(base[-1])
     sl = {(t, a): slice(base[t] + a * nl[t], base[t] + (a + 1) * nl[t]) for t in range(len(terms)) for a in range(ks[t])}
 
-    def zt(A):  # Zᵀ A for A with the block's rows (bincount over each term's codes)
-        out = np.empty((qb, A.shape[1]))
-        for (t, a), s in sl.items():
-            w = zs[t][:, a]
-            for j in range(A.shape[1]):
-                out[s, j] = np.bincount(codes[t], weights=w * A[:, j], minlength=nl[t])
-        return out
-
-    def z_times(V):  # Z V for V with the block's random effects as rows
-        out = np.zeros((nb, V.shape[1]))
-        for (t, a), s in sl.items():
-            out += zs[t][:, a, None] * V[s][codes[t]]
-        return out
-
     def lam_t(A):  # Λᵀ A: within term t, (ΛᵀA)_(b,l) = Σ_a Λₜ[a, b] A_(a,l)
         out = np.empty_like(A)
         for t, lam in enumerate(lams):
             blkA = A[base[t]:base[t + 1]].reshape(ks[t], nl[t], -1)
             out[base[t]:base[t + 1]] = np.einsum("ab,alm->blm", lam, blkA).reshape(ks[t] * nl[t], -1)
-        return out
-
-    def lam(A):  # Λ A
-        out = np.empty_like(A)
-        for t, lm in enumerate(lams):
-            blkA = A[base[t]:base[t + 1]].reshape(ks[t], nl[t], -1)
-            out[base[t]:base[t + 1]] = np.einsum("ab,blm->alm", lm, blkA).reshape(ks[t] * nl[t], -1)
         return out
 
     def right_lam(A):  # A Λ, column blocks: (AΛ)_{·,(b,l)} = Σ_a A_{·,(a,l)} Λₜ[a, b]
@@ -520,15 +573,6 @@ def _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs):
             out[:, base[t]:base[t + 1]] = np.einsum("mal,ab->mbl", blkA, lm).reshape(-1, ks[t] * nl[t])
         return out
 
-    # C = ZᵀZ, block pair by block pair (level co-occurrence counts weighted by the z columns)
-    C = np.empty((qb, qb))
-    keys = list(sl)
-    for i, (t, a) in enumerate(keys):
-        for (u, b) in keys[i:]:
-            w = zs[t][:, a] * zs[u][:, b]
-            cb = np.bincount(codes[t] * nl[u] + codes[u], weights=w, minlength=nl[t] * nl[u]).reshape(nl[t], nl[u])
-            C[sl[(t, a)], sl[(u, b)]] = cb
-            C[sl[(u, b)], sl[(t, a)]] = cb.T
     # the q × q arrays are the memory: at most five of them live at once (C, R, K⁻¹, Y and the
     # product's temporary), and M0 takes C's place
     R = lam_t(C)  # ΛᵀC
@@ -546,21 +590,22 @@ def _block_sums(blk, terms, lams, X, s2, params, ktrace, P, Q, xtvx, ss, svs):
     def vinv_z(A):  # Zᵀ V⁻¹ (rows) from Zᵀ (rows): (I − RᵀK⁻¹Λᵀ) applied to Zᵀ(rows)
         return A - Y.T @ lam_t(A)
 
-    ztx = zt(Xb)
     F = vinv_z(ztx) / s2  # ZᵀΣ⁻¹X
-    S = (Xb - z_times(lam(Kinv @ lam_t(ztx)))) / s2  # Σ⁻¹X on the block's rows
     H = vinv_z(F) / s2  # ZᵀΣ⁻²X
-    VS = (S - z_times(lam(Kinv @ lam_t(F)))) / s2  # Σ⁻²X
-    xtvx += Xb.T @ S
-    ss += S.T @ S
-    svs += S.T @ VS
+    A = lam_t(ztx)
+    KA = Kinv @ A
+    B = lam_t(F)
+    xtvx -= A.T @ KA / s2
+    ss_b = -(A.T @ KA + KA.T @ KA) / (s2 * s2)
+    ss += ss_b
+    svs += (ss_b - B.T @ (Kinv @ B)) / s2
 
     # ZᵀΣ⁻²Z only through its block traces: tr(N_δγ) = (tr M0_δγ − Σ_l Y[:, δ_l]·Y[:, γ_l]) / σ⁴
     def n_trace(d, c):
         return (np.trace(M0[sl[d], sl[c]]) - np.sum(Y[:, sl[d]] * Y[:, sl[c]])) / (s2 * s2)
 
     res = len(params)
-    ktrace[res, res] += (nb - qb + np.sum(Kinv * Kinv)) / (s2 * s2)  # tr Σ⁻² = (n − q + ‖K⁻¹‖²)/σ⁴
+    ktrace[res, res] += (np.sum(Kinv * Kinv) - qb) / (s2 * s2)  # tr Σ⁻² = (n − q + ‖K⁻¹‖²)/σ⁴ (n: the caller's)
     # M_{·γ} F_δ for the pairs (γ, δ) of one term that the Q products use
     mf = {}
     for t in range(len(terms)):
