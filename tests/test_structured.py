@@ -89,24 +89,34 @@ def test_structured_fit_matches_glmmtmb_and_nlme(case):
             assert c.corr == pytest.approx(corr[i, j], rel=1e-4, abs=1e-8)
 
 
-def dense_criterion(m) -> float:
-    """−2 log-likelihood (REML: restricted) of the fitted covariances from V = Σₜ ZₜΣₜZₜᵀ (within
-    groups) + σ²I, with Σₜ built from the reported SDs and correlations: no engine code involved."""
+def dense_covariance(m) -> tuple[np.ndarray, list[np.ndarray]]:
+    """V = Σₜ ZₜΣₜZₜᵀ (within groups) + the residual's (σ²I, or each row's level's SD² with a
+    dispformula), with Σₜ built from the reported SDs and correlations, and each term's part."""
     frame = m.frame
-    X, y = np.asarray(frame.X), np.asarray(frame.y)
-    n, p = X.shape
+    n = len(frame.y)
     v = np.eye(n) * float(m.sigma) ** 2
     if m.dispformula is not None:  # (the residual SD of each row's level)
         gf = frame.dispersion
         v = np.diag(m.dispformula.sd[gf.to_r[gf.codes]] ** 2)
+    parts = []
     for t in frame.terms:
         sds = np.array([c.sd for c in m.varcorr if c.group == t.group])
         corr = np.eye(t.k)
         for c in (c for c in m.correlations if c.group == t.group):
             i, j = t.names.index(c.term1), t.names.index(c.term2)
             corr[i, j] = corr[j, i] = c.corr
-        same = t.codes[:, None] == t.codes[None, :]
-        v += (t.z @ (np.outer(sds, sds) * corr) @ t.z.T) * same
+        parts.append((t.z @ (np.outer(sds, sds) * corr) @ t.z.T) * (t.codes[:, None] == t.codes[None, :]))
+        v += parts[-1]
+    return v, parts
+
+
+def dense_criterion(m) -> float:
+    """−2 log-likelihood (REML: restricted) of the fitted covariances (``dense_covariance``): no
+    engine code involved."""
+    frame = m.frame
+    X, y = np.asarray(frame.X), np.asarray(frame.y)
+    n, p = X.shape
+    v, _ = dense_covariance(m)
     vi = np.linalg.inv(v)
     xtvx = X.T @ vi @ X
     beta = np.linalg.solve(xtvx, X.T @ vi @ y)
@@ -175,18 +185,8 @@ def test_predictions_are_the_dense_blups(case):
     frame = m.frame
     X, y = np.asarray(frame.X), np.asarray(frame.y)
     beta = np.array([f.estimate for f in m.fixef])
-    v = np.eye(len(y)) * float(m.sigma) ** 2
-    blocks = []
-    for t in frame.terms:
-        sds = np.array([c.sd for c in m.varcorr if c.group == t.group])
-        corr = np.eye(t.k)
-        for c in (c for c in m.correlations if c.group == t.group):
-            i, j = t.names.index(c.term1), t.names.index(c.term2)
-            corr[i, j] = corr[j, i] = c.corr
-        zs = (t.z @ (np.outer(sds, sds) * corr) @ t.z.T) * (t.codes[:, None] == t.codes[None, :])
-        v += zs
-        blocks.append(zs)
-    fitted_random = sum(blocks) @ np.linalg.solve(v, y - X @ beta)
+    v, parts = dense_covariance(m)
+    fitted_random = sum(parts) @ np.linalg.solve(v, y - X @ beta)
     new = pd.read_csv(FIXTURES / "data" / ref["data"])
     got = m.predict(new)["predicted"].to_numpy()
     np.testing.assert_allclose(got, X @ beta + fitted_random, rtol=1e-8)
