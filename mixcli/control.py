@@ -116,6 +116,10 @@ class Control:
     pirls_tol_noncanonical: float = _setting(
         1e-14, "probit, cloglog, sqrt, identity: Fisher scoring converges linearly, and at 1e-10 the modes "
         "still moved log|L|² by 2e-5 (checked against Newton's method on dense matrices)")
+    pirls_newton_from: float = _setting(
+        1e-4, "non-canonical links: once PIRLS's relative change of pdev is below this, its steps are Newton's "
+        "(observed information) instead of Fisher scoring's, which converges linearly (sqrt-link Poisson: 14 "
+        "iterations an evaluation became ~6); above it Fisher's path chooses the mode, as glmer's does")
     pirls_max_iter: int = _setting(60, "PIRLS iterations per evaluation (none of the GLMM references needs half)")
     pirls_max_halvings: int = _setting(20, "step halvings per PIRLS iteration: a step shrunk 1e6 times")
     stage0_ftol_rel: float = _setting(
