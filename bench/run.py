@@ -810,6 +810,8 @@ is less sensitive to other load than wall time.
 | fit M17, ~89k rows | ≤ 1/4 of lme4's time (ratio ≥ 4) |
 | fit M17, ~898k rows | ≤ 1/20 of lme4's time (ratio ≥ 20) and peak memory ≤ half of lme4's |
 | crossed, ~73k rows | "in seconds" (checked here as mixcli median < 10 s) |
+| lme4's VerbAgg (real data, fixtures/data/verbagg.csv) | ≤ 0.15 of glmer's whole-process time (ratio ≥ 6.67) |
+| random small GLMMs (`BENCH_ARGS=--glmm`, writes bench/GLMM_RESULTS.md) | whole process ≤ glmer's in-process time + 1 s |
 
 M14 = `mathscore ~ ses + (ses | schoolid)`, M17 = `mathscore ~ ses + (ses |
 schoolid) + (1 | classid)`, M16 = `mathscore ~ ses + (ses | schoolid) + (ses ||
