@@ -73,6 +73,29 @@ def test_derivatives_from_a_batch_equal_those_point_by_point():
     assert one[2][0, 0, 1] == pytest.approx(np.cos(0.3) * np.exp(-0.2), rel=1e-8)
 
 
+def test_mixed_differences_take_one_level_only_for_parameters_whose_diagonal_agrees():
+    # x0 and x1 enter as a cubic polynomial (their second differences at h and h/2 agree to
+    # rounding), x2 through a sine: the pair (x1, x0) takes one level, (x2, x0) and (x2, x1) both.
+    # The points evaluated say which; every derivative stays the full extrapolation's.
+    def f(x):
+        return np.array([x[0] ** 2 + x[0] * x[1] + x[1] ** 3 + np.sin(x[2]) * (x[0] + x[1])])
+
+    x = np.array([0.3, -0.2, 1.1])
+    counted = []
+
+    def many(pts):
+        counted.append(len(pts))
+        return np.array([f(p) for p in pts])
+
+    full = gradient_hessian(f, x)
+    adaptive = gradient_hessian(f, x, many=many, pair_tol=1e-9)
+    # 1 + 2·(3·2 diagonal + 3 pairs at the first level), then the two pairs with x2 at h/2: 2·2
+    assert counted == [1 + 2 * (6 + 3), 2 * 2]
+    np.testing.assert_allclose(adaptive[2], full[2], rtol=1e-9, atol=1e-9)
+    everything = gradient_hessian(f, x, many=many, pair_tol=0.0)  # (nothing agrees to 0: both levels)
+    assert counted[-1] == 2 * 3 and np.allclose(everything[2], full[2], rtol=1e-12, atol=1e-12)
+
+
 def test_a_large_eliminated_term_computed_by_distinct_counts_equals_the_per_level_sums():
     # 24,000 classes of 1-10 children: log|D0| and the weights go by the ten distinct counts
     from mixcli.engine.factor import criterion_working

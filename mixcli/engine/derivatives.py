@@ -69,13 +69,20 @@ def jacobian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int 
 
 
 def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, levels: int = LEVELS,
-                     steps: np.ndarray | None = None, many: Callable[[np.ndarray], np.ndarray] | None = None):
+                     steps: np.ndarray | None = None, many: Callable[[np.ndarray], np.ndarray] | None = None,
+                     pair_tol: float | None = None):
     """F(x), its gradient and its Hessian for F: Rⁿ → Rᵐ, with the first steps ``steps``
     (default: 1e-2·|x|, or 1e-3 where x is 0).
 
-    Every point is known before any is evaluated, so ``many`` (points (N, n) → values (N, m)),
-    if given, evaluates them all in one call (``Factorization`` of a batch of θ); otherwise
-    ``fn`` is called on each.
+    Every point of a stage is known before any is evaluated, so ``many`` (points (N, n) →
+    values (N, m)), if given, evaluates them all in one call (``Factorization`` of a batch of θ);
+    otherwise ``fn`` is called on each.
+
+    ``pair_tol``: the mixed derivatives take their finer levels only where they are needed.
+    The diagonal is taken at every level first; where a parameter's second differences at h and
+    h/2 agree within ``pair_tol`` (relative), its truncation error is that small, and a mixed
+    derivative of two such parameters uses the first level only (with the extrapolated
+    diagonal): on VerbAgg's 8 parameters 103 evaluations instead of 145.
 
     Returns ``(f0, grad, hess)`` with shapes (m,), (m, n), (m, n, n).
     """
@@ -83,22 +90,52 @@ def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, leve
     n = len(x)
     h0 = _steps(x) if steps is None else np.asarray(steps, dtype=float)
     shrink = SHRINK ** -np.arange(levels)  # h, h/2, ... per level
+
+    def evaluate(offsets: np.ndarray, centre: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        pts = np.concatenate(([x[None, :]] if centre else []) + [x + offsets, x - offsets])
+        if many is not None:
+            vals = np.asarray(many(pts), dtype=float).reshape(len(pts), -1)
+        else:
+            vals = np.array([np.atleast_1d(np.asarray(fn(pt), dtype=float)) for pt in pts])
+        k0 = 1 if centre else 0
+        k = len(offsets)
+        return vals[k0: k0 + k], vals[k0 + k:], (vals[0] if centre else None)
+
     # the points: x; x ± hᵢeᵢ per i and level; x ± (hᵢeᵢ + hⱼeⱼ) per pair j < i and level
     diag = [(i, l) for i in range(n) for l in range(levels)]
     pairs = [(i, j, l) for i in range(n) for j in range(i) for l in range(levels)]
-    offsets = np.zeros((len(diag) + len(pairs), n))
-    for r, (i, l) in enumerate(diag):
-        offsets[r, i] = h0[i] * shrink[l]
-    for r, (i, j, l) in enumerate(pairs, start=len(diag)):
-        offsets[r, i], offsets[r, j] = h0[i] * shrink[l], h0[j] * shrink[l]
-    points = np.concatenate([x[None, :], x + offsets, x - offsets])
-    if many is not None:
-        values = np.asarray(many(points), dtype=float).reshape(len(points), -1)
+
+    def offsets_of(rows_diag, rows_pairs) -> np.ndarray:
+        out = np.zeros((len(rows_diag) + len(rows_pairs), n))
+        for r, (i, l) in enumerate(rows_diag):
+            out[r, i] = h0[i] * shrink[l]
+        for r, (i, j, l) in enumerate(rows_pairs, start=len(rows_diag)):
+            out[r, i], out[r, j] = h0[i] * shrink[l], h0[j] * shrink[l]
+        return out
+
+    first = [pr for pr in pairs if pr[2] == 0]
+    adaptive = pair_tol is not None and levels >= 2
+    plus, minus, f0 = evaluate(offsets_of(diag, first if adaptive else pairs), centre=True)
+    pair_plus, pair_minus = plus[len(diag):], minus[len(diag):]
+    plus, minus = plus[: len(diag)], minus[: len(diag)]
+    if adaptive:
+        # which parameters' second differences at h and h/2 agree: a pair of two such takes one level
+        def second(i, l):
+            r = i * levels + l
+            return (plus[r] - 2.0 * f0 + minus[r]) / (h0[i] * shrink[l]) ** 2
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            good = [bool(np.all(np.abs(second(i, 0) - second(i, 1)) <= pair_tol * np.abs(second(i, 1))))
+                    for i in range(n)]
+        rest = [pr for pr in pairs if pr[2] > 0 and not (good[pr[0]] and good[pr[1]])]
+        if rest:
+            more_plus, more_minus, _ = evaluate(offsets_of([], rest))
+            pair_plus = np.concatenate([pair_plus, more_plus])
+            pair_minus = np.concatenate([pair_minus, more_minus])
+        where = {pr: r for r, pr in enumerate(first + rest)}
     else:
-        values = np.array([np.atleast_1d(np.asarray(fn(pt), dtype=float)) for pt in points])
-    f0 = values[0]
-    m, k = len(f0), len(offsets)
-    plus, minus = values[1: 1 + k], values[1 + k:]
+        where = {pr: r for r, pr in enumerate(pairs)}
+    m = len(f0)
     grad = np.zeros((m, n))
     hess = np.zeros((m, n, n))
     for i in range(n):
@@ -106,13 +143,15 @@ def gradient_hessian(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, leve
         hs = h0[i] * shrink
         grad[:, i] = _extrapolate([(plus[r] - minus[r]) / (2.0 * h) for r, h in zip(rows, hs)])
         hess[:, i, i] = _extrapolate([(plus[r] - 2.0 * f0 + minus[r]) / (h * h) for r, h in zip(rows, hs)])
-    for r0 in range(0, len(pairs), levels):
-        i, j, _ = pairs[r0]
-        est = []
-        for l in range(levels):
-            r = len(diag) + r0 + l
-            hi, hj = h0[i] * shrink[l], h0[j] * shrink[l]
-            est.append((plus[r] - 2.0 * f0 + minus[r] - hess[:, i, i] * hi * hi - hess[:, j, j] * hj * hj)
-                       / (2.0 * hi * hj))
-        hess[:, i, j] = hess[:, j, i] = _extrapolate(est)
+    for i in range(n):
+        for j in range(i):
+            est = []
+            for l in range(levels):
+                r = where.get((i, j, l))
+                if r is None:  # (a pair of parameters with agreeing diagonals: one level)
+                    break
+                hi, hj = h0[i] * shrink[l], h0[j] * shrink[l]
+                est.append((pair_plus[r] - 2.0 * f0 + pair_minus[r] - hess[:, i, i] * hi * hi
+                            - hess[:, j, j] * hj * hj) / (2.0 * hi * hj))
+            hess[:, i, j] = hess[:, j, i] = _extrapolate(est)
     return f0, grad, hess
