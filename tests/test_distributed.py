@@ -255,3 +255,22 @@ def test_kenward_roger_from_the_sums_equals_in_memory(client, data, formula):
     weighted = fit_dataset(str(data / "ds"), formula, weights="w", client=client)
     with pytest.raises(ValueError, match="prior weights"):
         kenward_roger(weighted)
+
+
+def test_a_failed_augment_pass_leaves_nothing_written(client, data, tmp_path, monkeypatch):
+    """A part failing while the workers write (here: a worker's error on the third part) is one
+    error line, and neither the directory nor its hidden partial twin is left behind."""
+    import mixcli.partition as partition
+    from mixcli.errors import DataError
+
+    real = partition.augment_part
+
+    def failing(pdf, index, *args):
+        if index == 2:
+            raise OSError("disk full")
+        return real(pdf, index, *args)
+
+    monkeypatch.setattr(partition, "augment_part", failing)  # (the LocalCluster's workers are threads here)
+    with pytest.raises(DataError, match="failed while writing the augmented rows.*disk full.*nothing was written"):
+        fit_dataset(str(data / "ds"), "mathscore ~ ses + (1 | schoolid)", client=client, augment=str(tmp_path / "rows"))
+    assert os.listdir(tmp_path) == []
