@@ -129,6 +129,7 @@ def _level_graph(st):
 class _Block:
     levels: list[np.ndarray]  # per term, its levels in this block (ascending)
     pairs: dict = field(default_factory=dict)  # (chain s, crossed d): its entries of st.chain_dense_pairs
+    largest_component: int = 0  # random effects in its largest connected component
 
     @property
     def n_levels(self) -> list[int]:
@@ -163,7 +164,10 @@ def _blocks(st) -> list[_Block]:
     per_term = [by_block(comp_block[lc]) for lc in level_comp]
     pairs = {key: by_block(comp_block[level_comp[key[0]][rows]])
              for key, (rows, _, _) in st.chain_dense_pairs.items()}
-    return [_Block([lv[b] for lv in per_term], {key: idx[b] for key, idx in pairs.items()}) for b in range(n_blocks)]
+    largest = np.zeros(n_blocks)
+    np.maximum.at(largest, comp_block, size)
+    return [_Block([lv[b] for lv in per_term], {key: idx[b] for key, idx in pairs.items()}, int(largest[b]))
+            for b in range(n_blocks)]
 
 
 def _block_arrays(st, blk: _Block, p: int):
@@ -246,6 +250,7 @@ class KRCost:
     bytes: float  # peak memory of the arrays, estimated
     seconds: float  # estimated wall time
     pbkrtest_bytes: float  # at least what pbkrtest's Σ⁻¹ and GᵢΣ⁻¹ take (n_c² entries per component)
+    largest_component: int = 0  # random effects in the largest connected component
 
     def describe(self) -> str:
         pbkrtest = ("" if math.isnan(self.pbkrtest_bytes) else
@@ -263,10 +268,14 @@ class KRCost:
             over.append(f"about {_fmt_seconds(self.seconds)} (limit {_fmt_seconds(max_seconds)})")
         if not over:
             return None
-        return (f"Kenward-Roger would need {' and '.join(over)}: its random effects form a block of "
-                f"{self.largest_block} that are all linked through the data (crossed factors), and the "
-                f"work grows as the cube of that. Use Satterthwaite's df instead (--ddf satterthwaite), "
-                f"which costs about as much as the fit.")
+        if self.largest_component == self.largest_block:
+            why = (f"its random effects form a block of {self.largest_block} that are all linked through the "
+                   "data (crossed factors), and the work grows as the cube of that")
+        else:
+            why = (f"its random effects come in independent groups of at most {self.largest_component}, worked "
+                   f"on in blocks of up to {self.largest_block}, and the work grows as the cube of a block's size")
+        return (f"Kenward-Roger would need {' and '.join(over)}: {why}. Use Satterthwaite's df instead "
+                "(--ddf satterthwaite), which costs about as much as the fit.")
 
 
 def _fmt_bytes(b: float) -> str:
@@ -297,7 +306,8 @@ def _cost(terms, n: int, p: int, blocks: list[_Block]) -> KRCost:
     nbytes = 8.0 * (5.2 * qmax * qmax + n_g * n_g * p * p + 4 * qmax * p * kk)
     seconds = flops / FLOPS_PER_SECOND + SECONDS_PER_BLOCK * len(blocks)
     return KRCost(n=n, p=p, q=int(qs.sum()), n_varpar=n_g, n_blocks=len(blocks), largest_block=int(qmax),
-                  flops=flops, bytes=nbytes, seconds=seconds, pbkrtest_bytes=_pbkrtest_bytes(terms, blocks, n_g))
+                  flops=flops, bytes=nbytes, seconds=seconds, pbkrtest_bytes=_pbkrtest_bytes(terms, blocks, n_g),
+                  largest_component=max((b.largest_component for b in blocks), default=0))
 
 
 def _pbkrtest_bytes(terms, blocks: list[_Block], n_g: int) -> float:
