@@ -153,10 +153,17 @@ class FitStatistics:
         (kind, grouping factor, term1, term2) → SD, correlation, σ or coefficient."""
         from .inference.profile import model_parameters
 
-        lams = self.structure.lambdas(np.asarray(self.theta, dtype=float))
+        theta = np.asarray(self.theta, dtype=float)
+        lams = self.structure.lambdas(theta)
         beta = [f.estimate for f in self.fixef]
-        return {(p.kind, p.group, p.term1, p.term2): p.estimate
-                for p in model_parameters(self.frame.terms, lams, float(self.sigma), [f.term for f in self.fixef], beta)
+        names = [f.term for f in self.fixef]
+        # a structured term's own parameters (its profile's) beside the SDs and correlations of its Λ
+        # (the bootstrap's)
+        params = model_parameters(self.frame.terms, lams, float(self.sigma), names, beta)
+        if getattr(self.structure, "structured", False):
+            params += model_parameters(self.frame.terms, lams, float(self.sigma), names, beta,
+                                       [theta[sl] for sl in self.structure.theta_slices])
+        return {(p.kind, p.group, p.term1, p.term2): p.estimate for p in params
                 if not (self.is_glmm and p.kind == "sigma")}
 
     def tidy(self):

@@ -259,3 +259,68 @@ def test_json_carries_each_structure_as_glmmtmb_prints_it(case):
         assert rec["rho"] is None
     else:
         assert rec["rho"] == pytest.approx(term["corr"][1][0], rel=1e-4)
+
+
+def test_profile_of_a_diagonal_term_is_the_double_bars():
+    """diag(Days | Subject) is (Days || Subject): the same profile intervals of the SDs, σ and β."""
+    from mixcli.inference.profile import profile_intervals
+
+    table = cached_table(FIXTURES / "data" / "sleepstudy.csv")
+    a = profile_intervals(mixcli.fit(table, "Reaction ~ Days + diag(Days | Subject)"))
+    b = profile_intervals(mixcli.fit(table, "Reaction ~ Days + (Days || Subject)"))
+    assert [iv.parameter for iv in a] == [iv.parameter for iv in b]
+    np.testing.assert_allclose([iv.lower for iv in a], [iv.lower for iv in b], rtol=1e-6)
+    np.testing.assert_allclose([iv.upper for iv in a], [iv.upper for iv in b], rtol=1e-6)
+
+
+def _ar1_sleepstudy_deviance(sd: float, rho: float, sigma: float) -> float:
+    """−2 log-likelihood (ML, β profiled) of Reaction ~ Days + ar1(0 + factor(Days) | Subject) from
+    V = σ²I + SD² R(ρ) per subject (R_jk = ρ^|j−k| over the ten days), by dense linear algebra."""
+    table = cached_table(FIXTURES / "data" / "sleepstudy.csv")
+    y, days = np.asarray(table["Reaction"], float), np.asarray(table["Days"], float)
+    subject = np.asarray(table["Subject"].values() if hasattr(table["Subject"], "values") else table["Subject"])
+    order = np.arange(10)
+    v = sigma**2 * np.eye(10) + sd**2 * rho ** np.abs(order[:, None] - order[None, :])
+    vi = np.linalg.inv(v)
+    logdet = np.linalg.slogdet(v)[1]
+    xtvx, xtvy, groups = np.zeros((2, 2)), np.zeros(2), []
+    for s in np.unique(subject.astype(str)):
+        rows = np.flatnonzero(subject.astype(str) == s)
+        rows = rows[np.argsort(days[rows])]
+        x = np.column_stack([np.ones(len(rows)), days[rows]])
+        xtvx += x.T @ vi @ x
+        xtvy += x.T @ vi @ y[rows]
+        groups.append((x, y[rows]))
+    beta = np.linalg.solve(xtvx, xtvy)
+    quad = sum(float((yy - x @ beta) @ vi @ (yy - x @ beta)) for x, yy in groups)
+    return len(groups) * logdet + quad + len(y) * np.log(2 * np.pi)
+
+
+def test_profile_of_an_ar1_term_reaches_the_chi_square_quantile_at_its_ends():
+    """At each end of the profile intervals of ar1's SD and ρ, the ML deviance minimised over the
+    other parameters (by scipy, on the dense likelihood) is the optimum's + 1.96²."""
+    from scipy.optimize import minimize
+
+    from mixcli.inference.profile import profile_intervals
+
+    m = mixcli.fit(cached_table(FIXTURES / "data" / "sleepstudy.csv"), "Reaction ~ Days + ar1(0 + factor(Days) | Subject)",
+                   reml=False)
+    ivs = {iv.parameter: iv for iv in profile_intervals(m)}
+    sd, rho = ivs["sd_(ar1)|Subject"], ivs["rho(ar1)|Subject"]
+    base = m.criterion
+    assert _ar1_sleepstudy_deviance(sd.estimate, rho.estimate, float(m.sigma)) == pytest.approx(base, rel=1e-9)
+    z2 = 1.959963984540054**2
+
+    def profiled(fixed: str, value: float) -> float:
+        def f(x):  # the free parameters: log σ and log SD or ρ's logit over (−1, 1)
+            sigma = np.exp(x[0])
+            if fixed == "sd":
+                return _ar1_sleepstudy_deviance(value, np.tanh(x[1]), sigma)
+            return _ar1_sleepstudy_deviance(np.exp(x[1]), value, sigma)
+        x0 = [np.log(float(m.sigma)), np.arctanh(rho.estimate) if fixed == "sd" else np.log(sd.estimate)]
+        return min(minimize(f, x0, method=meth, options={"xatol": 1e-10, "fatol": 1e-10} if meth == "Nelder-Mead"
+                            else {}).fun for meth in ("Nelder-Mead", "BFGS"))
+
+    for fixed, iv in (("sd", sd), ("rho", rho)):
+        for end in (iv.lower, iv.upper):
+            assert profiled(fixed, end) - base == pytest.approx(z2, abs=2e-3), (fixed, end)

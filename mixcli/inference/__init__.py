@@ -87,12 +87,6 @@ def add_confint(m, level: float = 0.95, method: str = "wald", progress=None, nsi
         else:
             from .profile import profile_intervals
 
-            if getattr(m.structure, "structured", False):
-                from ..errors import UsageError, option
-
-                raise UsageError(f"{option('method', repr('profile'))}: profile intervals are not yet available "
-                                 f"with a structured covariance (diag, cs, ar1); use {option('method', repr('boot'))} "
-                                 f"or {option('method', repr('wald'))}")
             ivs = profile_intervals(m, level, progress=progress)
         fixed = {iv.parameter: iv for iv in ivs if iv.kind == "fixef"}
         for f in m.fixef:

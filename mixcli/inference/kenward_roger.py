@@ -326,6 +326,9 @@ def _pbkrtest_bytes(terms, blocks: list[_Block], n_g: int) -> float:
 def _check_model(m):
     if getattr(m.frame, "family", None) is not None:
         raise ValueError("Kenward-Roger is for linear mixed models, not GLMMs")
+    if getattr(m.structure, "structured", False):  # (pbkrtest's parameters are Σ's entries, not a structure's)
+        raise ValueError("Kenward-Roger is not yet available with a structured covariance (diag, cs, ar1); "
+                         "use Satterthwaite's df")
     if not m.reml:
         raise ValueError("Kenward-Roger needs a REML fit; refit with REML (the default), or use "
                          "Satterthwaite's df, which are defined for ML fits too")

@@ -98,12 +98,16 @@ class ProfileInterval:
     upper_at_bound: bool = False
 
 
-def model_parameters(terms, lams, sigma: float, fixef_names, beta) -> list[ProfileParameter]:
+def model_parameters(terms, lams, sigma: float, fixef_names, beta, thetas=None) -> list[ProfileParameter]:
     """lme4's parameters in ``confint()``'s order and names (oldNames = FALSE): per term the SDs
     and correlations (lower triangle, column by column), σ, then the fixed effects; at the
-    estimates given by the terms' Λ (lme4's θ), σ and β."""
+    estimates given by the terms' Λ (lme4's θ), σ and β. A structured term (``thetas``: each
+    term's θ) has its own parameters instead: its SDs and its ρ (``structured_parameters``)."""
     out = []
     for ti, (term, lam) in enumerate(zip(terms, lams)):
+        if term.structure and thetas is not None:
+            out.extend(structured_parameters(term, ti, thetas[ti], sigma))
+            continue
         sd, cor = sd_cor(lam, sigma)
         rows, cols = lower_indices(term.k)
         for e, (i, j) in enumerate(zip(rows, cols)):
@@ -122,6 +126,25 @@ def model_parameters(terms, lams, sigma: float, fixef_names, beta) -> list[Profi
     return out
 
 
+def structured_parameters(term, ti: int, phi: np.ndarray, sigma: float) -> list[ProfileParameter]:
+    """A diag, cs or ar1 term's own parameters (``engine.covstruct``): the SD of each effect (ar1:
+    the one SD of every occasion), then the correlation ρ (cs, ar1) within its range."""
+    from ..engine import covstruct
+
+    kind = term.structure
+    lo, hi = covstruct.bounds(kind, term.k)
+    sd_names = [f"({kind})"] if kind == "ar1" else list(term.names)
+    out = []
+    for e, is_sd in enumerate(covstruct.is_sd(kind, term.k)):
+        if is_sd:
+            out.append(ProfileParameter(f"sd_{sd_names[e]}|{term.factor}", "sd", term.factor, sd_names[e], None,
+                                        float(sigma * phi[e]), 0.0, math.inf, ti, e))
+        else:
+            out.append(ProfileParameter(f"rho({kind})|{term.factor}", "cor", term.factor, f"rho({kind})", None,
+                                        float(phi[e]), float(lo[e]), float(hi[e]), ti, e))
+    return out
+
+
 class Profiler:
     """ML profiles of every parameter of a fitted model."""
 
@@ -132,7 +155,8 @@ class Profiler:
         self.n, self.p = st.n, st.p
         if m.reml:
             opt = minimize_theta(lambda th: criterion(st, th, False),
-                                 OptSummary(start=np.asarray(m.theta, float), lower=st.theta_lower, control=c))
+                                 OptSummary(start=np.asarray(m.theta, float), lower=st.theta_lower,
+                                            upper=st.theta_upper, control=c))
             theta, base = np.asarray(opt.theta, float), float(opt.fmin)
         else:
             theta, base = np.asarray(m.theta, float), float(m.criterion)
@@ -147,7 +171,8 @@ class Profiler:
     # ------------------------------------------------------------ parameters
     def _parameters(self) -> list[ProfileParameter]:
         return model_parameters(self.m.frame.terms, self.st.lambdas(self.theta), self.sigma,
-                                [f.term for f in self.m.fixef], self.beta)
+                                [f.term for f in self.m.fixef], self.beta,
+                                [self.theta[sl] for sl in self.st.theta_slices])
 
     # ------------------------------------------------------- profiled deviance
     def _ml_deviance(self, theta: np.ndarray, sigma: float) -> float:
@@ -173,11 +198,36 @@ class Profiler:
                 val = profiled_criterion(fac.logdet_z, r2, n, st.weights_term)
                 return val if math.isfinite(val) else math.inf
 
-            return f, theta0.copy(), st.theta_lower.copy(), np.full(len(theta0), math.inf), _theta_steps(theta0)
+            return f, theta0.copy(), st.theta_lower.copy(), st.theta_upper.copy(), _theta_steps(theta0)
         if par.kind == "sigma":
             return (lambda th: self._ml_deviance(th, value)), theta0.copy(), st.theta_lower.copy(), \
-                np.full(len(theta0), math.inf), _theta_steps(theta0)
+                st.theta_upper.copy(), _theta_steps(theta0)
+        if self.m.frame.terms[par.term_index].structure:
+            return self._structured_objective(par, value)
         return self._variance_objective(par, value)
+
+    def _structured_objective(self, par: ProfileParameter, value: float):
+        """A structured term's parameter (``engine.covstruct``: relative SDs sᵢ = SDᵢ/σ and a ρ) held
+        at ``value``: free are σ and every other θ; an SD fixes its s at value/σ."""
+        st = self.st
+        pos = st.theta_slices[par.term_index].start + par.entry
+        other = np.ones(st.n_theta, bool)
+        other[pos] = False
+        x0 = np.concatenate([[self.sigma], self.theta[other]])
+        lo = np.concatenate([[0.0], st.theta_lower[other]])
+        hi = np.concatenate([[math.inf], st.theta_upper[other]])
+        step = np.concatenate([[0.05 * self.sigma], _theta_steps(self.theta[other])])
+
+        def f(x):
+            sigma = x[0]
+            if not sigma > 0:
+                return math.inf
+            theta = np.empty(st.n_theta)
+            theta[other] = x[1:]
+            theta[pos] = value / sigma if par.kind == "sd" else value
+            return self._ml_deviance(theta, sigma)
+
+        return f, x0, lo, hi, step
 
     def _variance_objective(self, par: ProfileParameter, value: float):
         """Free: σ, the θ of the other terms, the SDs/correlations of ``par``'s term other than ``par``."""
