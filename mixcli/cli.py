@@ -422,6 +422,10 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, 
       mixcli fit pupils.csv "pass ~ ses + (1 | schoolid/classid)" --family binomial
       mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --nagq 9
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
+      mixcli fit ticks.csv "ticks ~ year + height + (1 | brood)" --family nbinom2
+      mixcli fit rts.csv "rt ~ condition + (1 | subject)" --family Gamma --link log
+      mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --ci profile
+      mixcli fit ticks.csv "ticks ~ year + (1 | location)" --family poisson --r2
       mixcli fit cake.csv "angle ~ recipe * factor(temp) + (1 | replicate)" --contrasts sum
       mixcli fit growth.csv "height ~ poly(age, 2) + ns(dose, df = 3) + (1 | plant)" --weights w
       mixcli fit waves.csv "mathscore ~ ses + wave + ar1(0 + factor(wave) | pupil)"
