@@ -290,7 +290,13 @@ def augment_dataset(m, ds: Dataset, coded, directory: str, client, say) -> None:
         shared = client.scatter(coding, broadcast=True, hash=False)
         tasks = [dask.delayed(augment_part)(p, i, plan, shared, layout, fitted, tmp) for i, p in enumerate(parts)]
         try:
-            written = sum(client.compute(tasks, sync=True))
+            futures = client.compute(tasks)
+            # every part finished or failed before anything is judged: a part still being written
+            # when the partial directory is removed would leave it behind
+            from distributed import wait
+
+            wait(futures)
+            written = sum(f.result() for f in futures)
         except Exception as err:
             from .errors import MixcliError
 
