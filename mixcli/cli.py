@@ -333,6 +333,22 @@ class _CiSpec(click.ParamType):
         return method, level
 
 
+def _stack(*decorators):
+    """Several click options as one decorator, in the order written (``@a @b @c``): the groups
+    of options that many commands share."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+_GLMM_OPTIONS = _stack(_FAMILY, _LINK, _NAGQ)  # a GLMM's family, link and quadrature
+_FIT_SETTINGS = _stack(_WEIGHTS, _CONTROL, _CONTRASTS)  # what else a fit is made with
+_OUTPUT = _stack(_FORMAT, _SEP, _PROGRESS)  # how the data are read and the results written
+_CLUSTER = _stack(_ENGINE, _SCHEDULER, _WORKERS)  # --engine dask and its cluster
+
+
 @main.command("fit")
 @click.argument("data", metavar="DATA")
 @click.argument("formulas", nargs=-1, required=True, metavar="FORMULA...")
@@ -358,9 +374,7 @@ class _CiSpec(click.ParamType):
               help="Also the ICC and Nakagawa's R² where they cost a refit: a Poisson GLMM's (log link) "
                    "distribution variance comes from its null model, as performance's icc() and "
                    "r2_nakagawa() compute it (linear and binomial models always show them).")
-@_FAMILY
-@_LINK
-@_NAGQ
+@_GLMM_OPTIONS
 @_WEIGHTS
 @click.option("--nsim", type=click.IntRange(min=1), default=None, metavar="N",
               help="--ci boot: the number of bootstrap refits (default 500, as lme4's confint).")
@@ -393,12 +407,8 @@ class _CiSpec(click.ParamType):
                    "weights = varIdent(~ 1 | GROUP)), estimated with the rest; linear mixed models.")
 @_CONTROL
 @_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
-@_ENGINE
-@_SCHEDULER
-@_WORKERS
+@_OUTPUT
+@_CLUSTER
 def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, augment, family_name, link, nagq,
                 weights, output, save_path, cond_var, dispformula, contrasts, fmt, sep, progress, engine, scheduler,
                 workers):
@@ -509,18 +519,8 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, 
 
         m = results[0]
         extra = augment_columns(m)
-        as_json = lambda: render.render_json(m.frame.table, m.frame.rows, extra)  # noqa: E731
-        as_csv = lambda: render.render_csv(m.frame.table, m.frame.rows, extra)  # noqa: E731
-        if output is None:
-            _write(fmt if fmt in ("json", "tsv") else "csv", as_json, as_csv, None)
-        else:
-            from .io import csv_to_tsv
-            from .output import AtomicOutput
-
-            text = as_json() if fmt == "json" else csv_to_tsv(as_csv()) if fmt == "tsv" else as_csv()
-            with AtomicOutput(output) as out:
-                out.write(text.encode("utf-8"))
-                out.commit()
+        _write(fmt if fmt in ("json", "tsv") else "csv", lambda: render.render_json(m.frame.table, m.frame.rows, extra),
+               lambda: render.render_csv(m.frame.table, m.frame.rows, extra), None, output)
         for line in m.notes():
             _warn(line)
         return
@@ -729,17 +729,25 @@ class _Bar:
         return False
 
 
-def _write(fmt: str, as_json, as_csv, as_tables):
+def _write(fmt: str, as_json, as_csv, as_tables, output: str | None = None):
     """Results on stdout in the chosen format; ``as_tables`` gives one list of rich
-    renderables per result, printed with a blank line between results."""
-    if fmt == "json":
-        sys.stdout.write(as_json())
-    elif fmt == "csv":
-        sys.stdout.write(as_csv())
-    elif fmt == "tsv":
-        from .io import csv_to_tsv
+    renderables per result, printed with a blank line between results. ``output``: a file the
+    machine formats are written to instead (atomically)."""
+    if fmt in ("json", "csv", "tsv"):
+        if fmt == "json":
+            text = as_json()
+        else:
+            from .io import csv_to_tsv
 
-        sys.stdout.write(csv_to_tsv(as_csv()))
+            text = as_csv() if fmt == "csv" else csv_to_tsv(as_csv())
+        if output is None:
+            sys.stdout.write(text)
+            return
+        from .output import AtomicOutput
+
+        with AtomicOutput(output) as out:
+            out.write(text.encode("utf-8"))
+            out.commit()
     else:
         console = _console()
         for i, renderables in enumerate(as_tables()):
@@ -800,18 +808,10 @@ def _fit_model(frame, ml, fam, nagq, bar):
                    "(default: a fresh seed, reported with the results).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="J",
               help="Processes for the bootstrap (default: all available CPUs); results do not depend on it.")
-@_FAMILY
-@_LINK
-@_NAGQ
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
-@_ENGINE
-@_SCHEDULER
-@_WORKERS
+@_GLMM_OPTIONS
+@_FIT_SETTINGS
+@_OUTPUT
+@_CLUSTER
 def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, jobs, family_name, link, nagq, weights, contrasts,
                     fmt, sep, progress, engine, scheduler, workers):
     """Likelihood-ratio tests between models, like lme4's anova(m1, m2, ...).
@@ -883,12 +883,8 @@ def compare_command(data, formulas, model_paths, names, refit, n_boot, seed, job
                    "only), or none (lme4's anova table: Sum Sq, Mean Sq, F only, sequential).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
 @_lmm_only(" (its F tests need a residual variance)")
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
+@_FIT_SETTINGS
+@_OUTPUT
 def anova_command(data, formula, kind, ddf, ml, weights, contrasts, fmt, sep, progress):
     """F tests of each fixed-effect term, like lmerTest's anova(m, type = 3).
 
@@ -944,12 +940,8 @@ def _se_note(glmm: bool, interval: str | None) -> str:
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Coverage of --interval.")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
-@_FAMILY
-@_LINK
-@_NAGQ
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
+@_GLMM_OPTIONS
+@_FIT_SETTINGS
 @click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "json"]), default="csv", show_default=True,
               help="csv, tsv, or json (one object per row).")
 @_SEP
@@ -1080,15 +1072,9 @@ def _parse_at(ctx, param, values):
               help="GLMMs: the link scale, or back-transformed (probabilities, rates; odds ratios for contrasts).")
 @click.option("--joint", is_flag=True, help="Also emmeans's joint_tests: an F test of every model term on the grid.")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
-@_FAMILY
-@_LINK
-@_NAGQ
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
+@_GLMM_OPTIONS
+@_FIT_SETTINGS
+@_OUTPUT
 def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, adjust, ddf, level, emm_type, joint, ml,
                     family_name, link, nagq, weights, contrasts, fmt, sep, progress):
     """Estimated marginal means and their contrasts, like R's emmeans(m, pairwise ~ A).
@@ -1161,12 +1147,8 @@ def emmeans_command(data, formula, model_path, specs, by, at, pairwise, method, 
               show_default=True, help="Coverage of the intervals drawn.")
 @click.option("--size", metavar="WxH", help="Figure size in inches, e.g. 8x6 (default: chosen from the panels).")
 @click.option("--ml", is_flag=True, help="Fit by maximum likelihood instead of REML.")
-@_FAMILY
-@_LINK
-@_NAGQ
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
+@_GLMM_OPTIONS
+@_FIT_SETTINGS
 @_SEP
 @_PROGRESS
 def plot_command(data, formula, model_path, kind, specs, by, at, output, level, size, ml, family_name, link, nagq, weights, contrasts, sep,
@@ -1242,12 +1224,8 @@ def _draw(m, kind, output, level, width, height, specs, by, at):
 @click.argument("formula", metavar="FORMULA")
 @click.option("--ml", is_flag=True, help="Fit every model by maximum likelihood instead of REML.")
 @_lmm_only(", as lmerTest's ranova()")
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
+@_FIT_SETTINGS
+@_OUTPUT
 def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
     """Test each random-effects term by reducing it, like lmerTest's ranova(m).
 
@@ -1281,12 +1259,8 @@ def ranova_command(data, formula, ml, weights, contrasts, fmt, sep, progress):
 @click.option("--alpha-fixed", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="With --fixed: drop a fixed term whose F-test p-value is above this.")
 @_lmm_only(", as lmerTest's step()")
-@_WEIGHTS
-@_CONTROL
-@_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
+@_FIT_SETTINGS
+@_OUTPUT
 def reduce_command(data, formula, ml, fixed, alpha_random, alpha_fixed, weights, contrasts, fmt, sep, progress):
     """From a maximal model to the one the data support, step by step.
 
@@ -1500,13 +1474,9 @@ def _sizes(text: str | None) -> list[int] | None:
               help="Processes (default: all available CPUs); results do not depend on it.")
 @click.option("--plot", "plot_path", metavar="FILE",
               help="Also draw the power curve with its 95% band, the 80% line and alpha: .png, .svg or .pdf.")
-@_FAMILY
-@_LINK
-@_NAGQ
+@_GLMM_OPTIONS
 @_CONTRASTS
-@_FORMAT
-@_SEP
-@_PROGRESS
+@_OUTPUT
 def power_command(args, test, fixef, sd, cor, sigma, along, within, sizes, design, method, nsim, seed, alpha, jobs,
                   plot_path, family_name, link, nagq, contrasts, fmt, sep, progress):
     """Power to detect a term, by simulation (like R's simr).
