@@ -146,6 +146,16 @@ def _factor_exprs(formula) -> dict[str, object]:
     return {k: v for k, v in inside.items() if k not in outside}
 
 
+def _grid_factors(frame) -> dict[str, object]:
+    """The fixed-effect variables that are factors — a text column, or numbers inside factor()/C()
+    — each with the expression that codes it, in the order the formula uses them."""
+    from .predictions import fixed_variables
+
+    table, wrapped = frame.table, _factor_exprs(frame.formula)
+    return {n: Var(n) if _is_text(table, n) else wrapped[n] for n in fixed_variables(frame.formula)
+            if _is_text(table, n) or n in wrapped}
+
+
 def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> list[GridVariable]:
     """emmeans's ``ref_grid(m, at)``: the grid's variables in the order the formula uses them."""
     from .predictions import fixed_variables
@@ -156,7 +166,7 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
                          f"({option('keep_data', False)}): make the frame with {option('keep_data', True)}")
     table, rows = frame.table, frame.rows
     names = fixed_variables(frame.formula)
-    wrapped = _factor_exprs(frame.formula)
+    factors = _grid_factors(frame)
     at = dict(at or {})
     for name in at:
         if name not in names:
@@ -165,9 +175,8 @@ def reference_grid(m, at: dict | None = None, reduce_range: bool = False) -> lis
                             f"(they are: {known})")
     out = []
     for name in names:
-        if _is_text(table, name) or name in wrapped:
-            expr = Var(name) if _is_text(table, name) else wrapped[name]
-            labels, codes = categorical(expr, table, rows)
+        if name in factors:
+            labels, codes = categorical(factors[name], table, rows)
             codes = _cell_codes(frame, name, labels, codes)
             values = list(labels) if _is_text(table, name) else [float(x) for x in labels]
             if name in at:
@@ -212,14 +221,11 @@ def _cell_codes(frame, name: str, labels: list[str], codes: np.ndarray) -> np.nd
 def occurring_cells(frame) -> dict[str, list[str]]:
     """The combinations of the fixed-effect factors' levels that occur in the rows used, as one
     list of labels per factor: what a saved fit keeps of its rows for emmeans's nesting."""
-    from .predictions import fixed_variables
-
-    table, rows = frame.table, frame.rows
-    wrapped = _factor_exprs(frame.formula)
-    names = [n for n in fixed_variables(frame.formula) if _is_text(table, n) or n in wrapped]
-    if not names:
+    factors = _grid_factors(frame)
+    if not factors:
         return {}
-    labels, codes = zip(*[categorical(Var(n) if _is_text(table, n) else wrapped[n], table, rows) for n in names])
+    names = list(factors)
+    labels, codes = zip(*[categorical(expr, frame.table, frame.rows) for expr in factors.values()])
     combos = np.unique(np.column_stack(codes), axis=0)
     combos = combos[np.all(combos >= 0, axis=1)]
     return {n: [lab[c] for c in combos[:, j]] for j, (n, lab) in enumerate(zip(names, labels))}
@@ -696,7 +702,8 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
     keep = spec_list + by_list
     kpos = [gnames.index(n) for n in keep]
     combos = cells.idx[:, [cells.names.index(n) for n in keep]]
-    estimable = is_estimable(cells.L, null_basis(frame))
+    nbasis = null_basis(frame)  # (a model matrix over the rows: once, for the means and the contrasts)
+    estimable = is_estimable(cells.L, nbasis)
     L = cells.L[:, fitted]
     est, se, df = inf.estimates(L)
     est[~estimable] = se[~estimable] = df[~estimable] = math.nan
@@ -747,7 +754,7 @@ def emmeans(m, specs, by=(), at: dict | None = None, contrast: str | None = None
                            warnings=warnings)
     if contrast is not None:
         _contrasts(result, contrast, adjust, L, est, inf, grid, spec_list, by_list, combos, kpos, link, response,
-                   averaged, nested=bool(nesting), full=(cells.L, null_basis(frame)))
+                   averaged, nested=bool(nesting), full=(cells.L, nbasis))
     if joint:
         _joint(result, m, at, by_list, inf, averaged)
     return result

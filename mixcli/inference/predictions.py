@@ -180,14 +180,16 @@ def _check_rebuildable(frame, who: str):
 def fitted_state(frame) -> dict:
     """What the stateful calls of the formula (``scale()``, ``poly()``, ``ns()``, ``bs()``)
     remember of the fitted data, by label (``formula.evaluate.stateful_parameters``), so that new
-    rows are evaluated as R's predict evaluates them (``makepredictcall``); a saved fit keeps it."""
+    rows are evaluated as R's predict evaluates them (``makepredictcall``); a saved fit keeps it.
+    Computed once per frame (a pass over the data's columns) and kept on it: predict asks for it
+    for the fixed part, the offsets and each random term."""
     from ..formula.evaluate import stateful_parameters
 
-    if frame.stateful is not None:
-        return frame.stateful
-    f = frame.formula
-    exprs = [e for t in f.terms for e in t] + list(f.offsets) + [e for rt in f.random for t in rt.terms for e in t]
-    return stateful_parameters(exprs, frame.table)
+    if frame.stateful is None:
+        f = frame.formula
+        exprs = [e for t in f.terms for e in t] + list(f.offsets) + [e for rt in f.random for t in rt.terms for e in t]
+        frame.stateful = stateful_parameters(exprs, frame.table)
+    return frame.stateful
 
 
 def fixed_design(frame, new: Table, who: str = "predict", aliased: bool = False):
