@@ -62,6 +62,20 @@ def devfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], float]:
     return lambda theta_w: criterion_working(st, theta_w, reml)
 
 
+def batch_devfun(st: ModelStructure, reml: bool, control: Control = DEFAULT):
+    """The criterion at many working θ̃ (rows) factored at once (``engine.factor``'s batches: a
+    dozen points cost ~6 evaluations on small models), or None where batches are not available
+    (crossed terms, structured covariances) or hold too much memory (``control.batch_entries``)."""
+    if st.dense or st.structured:
+        return None
+
+    def many(points: np.ndarray) -> np.ndarray:
+        if len(points) * st.batch_size_unit > control.batch_entries:
+            return np.array([criterion_working(st, x, reml) for x in points])
+        return evaluate_working(st, points, full=False).criteria(reml)
+    return many
+
+
 def gradfun(st: ModelStructure, reml: bool) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """The criterion and its analytic gradient (``engine.gradient``) as functions of θ̃."""
     def fdf(theta_w):
@@ -106,7 +120,8 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
     minimize_theta(fn, summary, progress, stage=stage, fdf=fdf, fold=fold)
     candidates = [candidate(fn, summary)]
     if warm is None and start is None and c.second_start and _worth_another_start(st, summary, candidates[0]):
-        second = another_start(fn, summary, candidates[0], c.second_start * x0, progress, fdf, fold)
+        second = another_start(fn, summary, candidates[0], c.second_start * x0, progress, fdf, fold,
+                               many=batch_devfun(st, reml, c))
         if second is not None:
             candidates.append(second)
     if not any(cand[2] for cand in candidates):
@@ -192,9 +207,15 @@ def _leave_boundary(fn, st: ModelStructure, summary: OptSummary, progress, fdf, 
 
 
 def another_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf=None, fold=None,
-                  stage: str | None = None):
+                  stage: str | None = None, many=None):
     """The candidate of another start from ``x0``, or None when it is heading for the first's minimum
     (LMMs and a GLMM's first stage alike; ``first`` is the first run's ``candidate``).
+
+    With ``many`` (the criterion at a batch of points, ``batch_devfun``), the straight path
+    from ``x0`` to the first minimum is looked at first, at ``descent_path`` fractions of the
+    way, in one batch: if the criterion falls at every step along it, nothing separates the
+    start from the first minimum and the start is not run (classroom M16 ML: 8 points in one
+    batch, ~4 evaluations' time, instead of a run of 90 evaluations).
 
     The run stops as soon as it comes within ``same_basin`` of the first minimum's criterion
     (most of a run from afar is spent there on digits). If the criterion along the segment
@@ -207,6 +228,10 @@ def another_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf=
     if not first[2]:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
         return candidate(fn, summary)
+    if many is not None and len(c.descent_path) and _descends_to(many, summary, x0, first):
+        summary.stages.append(f"{stage}: the criterion falls at every step of the straight path from there "
+                              "to the first minimum: the same minimum (not run)")
+        return None
     summary.stop_below = first[1] + c.same_basin
     try:
         minimize_theta(fn, summary, progress, stage=stage, start=x0, fdf=fdf, fold=fold)
@@ -225,6 +250,17 @@ def another_start(fn, summary: OptSummary, first, x0: np.ndarray, progress, fdf=
     summary.stages.append("a ridge separates that point from the first minimum: run on")
     minimize_theta(fn, summary, progress, stage="on from there", start=x, fdf=fdf, fold=fold)
     return candidate(fn, summary)
+
+
+def _descends_to(many, summary: OptSummary, x0: np.ndarray, first) -> bool:
+    """Does the criterion fall at every step from ``x0`` along the straight path to the first
+    minimum (``control.descent_path``), the last step into the minimum included?"""
+    fractions = np.asarray(summary.control.descent_path, dtype=float)
+    values = many(x0[None, :] + fractions[:, None] * (first[0] - x0)[None, :])
+    summary.evaluations += len(fractions)
+    path = np.append(values, first[1])
+    slack = 1e-10 * max(1.0, abs(first[1]))
+    return bool(np.all(np.isfinite(values)) and np.all(np.diff(path) <= slack))
 
 
 def candidate(fn, summary: OptSummary):

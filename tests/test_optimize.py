@@ -112,16 +112,23 @@ needs_classroom = pytest.mark.skipif(not CLASSROOM.exists(), reason="needs ../sh
 
 @needs_classroom
 def test_a_second_start_heading_for_the_first_minimum_is_abandoned_early():
-    # M16 ML ends on the boundary, so a second start runs from 10 × the start; it comes within 1
-    # of the first minimum with nothing between the two, and stops there (138 evaluations to the
-    # end, 43 to that point), with lme4's criterion (the reference JSON: 11880.9645075431)
+    # M16 ML ends on the boundary, so a second start is due from 10 × the start. The criterion
+    # falls at every step of the straight path from there to the first minimum, so it is not
+    # run (8 points in one batch). Without that look (descent_path=()) the start is run until
+    # it comes within 1 of the first minimum with nothing between the two (the segment probes),
+    # then abandoned. Both reach lme4's criterion (the reference JSON: 11880.9645075431).
     import mixcli
+    from mixcli.control import DEFAULT
 
-    m = mixcli.fit(cached_table(CLASSROOM), "mathscore ~ ses + (ses | schoolid) + (ses || classid)", reml=False)
-    stages = m.optsummary.stages
-    assert any("(stopval)" in s for s in stages) and any("the same minimum" in s for s in stages)
-    assert m.optsummary.evaluations < 200
-    assert m.criterion == pytest.approx(11880.9645075431, rel=1e-11)
+    formula = "mathscore ~ ses + (ses | schoolid) + (ses || classid)"
+    m = mixcli.fit(cached_table(CLASSROOM), formula, reml=False)
+    assert any("straight path" in s and "the same minimum (not run)" in s for s in m.optsummary.stages)
+    run = mixcli.fit(cached_table(CLASSROOM), formula, reml=False, control=DEFAULT.replace(descent_path=()))
+    stages = run.optsummary.stages
+    assert any("(stopval)" in s for s in stages) and any("nothing between them: the same minimum" in s for s in stages)
+    assert m.optsummary.evaluations < run.optsummary.evaluations - 30
+    for fit in (m, run):
+        assert fit.criterion == pytest.approx(11880.9645075431, rel=1e-11)
 
 
 @needs_classroom
