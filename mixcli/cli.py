@@ -144,20 +144,34 @@ def main():
     """
 
 
-def _read_data(data: str, sep: str | None, text_columns=()):
-    """Read DATA into a Table (``text_columns`` read as text whatever they hold). The reader's
-    warnings (a legacy encoding, say) are kept for the end: one ``mixcli: warning:`` line each
-    if the command succeeds, part of the error line if not."""
+def _read_data(data: str, sep: str | None, text_columns=(), columns=None):
+    """Read DATA into a Table (``text_columns`` read as text whatever they hold; only ``columns``
+    if given, see ``io.read_table``). The reader's warnings (a legacy encoding, say) are kept for
+    the end: one ``mixcli: warning:`` line each if the command succeeds, part of the error line
+    if not."""
     import warnings
 
     from .io import read_table
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = read_table(data, sep=sep, text_columns=text_columns)
+        table = read_table(data, sep=sep, text_columns=text_columns, columns=columns)
     notes = click.get_current_context().meta.setdefault(_DATA_NOTES, [])
     notes.extend(" ".join(str(w.message).split("\n")) for w in caught)
     return table
+
+
+def _columns_used(formulas, weights, dispersion) -> list[str] | None:
+    """The data columns the fits read (formulas, weights, the dispformula's factor); None when a
+    formula does not parse (every column is then read, and the frame reports the formula)."""
+    from .errors import MixcliError
+    from .formula import parse_formula
+
+    try:
+        names = [n for f in formulas for n in parse_formula(f).variables()]
+    except MixcliError:
+        return None
+    return names + [c for c in (weights, dispersion) if isinstance(c, str)]
 
 
 def _warn(message: str):
@@ -490,10 +504,10 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, 
             return
         frames = None
     else:
-        table = _read_data(data, sep)
+        keep = augment or save_path is not None or r2  # (--r2: a null model refitted to the rows)
+        table = _read_data(data, sep, columns=None if keep else _columns_used(formulas, weights, dispersion))
     # (without --augment or --save the fits need only their matrices: the file's other columns are freed)
     if frames is not None:
-        keep = augment or save_path is not None or r2  # (--r2: a null model refitted to the rows)
         frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts.lower(), keep_data=keep,
                               dispersion=dispersion)
                   for f in formulas]

@@ -326,3 +326,47 @@ def test_permission_error_message(tmp_path, monkeypatch):
 
     monkeypatch.setattr("mixcli.io.open", refuse, raising=False)  # works even as root
     assert "permission denied" in error_of(path)
+
+
+# ---------------------------------------------------------------- reading only the columns used
+
+PROJECTED = "y,junk,g,x\n1.5,a,u,2\n2.5,b,v,3\n,c,u,4\n"
+
+
+def test_only_the_named_columns_are_read_and_they_equal_a_full_reads(tmp_path):
+    p = write(tmp_path, "d.csv", PROJECTED)
+    full, part = read_table(str(p)), read_table(str(p), columns=["x", "y", "g", "y"])
+    assert part.names == ["y", "g", "x"]  # (the file's order)
+    for name in part.names:
+        a, b = full[name], part[name]
+        assert type(a) is type(b)
+        if isinstance(a, TextColumn):
+            assert text_values(a) == text_values(b)
+        else:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("text, columns", [
+    (PROJECTED, ["y", "missing"]),  # a name not in the header: its error offers the file's names
+    ("y,g,g\n1,a,b\n2,c,d\n", ["y"]),  # a repeated name is refused as before
+    ('y,note,g\n1,"open,u\n2,x,v\n', ["y", "g"]),  # an unclosed quote in a column not used
+])
+def test_every_column_is_read_when_a_projection_could_hide_a_problem(tmp_path, text, columns):
+    p = write(tmp_path, "d.csv", text)
+    try:
+        full = read_table(str(p))
+    except DataError as err:
+        with pytest.raises(DataError) as again:
+            read_table(str(p), columns=columns)
+        assert str(again.value) == str(err)
+        return
+    assert read_table(str(p), columns=columns).names == full.names
+
+
+def test_a_ragged_row_in_a_column_not_used_is_still_found(tmp_path):
+    p = write(tmp_path, "d.csv", "y,junk,g\n1,a,u\n2,b\n3,c,v\n")
+    with pytest.raises(DataError) as full:
+        read_table(str(p))
+    with pytest.raises(DataError) as part:
+        read_table(str(p), columns=["y", "g"])
+    assert str(part.value) == str(full.value)
