@@ -228,6 +228,9 @@ def simulate_response(job: SimulationJob, rng: np.random.Generator) -> np.ndarra
     if job.family.name == "nbinom2":  # (size k, mean μ: lme4's and MASS's rnegbin)
         k = job.family.k
         return rng.negative_binomial(k, k / (k + np.minimum(mu, 1e15))).astype(float)
+    if job.family.name == "nbinom1":  # (glmmTMB's: size μ/φ, probability 1/(1 + φ); mean μ, variance μ(1 + φ))
+        phi = job.family.k
+        return rng.negative_binomial(np.minimum(mu, 1e15) / phi, 1.0 / (1.0 + phi)).astype(float)
     if job.family.name == "Gamma":  # (lme4's simulate(): shape 1/σ², mean μ)
         shape = 1.0 / job.scale**2
         return rng.gamma(shape, np.maximum(mu, 0.0) / shape)
@@ -262,7 +265,7 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> Sim
     if small.is_glmm:
         if small.family == "Gamma":
             # (each refit would need its own scale σ*, which sizes its random effects: not yet)
-            raise UsageError("the parametric bootstrap simulates binomial, Poisson and nbinom2 GLMMs; for a Gamma "
+            raise UsageError("the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; for a Gamma "
                              "fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
         return _glmm_job(small, big, seed, parameters)
     st = small.structure
