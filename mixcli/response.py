@@ -150,7 +150,7 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
         raise DataError(f"the response '{label}' is 0 in every row used; {a} {name} model needs some counts")
     if np.any(y != np.round(y)):
         notes.append(f"the response '{label}' has non-integer values: {a} {name} model is for counts "
-                     "(fitted anyway, as glmer does)")
+                     f"(fitted anyway, as {'glmmTMB' if name == 'nbinom1' else 'glmer'} does)")
     return y, user_wt, notes
 
 
