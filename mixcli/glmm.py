@@ -33,6 +33,17 @@ k → ∞ limit, compares one criterion. The standard errors are glmer.nb's: the
 ``Gamma()$aic`` takes it as deviance / n), and its scale is lme4's sigma(); mixcli matches
 glmer there too (glmmTMB's maximum-likelihood Gamma differs by 26–50 in −2 logLik on the
 reference data: see the README).
+
+NB1 (``nbinom1``, glmmTMB's: size μ/φ, V = μ(1 + φ)) has no glmer counterpart, so mixcli computes
+glmmTMB's criterion for it: the exact −2 log f at the conditional modes of the exact penalised
+−2 log f, plus ‖û‖² and log|L|² with L the factor at the observed information of −log f in η
+(``Family.observed_information``; PIRLS takes Newton's steps). glmer's expected-information
+criterion applied to NB1 (not an exponential family in μ: its deviance is not PIRLS's quadratic
+model) would be a third approximation that no package reports, and nothing to check against;
+glmmTMB's also agrees with mixcli's Poisson fits in the limit φ → 0 (the log link is canonical:
+the observed and expected information are equal), so a comparison with a Poisson fit compares
+one criterion. φ joins the second stage as log φ, on NB2's path; the standard errors are
+glmmTMB's, from the Hessian in (θ, β, log φ) (``hessian``), where NB2's hold k as glmer.nb's do.
 """
 
 from __future__ import annotations
