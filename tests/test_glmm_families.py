@@ -312,13 +312,19 @@ def _sds(m) -> dict:
 
 def test_nbinom1_reference_covers_six_data_sets_at_glmmtmbs_best():
     """Six data sets; each reference is the best of glmmTMB's attempts (nlminb, then BFGS from its
-    optimum), which agree to 1e-8 in −2 logLik: the optimum is glmmTMB's own."""
-    assert len({REF[k]["csv"] for k in NB1}) >= 6
+    optimum). On the six log-link models they agree to 1e-8 in −2 logLik: the optimum is glmmTMB's
+    own. On epil's sqrt-link model nlminb stopped 9.57 higher and BFGS went on to the reference,
+    which mixcli reaches from its own start."""
+    log_link = [k for k in NB1 if REF[k]["link"] == "log"]
+    assert len({REF[k]["csv"] for k in log_link}) >= 6
     for case in NB1:
         tmb = REF[case]["glmmTMB"]
         tries = [a["m2loglik"] for a in tmb["attempts"].values() if "m2loglik" in a]
         assert len(tries) >= 2 and min(tries) == tmb["m2loglik"], case
-        assert max(tries) - min(tries) < 1e-6 and tmb["pdHess"] and tmb["convergence"] == 0, case
+        assert tmb["pdHess"] and tmb["convergence"] == 0, case
+        if case in log_link:
+            assert max(tries) - min(tries) < 1e-6, case
+    assert {REF[k]["link"] for k in NB1} == {"log", "sqrt", "identity"}
 
 
 @pytest.mark.parametrize("case", NB1)
@@ -335,8 +341,8 @@ def test_nbinom1_matches_glmmtmb(case):
     assert m.dispersion == pytest.approx(tmb["sigma"], rel=1e-3)
     theirs = {(v["grp"], v["var1"]): v["sdcor"] for v in tmb["varcorr"] if v.get("var2") is None}
     assert _sds(m).keys() == theirs.keys()
-    for key, sd in theirs.items():
-        assert _sds(m)[key] == pytest.approx(sd, rel=1e-3), key
+    for key, sd in theirs.items():  # (cbpp's identity-link SD is at its bound: 0 here, 6.6e-5 there)
+        assert _sds(m)[key] == pytest.approx(sd, rel=1e-3, abs=1e-4), key
     assert m.npar == tmb["npar"] and m.family_label == "nbinom1"
     assert m.aic == pytest.approx(m.criterion + 2 * m.npar)
 
