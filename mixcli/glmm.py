@@ -213,7 +213,7 @@ class GlmmModel:
         step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), c.step_beta)])
         what = "θ and β"
         if self.free_dispersion:
-            # NB2's k joins the second stage as log k (unbounded), from its best value at the first
+            # NB2's k (NB1's φ) joins the second stage as log k (unbounded), from its best value at the first
             # stage's (θ, β): the Laplace deviance is then minimised in (θ, β, k) jointly, the
             # criterion glmer.nb minimises by alternating (see ``fit_dispersion``)
             logk = self._best_log_dispersion(theta0, beta0, nagq, stage0)
@@ -267,7 +267,8 @@ class GlmmModel:
         return at
 
     def _best_log_dispersion(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int, summary: OptSummary) -> float:
-        """log k minimising the Laplace deviance at (θ̃, β), from the current k (a 1-D BOBYQA)."""
+        """log k (NB1: log φ) minimising the Laplace deviance at (θ̃, β), from the current value (a 1-D
+        BOBYQA)."""
         c = self.control
 
         def fn(x):
@@ -402,6 +403,7 @@ class GlmmModel:
             polished = self._newton_step(theta_w, beta, value, hb, free, nagq)
             if polished is not None:
                 theta_w, beta, m, value = polished
+                data = self.data  # (NB1's step moves φ too: the data at the new φ)
                 opt.evaluations += 1
                 opt.stages.append(f"a Newton step with the Hessian's gradient: {value:.10f}")
             vcov = vcov_from_hessian(hb, st.n_theta)
@@ -542,7 +544,7 @@ class GlmmResult(FitStatistics):
 
     * ``family``, ``link``, ``nagq`` (0: PQL-like first stage only, 1: Laplace, > 1: AGQ);
     * ``dispersion``: NB2's k (estimated with θ and β; glmer.nb's ``getME(m, "glmer.nb.theta")``,
-      glmmTMB's ``sigma()``), Gamma's scale as lme4's ``sigma()`` reports it, None otherwise;
+      glmmTMB's ``sigma()``), NB1's φ (glmmTMB's ``sigma()``), Gamma's scale as lme4's ``sigma()`` reports it, None otherwise;
       ``family_label`` the family as lme4 prints it (``Negative Binomial(7.4169)``);
     * ``fixef`` (estimate, se, z in ``t``, p), ``vcov`` (lme4's, from the Hessian);
     * ``theta`` (lme4's), ``varcorr`` and ``correlations`` (no residual row);

@@ -344,6 +344,7 @@ def test_nbinom1_matches_glmmtmb(case):
     for key, sd in theirs.items():  # (cbpp's identity-link SD is at its bound: 0 here, 6.6e-5 there)
         assert _sds(m)[key] == pytest.approx(sd, rel=1e-3, abs=1e-4), key
     assert m.npar == tmb["npar"] and m.family_label == "nbinom1"
+    assert m.data.family.k == m.dispersion  # (the final Newton step moves φ: the result's data follow it)
     assert m.aic == pytest.approx(m.criterion + 2 * m.npar)
 
 
