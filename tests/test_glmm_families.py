@@ -491,3 +491,43 @@ def test_bootstrap_draws_nbinom1():
     z_mean = (draws.mean(0) - mu) / np.sqrt(variance / len(draws))
     assert np.mean(np.abs(z_mean) < 3) > 0.97
     np.testing.assert_allclose(draws.var(0).mean(), variance.mean(), rtol=0.05)
+
+
+def test_compare_poisson_against_nbinom1():
+    """A Poisson fit against nbinom1 (the same formula and link): Poisson is NB1 at φ = 0, so χ² is the
+    difference of glmmTMB's −2 logLik of the two (glmmTMB's Poisson Laplace is glmer's: the log link
+    is canonical), Df 1, and Pr(mix) the 50:50 mixture of χ²(0) and χ²(1) (φ on its boundary)."""
+    from mixcli.comparison import compare_models
+    from mixcli.errors import UsageError
+    from mixcli.inference.distributions import chi2_sf
+
+    r = REF["epil_nbinom1"]
+    pois, nb1 = REF["epil_poisson"]["glmmTMB"], r["glmmTMB"]
+    comp = compare_models(cached_table(r["csv"]), [r["formula"], r["formula"]], names=["nb1", "pois"],
+                          family=[family("nbinom1"), family("poisson")])
+    small, big = comp.rows
+    assert (small.name, big.name, comp.family) == ("pois", "nb1", "nbinom1, poisson")
+    assert small.model.criterion <= pois["m2loglik"] + 1e-4 and small.model.npar == pois["npar"]
+    assert big.df == 1 and big.chisq == pytest.approx(pois["m2loglik"] - nb1["m2loglik"], abs=1e-4)
+    assert big.null.dispersion == "nbinom1" and big.p_mixture == pytest.approx(0.5 * chi2_sf(big.chisq, 1))
+    assert "Poisson is nbinom1 at its dispersion's boundary (φ = 0)" in big.null.describe()
+    with pytest.raises(UsageError, match="different families"):
+        compare_models(cached_table(r["csv"]), [r["formula"], r["formula"]],
+                       family=[family("nbinom1"), family("poisson", "sqrt")])
+
+
+def test_compare_saved_poisson_and_nbinom1_fits(tmp_path):
+    """The same test from saved fits (compare --model a --model b): the families may differ there
+    as for live fits, poisson against one negative binomial of the same link."""
+    r = REF["epil_nbinom1"]
+    csv = str(FIXTURES / "data" / r["csv"])
+    for fam in ("poisson", "nbinom1"):
+        out = run_cli("fit", csv, r["formula"], "--family", fam, "--save", str(tmp_path / f"{fam}.mixfit"))
+        assert out.returncode == 0, out.stderr
+    out = run_cli("compare", "--model", str(tmp_path / "poisson.mixfit"), "--model", str(tmp_path / "nbinom1.mixfit"),
+                  "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    chisq = REF["epil_poisson"]["glmmTMB"]["m2loglik"] - r["glmmTMB"]["m2loglik"]
+    assert rec["models"][1]["chisq"] == pytest.approx(chisq, abs=1e-4)
+    assert "φ = 0" in out.stderr
