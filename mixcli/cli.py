@@ -637,7 +637,7 @@ def _compare_dask(data, formulas, labels, refit, n_boot, fam, weights, contrasts
 def _family(name, link, nagq, ml, ddf, ci, weights):
     """The GLM family asked for (None for gaussian), after checking the options that go with it."""
     from .errors import UsageError
-    from .family import ALIASES, family
+    from .family import family
 
     if name.lower() == "gaussian":
         if link not in (None, "identity"):
@@ -654,7 +654,7 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
     if ci is not None and ci[0] == "profile":
         from .inference.profile import check_profile
 
-        check_profile(nagq, ALIASES.get(name.lower(), name.lower()))  # (before the fit: what is refused)
+        check_profile(nagq)  # (before the fit: a profile of a nAGQ = 0 fit is refused)
     return family(name, link)
 
 

@@ -621,10 +621,6 @@ CASES: list[Case] = [
          GLMM + ["count ~ x + (1 | g)", "--family", "nbinom1", "--nagq", "0"], 2,
          "--nagq 0: the nbinom1 family's dispersion φ is estimated with the Laplace approximation; use --nagq 1",
          TRIAL_FILES),
-    Case("GLMM", "profile intervals of an NB1 GLMM",
-         GLMM + ["count ~ x + (1 | g)", "--family", "nbinom1", "--ci", "profile"], 2,
-         "profile intervals of an nbinom1 GLMM are not computed yet (each profile step would have to re-estimate "
-         "the dispersion φ, as glmmTMB's do); use Wald intervals or bootstrap intervals (--ci boot)", TRIAL_FILES),
     Case("GLMM", "bootstrap intervals of a Gamma GLMM",
          GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--ci", "boot", "--nsim", "5"], 2,
          "the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; for a Gamma fit use Wald "

@@ -426,12 +426,35 @@ def test_cli_nbinom1_output():
     assert rec["family"] == "nbinom1" and rec["dispersion"] == pytest.approx(r["glmmTMB"]["sigma"], rel=1e-3)
 
 
-def test_nbinom1_profile_intervals_refused():
-    from mixcli.errors import UsageError
+def test_nbinom1_profile_intervals_match_glmmtmb():
+    """Profile intervals of the fixed effects and the SD, φ re-estimated at each step (glmmTMB's
+    profiles), against glmmTMB's confint(method = "profile"): to 1e-3 of each interval's width.
+    glmmTMB's ends are interpolated on its grid of profile points; where the two differ by more than
+    1e-5 of the width, mixcli's end is where the profiled deviance is 3.8415 above the minimum (χ²₁'s
+    95% point) and glmmTMB's is beyond it (its deviance higher)."""
+    from mixcli.inference.distributions import norm_ppf
+    from mixcli.inference.profile import profiler
 
-    _, m = fitted("epil_nbinom1")
-    with pytest.raises(UsageError, match="nbinom1"):
-        m.add_confint(method="profile")
+    r = REF["epil_nbinom1"]
+    frame = model_frame(cached_table(r["csv"]), r["formula"], family=family(r["family"], r["link"]))
+    m = GlmmModel(frame).fit().add_confint(method="profile")
+    theirs = {x["term"]: (x["lower"], x["upper"]) for x in r["glmmTMB"]["profile_ci"]}
+    ours = {f.term: (f.lower, f.upper) for f in m.fixef}
+    (sd,) = [iv for iv in m.intervals if iv.kind != "fixef"]
+    ours[sd.parameter] = (sd.lower, sd.upper)
+    theirs[sd.parameter] = tuple(np.exp(theirs.pop("theta_1|subject.1")))  # (glmmTMB profiles the log SD)
+    assert ours.keys() == theirs.keys() and len(ours) == 7
+    prof = profiler(m)
+    params = {par.name: par for par in prof.params}
+    cut = norm_ppf(0.975) ** 2
+    for name, (lo, hi) in theirs.items():
+        width = hi - lo
+        for mine, tmb in zip(ours[name], (lo, hi)):
+            assert mine == pytest.approx(tmb, abs=1e-3 * width), name
+            if abs(mine - tmb) > 1e-5 * width:
+                at_mine = prof.deviance(params[name], mine)[0] - prof.base
+                at_tmb = prof.deviance(params[name], tmb)[0] - prof.base
+                assert at_mine == pytest.approx(cut, abs=1e-3) and at_tmb > at_mine, (name, at_mine, at_tmb)
 
 
 @pytest.mark.parametrize("case", ["grouseticks_nbinom1", "epil_nbinom1", "arabidopsis_nbinom1"])

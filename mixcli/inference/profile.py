@@ -372,15 +372,8 @@ class Profiler:
         return math.nan, False, math.nan
 
 
-def check_profile(nagq: int, family: str | None = None):
-    """A GLMM is profiled on its likelihood in β, as glmer's profile(): a nAGQ = 0 fit has none; an
-    nbinom1 fit's profiles would have to minimise over φ too (glmmTMB's do), which the profiler's
-    inner problems in (θ, β) do not."""
-    if family == "nbinom1":
-        raise UsageError(
-            "profile intervals of an nbinom1 GLMM are not computed yet (each profile step would have to "
-            "re-estimate the dispersion φ, as glmmTMB's do); use Wald intervals or bootstrap intervals "
-            f"({option('ci', 'boot')})")
+def check_profile(nagq: int):
+    """A GLMM is profiled on its likelihood in β, as glmer's profile(): a nAGQ = 0 fit has none."""
     if not nagq:
         raise UsageError(
             f"profile intervals of a GLMM need its likelihood in β, which a {option('nagq', 0)} fit does not "
@@ -403,12 +396,16 @@ class GlmmProfiler(Profiler):
     regression on βⱼ under Var(β̂) (β̂₋ⱼ + V₋ⱼ,ⱼ/Vⱼⱼ·(b − β̂ⱼ)) and move in the Cholesky
     coordinates of the conditional covariance, so that start is the Wald approximation of the
     profile trace.
+
+    An nbinom1 fit's φ is a parameter of the likelihood the fit maximised (glmmTMB's criterion), so
+    each inner problem minimises over log φ too, as glmmTMB's profiles do; nbinom2's k is held at
+    its estimate, as in glmer's profile() of a glmer.nb fit.
     """
 
     def __init__(self, m):
         from ..engine.glmm_criterion import GlmmCriterion
         from ..engine.linalg import whitening
-        check_profile(m.nagq, m.family)
+        check_profile(m.nagq)
         self.m = m
         self.control = m.control
         st = self.st = m.structure
@@ -433,6 +430,28 @@ class GlmmProfiler(Profiler):
         return value if modes.converged and math.isfinite(value) else math.inf
 
     def objective(self, par: ProfileParameter, value: float):
+        f, x0, lo, hi, step = self._objective(par, value)
+        if not self.m.data.family.observed_information:
+            return f, x0, lo, hi, step
+        from ..glmm import DISPERSION_STEP, MAX_LOG_DISPERSION
+
+        def g(x):  # (NB1: log φ the last coordinate)
+            if not abs(x[-1]) < MAX_LOG_DISPERSION:
+                return math.inf
+            self._set_dispersion(math.exp(x[-1]))
+            return f(x[:-1])
+
+        if hasattr(f, "cor_index"):
+            g.cor_index = f.cor_index
+        return (g, np.append(x0, math.log(self.m.dispersion)), np.append(lo, -math.inf), np.append(hi, math.inf),
+                np.append(step, DISPERSION_STEP))
+
+    def _set_dispersion(self, phi: float):
+        data = self.criterion.data
+        if phi != data.family.k:
+            self.criterion.data = data.with_family(data.family.with_dispersion(phi))
+
+    def _objective(self, par: ProfileParameter, value: float):
         st, k, p, c = self.st, self.st.n_theta, self.p, self.control
         if par.kind != "fixef":
             return self._variance_objective(par, value)
