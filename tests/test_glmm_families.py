@@ -23,6 +23,7 @@ equal to glmmTMB's at glmmTMB's own estimate, fixed effects, SEs, φ and SDs to 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -500,8 +501,8 @@ def test_compare_nested_nbinom1_fits():
 
 
 def test_bootstrap_draws_nbinom1():
-    """The bootstrap's NB1 draws (glmmTMB's simulate(): size μ/φ) have mean μ and variance μ(1 + φ),
-    and the intervals run (φ held at its estimate in the refits, as k is for nbinom2)."""
+    """The bootstrap's NB1 draws (glmmTMB's simulate(): size μ/φ) have mean μ and variance μ(1 + φ);
+    its refits re-estimate φ (nbinom2's hold k, as lme4's bootMer does)."""
     from mixcli.inference.bootstrap import make_job, simulate_response
 
     _, m = fitted("epil_nbinom1")
@@ -514,6 +515,11 @@ def test_bootstrap_draws_nbinom1():
     z_mean = (draws.mean(0) - mu) / np.sqrt(variance / len(draws))
     assert np.mean(np.abs(z_mean) < 3) > 0.97
     np.testing.assert_allclose(draws.var(0).mean(), variance.mean(), rtol=0.05)
+    # the refits estimate φ with θ and β (glmmTMB's criterion has it): on the data itself a refit from
+    # the estimate stays at the fit's optimum, φ included
+    par, value = job.small.fit(m.data.y)
+    assert len(par) == len(m.theta) + len(m.fixef) + 1
+    assert value == pytest.approx(m.criterion, abs=1e-3) and math.exp(par[-1]) == pytest.approx(m.dispersion, rel=1e-2)
 
 
 def test_compare_poisson_against_nbinom1():
