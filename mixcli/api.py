@@ -25,7 +25,7 @@ __all__ = ["fit", "compare"]
 def fit(data, formula, reml: bool = True, family=None, link: str | None = None, nagq: int = 1,
         weights=None, contrasts: str = "treatment", progress=None, control=None, dispformula: str | None = None):
     """``lmer`` (no family, or ``"gaussian"``) or ``glmer`` (``family="binomial"``, ``"poisson"``,
-    ``"nbinom2"`` (glmer.nb) or ``"Gamma"``,
+    ``"nbinom2"`` (glmer.nb), ``"nbinom1"`` (glmmTMB's NB1) or ``"Gamma"``,
     with ``link`` and ``nagq``); prior ``weights`` (a column name or an array) and the
     ``contrasts`` of unordered factors (treatment, sum or helmert) for both; ``control`` (a
     ``mixcli.control.Control``) changes the fit's tolerances, limits and restart rules;

@@ -205,15 +205,16 @@ _PROGRESS = click.option(
 
 _FAMILY = click.option(
     "--family", "family_name",
-    type=click.Choice(["gaussian", "binomial", "poisson", "nbinom2", "negbin", "Gamma"], case_sensitive=False),
+    type=click.Choice(["gaussian", "binomial", "poisson", "nbinom2", "negbin", "nbinom1", "Gamma"],
+                      case_sensitive=False),
     default="gaussian", show_default=True,
     help="The response's distribution: gaussian (a linear mixed model, lmer), or binomial (0/1, yes/no, "
          "cbind(successes, failures), or proportions with --weights trials), poisson (counts), nbinom2 or "
-         "negbin (overdispersed counts, glmer.nb's negative binomial: variance mu + mu^2/k, k estimated) or "
-         "Gamma (positive values) for a generalized linear mixed model (glmer).")
+         "negbin (overdispersed counts, glmer.nb's negative binomial: variance mu + mu^2/k, k estimated), "
+         "nbinom1 (glmmTMB's NB1: variance mu(1 + phi), phi estimated) or Gamma (positive values) for a generalized linear mixed model (glmer).")
 _LINK = click.option("--link", metavar="LINK",
                      help="Link function: logit (default), probit or cloglog for binomial; log (default), sqrt "
-                          "or identity for poisson and nbinom2; inverse (default), log or identity for Gamma.")
+                          "or identity for poisson, nbinom2 and nbinom1; inverse (default), log or identity for Gamma.")
 _NAGQ = click.option("--nagq", type=int, default=1, show_default=True, metavar="N",
                      help="GLMMs: 1 for the Laplace approximation (glmer's default), 0 for the faster first "
                           "stage only, up to 25 for adaptive Gauss-Hermite quadrature (one scalar random-"
@@ -447,6 +448,7 @@ def fit_command(data, formulas, ml, ddf, ci, ranef, r2, nsim, seed, table_name, 
       mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --nagq 9
       mixcli fit ticks.csv "ticks ~ year + offset(log(days)) + (1 | location)" --family poisson
       mixcli fit ticks.csv "ticks ~ year + height + (1 | brood)" --family nbinom2
+      mixcli fit ticks.csv "ticks ~ year + height + (1 | brood)" --family nbinom1
       mixcli fit rts.csv "rt ~ condition + (1 | subject)" --family Gamma --link log
       mixcli fit herds.csv "cbind(sick, size - sick) ~ period + (1 | herd)" --family binomial --ci profile
       mixcli fit ticks.csv "ticks ~ year + (1 | location)" --family poisson --r2

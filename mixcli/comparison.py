@@ -81,10 +81,22 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
     done once every formula has been checked against the data (lme4's "refitting models
     with ML" note, which should not precede an error). With a ``family`` the models are
     GLMMs (maximum likelihood already: nothing is refitted), fitted with ``nagq``; all with
-    the settings of ``control``."""
+    the settings of ``control``. ``family`` may be one family per formula where they are poisson
+    and a negative binomial of one link (Poisson is its boundary: ``inference.lrt_null``)."""
     formulas = list(formulas)
     names = _names(names, len(formulas), "formulas")
-    frames = [model_frame(table, f, family=family, weights=weights, contrasts=contrasts) for f in formulas]
+    families = list(family) if isinstance(family, (list, tuple)) else [family] * len(formulas)
+    if len(families) != len(formulas):
+        raise UsageError(f"{len(families)} families for {len(formulas)} formulas")
+    if len({f is None for f in families}) > 1 or (
+            families[0] is not None and len({f.name for f in families}) > 1
+            and not _poisson_and_negative_binomial(list(dict.fromkeys(f.name for f in families)),
+                                                   [f.link.name for f in families])):
+        raise UsageError("models of different families cannot be compared, but for poisson against nbinom1 or "
+                         "nbinom2 of the same link")
+    family = families[0]
+    frames = [model_frame(table, f, family=fam, weights=weights, contrasts=contrasts)
+              for f, fam in zip(formulas, families)]
     _check_same_rows(frames, names)
     if family is not None:
         refit = False
@@ -103,7 +115,7 @@ def compare_models(table, formulas, names=None, refit: bool = True, progress=Non
         models.append(fit_frame(frame, reml=not refit, nagq=nagq, progress=progress, control=control))
         if progress is not None:
             progress.done()
-    return _tests(models, names, refit, None if family is None else family.name)
+    return _tests(models, names, refit, None if family is None else ", ".join(dict.fromkeys(f.name for f in families)))
 
 
 def compare_fitted(models, names=None, refit: bool = True) -> Comparison:
@@ -185,10 +197,11 @@ def compare_fits(fits, names=None, refit: bool = True) -> Comparison:
                 "models were not all fitted to the same size of dataset: "
                 f"{names[0]} uses {a['nobs']} rows, {name} uses {b['nobs']}; drop the rows with missing "
                 "values from the data first and fit both again")
-    families = {m.header["family"] for m in fits}
-    if len(families) > 1 or (None in families) != (base.header["family"] is None):
-        raise UsageError("saved fits of different families (or LMMs and GLMMs) cannot be compared")
-    family = base.header["family"]
+    families = list(dict.fromkeys(m.header["family"] for m in fits))
+    if len(families) > 1 and not _poisson_and_negative_binomial(families, [m.header["link"] for m in fits]):
+        raise UsageError("saved fits of different families (or LMMs and GLMMs) cannot be compared, but for a "
+                         "poisson fit against nbinom1 or nbinom2 fits of the same link")
+    family = ", ".join(families) if families[0] is not None else None
     if family is not None:
         return _tests(fits, names, False, family)
     if refit:
@@ -208,6 +221,14 @@ def compare_fits(fits, names=None, refit: bool = True) -> Comparison:
                     f"{option('refit', False)}: {names[0]} and {name} have different fixed effects, and REML "
                     f"likelihoods of such models are not comparable; compare ML fits ({option('refit', True)})")
     return _tests(fits, names, refit, None)
+
+
+def _poisson_and_negative_binomial(families: list, links: list) -> bool:
+    """Whether the families are poisson and one negative binomial with one link: Poisson is the
+    negative binomial at its dispersion's boundary, so its fits are nested in that family's
+    (``inference.lrt_null``)."""
+    return (len(families) == 2 and "poisson" in families and len(set(links)) == 1
+            and bool({"nbinom1", "nbinom2"} & set(families)))
 
 
 def add_bootstrap(comp: Comparison, n: int, seed: int | None = None, workers: int | None = None,

@@ -22,6 +22,12 @@ Two families have a dispersion:
   ``negative.binomial(theta = k)``, which glmer.nb fits at each k. k is a
   parameter of the fit (``Family.with_dispersion``), estimated with θ and β
   (``glmm.GlmmModel``).
+* ``nbinom1``, glmmTMB's NB1: V(μ) = μ(1 + φ), the negative binomial of size μ/φ and
+  probability 1/(1 + φ). Not an exponential family in μ (the size moves with μ), so its
+  −2 log f is the exact density's (``log_density``), its deviance 2(log f(y | y) − log f(y | μ)),
+  and PIRLS steers by the observed information of −log f in η (``nll_derivatives``): the
+  conditional modes and the Laplace term glmmTMB computes (``observed_information``). φ is
+  estimated with θ and β, as NB2's k (``with_dispersion``; ``k`` holds φ).
 * ``Gamma``: V(μ) = μ², R's ``Gamma()``: the deviance −2 w (log(y/μ) − (y − μ)/μ)
   and its aic, with the dispersion taken as Σ devresid / Σ w at each μ and 2
   added (R's ``Gamma()$aic``, which glmer's Laplace deviance uses); the scale
@@ -51,6 +57,7 @@ class Link:
     linkinv: Callable[[np.ndarray], np.ndarray]  # μ = g⁻¹(η)
     mu_eta: Callable[[np.ndarray], np.ndarray]  # dμ/dη
     both: Callable[[np.ndarray], tuple] | None = None  # (μ, dμ/dη) in one pass, where cheaper
+    mu_eta2: Callable[[np.ndarray], np.ndarray] | None = None  # d²μ/dη² (the links of nbinom1's observed information)
 
     def inverse(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(μ, dμ/dη) at η: PIRLS needs both at every point it accepts."""
@@ -113,9 +120,11 @@ LINKS: dict[str, Link] = {
     "logit": Link("logit", lambda mu: np.log(mu / (1.0 - mu)), _logit_inv, _logit_mu_eta, _logit_both),
     "probit": Link("probit", _probit_fun, _probit_inv, _probit_mu_eta),
     "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)), _cloglog_inv, _cloglog_mu_eta),
-    "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), EPS), lambda eta: np.maximum(np.exp(eta), EPS)),
-    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta),
-    "identity": Link("identity", lambda mu: mu, lambda eta: eta, lambda eta: np.ones_like(eta)),
+    "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), EPS), lambda eta: np.maximum(np.exp(eta), EPS),
+                mu_eta2=lambda eta: np.maximum(np.exp(eta), EPS)),
+    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta, mu_eta2=lambda eta: np.full_like(eta, 2.0)),
+    "identity": Link("identity", lambda mu: mu, lambda eta: eta, lambda eta: np.ones_like(eta),
+                     mu_eta2=np.zeros_like),
     "inverse": Link("inverse", lambda mu: 1.0 / mu, lambda eta: 1.0 / eta, lambda eta: -1.0 / (eta * eta)),
 }
 
@@ -135,7 +144,7 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Family:
     """A GLM family with its link (see the module docstring); ``k`` is the negative binomial's
-    dispersion (None for the families without one in the likelihood)."""
+    dispersion, NB2's k or NB1's φ (None for the families without one in the likelihood)."""
 
     name: str
     link: Link
@@ -147,14 +156,72 @@ class Family:
             return mu * (1.0 - mu)
         if self.name == "nbinom2":
             return mu + mu * mu / self.k
+        if self.name == "nbinom1":
+            return mu * (1.0 + self.k)
         if self.name == "Gamma":
             return mu * mu
         return mu
 
     @property
     def free_dispersion(self) -> bool:
-        """Whether the likelihood has a dispersion the fit estimates with θ and β (NB2's k)."""
-        return self.name == "nbinom2"
+        """Whether the likelihood has a dispersion the fit estimates with θ and β (NB2's k, NB1's φ)."""
+        return self.name in ("nbinom2", "nbinom1")
+
+    @property
+    def dispersion_symbol(self) -> str:
+        return "φ" if self.name == "nbinom1" else "k"
+
+    @property
+    def observed_information(self) -> bool:
+        """Whether the fit's criterion is glmmTMB's Laplace approximation (the exact log density, the
+        observed information of −log f in u, φ in the standard errors: NB1, which glmer lacks)
+        rather than glmer's (the family's aic, the expected information, k held in the SEs)."""
+        return self.name == "nbinom1"
+
+    def log_density(self, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """NB1's log f(y | μ) without −log y!: size s = μ/φ, probability 1/(1 + φ),
+        log Γ(y + s) − log Γ(s) − s log(1 + φ) + y log(φ/(1 + φ)) (−s log(1 + φ) where y = 0)."""
+        from scipy.special import gammaln
+
+        phi = self.k
+        s = mu / phi
+        l1p = math.log1p(phi)
+        pos = y > 0
+        gam = np.where(pos, gammaln(y + s) - gammaln(np.where(pos, s, 1.0)), 0.0)
+        return gam - s * l1p + y * (math.log(phi) - l1p)
+
+    def saturated_mean(self, y: np.ndarray) -> np.ndarray:
+        """NB1's μ maximising f(y | μ) for each y > 0 (0 for y = 0), which is not y: the root in s = μ/φ of
+        ψ(y + s) − ψ(s) = log(1 + φ), decreasing and convex in s, by Newton's method from s = y/φ, left
+        of it (the steps rise to the root without passing it); for each distinct y once."""
+        from scipy.special import digamma, polygamma
+
+        values, index = np.unique(np.asarray(y, dtype=float), return_inverse=True)
+        pos = values > 0
+        v = values[pos]
+        s = v / self.k
+        target = math.log1p(self.k)
+        for _ in range(100):
+            step = (digamma(v + s) - digamma(s) - target) / (polygamma(1, v + s) - polygamma(1, s))
+            s = s - step  # (g/g′ < 0 left of the root)
+            if np.all(np.abs(step) <= 1e-13 * s):
+                break
+        out = np.zeros(len(values))
+        out[pos] = self.k * s
+        return out[index.ravel()]
+
+    def nll_derivatives(self, y: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NB1's d(−log f)/dμ and d²(−log f)/dμ² per row (unweighted): −(ψ(y + s) − ψ(s) − log(1 + φ))/φ
+        and −(ψ′(y + s) − ψ′(s))/φ², s = μ/φ (the ψ terms vanish where y = 0)."""
+        from scipy.special import digamma, polygamma
+
+        phi = self.k
+        s = mu / phi
+        pos = y > 0
+        sp = np.where(pos, s, 1.0)
+        d1 = -(np.where(pos, digamma(y + s) - digamma(sp), 0.0) - math.log1p(phi)) / phi
+        d2 = -np.where(pos, polygamma(1, y + s) - polygamma(1, sp), 0.0) / (phi * phi)
+        return d1, d2
 
     @property
     def has_scale(self) -> bool:
@@ -171,6 +238,8 @@ class Family:
         y log max(1, y) − (y + k) log(y + k) for NB2 (MASS's), −log y for Gamma."""
         if self.name == "Gamma":
             return -np.log(y)
+        if self.name == "nbinom1":
+            return self.log_density(y, self.saturated_mean(y))
         if self.name == "nbinom2":
             return _ylogy(y, np.ones_like(y)) - (y + self.k) * np.log(y + self.k)
         out = _ylogy(y, np.ones_like(y))
@@ -188,6 +257,8 @@ class Family:
                 return 2.0 * wt * (sat - y * np.log(mu) - (1.0 - y) * np.log1p(-mu))
             if self.name == "nbinom2":
                 return 2.0 * wt * (sat - y * np.log(mu) + (y + self.k) * np.log(mu + self.k))
+            if self.name == "nbinom1":
+                return 2.0 * wt * (np.where(y > 0, sat, 0.0) - self.log_density(y, mu))
             if self.name == "Gamma":
                 return 2.0 * wt * (sat + np.log(mu) + y / mu - 1.0)
             return 2.0 * wt * (sat - y * np.log(mu) + mu - y)
@@ -208,7 +279,7 @@ class Family:
             return float(2.0 * np.sum(wt * term))
         if self.name == "Gamma":
             return 0.0
-        return float(2.0 * np.sum(wt * _lgamma(y + 1.0)))
+        return float(2.0 * np.sum(wt * _lgamma(y + 1.0)))  # (Poisson, NB1: log y!)
 
     def aic(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray, constant: float) -> float:
         """−2 Σ log f(y | μ) (R's ``family()$aic``), given ``aic_constant(y, wt)``."""
@@ -220,6 +291,8 @@ class Family:
                 return float(-2.0 * (s @ np.log(mu) + f @ np.log1p(-mu))) + constant
             if self.name == "nbinom2":
                 return float(2.0 * (wt @ ((y + self.k) * np.log(mu + self.k) - y * np.log(mu)))) + constant
+            if self.name == "nbinom1":
+                return float(-2.0 * (wt @ self.log_density(y, mu))) + constant
             if self.name == "Gamma":
                 # R's Gamma()$aic: dispersion d = Σ devresid / Σ w, shape 1/d, scale μd, plus 2
                 d = float(np.sum(self.dev_resids(y, mu, wt))) / float(np.sum(wt))
@@ -234,7 +307,7 @@ class Family:
         """R's ``family()$initialize`` starting values of μ."""
         if self.name == "binomial":
             return (wt * y + 0.5) / (wt + 1.0)
-        if self.name == "nbinom2":
+        if self.name in ("nbinom2", "nbinom1"):
             return y + (y == 0) / 6.0
         if self.name == "Gamma":
             return np.array(y, dtype=float)
@@ -268,11 +341,12 @@ class Family:
 
 #: The families mixcli fits, each with its links (the first is the default).
 LINKS_OF = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log", "sqrt", "identity"),
-            "nbinom2": ("log", "sqrt", "identity"), "Gamma": ("inverse", "log", "identity")}
+            "nbinom2": ("log", "sqrt", "identity"), "nbinom1": ("log", "sqrt", "identity"),
+            "Gamma": ("inverse", "log", "identity")}
 #: Other spellings of the names (``negbin`` as glmer.nb's users say; R's ``Gamma`` in any case)
 ALIASES = {"negbin": "nbinom2", "gamma": "Gamma"}
 #: The families with counts as responses
-COUNT_FAMILIES = ("poisson", "nbinom2")
+COUNT_FAMILIES = ("poisson", "nbinom2", "nbinom1")
 
 
 def family(name: str, link: str | None = None) -> Family:
@@ -280,8 +354,8 @@ def family(name: str, link: str | None = None) -> Family:
     UsageError otherwise."""
     name = ALIASES.get(name.lower(), name.lower())
     if name not in LINKS_OF:
-        raise UsageError(f"unknown family '{name}'; use binomial, poisson, nbinom2 (negbin) or Gamma (or gaussian "
-                         "for a linear mixed model)")
+        raise UsageError(f"unknown family '{name}'; use binomial, poisson, nbinom2 (negbin), nbinom1 or Gamma "
+                         "(or gaussian for a linear mixed model)")
     links = LINKS_OF[name]
     link = links[0] if link is None else link.lower()
     if link not in links:

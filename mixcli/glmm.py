@@ -33,6 +33,17 @@ k → ∞ limit, compares one criterion. The standard errors are glmer.nb's: the
 ``Gamma()$aic`` takes it as deviance / n), and its scale is lme4's sigma(); mixcli matches
 glmer there too (glmmTMB's maximum-likelihood Gamma differs by 26–50 in −2 logLik on the
 reference data: see the README).
+
+NB1 (``nbinom1``, glmmTMB's: size μ/φ, V = μ(1 + φ)) has no glmer counterpart, so mixcli computes
+glmmTMB's criterion for it: the exact −2 log f at the conditional modes of the exact penalised
+−2 log f, plus ‖û‖² and log|L|² with L the factor at the observed information of −log f in η
+(``Family.observed_information``; PIRLS takes Newton's steps). glmer's expected-information
+criterion applied to NB1 (not an exponential family in μ: its deviance is not PIRLS's quadratic
+model) would be a third approximation that no package reports, and nothing to check against;
+glmmTMB's also agrees with mixcli's Poisson fits in the limit φ → 0 (the log link is canonical:
+the observed and expected information are equal), so a comparison with a Poisson fit compares
+one criterion. φ joins the second stage as log φ, on NB2's path; the standard errors are
+glmmTMB's, from the Hessian in (θ, β, log φ) (``hessian``), where NB2's hold k as glmer.nb's do.
 """
 
 from __future__ import annotations
@@ -67,15 +78,15 @@ def check_nagq(frame: ModelFrame, nagq: int):
     if nagq < 0 or nagq > MAX_NODES:
         raise UsageError(f"{option('nagq')} must be between 0 and {MAX_NODES} (as glmer allows), not {nagq}")
     fam = frame.family
-    if nagq > 1 and fam.name in ("nbinom2", "Gamma"):
+    if nagq > 1 and fam.name in ("nbinom2", "nbinom1", "Gamma"):
         # (the quadrature's deviance leaves out the saturated log-likelihood, as lme4's glmerAGQ
         # does: for these families it depends on the dispersion, so the criteria of different
         # dispersions would not be comparable)
         raise UsageError(f"{option('nagq', nagq)}: the {fam.name} family is fitted by the Laplace approximation "
                          f"only; use {option('nagq', 1)}")
     if nagq == 0 and fam.free_dispersion:
-        raise UsageError(f"{option('nagq', 0)}: the {fam.name} family's dispersion k is estimated with the Laplace "
-                         f"approximation; use {option('nagq', 1)}")
+        raise UsageError(f"{option('nagq', 0)}: the {fam.name} family's dispersion {fam.dispersion_symbol} is "
+                         f"estimated with the Laplace approximation; use {option('nagq', 1)}")
     if nagq > 1:
         if len(frame.terms) != 1:
             raise UsageError(
@@ -90,20 +101,25 @@ def check_nagq(frame: ModelFrame, nagq: int):
 
 
 DISPERSION_STEP = 0.25  # the second stage's first step in log k
+DISPERSION_HESSIAN_STEP = 0.01  # log φ's step in the Hessian's differences (NB1)
 MAX_LOG_DISPERSION = 30.0  # |log k| beyond: no dispersion left to estimate (k = e³⁰: Poisson)
 
 
 def initial_dispersion(st, x, y, wt, offset, fam, control: Control) -> float:
     """A start for NB2's k: the moment estimate Σ w μ² / Σ w ((y − μ)² − μ) at the Poisson GLM
     of the fixed effects (which leaves the groups' variation in the residuals, so k is small:
-    the fit's first stages correct it); 1 where the data look no more dispersed than Poisson."""
+    the fit's first stages correct it); 1 where the data look no more dispersed than Poisson.
+    NB1's φ likewise: Σ w ((y − μ)² − μ) / Σ w μ, 1 where that is not positive."""
     from .family import Family
 
     poisson = GlmmData(st, x, y, wt, offset, Family("poisson", fam.link), control=control)
     with np.errstate(all="ignore"):
         mu = fam.link.linkinv(offset + x @ glm_start(poisson))
         excess = float(np.sum(wt * ((y - mu) ** 2 - mu)))
-        k = float(np.sum(wt * mu * mu)) / excess if excess > 0 else 1.0
+        if fam.name == "nbinom1":
+            k = excess / float(np.sum(wt * mu)) if excess > 0 else 1.0
+        else:
+            k = float(np.sum(wt * mu * mu)) / excess if excess > 0 else 1.0
     return min(max(k, 1e-3), 1e6) if math.isfinite(k) else 1.0
 
 
@@ -128,11 +144,12 @@ class GlmmModel:
     # ------------------------------------------------------------------ the dispersion
     @property
     def free_dispersion(self) -> bool:
-        """Whether k (NB2) is estimated with θ and β."""
+        """Whether k (NB2) or φ (NB1) is estimated with θ and β."""
         return self.data.family.free_dispersion
 
     def set_dispersion(self, k: float):
-        """Evaluate the criteria at the dispersion k from now on (PIRLS's warm starts are kept)."""
+        """Evaluate the criteria at the dispersion k (NB2) or φ (NB1) from now on (PIRLS's warm starts
+        are kept)."""
         if k != self.data.family.k:
             self.data = self.data.with_family(self.data.family.with_dispersion(k))
             self.criterion.data = self.data
@@ -196,7 +213,7 @@ class GlmmModel:
         step = np.concatenate([np.maximum(0.1 * np.abs(theta0), 0.05), np.full(len(beta0), c.step_beta)])
         what = "θ and β"
         if self.free_dispersion:
-            # NB2's k joins the second stage as log k (unbounded), from its best value at the first
+            # NB2's k (NB1's φ) joins the second stage as log k (unbounded), from its best value at the first
             # stage's (θ, β): the Laplace deviance is then minimised in (θ, β, k) jointly, the
             # criterion glmer.nb minimises by alternating (see ``fit_dispersion``)
             logk = self._best_log_dispersion(theta0, beta0, nagq, stage0)
@@ -250,7 +267,8 @@ class GlmmModel:
         return at
 
     def _best_log_dispersion(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int, summary: OptSummary) -> float:
-        """log k minimising the Laplace deviance at (θ̃, β), from the current k (a 1-D BOBYQA)."""
+        """log k (NB1: log φ) minimising the Laplace deviance at (θ̃, β), from the current value (a 1-D
+        BOBYQA)."""
         c = self.control
 
         def fn(x):
@@ -278,23 +296,35 @@ class GlmmModel:
         (a large variance, near-separation), the β block is far from 2I: B is then refined with
         that block and H taken again. Differences in β itself, or in β scaled by its marginal
         standard errors, break down when a predictor is far from zero: a step of one marginal SE
-        then runs along the intercept-slope ridge for thousands of conditional SEs."""
+        then runs along the intercept-slope ridge for thousands of conditional SEs.
+
+        For NB1 (glmmTMB's criterion, whose standard errors come from the Hessian in all its
+        parameters) log φ is a last coordinate of H, from the current φ: glmer.nb's k is held."""
         beta = np.asarray(beta, dtype=float)
         p, k = len(beta), self.structure.n_theta
         if not p:
             return None
         m0 = pirls(self.data, theta_w, None, beta0=beta)
         basis = whitening(m0.factor.rx_inverse())
-        par = np.concatenate([theta_w, np.zeros(p)])
-        steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, self.control.hessian_step)])
+        with_phi = self.data.family.observed_information
+        phi = self.data.family.k
+        par = np.concatenate([theta_w, np.zeros(p)] + ([[math.log(phi)]] if with_phi else []))
+        steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, self.control.hessian_step)]
+                               + ([[DISPERSION_HESSIAN_STEP]] if with_phi else []))
         for refine in (True, False):
             fn = self.devfun(nagq, beta, basis)
-            with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
-                _, g, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps,
-                                            pair_tol=(self.control.hessian_pair_tol
-                                                      if self.data.family.name in SHORTCUT_FAMILIES else None))
+            if with_phi:
+                fn = self._with_log_dispersion(fn)
+            try:
+                with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
+                    _, g, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps,
+                                                pair_tol=(self.control.hessian_pair_tol
+                                                          if self.data.family.name in SHORTCUT_FAMILIES else None))
+            finally:
+                if with_phi:
+                    self.set_dispersion(phi)
             h, g = 0.5 * (h[0] + h[0].T), g[0]
-            block = 0.5 * h[k:, k:]  # ≈ I when B whitens β
+            block = 0.5 * h[k:k + p, k:k + p]  # ≈ I when B whitens β
             if not refine or not np.all(np.isfinite(block)):
                 break
             vals = np.linalg.eigvalsh(block)
@@ -312,7 +342,7 @@ class GlmmModel:
         estimate to the optimum's precision for one evaluation. Parameters on their bound and
         a Hessian that is not positive definite on the rest are left alone."""
         h, basis, grad = hb
-        k = self.structure.n_theta
+        k, p = self.structure.n_theta, basis.shape[1]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(grad))):
             return None
         hf, gf = h[np.ix_(free, free)], grad[free]
@@ -325,9 +355,13 @@ class GlmmModel:
         theta_new = theta_w + delta[:k]
         if np.any(theta_new < self.structure.theta_lower):
             return None
-        beta_new = beta + basis @ delta[k:]
+        beta_new = beta + basis @ delta[k:k + p]
+        phi = self.data.family.k
+        if len(delta) > k + p:  # (NB1's log φ)
+            self.set_dispersion(phi * math.exp(delta[-1]))
         new_value, m = self.criterion.value(theta_new, beta_new, nagq)
         if not (m.converged and new_value < value):
+            self.set_dispersion(phi)
             return None
         return theta_new, beta_new, m, new_value
 
@@ -365,10 +399,11 @@ class GlmmModel:
             # glmer's checkConv: "degenerate Hessian with N negative eigenvalues" (θ on its bound,
             # a variance of 0, is left out: the deviance is even there, flat to second order)
             free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < opt.control.on_bound)),
-                                   np.ones(p, dtype=bool)])
+                                   np.ones(len(hb[0]) - st.n_theta, dtype=bool)])  # (β, and NB1's log φ)
             polished = self._newton_step(theta_w, beta, value, hb, free, nagq)
             if polished is not None:
                 theta_w, beta, m, value = polished
+                data = self.data  # (NB1's step moves φ too: the data at the new φ)
                 opt.evaluations += 1
                 opt.stages.append(f"a Newton step with the Hessian's gradient: {value:.10f}")
             vcov = vcov_from_hessian(hb, st.n_theta)
@@ -479,11 +514,12 @@ def vcov_from_hessian(hb, k: int) -> np.ndarray | None:
     if hb is None:
         return None
     h, basis = hb[:2]
+    p = basis.shape[1]
     try:
         inv = np.linalg.inv(h)
     except np.linalg.LinAlgError:
         return None
-    v_zeta = 2.0 * inv[k:, k:]
+    v_zeta = 2.0 * inv[k:k + p, k:k + p]  # (NB1's log φ, after β, is integrated over as glmmTMB's sdreport does)
     v_zeta = 0.5 * (v_zeta + v_zeta.T)
     if not (np.all(np.isfinite(v_zeta)) and np.all(np.linalg.eigvalsh(v_zeta) > 0)):
         return None
@@ -508,7 +544,7 @@ class GlmmResult(FitStatistics):
 
     * ``family``, ``link``, ``nagq`` (0: PQL-like first stage only, 1: Laplace, > 1: AGQ);
     * ``dispersion``: NB2's k (estimated with θ and β; glmer.nb's ``getME(m, "glmer.nb.theta")``,
-      glmmTMB's ``sigma()``), Gamma's scale as lme4's ``sigma()`` reports it, None otherwise;
+      glmmTMB's ``sigma()``), NB1's φ (glmmTMB's ``sigma()``), Gamma's scale as lme4's ``sigma()`` reports it, None otherwise;
       ``family_label`` the family as lme4 prints it (``Negative Binomial(7.4169)``);
     * ``fixef`` (estimate, se, z in ``t``, p), ``vcov`` (lme4's, from the Hessian);
     * ``theta`` (lme4's), ``varcorr`` and ``correlations`` (no residual row);

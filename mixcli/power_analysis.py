@@ -375,7 +375,7 @@ def design_table(spec: str, response: str, family_name: str = "gaussian", seed: 
         raise UsageError(f"{option('design', repr(spec))}: the response '{response}' is also a design column")
     if family_name == "binomial":
         out[response] = rng.integers(0, 2, rows).astype(float)
-    elif family_name in ("poisson", "nbinom2"):
+    elif family_name in ("poisson", "nbinom2", "nbinom1"):
         out[response] = rng.poisson(2.0, rows).astype(float)
     elif family_name == "Gamma":
         out[response] = rng.gamma(2.0, 1.0, rows)

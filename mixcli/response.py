@@ -8,7 +8,7 @@ Binomial, as ``binomial()$initialize`` takes it:
   the first level (in R's order) is a failure, every other level a success;
 * a proportion in [0, 1] with the trials as ``--weights``.
 
-Poisson and nbinom2: non-negative counts (non-integer ones fit, with a warning, as glmer).
+Poisson, nbinom2 and nbinom1: non-negative counts (non-integer ones fit, with a warning, as glmer).
 Gamma: positive values.
 Prior weights (``--weights COLUMN``) must be finite and non-negative, not all 0.
 
@@ -131,9 +131,9 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
         return y, prior, notes
     if family.name == "Gamma":
         return _positive_response(response, label, table, rows), user_wt, notes
-    # counts: poisson, nbinom2
+    # counts: poisson, nbinom2, nbinom1
     name = family.name
-    a = "an" if name == "nbinom2" else "a"
+    a = "an" if name.startswith("nbinom") else "a"
     if is_factor(response, table):
         raise DataError(f"the response '{label}' is categorical; {a} {name} model needs counts")
     y = evaluate(response, table)[rows]
@@ -150,7 +150,7 @@ def glm_response(formula: Formula, table: Table, rows: np.ndarray, family, wt: n
         raise DataError(f"the response '{label}' is 0 in every row used; {a} {name} model needs some counts")
     if np.any(y != np.round(y)):
         notes.append(f"the response '{label}' has non-integer values: {a} {name} model is for counts "
-                     "(fitted anyway, as glmer does)")
+                     f"(fitted anyway, as {'glmmTMB' if name == 'nbinom1' else 'glmer'} does)")
     return y, user_wt, notes
 
 

@@ -14,11 +14,16 @@ expected-information weights; see ``mixcli.glmm``), so glmer.nb and glmer are th
 
 glmmTMB maximises another approximation (the exact log-density and its observed Hessian):
 its optimum is checked to be worse by glmer's criterion, which is the documented difference.
+
+nbinom1 (glmmTMB's NB1, which glmer lacks) is fitted by glmmTMB's criterion, so glmmTMB 1.1.5 is
+its oracle (the same script's fits): −2 logLik no more than 1e-4 above glmmTMB's, the criterion
+equal to glmmTMB's at glmmTMB's own estimate, fixed effects, SEs, φ and SDs to 1e-3 relative.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -294,3 +299,264 @@ def test_tidy_has_gammas_residual_sd():
     resid = rows[(rows.group == "Residual") & (rows.term == "sd__Observation")]
     assert float(resid.estimate.iloc[0]) == pytest.approx(REF["sleepstudy1_gamma_log"]["lme4"]["sigma"], rel=1e-3)
     assert "Residual" not in set(fitted("epil_nbinom2")[1].tidy().group)
+
+
+# ------------------------------------------------------------------ nbinom1: glmmTMB's criterion
+# glmer has no NB1: mixcli computes glmmTMB's Laplace approximation (the exact density, the
+# observed information in u; see ``mixcli.glmm``), so glmmTMB 1.1.5 is the oracle.
+NB1 = [k for k, v in REF.items() if not k.startswith("_") and v["family"] == "nbinom1"]
+
+
+def _sds(m) -> dict:
+    return {(v.group, v.term): v.sd for v in m.varcorr}
+
+
+def test_nbinom1_reference_covers_six_data_sets_at_glmmtmbs_best():
+    """Six data sets; each reference is the best of glmmTMB's attempts (nlminb, then BFGS from its
+    optimum). On the six log-link models they agree to 1e-8 in −2 logLik: the optimum is glmmTMB's
+    own. On epil's sqrt-link model nlminb stopped 9.57 higher and BFGS went on to the reference,
+    which mixcli reaches from its own start."""
+    log_link = [k for k in NB1 if REF[k]["link"] == "log"]
+    assert len({REF[k]["csv"] for k in log_link}) >= 6
+    for case in NB1:
+        tmb = REF[case]["glmmTMB"]
+        tries = [a["m2loglik"] for a in tmb["attempts"].values() if "m2loglik" in a]
+        assert len(tries) >= 2 and min(tries) == tmb["m2loglik"], case
+        assert tmb["pdHess"] and tmb["convergence"] == 0, case
+        if case in log_link:
+            assert max(tries) - min(tries) < 1e-6, case
+    assert {REF[k]["link"] for k in NB1} == {"log", "sqrt", "identity"}
+
+
+@pytest.mark.parametrize("case", NB1)
+def test_nbinom1_matches_glmmtmb(case):
+    """−2 logLik no more than 1e-4 above glmmTMB's; fixed effects, their SEs (glmmTMB's: the Hessian
+    in all of β, θ and log φ), φ (glmmTMB's sigma()) and the random-effect SDs to 1e-3 relative."""
+    tmb = REF[case]["glmmTMB"]
+    _, m = fitted(case)
+    assert m.converged, m.warnings
+    assert m.criterion <= tmb["m2loglik"] + 1e-4
+    assert [f.term for f in m.fixef] == list(tmb["fixef"])
+    np.testing.assert_allclose([f.estimate for f in m.fixef], _values(tmb["fixef"]), rtol=1e-3)
+    np.testing.assert_allclose([f.se for f in m.fixef], _values(tmb["se"]), rtol=1e-3)
+    assert m.dispersion == pytest.approx(tmb["sigma"], rel=1e-3)
+    theirs = {(v["grp"], v["var1"]): v["sdcor"] for v in tmb["varcorr"] if v.get("var2") is None}
+    assert _sds(m).keys() == theirs.keys()
+    for key, sd in theirs.items():  # (cbpp's identity-link SD is at its bound: 0 here, 6.6e-5 there)
+        assert _sds(m)[key] == pytest.approx(sd, rel=1e-3, abs=1e-4), key
+    assert m.npar == tmb["npar"] and m.family_label == "nbinom1"
+    assert m.data.family.k == m.dispersion  # (the final Newton step moves φ: the result's data follow it)
+    assert m.aic == pytest.approx(m.criterion + 2 * m.npar)
+
+
+@pytest.mark.parametrize("case", NB1)
+def test_nbinom1_criterion_is_glmmtmbs(case):
+    """At glmmTMB's own estimate (β, the SDs, φ), mixcli's criterion is glmmTMB's −2 logLik: the
+    same approximation, not only the same optimum."""
+    tmb = REF[case]["glmmTMB"]
+    model, m = fitted(case)
+    theirs = {(v["grp"], v["var1"]): v["sdcor"] for v in tmb["varcorr"]}
+    theta = np.array([theirs[(v.group, v.term)] for v in m.varcorr])  # (scalar terms: θ is the SD)
+    model.set_dispersion(tmb["sigma"])
+    try:
+        modes = pirls(model.data, model.structure.to_working(theta), _values(tmb["fixef"]))
+        assert laplace(model.data, modes) == pytest.approx(tmb["m2loglik"], abs=1e-6)
+    finally:
+        model.set_dispersion(m.dispersion)
+
+
+def test_nbinom1_family_functions():
+    """NB1's −2 log f against scipy's negative binomial of size μ/φ and probability 1/(1 + φ); the
+    deviance 2(log f(y | μ*) − log f(y | μ)) with μ* the maximiser (not y: NB1 is not an exponential
+    family in μ), so non-negative and 0 at μ*; the derivatives of −log f in μ against differences."""
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    phi = 1.7
+    y = rng.negative_binomial(3.0, 0.4, 300).astype(float)
+    mu = rng.uniform(0.3, 12.0, 300)
+    wt = np.ones(300)
+    nb = family("nbinom1").with_dispersion(phi)
+    logf = stats.nbinom.logpmf(y, mu / phi, 1 / (1 + phi))
+    assert nb.aic(y, mu, wt, nb.aic_constant(y, wt)) == pytest.approx(-2 * logf.sum(), rel=1e-12)
+    star = nb.saturated_mean(y)
+    dev = nb.dev_resids(y, mu, wt)
+    assert np.all(dev >= 0) and np.all(star[y > 0] > y[y > 0])
+    np.testing.assert_allclose(nb.dev_resids(y, np.where(y > 0, star, 1e-300), wt), 0, atol=1e-9)
+    for d in (1e-6, -1e-6):  # (a maximum: neighbours are lower)
+        assert np.all(nb.log_density(y[y > 0], star[y > 0] * (1 + d)) <= nb.log_density(y[y > 0], star[y > 0]) + 1e-12)
+    d1, d2 = nb.nll_derivatives(y, mu)
+    h = 1e-5 * mu
+    f = lambda x: -nb.log_density(y, x)  # noqa: E731
+    np.testing.assert_allclose(d1, (f(mu + h) - f(mu - h)) / (2 * h), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(d2, (nb.nll_derivatives(y, mu + h)[0] - nb.nll_derivatives(y, mu - h)[0]) / (2 * h),
+                               rtol=1e-6, atol=1e-8)
+    assert nb.variance(np.array([2.0]))[0] == pytest.approx(2.0 * (1 + phi))
+
+
+def test_nbinom1_tends_to_poisson():
+    """As φ → 0, NB1's criterion at a fixed (θ, β) tends to the Poisson one's (whose log link is
+    canonical: its expected information is the observed one, so the same approximation), the gap
+    shrinking as φ (1e-3 to 1e-5: a hundredfold)."""
+    model, m = fitted("epil_nbinom1")
+    theta_w = model.structure.to_working(np.asarray(m.theta))
+    beta = np.array([f.estimate for f in m.fixef])
+    poisson = model.data.with_family(family("poisson"))
+    at_poisson = laplace(poisson, pirls(poisson, theta_w, beta))
+    gaps = []
+    try:
+        for phi in (1e-3, 1e-5):
+            model.set_dispersion(phi)
+            gaps.append(laplace(model.data, pirls(model.data, theta_w, beta)) - at_poisson)
+    finally:
+        model.set_dispersion(m.dispersion)
+    assert abs(gaps[1]) < 1e-2 and abs(gaps[1]) == pytest.approx(abs(gaps[0]) / 100, rel=0.05), gaps
+    assert m.criterion < at_poisson
+
+
+def test_cli_nbinom1_output():
+    """glmmTMB's printout: the family nbinom1 and its dispersion line; φ in the JSON record."""
+    r = REF["epil_nbinom1"]
+    out = run_cli("fit", str(FIXTURES / "data" / r["csv"]), r["formula"], "--family", "nbinom1")
+    assert out.returncode == 0, out.stderr
+    assert "Family: nbinom1  ( log )" in out.stdout
+    assert f"Dispersion parameter for nbinom1 family (): {r['glmmTMB']['sigma']:.3g}" in out.stdout
+    js = run_cli("fit", str(FIXTURES / "data" / r["csv"]), r["formula"], "--family", "nbinom1", "--format", "json")
+    rec = json.loads(js.stdout)
+    rec = rec[0] if isinstance(rec, list) else rec
+    assert rec["family"] == "nbinom1" and rec["dispersion"] == pytest.approx(r["glmmTMB"]["sigma"], rel=1e-3)
+
+
+def test_nbinom1_profile_intervals_match_glmmtmb():
+    """Profile intervals of the fixed effects and the SD, φ re-estimated at each step (glmmTMB's
+    profiles), against glmmTMB's confint(method = "profile"): to 1e-3 of each interval's width.
+    glmmTMB's ends are interpolated on its grid of profile points; where the two differ by more than
+    1e-5 of the width, mixcli's end is where the profiled deviance is 3.8415 above the minimum (χ²₁'s
+    95% point) and glmmTMB's is beyond it (its deviance higher)."""
+    from mixcli.inference.distributions import norm_ppf
+    from mixcli.inference.profile import profiler
+
+    r = REF["epil_nbinom1"]
+    frame = model_frame(cached_table(r["csv"]), r["formula"], family=family(r["family"], r["link"]))
+    m = GlmmModel(frame).fit().add_confint(method="profile")
+    theirs = {x["term"]: (x["lower"], x["upper"]) for x in r["glmmTMB"]["profile_ci"]}
+    ours = {f.term: (f.lower, f.upper) for f in m.fixef}
+    (sd,) = [iv for iv in m.intervals if iv.kind != "fixef"]
+    ours[sd.parameter] = (sd.lower, sd.upper)
+    theirs[sd.parameter] = tuple(np.exp(theirs.pop("theta_1|subject.1")))  # (glmmTMB profiles the log SD)
+    assert ours.keys() == theirs.keys() and len(ours) == 7
+    prof = profiler(m)
+    params = {par.name: par for par in prof.params}
+    cut = norm_ppf(0.975) ** 2
+    for name, (lo, hi) in theirs.items():
+        width = hi - lo
+        for mine, tmb in zip(ours[name], (lo, hi)):
+            assert mine == pytest.approx(tmb, abs=1e-3 * width), name
+            if abs(mine - tmb) > 1e-5 * width:
+                at_mine = prof.deviance(params[name], mine)[0] - prof.base
+                at_tmb = prof.deviance(params[name], tmb)[0] - prof.base
+                assert at_mine == pytest.approx(cut, abs=1e-3) and at_tmb > at_mine, (name, at_mine, at_tmb)
+
+
+@pytest.mark.parametrize("case", ["grouseticks_nbinom1", "epil_nbinom1", "arabidopsis_nbinom1"])
+def test_nbinom1_ranef_fitted_and_pearson_match_glmmtmb(case):
+    """ranef(condVar = TRUE) against glmmTMB's: the modes, and the conditional SDs given the
+    parameters (lme4's kind, from the observed information in u: the inverse of glmmTMB's inner
+    Hessian, ``condsd_given``; glmmTMB's own condsd adds the parameters' uncertainty, 5% more on
+    grouseticks); fitted() and the Pearson residuals (V = μ(1 + φ)); predict on the fitted rows is
+    fitted()."""
+    r, tmb = REF[case], REF[case]["glmmTMB"]
+    _, m = fitted(case)
+    checked = 0
+    for term in m.ranef():
+        theirs = tmb["ranef"][term.factor]
+        index = {level: i for i, level in enumerate(term.levels)}
+        for name, level, val, sd in zip(theirs["term"], theirs["level"], theirs["condval"], theirs["condsd_given"]):
+            j, i = term.names.index(name), index[str(level)]
+            assert term.values[i, j] == pytest.approx(val, abs=1e-2 * sd), (term.factor, level, name)
+            assert term.sd[i, j] == pytest.approx(sd, rel=2e-3), (term.factor, level, name)
+            checked += 1
+    assert checked >= 9
+    aug = m.augment()
+    n = len(tmb["fitted_head"])
+    np.testing.assert_allclose(aug[".fitted"][:n], tmb["fitted_head"], rtol=1e-3)
+    np.testing.assert_allclose(aug[".resid_pearson"][:n], tmb["pearson_head"], rtol=1e-3, atol=1e-3)
+    assert np.all(np.isfinite(aug[".resid"]))  # (deviance residuals: NB1's deviance is non-negative)
+    resp = m.predict(cached_table(r["csv"]), type="response")
+    np.testing.assert_allclose(resp.predicted[:n], tmb["fitted_head"], rtol=1e-3)
+
+
+def test_compare_nested_nbinom1_fits():
+    """compare of nested nbinom1 fits (each with its own φ): χ² the difference of glmmTMB's
+    −2 logLik of the two models, Df the difference of npar (φ counted in both)."""
+    from mixcli.comparison import compare_models
+
+    small, big = REF["epil_nbinom1_small"]["glmmTMB"], REF["epil_nbinom1"]["glmmTMB"]
+    r = REF["epil_nbinom1"]
+    comp = compare_models(cached_table(r["csv"]), [REF["epil_nbinom1_small"]["formula"], r["formula"]],
+                          family=family("nbinom1"))
+    assert comp.rows[1].df == big["npar"] - small["npar"] == 1
+    assert comp.rows[0].model.npar == small["npar"]
+    assert comp.rows[1].chisq == pytest.approx(small["m2loglik"] - big["m2loglik"], abs=1e-4)
+
+
+def test_bootstrap_draws_nbinom1():
+    """The bootstrap's NB1 draws (glmmTMB's simulate(): size μ/φ) have mean μ and variance μ(1 + φ);
+    its refits re-estimate φ (nbinom2's hold k, as lme4's bootMer does)."""
+    from mixcli.inference.bootstrap import make_job, simulate_response
+
+    _, m = fitted("epil_nbinom1")
+    job = make_job(m, None, False, 1, parameters=True)
+    job.lambdas = [np.zeros_like(lam) for lam in job.lambdas]
+    mu = m.data.family.link.linkinv(job.mean)
+    rng = np.random.default_rng(6)
+    draws = np.array([simulate_response(job, rng) for _ in range(4000)])
+    variance = mu * (1 + m.dispersion)
+    z_mean = (draws.mean(0) - mu) / np.sqrt(variance / len(draws))
+    assert np.mean(np.abs(z_mean) < 3) > 0.97
+    np.testing.assert_allclose(draws.var(0).mean(), variance.mean(), rtol=0.05)
+    # the refits estimate φ with θ and β (glmmTMB's criterion has it): on the data itself a refit from
+    # the estimate stays at the fit's optimum, φ included
+    par, value = job.small.fit(m.data.y)
+    assert len(par) == len(m.theta) + len(m.fixef) + 1
+    assert value == pytest.approx(m.criterion, abs=1e-3) and math.exp(par[-1]) == pytest.approx(m.dispersion, rel=1e-2)
+
+
+def test_compare_poisson_against_nbinom1():
+    """A Poisson fit against nbinom1 (the same formula and link): Poisson is NB1 at φ = 0, so χ² is the
+    difference of glmmTMB's −2 logLik of the two (glmmTMB's Poisson Laplace is glmer's: the log link
+    is canonical), Df 1, and Pr(mix) the 50:50 mixture of χ²(0) and χ²(1) (φ on its boundary)."""
+    from mixcli.comparison import compare_models
+    from mixcli.errors import UsageError
+    from mixcli.inference.distributions import chi2_sf
+
+    r = REF["epil_nbinom1"]
+    pois, nb1 = REF["epil_poisson"]["glmmTMB"], r["glmmTMB"]
+    comp = compare_models(cached_table(r["csv"]), [r["formula"], r["formula"]], names=["nb1", "pois"],
+                          family=[family("nbinom1"), family("poisson")])
+    small, big = comp.rows
+    assert (small.name, big.name, comp.family) == ("pois", "nb1", "nbinom1, poisson")
+    assert small.model.criterion <= pois["m2loglik"] + 1e-4 and small.model.npar == pois["npar"]
+    assert big.df == 1 and big.chisq == pytest.approx(pois["m2loglik"] - nb1["m2loglik"], abs=1e-4)
+    assert big.null.dispersion == "nbinom1" and big.p_mixture == pytest.approx(0.5 * chi2_sf(big.chisq, 1))
+    assert "Poisson is nbinom1 at its dispersion's boundary (φ = 0)" in big.null.describe()
+    with pytest.raises(UsageError, match="different families"):
+        compare_models(cached_table(r["csv"]), [r["formula"], r["formula"]],
+                       family=[family("nbinom1"), family("poisson", "sqrt")])
+
+
+def test_compare_saved_poisson_and_nbinom1_fits(tmp_path):
+    """The same test from saved fits (compare --model a --model b): the families may differ there
+    as for live fits, poisson against one negative binomial of the same link."""
+    r = REF["epil_nbinom1"]
+    csv = str(FIXTURES / "data" / r["csv"])
+    for fam in ("poisson", "nbinom1"):
+        out = run_cli("fit", csv, r["formula"], "--family", fam, "--save", str(tmp_path / f"{fam}.mixfit"))
+        assert out.returncode == 0, out.stderr
+    out = run_cli("compare", "--model", str(tmp_path / "poisson.mixfit"), "--model", str(tmp_path / "nbinom1.mixfit"),
+                  "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    chisq = REF["epil_poisson"]["glmmTMB"]["m2loglik"] - r["glmmTMB"]["m2loglik"]
+    assert rec["models"][1]["chisq"] == pytest.approx(chisq, abs=1e-4)
+    assert "φ = 0" in out.stderr

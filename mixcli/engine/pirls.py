@@ -20,6 +20,12 @@ At the modes, the Laplace approximation to −2 log L(θ, β) is
 
 L the Cholesky factor of ΛᵀZᵀWZΛ + I at μ̂: what lme4 minimises and reports as
 −2 logLik (its ``deviance()`` is a different number, Σ devresid at the modes).
+
+NB1 (``Family.observed_information``) takes glmmTMB's approximation instead: pdev is
+−2 Σ log f of the exact density (up to a μ-free constant) + ‖u‖², PIRLS's steps are Newton's,
+W = w d²(−log f)/dη² and z − η = −(d(−log f)/dη)/W (where that W is not clearly positive a
+step takes the quasi-likelihood weight w (dμ/dη)²/V(μ), as ``_newton_weights`` does), and L is
+the factor at the observed W at the modes, the Hessian of the joint −log-likelihood in u.
 """
 
 from __future__ import annotations
@@ -270,7 +276,9 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
         # the working weights and response: W = w (dμ/dη)² / V(μ), which is w dμ/dη for the
         # canonical links (dμ/dη = V(μ) there), and z = η − o + (y − μ) dη/dμ
         r = (data.y - mu) / mu_eta
-        if data.canonical:
+        if fam.observed_information:
+            w, r, w_obs = _observed_weights(data, eta, mu, mu_eta)
+        elif data.canonical:
             w = mu_eta if data.unit_weights else data.wt * mu_eta
         else:
             w = data.wt * mu_eta * mu_eta / fam.variance(mu)
@@ -291,6 +299,11 @@ def _pirls(data: GlmmData, theta_w, beta, u0, beta0) -> Modes:
             break
         if change < tol:
             converged = True
+            if fam.observed_information and w is not w_obs:
+                # (a step took the quasi-likelihood weight on some row: the Laplace term needs the
+                # observed information itself, which may still be positive definite overall)
+                w = w_obs
+                fac = evaluate_working(st.reweighted(w, xy), theta_w)
             break
         new_b = b if fixed else fac.fixef()
         new_u = fac.spherical_modes(new_b if not fixed else np.zeros(0))
@@ -351,6 +364,21 @@ def _newton_weights(data: GlmmData, eta, mu, mu_eta, w_fisher, r_fisher):
         w_obs = np.where(ok, w_obs, w_fisher)
     # r = s / W: Fisher's r times W_F / W
     return w_obs, r_fisher * (w_fisher / w_obs)
+
+
+def _observed_weights(data: GlmmData, eta, mu, mu_eta):
+    """(W for the step, working residual, the observed W): W_obs = w d²(−log f)/dη² =
+    w (l″ (dμ/dη)² + l′ d²μ/dη²), l′ and l″ the family's derivatives of −log f in μ, and the
+    residual −w l′ (dμ/dη)/W; rows whose W_obs is not clearly positive step with the quasi-likelihood
+    weight w (dμ/dη)²/V(μ) (a descent direction still; step-halving does the rest). At the modes
+    the score is zero whatever the weights, so the modes are the exact density's."""
+    fam = data.family
+    d1, d2 = fam.nll_derivatives(data.y, mu)
+    w_obs = data.wt * (d2 * mu_eta * mu_eta + d1 * fam.link.mu_eta2(eta))
+    w_quasi = data.wt * mu_eta * mu_eta / fam.variance(mu)
+    ok = np.isfinite(w_obs) & (w_obs > 1e-3 * w_quasi)
+    w = w_obs if ok.all() else np.where(ok, w_obs, w_quasi)
+    return w, -(data.wt * d1 * mu_eta) / w, w_obs
 
 
 def _eta(data: GlmmData, xb: np.ndarray, rp: np.ndarray) -> np.ndarray:

@@ -139,28 +139,40 @@ class GlmmRefit:
         st = self.data.st
         k = st.n_theta
         theta = st.to_user(par[:k])
-        return np.concatenate([_sd_cor(st, theta, 1.0), self.beta + self.basis @ par[k:]])
+        return np.concatenate([_sd_cor(st, theta, 1.0), self.beta + self.basis @ par[k:k + len(self.beta)]])
 
     @property
     def width(self) -> int:
         return self.data.st.n_theta + len(self.beta)
 
     def fit(self, y: np.ndarray):
-        """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + basis·δ."""
+        """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + basis·δ. An nbinom1 fit's
+        refits estimate φ too (log φ a last coordinate, from the estimate: the criterion is
+        glmmTMB's, whose φ is one of its parameters); nbinom2's hold k, as lme4's bootMer does."""
         from ..engine.glmm_criterion import GlmmCriterion
         from ..engine.pirls import GlmmData
+        from ..glmm import DISPERSION_STEP, MAX_LOG_DISPERSION
 
         d = self.data
         criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family, control=d.control))
-        k = len(self.theta_w)
+        k, p = len(self.theta_w), len(self.beta)
+        with_phi = d.family.observed_information
 
         def fn(par):
-            value, m = criterion.value(par[:k], self.beta + self.basis @ par[k:], self.nagq)
+            if with_phi:
+                if not abs(par[-1]) < MAX_LOG_DISPERSION:
+                    return math.inf
+                phi = math.exp(par[-1])
+                if phi != criterion.data.family.k:
+                    criterion.data = criterion.data.with_family(criterion.data.family.with_dispersion(phi))
+            value, m = criterion.value(par[:k], self.beta + self.basis @ par[k:k + p], self.nagq)
             return value if m.converged else math.inf  # (a refit does not stand on modes PIRLS did not reach)
 
-        start = np.concatenate([self.theta_w, np.zeros(len(self.beta))])
-        lower = np.concatenate([d.st.theta_lower, np.full(len(self.beta), -np.inf)])
-        step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(len(self.beta), 0.5)])
+        extra = [math.log(d.family.k)] if with_phi else []
+        start = np.concatenate([self.theta_w, np.zeros(p), extra])
+        lower = np.concatenate([d.st.theta_lower, np.full(p, -np.inf), [-np.inf] * len(extra)])
+        step = np.concatenate([np.maximum(0.2 * np.abs(self.theta_w), 0.02), np.full(p, 0.5),
+                               [DISPERSION_STEP] * len(extra)])
         c = d.control
         summary = OptSummary(start=np.maximum(start, lower), lower=lower, initial_step=step, ftol_abs=c.refit_ftol,
                              ftol_rel=0.0, xtol_abs=c.refit_xtol, max_eval=c.refit_max_eval, control=c)
@@ -228,6 +240,9 @@ def simulate_response(job: SimulationJob, rng: np.random.Generator) -> np.ndarra
     if job.family.name == "nbinom2":  # (size k, mean μ: lme4's and MASS's rnegbin)
         k = job.family.k
         return rng.negative_binomial(k, k / (k + np.minimum(mu, 1e15))).astype(float)
+    if job.family.name == "nbinom1":  # (glmmTMB's: size μ/φ, probability 1/(1 + φ); mean μ, variance μ(1 + φ))
+        phi = job.family.k
+        return rng.negative_binomial(np.minimum(mu, 1e15) / phi, 1.0 / (1.0 + phi)).astype(float)
     if job.family.name == "Gamma":  # (lme4's simulate(): shape 1/σ², mean μ)
         shape = 1.0 / job.scale**2
         return rng.gamma(shape, np.maximum(mu, 0.0) / shape)
@@ -262,7 +277,7 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> Sim
     if small.is_glmm:
         if small.family == "Gamma":
             # (each refit would need its own scale σ*, which sizes its random effects: not yet)
-            raise UsageError("the parametric bootstrap simulates binomial, Poisson and nbinom2 GLMMs; for a Gamma "
+            raise UsageError("the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; for a Gamma "
                              "fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
         return _glmm_job(small, big, seed, parameters)
     st = small.structure

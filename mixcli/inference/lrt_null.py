@@ -21,6 +21,10 @@ with some parameters fixed at interior values. Random effects make two other cas
   depend on the information matrix, and no mixture is given (the parametric bootstrap is the
   answer). A test that adds only correlations (``(x || g)`` → ``(x | g)``) has no boundary: its
   χ² p-value stands as it is.
+
+A Poisson GLMM against a negative binomial one (nbinom1 or nbinom2, the same link) is the same
+kind of test: Poisson is the negative binomial at its dispersion's boundary (NB1's φ = 0, NB2's
+k = ∞), one more boundary piece of the mixture. Other pairs of families are not nested.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class LrtNull:
     boundary_pieces: int = 0  # blocks that gain exactly one random effect (m above)
     crowded: list[str] | None = None  # blocks gaining two or more effects at once: no mixture
     why_not_nested: str = ""
+    dispersion: str | None = None  # the negative binomial against Poisson: its family, one of the pieces
 
     @property
     def mixture(self) -> bool:
@@ -56,6 +61,15 @@ class LrtNull:
     def describe(self) -> str:
         """The mixture in words, for the table's note."""
         m = self.boundary_pieces
+        if self.dispersion is not None:
+            at = "φ = 0" if self.dispersion == "nbinom1" else "k = ∞"
+            what = f"Poisson is {self.dispersion} at its dispersion's boundary ({at})"
+            if m == 1:
+                return f"{what}: Pr(mix) uses the 50:50 mixture of χ²(Df−1) and χ²(Df) as the null distribution"
+            weights = " + ".join(f"{_fraction(math.comb(m, k), 2**m)}χ²(Df−{k})" if k else
+                                 f"{_fraction(1, 2**m)}χ²(Df)" for k in range(m + 1))
+            return (f"{what}, and {m - 1} covariance block(s) gain one random effect each: Pr(mix) uses {weights} "
+                    "as the null distribution, taking the pieces as independent")
         if m == 1:
             return ("one random effect added (a variance at its boundary, 0, with its covariances): Pr(mix) uses "
                     "the 50:50 mixture of χ²(Df−1) and χ²(Df) as the null distribution")
@@ -118,6 +132,13 @@ def _fixed_nested(small, big) -> bool:
 
 def lrt_null(small, big) -> LrtNull:
     """The null of the test of frame ``small`` against frame ``big`` (both ``ModelFrame``s)."""
+    fs, fb = getattr(small, "family", None), getattr(big, "family", None)
+    dispersion = None
+    if fs is not None and fb is not None and fs.name != fb.name:
+        if not (fs.name == "poisson" and fb.name in ("nbinom1", "nbinom2") and fs.link.name == fb.link.name):
+            return LrtNull(False, why_not_nested=f"a {fs.name} ({fs.link.name}) model is not a special case of a "
+                                                 f"{fb.name} ({fb.link.name}) one")
+        dispersion = fb.name
     if not _fixed_nested(small, big):
         return LrtNull(False, why_not_nested="the smaller model's fixed effects are not among the larger's")
     big_blocks = _blocks(big)
@@ -129,4 +150,5 @@ def lrt_null(small, big) -> LrtNull:
         gained[home[0]] -= block[1]
     pieces = [i for i, e in gained.items() if len(e) == 1]
     crowded = [_block_text(*big_blocks[i]) for i, e in gained.items() if len(e) > 1]
-    return LrtNull(True, boundary_pieces=len(pieces), crowded=crowded or None)
+    return LrtNull(True, boundary_pieces=len(pieces) + (dispersion is not None), crowded=crowded or None,
+                   dispersion=dispersion)

@@ -396,6 +396,10 @@ class GlmmProfiler(Profiler):
     regression on βⱼ under Var(β̂) (β̂₋ⱼ + V₋ⱼ,ⱼ/Vⱼⱼ·(b − β̂ⱼ)) and move in the Cholesky
     coordinates of the conditional covariance, so that start is the Wald approximation of the
     profile trace.
+
+    An nbinom1 fit's φ is a parameter of the likelihood the fit maximised (glmmTMB's criterion), so
+    each inner problem minimises over log φ too, as glmmTMB's profiles do; nbinom2's k is held at
+    its estimate, as in glmer's profile() of a glmer.nb fit.
     """
 
     def __init__(self, m):
@@ -426,6 +430,28 @@ class GlmmProfiler(Profiler):
         return value if modes.converged and math.isfinite(value) else math.inf
 
     def objective(self, par: ProfileParameter, value: float):
+        f, x0, lo, hi, step = self._objective(par, value)
+        if not self.m.data.family.observed_information:
+            return f, x0, lo, hi, step
+        from ..glmm import DISPERSION_STEP, MAX_LOG_DISPERSION
+
+        def g(x):  # (NB1: log φ the last coordinate)
+            if not abs(x[-1]) < MAX_LOG_DISPERSION:
+                return math.inf
+            self._set_dispersion(math.exp(x[-1]))
+            return f(x[:-1])
+
+        if hasattr(f, "cor_index"):
+            g.cor_index = f.cor_index
+        return (g, np.append(x0, math.log(self.m.dispersion)), np.append(lo, -math.inf), np.append(hi, math.inf),
+                np.append(step, DISPERSION_STEP))
+
+    def _set_dispersion(self, phi: float):
+        data = self.criterion.data
+        if phi != data.family.k:
+            self.criterion.data = data.with_family(data.family.with_dispersion(phi))
+
+    def _objective(self, par: ProfileParameter, value: float):
         st, k, p, c = self.st, self.st.n_theta, self.p, self.control
         if par.kind != "fixef":
             return self._variance_objective(par, value)

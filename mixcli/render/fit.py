@@ -36,7 +36,7 @@ def glmm_record(m) -> dict:
     ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
     effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual (but Gamma's, as glmer's); no
     sigma; ``icc`` and ``r2`` on the latent scale (null for Poisson unless asked for: ``fit --r2``);
-    ``dispersion`` is nbinom2's k or Gamma's scale (lme4's sigma()), null for binomial and Poisson."""
+    ``dispersion`` is nbinom2's k, nbinom1's φ or Gamma's scale (lme4's sigma()), null for binomial and Poisson."""
     ci = m.ci_method is not None
     rec = {
         "formula": m.formula,
@@ -368,8 +368,8 @@ def table_renderables(m, source: str | None = None):
     out.append(re)
     groups = "; ".join(f"{name}, {count}" for name, count in m.ngroups.items())
     out.append(Text(f"Number of obs: {m.nobs}, groups:  {groups}"))
-    if glmm and m.family == "nbinom2":  # (glmmTMB's line; Gamma's scale is the Residual row, as glmer's)
-        out.append(Text(f"Dispersion parameter for nbinom2 family (): {m.dispersion:.3g}"))
+    if glmm and m.family in ("nbinom2", "nbinom1"):  # (glmmTMB's line; Gamma's scale is the Residual row)
+        out.append(Text(f"Dispersion parameter for {m.family} family (): {m.dispersion:.3g}"))
     if dispersion_line(m) is not None:
         out.append(Text(dispersion_line(m)))
     ve = m.variance_explained(refit=False)
