@@ -141,6 +141,12 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
     return np.array([math.lgamma(v) for v in values])[index.ravel()]
 
 
+# The dispersion parameter (nbinom2's k, nbinom1's φ) as the optimisers see it (the fit's second
+# stage, the bootstrap's refits, the profiles): its logarithm, unbounded.
+DISPERSION_STEP = 0.25  # the first step in log k
+MAX_LOG_DISPERSION = 30.0  # |log k| beyond: no dispersion left to estimate (k = e³⁰: Poisson)
+
+
 @dataclass(frozen=True)
 class Family:
     """A GLM family with its link (see the module docstring); ``k`` is the negative binomial's

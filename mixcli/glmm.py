@@ -62,6 +62,7 @@ from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import SHORTCUT_FAMILIES, GlmmData, Modes, glm_start, laplace, pirls
 from .errors import FitError, UsageError, option
+from .family import DISPERSION_STEP, MAX_LOG_DISPERSION
 from .frame import ModelFrame
 from .inference.distributions import norm_cdf
 from .model import another_start, build_structure, candidate, prone_to_local_minima
@@ -100,9 +101,7 @@ def check_nagq(frame: ModelFrame, nagq: int):
                 f"{frame.terms[0].k}; use {option('nagq', 1)} (the Laplace approximation)")
 
 
-DISPERSION_STEP = 0.25  # the second stage's first step in log k
 DISPERSION_HESSIAN_STEP = 0.01  # log φ's step in the Hessian's differences (NB1)
-MAX_LOG_DISPERSION = 30.0  # |log k| beyond: no dispersion left to estimate (k = e³⁰: Poisson)
 
 
 def initial_dispersion(st, x, y, wt, offset, fam, control: Control) -> float:

@@ -151,7 +151,7 @@ class GlmmRefit:
         glmmTMB's, whose φ is one of its parameters); nbinom2's hold k, as lme4's bootMer does."""
         from ..engine.glmm_criterion import GlmmCriterion
         from ..engine.pirls import GlmmData
-        from ..glmm import DISPERSION_STEP, MAX_LOG_DISPERSION
+        from ..family import DISPERSION_STEP, MAX_LOG_DISPERSION
 
         d = self.data
         criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family, control=d.control))

@@ -433,7 +433,7 @@ class GlmmProfiler(Profiler):
         f, x0, lo, hi, step = self._objective(par, value)
         if not self.m.data.family.observed_information:
             return f, x0, lo, hi, step
-        from ..glmm import DISPERSION_STEP, MAX_LOG_DISPERSION
+        from ..family import DISPERSION_STEP, MAX_LOG_DISPERSION
 
         def g(x):  # (NB1: log φ the last coordinate)
             if not abs(x[-1]) < MAX_LOG_DISPERSION:
