@@ -150,11 +150,14 @@ MAX_LOG_DISPERSION = 30.0  # |log k| beyond: no dispersion left to estimate (k =
 @dataclass(frozen=True)
 class Family:
     """A GLM family with its link (see the module docstring); ``k`` is the negative binomial's
-    dispersion, NB2's k or NB1's φ (None for the families without one in the likelihood)."""
+    dispersion, NB2's k or NB1's φ (None for the families without one in the likelihood), held at
+    its value by a fit with ``k_fixed`` (glmer's ``negative.binomial(theta = k)``, as insight's null
+    model refits a glmer.nb fit) instead of estimated."""
 
     name: str
     link: Link
     k: float | None = None
+    k_fixed: bool = False
 
     # -- the distribution -----------------------------------------------------------
     def variance(self, mu: np.ndarray) -> np.ndarray:
@@ -170,8 +173,9 @@ class Family:
 
     @property
     def free_dispersion(self) -> bool:
-        """Whether the likelihood has a dispersion the fit estimates with θ and β (NB2's k, NB1's φ)."""
-        return self.name in ("nbinom2", "nbinom1")
+        """Whether the likelihood has a dispersion the fit estimates with θ and β (NB2's k, NB1's φ),
+        unless held (``k_fixed``)."""
+        return self.name in ("nbinom2", "nbinom1") and not self.k_fixed
 
     @property
     def dispersion_symbol(self) -> str:
@@ -234,10 +238,11 @@ class Family:
         """lme4's ``useSc``: a residual scale reported beside the random effects (Gamma)."""
         return self.name == "Gamma"
 
-    def with_dispersion(self, k: float) -> "Family":
+    def with_dispersion(self, k: float, fixed: bool = False) -> "Family":
+        """The family at dispersion ``k``; with ``fixed``, held there by a fit."""
         from dataclasses import replace
 
-        return replace(self, k=float(k))
+        return replace(self, k=float(k), k_fixed=fixed)
 
     def saturated(self, y: np.ndarray) -> np.ndarray:
         """The μ-free part of the deviance residuals: y log y (+ (1 − y) log(1 − y)), 0 log 0 = 0;

@@ -99,14 +99,24 @@ class FitStatistics:
     def variance_explained(self, refit: bool = True):
         """ICC (adjusted, unadjusted), Nakagawa's R² (marginal, conditional) and the share of
         variance per level, as the R package performance (``inference.variance_explained``).
-        A Poisson GLMM's (log link) costs a refit of the null model: with ``refit=False`` it is
-        None until a call has made it."""
+        A Poisson or nbinom2 GLMM's (log link) costs a refit of the null model: with
+        ``refit=False`` it is None until a call has made it. Asked for (``refit=True``), a link
+        performance refuses (None) and the refit's notes (a null model's mean too close to zero)
+        are warned, as performance warns them."""
         if "_variance_explained" not in self.__dict__:
-            from .inference.variance_explained import needs_refit, variance_explained
+            from .inference.variance_explained import needs_refit, unsupported, variance_explained
 
-            if not refit and needs_refit(self):
+            asked = needs_refit(self)
+            if not refit and asked:
                 return None
-            self.__dict__["_variance_explained"] = variance_explained(self)
+            ve = variance_explained(self)
+            self.__dict__["_variance_explained"] = ve
+            if refit:
+                import warnings
+
+                reason = unsupported(self)
+                for line in ([reason] if reason else []) + (ve.notes if ve is not None and asked else []):
+                    warnings.warn(line, stacklevel=2)
         return self.__dict__["_variance_explained"]
 
     def data_notes(self) -> list[str]:

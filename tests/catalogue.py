@@ -599,6 +599,15 @@ CASES: list[Case] = [
     Case("GLMM", "a link the Gamma family does not have",
          GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--link", "logit"], 2,
          "--link logit does not belong to the Gamma family; use one of: inverse, log, identity", TRIAL_FILES),
+    Case("GLMM", "the ICC and R² of a count GLMM with the identity link",
+         GLMM + ["count ~ x + (1 | g)", "--family", "poisson", "--link", "identity", "--r2", "--format", "csv"], 0,
+         "no ICC or R² for a poisson GLMM with the identity link: its distribution-specific variance is defined for "
+         "the log and sqrt links only (performance and insight give NA)", TRIAL_FILES, kind="warning",
+         more_warnings=True),
+    Case("GLMM", "the ICC and R² of an nbinom1 GLMM",
+         GLMM + ["count ~ x + (1 | g)", "--family", "nbinom1", "--r2", "--format", "csv"], 0,
+         "no ICC or R² for an nbinom1 GLMM: mixcli computes them for binomial, Poisson, nbinom2 and Gamma fits, whose "
+         "decomposition is checked against performance's", TRIAL_FILES, kind="warning", more_warnings=True),
     Case("GLMM", "quadrature for the negative binomial",
          GLMM + ["count ~ x + (1 | g)", "--family", "nbinom2", "--nagq", "9"], 2,
          "--nagq 9: the nbinom2 family is fitted by the Laplace approximation only; use --nagq 1", TRIAL_FILES),

@@ -16,11 +16,19 @@ the variance of the response into three parts:
 Then ICC adjusted = σ²_r / (σ²_r + σ²), unadjusted = σ²_r / (σ²_f + σ²_r + σ²),
 marginal R² = σ²_f / total, conditional R² = (σ²_f + σ²_r) / total.
 
-For a Poisson GLMM the distribution-specific variance is the lognormal approximation
-log(1 + 1/μ) (log link), with μ = exp(β₀) of the *null model* — the response on the random
-terms alone, offsets kept (insight's ``null_model()``), refitted with the fit's family, nAGQ
-and settings — or 0.25 (sqrt link; other links: none). That refit is made only when asked
-(``needs_refit``). In a GLMM, a random-effects term with one level per row (an
+For a count GLMM with the log link the distribution-specific variance is the lognormal
+approximation log(1 + V(μ)/μ²), V the family's variance function at μ = exp(β₀) of the *null
+model* — the response on the random terms alone, offsets kept (insight's ``null_model()``),
+refitted with the fit's family, nAGQ and settings: log(1 + 1/μ) for Poisson; for nbinom2
+log(1 + 1/μ + 1/k) with the fit's k, the null model refitted with k held there (insight's
+``null_model`` re-evaluates glmer.nb's stored ``glmer(family = negative.binomial(theta = k))``
+call). insight warns below μ = 6, and so does mixcli. The sqrt link's is 0.25, without a refit.
+That refit is made only when asked (``needs_refit``). For a Gamma GLMM (inverse, identity or log
+link) it is σ² (insight applies Gamma()'s variance function V(μ) = μ² to lme4's sigma()), no
+refit; its random variances, like VarCorr()'s, are σ²ΛΛᵀ. Other links (a count family's
+identity link) performance refuses with a warning ("Model link ... is not yet supported"): so
+does mixcli (``unsupported``: no number, one line, warned when the decomposition is asked for).
+In a GLMM, a random-effects term with one level per row (an
 observation-level random effect, ``(1 | .row)``) models overdispersion: performance counts its
 variance as residual ("dispersion"), not random, and so does mixcli.
 
@@ -39,8 +47,11 @@ import numpy as np
 
 # The latent-scale variance of a binomial GLMM's response, by link (insight's var.distribution)
 DISTRIBUTION_VARIANCE = {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}
-# ... of a Poisson GLMM's, by link: the log link's is log(1 + 1/μ), μ from the null model (None here)
-POISSON_LINKS = {"log": None, "sqrt": 0.25}
+# ... of a count GLMM's (Poisson, nbinom2), by link: the log link's is log(1 + V(μ)/μ²), μ from
+# the null model (None here)
+COUNT_LINKS = {"log": None, "sqrt": 0.25}
+# the links of a Gamma GLMM insight computes (its distribution variance is σ² under each)
+GAMMA_LINKS = ("inverse", "identity", "log")
 
 
 @dataclass
@@ -57,7 +68,7 @@ class VarianceExplained:
     partition: list[tuple[str, float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dispersion: float = 0.0  # (a GLMM's) observation-level terms' variance, part of ``residual``
-    null_mean: float | None = None  # (Poisson, log link) μ = exp(β₀) of the null model
+    null_mean: float | None = None  # (count GLMMs, log link) μ = exp(β₀) of the null model
 
     def as_dict(self) -> dict:
         return {
@@ -68,17 +79,34 @@ class VarianceExplained:
 
 
 def needs_refit(m) -> bool:
-    """Whether the decomposition of ``m`` costs a refit (of the null model: a Poisson GLMM with
-    the log link)."""
-    return m.is_glmm and m.family == "poisson" and m.link == "log"
+    """Whether the decomposition of ``m`` costs a refit (of the null model: a Poisson or nbinom2
+    GLMM with the log link)."""
+    return m.is_glmm and m.family in ("poisson", "nbinom2") and m.link == "log"
+
+
+def unsupported(m) -> str | None:
+    """Why performance computes no ICC or R² for ``m`` (a link insight does not support for its
+    family: it warns and returns NA), or None."""
+    if not m.is_glmm:
+        return None
+    links = {"binomial": tuple(DISTRIBUTION_VARIANCE), "poisson": tuple(COUNT_LINKS),
+             "nbinom2": tuple(COUNT_LINKS), "Gamma": GAMMA_LINKS}.get(m.family, ())
+    if m.link in links:
+        return None
+    if not links:
+        return (f"no ICC or R² for an {m.family} GLMM: mixcli computes them for binomial, Poisson, nbinom2 and "
+                "Gamma fits, whose decomposition is checked against performance's")
+    return (f"no ICC or R² for a {m.family} GLMM with the {m.link} link: its distribution-specific variance is "
+            f"defined for the {' and '.join(links) if len(links) < 3 else ', '.join(links)} links only "
+            "(performance and insight give NA)")
 
 
 def variance_explained(m) -> VarianceExplained | None:
-    """The decomposition for a fitted ``LmmResult`` or binomial or Poisson ``GlmmResult``
-    (None for the other GLMMs, and for a Poisson fit with the log link whose data are not kept:
-    its null model cannot be refitted)."""
+    """The decomposition for a fitted ``LmmResult`` or ``GlmmResult`` (None for a link
+    performance does not support, ``unsupported``, and for a count GLMM with the log link whose
+    data are not kept: its null model cannot be refitted)."""
     glmm = m.is_glmm
-    if glmm and not (m.family == "binomial" or (m.family == "poisson" and m.link in POISSON_LINKS)):
+    if unsupported(m) is not None:
         return None
     null_mean = None
     if needs_refit(m):
@@ -141,13 +169,17 @@ def variance_explained(m) -> VarianceExplained | None:
     if glmm and m.family == "binomial":
         sigma2 = DISTRIBUTION_VARIANCE[m.link] + dispersion
     elif glmm and null_mean is not None:
-        sigma2 = math.log1p(1.0 / null_mean) + dispersion
+        # log(1 + V(μ)/μ²), V the fit's variance function (Poisson's μ, nbinom2's μ + μ²/k)
+        mu = np.array([null_mean])
+        sigma2 = math.log1p(float(m.data.family.variance(mu)[0]) / null_mean ** 2) + dispersion
         if null_mean < 6:
             notes.append(f"the null model's mean count is {null_mean:.1f}, too close to zero for the lognormal "
                          "approximation of the distribution variance: the ICC and R² may be unreliable "
                          "(performance warns the same)")
+    elif glmm and m.family == "Gamma":
+        sigma2 = float(m.sigma) ** 2 + dispersion  # (Gamma's V(μ) = μ² at μ = σ, as insight)
     elif glmm:
-        sigma2 = POISSON_LINKS[m.link] + dispersion
+        sigma2 = COUNT_LINKS[m.link] + dispersion
     total = fixed + random + sigma2
     if missing:
         notes.append(f"random slopes not among the fixed effects ({', '.join(dict.fromkeys(missing))}) are left out "
@@ -165,9 +197,9 @@ def variance_explained(m) -> VarianceExplained | None:
 
 
 def _null_model_mean(m) -> float | None:
-    """exp(β₀) of the null model (``Formula.null_model``) refitted to the fit's data with its family,
-    nAGQ, prior weights (on the rows the fit used) and settings, by the fit's ``fitter``
-    (fitting.fit_frame); None without the data (a saved fit)."""
+    """exp(β₀) of the null model (``Formula.null_model``) refitted to the fit's data with its family
+    (nbinom2's k held at the fit's), nAGQ, prior weights (on the rows the fit used) and settings, by
+    the fit's ``fitter`` (fitting.fit_frame); None without the data (a saved fit)."""
     from ..frame import model_frame
 
     frame = m.frame
@@ -177,8 +209,10 @@ def _null_model_mean(m) -> float | None:
     if frame.weights is not None:
         weights = np.full(frame.table.nrows, np.nan)
         weights[frame.rows] = frame.weights
-    null_frame = model_frame(frame.table, frame.formula.null_model(), family=frame.family, weights=weights,
+    family = frame.family
+    if family.name == "nbinom2":
+        family = family.with_dispersion(m.dispersion, fixed=True)
+    null_frame = model_frame(frame.table, frame.formula.null_model(), family=family, weights=weights,
                              contrasts=frame.contrasts)
     null = m.fitter(null_frame, nagq=m.nagq, control=m.control)
     return math.exp(null.fixef[0].estimate)
-

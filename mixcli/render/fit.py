@@ -23,7 +23,8 @@ from .numbers import json_number as num
 
 def _variance_records(m) -> dict:
     """``icc`` and ``r2`` (performance's icc() and r2_nakagawa()); null where not computed
-    (a Poisson GLMM's, which costs a refit, unless asked for: ``fit --r2``)."""
+    (a Poisson or nbinom2 GLMM's with the log link, which costs a refit, unless asked for: ``fit --r2``;
+    a count family's identity link, which performance does not support)."""
     ve = m.variance_explained(refit=False)
     if ve is None:
         return {"icc": None, "r2": None}
@@ -35,7 +36,7 @@ def glmm_record(m) -> dict:
     """The JSON object of one GLMM fit: as a linear mixed model's, with ``family``, ``link``,
     ``nagq``, ``deviance`` (lme4's deviance(), Σ deviance residuals) and ``df_resid``; each fixed
     effect has ``z`` and ``p`` (no df); ``varcorr`` has no residual (but Gamma's, as glmer's); no
-    sigma; ``icc`` and ``r2`` on the latent scale (null for Poisson unless asked for: ``fit --r2``);
+    sigma; ``icc`` and ``r2`` on the latent scale (null for Poisson and nbinom2 unless asked for: ``fit --r2``);
     ``dispersion`` is nbinom2's k, nbinom1's φ or Gamma's scale (lme4's sigma()), null for binomial and Poisson."""
     ci = m.ci_method is not None
     rec = {
