@@ -669,7 +669,7 @@ def _family(name, link, nagq, ml, ddf, ci, weights):
     if ci is not None and ci[0] == "profile":
         from .inference.profile import check_profile
 
-        check_profile(nagq)  # (before the fit: a profile of a nAGQ = 0 fit is refused)
+        check_profile(nagq, name)  # (before the fit: a nAGQ = 0 or Gamma fit's profile is refused)
     return family(name, link)
 
 

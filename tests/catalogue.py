@@ -630,9 +630,15 @@ CASES: list[Case] = [
          GLMM + ["count ~ x + (1 | g)", "--family", "nbinom1", "--nagq", "0"], 2,
          "--nagq 0: the nbinom1 family's dispersion φ is estimated with the Laplace approximation; use --nagq 1",
          TRIAL_FILES),
+    Case("GLMM", "profile intervals of a Gamma GLMM",
+         GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--ci", "profile"], 2,
+         "profile intervals of a Gamma GLMM: its scale σ is not a parameter of glmer's criterion, which lme4 refuses "
+         "to profile, and the random effects' profiles would miss the σ of their SDs; use Wald intervals (--ci 0.95) "
+         "for the fixed effects", TRIAL_FILES),
     Case("GLMM", "bootstrap intervals of a Gamma GLMM",
          GLMM + ["days ~ x + (1 | g)", "--family", "Gamma", "--ci", "boot", "--nsim", "5"], 2,
-         "the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; for a Gamma fit use Wald "
+         "the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; not Gamma, whose only "
+         "reference (lme4's simulate) draws the random effects without the σ of the fit; for a Gamma fit use Wald "
          "intervals, or the likelihood-ratio test without the bootstrap", TRIAL_FILES),
     Case("GLMM", "an outcome that never happens", GLMM + ["pass ~ x + (1 | g)", "--family", "binomial"], 1,
          "the response 'pass' is 0 (failure) in every row used; a binomial model needs both outcomes",

@@ -276,9 +276,12 @@ def make_job(small, big, reml: bool, seed: int, parameters: bool = False) -> Sim
     replicating ``small``'s parameters (bootstrap intervals) instead of T*."""
     if small.is_glmm:
         if small.family == "Gamma":
-            # (each refit would need its own scale σ*, which sizes its random effects: not yet)
-            raise UsageError("the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; for a Gamma "
-                             "fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
+            # (lme4's simulate(), the only reference, draws a Gamma GLMM's random effects without the σ
+            # its VarCorr includes, and 1.1-31 uses shape σw (lme4 #782): bootMer's intervals of an
+            # SD lie above the estimate, and σ-scaled draws miss it too (see the README))
+            raise UsageError("the parametric bootstrap simulates binomial, Poisson, nbinom2 and nbinom1 GLMMs; not Gamma, "
+                             "whose only reference (lme4's simulate) draws the random effects without the σ of the fit; "
+                             "for a Gamma fit use Wald intervals, or the likelihood-ratio test without the bootstrap")
         return _glmm_job(small, big, seed, parameters)
     st = small.structure
     beta = np.array([f.estimate for f in small.fixef])

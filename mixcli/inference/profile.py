@@ -372,8 +372,16 @@ class Profiler:
         return math.nan, False, math.nan
 
 
-def check_profile(nagq: int):
-    """A GLMM is profiled on its likelihood in β, as glmer's profile(): a nAGQ = 0 fit has none."""
+def check_profile(nagq: int, family: str | None = None):
+    """A GLMM is profiled on its likelihood in β, as glmer's profile(): a nAGQ = 0 fit has none.
+    Nor a Gamma fit: glmer's criterion takes its scale as deviance / n rather than as a parameter,
+    lme4 refuses to profile it ("can't (yet) profile GLMMs with non-fixed scale parameters"), and
+    its random effects' SDs would be profiled without σ, on another scale than the fit reports."""
+    if family is not None and family.lower() == "gamma":
+        raise UsageError(
+            "profile intervals of a Gamma GLMM: its scale σ is not a parameter of glmer's criterion, which lme4 "
+            "refuses to profile, and the random effects' profiles would miss the σ of their SDs; use Wald intervals "
+            f"({option('ci', '0.95')}) for the fixed effects")
     if not nagq:
         raise UsageError(
             f"profile intervals of a GLMM need its likelihood in β, which a {option('nagq', 0)} fit does not "
@@ -405,7 +413,7 @@ class GlmmProfiler(Profiler):
     def __init__(self, m):
         from ..engine.glmm_criterion import GlmmCriterion
         from ..engine.linalg import whitening
-        check_profile(m.nagq)
+        check_profile(m.nagq, m.family)
         self.m = m
         self.control = m.control
         st = self.st = m.structure
