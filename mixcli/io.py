@@ -283,6 +283,9 @@ def _arrow_csv(data: bytes, sep: str, text_columns=(), include=None):
     read = pacsv.ReadOptions(use_threads=True)
     parse = pacsv.ParseOptions(delimiter=sep, quote_char='"', double_quote=True,
                                newlines_in_values=b'"' in data, ignore_empty_lines=True)
+    # Text arrives dictionary-encoded by the reader itself (codes and labels are what a Table
+    # keeps): encoding it afterwards imports pyarrow.compute, 30 ms of every command's start-up.
+    text = pa.dictionary(pa.int32(), pa.string())
     convert = pacsv.ConvertOptions(
         null_values=list(NULL_VALUES),
         strings_can_be_null=True,
@@ -290,8 +293,10 @@ def _arrow_csv(data: bytes, sep: str, text_columns=(), include=None):
         true_values=[],
         false_values=[],
         timestamp_parsers=[_NO_TIMESTAMPS],
-        column_types={col: pa.string() for col in text_columns},
+        column_types={col: text for col in text_columns},
         include_columns=include or [],
+        auto_dict_encode=True,
+        auto_dict_max_cardinality=2**31 - 1,
     )
     return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse, convert_options=convert)
 
@@ -313,7 +318,7 @@ def _read_csv_arrow(data: bytes, sep: str, name: str, text_columns=(), include=N
         table = None
     except pa.ArrowInvalid as err:
         raise DataError(_explain_arrow_error(err, data, sep, name)) from None
-    if table is None or any(pat.is_binary(f.type) or pat.is_large_binary(f.type) for f in table.schema):
+    if table is None or any(pat.is_binary(t) or pat.is_large_binary(t) for t in map(_values_type, table.schema.types)):
         # Not UTF-8: decode it all the legacy way and read the UTF-8 re-encoding.
         data = decode_legacy(data).encode("utf-8")
         warnings.warn(f"{name}: not valid UTF-8; read as Windows-1252 (Latin-1)", DataWarning, stacklevel=3)
@@ -325,11 +330,18 @@ def _read_csv_arrow(data: bytes, sep: str, name: str, text_columns=(), include=N
     if table.num_rows == 0:
         raise DataError(f"{name}: has a header but no data rows")
     # Dates and times pyarrow recognised: re-read those columns as their original text.
-    temporal = [f.name for f in table.schema if pat.is_temporal(f.type)]
+    temporal = [f.name for f in table.schema if pat.is_temporal(_values_type(f.type))]
     if temporal:
         table = _arrow_csv(data, sep, list(dict.fromkeys([*text_columns, *temporal])), include)
     _check_unterminated_quote(table, data, name)
     return _arrow_to_table(table, name, text_columns)
+
+
+def _values_type(typ):
+    """The type of a column's values (a dictionary-encoded column's dictionary)."""
+    import pyarrow.types as pat
+
+    return typ.value_type if pat.is_dictionary(typ) else typ
 
 
 def _check_names(names: list[str], name: str) -> None:
@@ -387,7 +399,7 @@ def _check_unterminated_quote(table, data: bytes, name: str) -> None:
         return
     last = table.num_rows - 1
     for field, column in zip(table.schema, table.columns):
-        if pat.is_string(field.type) or pat.is_large_string(field.type):
+        if pat.is_string(_values_type(field.type)) or pat.is_large_string(_values_type(field.type)):
             value = column[last].as_py()
             if value is not None and "\n" in value:
                 line = data.count(b"\n") - value.count("\n") + 1
@@ -404,6 +416,9 @@ def _arrow_to_table(table, name: str, text_columns=()) -> "Table":
     columns: dict[str, object] = {}
     for field, column in zip(table.schema, table.columns):
         typ = field.type
+        if pat.is_dictionary(typ) and (pat.is_string(typ.value_type) or pat.is_large_string(typ.value_type)):
+            columns[field.name] = _arrow_text(column)
+            continue
         if pat.is_dictionary(typ):
             column = column.cast(typ.value_type)
             typ = typ.value_type
@@ -466,10 +481,16 @@ def _arrow_numeric(column):
 def _arrow_text(column):
     """TextColumn from a string column via pyarrow's dictionary encoding (shared dictionary across chunks)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.types as pat
 
     from .table import TextColumn
 
-    encoded = column.dictionary_encode()
+    if pat.is_dictionary(column.type):
+        # (one dictionary for every chunk, each chunk's codes translated to it: no pyarrow.compute)
+        encoded = pa.table({"c": column}).unify_dictionaries().column(0)
+    else:
+        encoded = column.dictionary_encode()
     codes = []
     labels: list = []
     for chunk in encoded.chunks:

@@ -226,6 +226,16 @@ def test_importing_io_does_not_import_heavy_modules():
     assert out.strip() == "[]"
 
 
+def test_reading_text_columns_does_not_import_pyarrow_compute(tmp_path):
+    # (text arrives dictionary-encoded from the CSV reader; pyarrow.compute cost 30 ms of start-up)
+    path = write(tmp_path, "d.csv", "g,x,h\nb,1,u\na,2,\nb,3,v\n")
+    code = ("import sys; from mixcli.io import read_table; t = read_table(sys.argv[1], text_columns=['x']); "
+            "print('pyarrow.compute' in sys.modules, t['g'].labels.tolist(), t['g'].codes.tolist(), "
+            "t['x'].labels.tolist(), t['h'].codes.tolist())")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "['b',", "'a']", "[0,", "1,", "0]", "['1',", "'2',", "'3']", "[0,", "-1,", "1]"]
+
+
 # ------------------------------------------------------------------ errors
 
 
