@@ -218,22 +218,28 @@ def test_negative_binomial_tends_to_poisson():
 
 
 # ------------------------------------------------------------------ after the fit, as for Poisson
+def check_ranef(m, reference: dict, sd_key: str):
+    """m.ranef() against a reference's modes (to 1% of their conditional SD) and conditional SDs
+    (``sd_key``, to 2e-3), every level of every term (at least 9 values)."""
+    checked = 0
+    for term in m.ranef():
+        theirs = reference[term.factor]
+        index = {level: i for i, level in enumerate(term.levels)}
+        for name, level, val, sd in zip(theirs["term"], theirs["level"], theirs["condval"], theirs[sd_key]):
+            j, i = term.names.index(name), index[str(level)]
+            assert term.values[i, j] == pytest.approx(val, abs=1e-2 * sd), (term.factor, level, name)
+            assert term.sd[i, j] == pytest.approx(sd, rel=2e-3), (term.factor, level, name)
+            checked += 1
+    assert checked >= 9
+
+
 @pytest.mark.parametrize("case", ["grouseticks_nbinom2", "epil_nbinom2", "sleepstudy_gamma_log", "penicillin_gamma_log"])
 def test_ranef_fitted_and_residuals_match_lme4(case):
     """ranef(condVar = TRUE) (Gamma's conditional SDs scaled by sigma, as lme4's), fitted() and
     the Pearson and deviance residuals (augment) against lme4's."""
     ref = REF[case]["lme4"]
     _, m = fitted(case)
-    checked = 0
-    for term in m.ranef():
-        theirs = ref["ranef"][term.factor]
-        index = {level: i for i, level in enumerate(term.levels)}
-        for name, level, val, sd in zip(theirs["term"], theirs["level"], theirs["condval"], theirs["condsd"]):
-            j, i = term.names.index(name), index[str(level)]
-            assert term.values[i, j] == pytest.approx(val, abs=1e-2 * sd), (term.factor, level, name)
-            assert term.sd[i, j] == pytest.approx(sd, rel=2e-3), (term.factor, level, name)
-            checked += 1
-    assert checked >= 9
+    check_ranef(m, ref["ranef"], "condsd")
     aug = m.augment()
     n = len(ref["fitted_head"])
     np.testing.assert_allclose(aug[".fitted"][:n], ref["fitted_head"], rtol=1e-3)
@@ -467,16 +473,7 @@ def test_nbinom1_ranef_fitted_and_pearson_match_glmmtmb(case):
     fitted()."""
     r, tmb = REF[case], REF[case]["glmmTMB"]
     _, m = fitted(case)
-    checked = 0
-    for term in m.ranef():
-        theirs = tmb["ranef"][term.factor]
-        index = {level: i for i, level in enumerate(term.levels)}
-        for name, level, val, sd in zip(theirs["term"], theirs["level"], theirs["condval"], theirs["condsd_given"]):
-            j, i = term.names.index(name), index[str(level)]
-            assert term.values[i, j] == pytest.approx(val, abs=1e-2 * sd), (term.factor, level, name)
-            assert term.sd[i, j] == pytest.approx(sd, rel=2e-3), (term.factor, level, name)
-            checked += 1
-    assert checked >= 9
+    check_ranef(m, tmb["ranef"], "condsd_given")
     aug = m.augment()
     n = len(tmb["fitted_head"])
     np.testing.assert_allclose(aug[".fitted"][:n], tmb["fitted_head"], rtol=1e-3)
