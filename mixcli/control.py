@@ -107,6 +107,16 @@ class Control:
     heavy_dense: int = _setting(
         2000, "crossed random effects from which one Richardson level of differences is used (seconds per "
         "evaluation there; ~1e-4 relative truncation error)")
+    newton_iterations: int = _setting(
+        8, "Newton steps from a warm start on a heavy crossed model (model.newton_descent) before BOBYQA takes "
+        "over; the MovieLens shape needs 2 (quadratic convergence from a tenth of the items' optimum)")
+    newton_step_scale: float = _setting(
+        0.1, "those steps' differences at a tenth of the check's (1e-3 of θ): at the check's own, the first "
+        "Richardson level's truncation error left the MovieLens shape's Newton point 1e-4 above BOBYQA's; at a "
+        "tenth, 3e-8 (rounding noise then costs ~1e-5 of the Hessian)")
+    newton_descent_tol: float = _setting(
+        1e-13, "relative: Newton's method stops where a step would lower the criterion by less than this "
+        "(2.6e-7 on the MovieLens shape's 2.6e6), far below the check's newton_tol")
     batch_entries: int = _setting(
         500_000, "the check's points are factored in one batch when they have at most this many block entries "
         "together (M16 on the classroom data: 61 points, 220k entries, in ~5 evaluations' time), else point by "

@@ -190,3 +190,50 @@ def test_warm_start_from_a_subsample_reaches_the_same_optimum():
     assert warm.criterion == pytest.approx(cold.criterion, abs=1e-6)
     np.testing.assert_allclose(warm.theta, cold.theta, rtol=1e-4, atol=1e-6)
     assert warm.optsummary.evaluations < cold.optsummary.evaluations
+
+
+def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_crossed_model():
+    """Heavy crossed models (a dense block of ``heavy_dense`` random effects and more, started from a
+    subsample's optimum) take Newton steps with the check's own derivatives instead of BOBYQA
+    (model.newton_descent); forced here on a small crossed design, the optimum, its standard errors
+    and Satterthwaite's df must be those of the plain fit (BOBYQA, two Richardson levels)."""
+    import mixcli.model as api
+    from mixcli.control import DEFAULT
+    from mixcli.table import Table
+
+    rng = np.random.default_rng(11)
+    users, items = 600, 400
+    user = np.repeat(np.arange(users), 60)
+    item = rng.integers(0, items, len(user))
+    y = 3.5 + 0.4 * rng.standard_normal(users)[user] + 0.6 * rng.standard_normal(items)[item] + rng.standard_normal(len(user))
+    frame = model_frame(Table.from_mapping({"y": y, "user": user, "item": item}), "y ~ 1 + (1 | user) + (1 | item)")
+    plain = api.Model(frame).fit()
+    newton = api.Model(frame, DEFAULT.replace(warm_start_dense=100, heavy_dense=100)).fit()
+    stages = newton.optsummary.stages
+    assert any(s.startswith("newton from a subsample's optimum (") and "stopped" not in s for s in stages), stages
+    assert not any("bobyqa" in s for s in stages) and not any("newton" in s for s in plain.optsummary.stages)
+    assert newton.converged and not newton.warnings
+    assert newton.criterion <= plain.criterion + 1e-9 * abs(plain.criterion)
+    np.testing.assert_allclose(newton.theta, plain.theta, rtol=1e-5)
+    assert newton.fixef[0].se == pytest.approx(plain.fixef[0].se, rel=1e-6)
+    df_newton, df_plain = newton.add_satterthwaite().fixef[0].df, plain.add_satterthwaite().fixef[0].df
+    assert df_newton == pytest.approx(df_plain, rel=1e-3)
+
+
+def test_newton_hands_over_to_bobyqa_near_the_boundary():
+    """With no user variance simulated (θ̂ ≈ 0.03), a Newton step reaches θ = 0, where its steps do
+    not apply: BOBYQA takes over from Newton's best point and reaches the plain fit's optimum."""
+    import mixcli.model as api
+    from mixcli.control import DEFAULT
+    from mixcli.table import Table
+
+    rng = np.random.default_rng(12)
+    user = np.repeat(np.arange(600), 60)
+    item = rng.integers(0, 400, len(user))
+    y = 3.5 + 0.6 * rng.standard_normal(400)[item] + rng.standard_normal(len(user))
+    frame = model_frame(Table.from_mapping({"y": y, "user": user, "item": item}), "y ~ 1 + (1 | user) + (1 | item)")
+    plain = api.Model(frame).fit()
+    newton = api.Model(frame, DEFAULT.replace(warm_start_dense=100, heavy_dense=100)).fit()
+    assert any("stopped at" in s and "bobyqa from there" in s for s in newton.optsummary.stages), newton.optsummary.stages
+    assert newton.criterion <= plain.criterion + 1e-9 * abs(plain.criterion)
+    np.testing.assert_allclose(newton.theta, plain.theta, rtol=1e-4, atol=1e-6)

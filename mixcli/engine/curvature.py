@@ -31,13 +31,14 @@ from the gradient (½ gᵀH⁻¹g) and clearly negative eigenvalues.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..control import DEFAULT, Control
 from .derivatives import LEVELS, _steps, gradient_hessian, jacobian
-from .factor import evaluate_working
+from .factor import evaluate_working, profiled_criterion
 from .gradient import gradient, worth_gradient
 from .structure import ModelStructure
 
@@ -58,6 +59,8 @@ class Curvature:
     r2_hess: np.ndarray
     v: np.ndarray  # vech of V = (R_XᵀR_X)⁻¹ (upper triangle, row by row)
     v_grad: np.ndarray  # (len(v), k)
+    value: float = float("nan")  # the criterion at θ̃ (its centre point)
+    points: int = 0  # the parameter values evaluated (criteria, or gradients on the analytic path)
 
     def criterion_gradient(self) -> np.ndarray:
         return self.a_grad + (self.m / self.r2) * self.r2_grad
@@ -67,14 +70,16 @@ class Curvature:
         return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
 
 
-def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control = DEFAULT) -> Curvature:
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control = DEFAULT,
+              step_scale: float = 1.0) -> Curvature:
     """Derivatives of the criterion's pieces at the working θ̃ (see the module docstring). Points
-    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
+    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``).
+    ``step_scale`` multiplies the differences' steps (``model.newton_descent``'s smaller ones)."""
     with np.errstate(all="ignore"):
-        return _curvature(st, theta, reml, control)
+        return _curvature(st, theta, reml, control, step_scale)
 
 
-def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control) -> Curvature:
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control, step_scale: float = 1.0) -> Curvature:
     theta = np.asarray(theta, dtype=float)
     k, p = len(theta), st.p
     iu = np.triu_indices(p)
@@ -82,6 +87,8 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
     # (the structure's sums use a least-squares-centred response, so r² has no cancellation
     # of yᵀy to amplify in second differences)
     steps = _steps_within_bounds(st, theta)
+    if step_scale != 1.0:
+        steps = step_scale * (_steps(theta) if steps is None else steps)
     if worth_gradient(st, control.gradient_from):
         def pieces(th: np.ndarray) -> np.ndarray:
             fac = evaluate_working(st, th)
@@ -91,9 +98,11 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
 
         f0 = pieces(theta)
         jac = jacobian(pieces, theta, levels, steps=steps)
-        r2 = evaluate_working(st, theta, full=False).pwrss
+        centre = evaluate_working(st, theta, full=False)
+        r2, value = centre.pwrss, centre.criterion(reml)
         a_grad, r2_grad, v = f0[:k], f0[k: 2 * k], f0[2 * k:]
         a_hess, r2_hess, v_grad = _symmetric(jac[:k]), _symmetric(jac[k: 2 * k]), jac[2 * k:]
+        points = 1 + 2 * levels * k
     else:
         def pieces(th: np.ndarray) -> np.ndarray:
             fac = evaluate_working(st, th, full=False)
@@ -125,7 +134,10 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
         r2, v = float(f0[1]), f0[2:]
         a_grad, r2_grad, v_grad = grad[0], grad[1], grad[2:]
         a_hess, r2_hess = hess[0], hess[1]
-    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad)
+        value = profiled_criterion(f0[0], r2, st.n - p if reml else st.n, st.weights_term) if r2 > 0 else math.inf
+        points = 1 + 2 * levels * (k + k * (k - 1) // 2)
+    return Curvature(theta, reml, st.n - p if reml else st.n, a_grad, a_hess, float(r2), r2_grad, r2_hess, v, v_grad,
+                     float(value) if math.isfinite(value) else math.inf, points)
 
 
 def _steps_within_bounds(st: ModelStructure, theta: np.ndarray) -> np.ndarray | None:
@@ -176,38 +188,42 @@ def newton_step(curv: Curvature, st: ModelStructure, on_bound: float = DEFAULT.o
     return np.clip(theta, st.theta_lower, st.theta_upper)
 
 
+def newton_decrement(curv: Curvature, st: ModelStructure, control: Control = DEFAULT):
+    """(½ gᵀH⁻¹g over the free parameters and H's clearly positive eigen-directions: the decrease a
+    Newton step predicts; H's clearly negative eigenvalues; which parameters are free). On the
+    bound, a negative derivative means the criterion falls as the variance grows: such a
+    parameter is as free as any other."""
+    g, h = curv.criterion_gradient(), curv.criterion_hessian()
+    free = ~_at_bound(st, curv.theta, g, control.on_bound)
+    if not free.any():
+        return 0.0, np.zeros(0), free
+    vals, vecs = np.linalg.eigh(h[np.ix_(free, free)])
+    top = max(float(np.max(np.abs(vals))), 1e-300)
+    pos = vals > control.negative_eigen * top
+    proj = vecs[:, pos].T @ g[free]
+    return 0.5 * float(np.sum(proj**2 / vals[pos])), vals[vals < -control.negative_eigen * top], free
+
+
 def stopped_short(problems: list[str]) -> bool:
     return any("stopped short" in p for p in problems)
 
 
 def check(curv: Curvature, st: ModelStructure, fmin: float, control: Control = DEFAULT) -> list[str]:
     """What makes θ no minimum of the criterion (empty if it is one): see the module docstring."""
-    theta = curv.theta
     with np.errstate(all="ignore"):
         g = curv.criterion_gradient()
         h = curv.criterion_hessian()
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return ["the criterion's derivatives at the estimate are not finite, so it cannot be checked to be a minimum"]
     problems = []
-    # on the bound, a negative derivative means the criterion falls as the variance grows:
-    # such a parameter is as free as any other
-    free = ~_at_bound(st, theta, g, control.on_bound)
-    hf, gf = h[np.ix_(free, free)], g[free]
-    decrease = 0.0
-    if free.any():
-        vals, vecs = np.linalg.eigh(hf)
-        top = float(np.max(np.abs(vals))) if len(vals) else 0.0
-        negative = vals < -control.negative_eigen * max(top, 1e-300)
-        if negative.any():
-            problems.append(
-                f"the Hessian of the criterion has {int(negative.sum())} negative eigenvalue(s) "
-                f"({', '.join(f'{v:.2g}' for v in vals[negative])}): the estimate is a saddle point, not a minimum"
-            )
-        pos = vals > control.negative_eigen * max(top, 1e-300)
-        proj = vecs[:, pos].T @ gf
-        decrease = 0.5 * float(np.sum(proj**2 / vals[pos]))
+    decrease, negative, free = newton_decrement(curv, st, control)
+    if len(negative):
+        problems.append(
+            f"the Hessian of the criterion has {len(negative)} negative eigenvalue(s) "
+            f"({', '.join(f'{v:.2g}' for v in negative)}): the estimate is a saddle point, not a minimum"
+        )
     if decrease > control.newton_tol + control.newton_rel * abs(fmin):
-        worst = float(np.max(np.abs(gf)))
+        worst = float(np.max(np.abs(g[free])))
         problems.append(
             f"the gradient of the criterion is not zero at the estimate (largest {worst:.2g}; a Newton step "
             f"would lower the criterion by about {decrease:.2g}): the optimiser stopped short of the minimum"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linalg import Scratch
 from .structure import WIDE_LIMIT, ModelStructure
 
 
@@ -63,6 +64,8 @@ class FirstTermElimination:
             self.combined[s] = np.ascontiguousarray(np.hstack(parts))
         self._response_products()
         self.dense_c = None
+        # the dense tail's and CᵀWC's memory, reused from one evaluation to the next (linalg.Scratch)
+        self.scratch = Scratch(keep=4)
         if st.dense:
             self.dense_c = self._dense_cross(t0)
 
@@ -203,7 +206,8 @@ class _SparseGram:
     used instead.
     """
 
-    def __init__(self, c):
+    def __init__(self, c, scratch: Scratch | None = None):
+        self.scratch = scratch or Scratch()
         self.c = c.tocsr()
         self.ct = self.c.T.tocsr()
         self.shape = (c.shape[1], c.shape[1])
@@ -211,23 +215,24 @@ class _SparseGram:
         try:
             from scipy.sparse import _sparsetools as tools
 
-            product = self.ct @ self.c  # the pattern, once (values unused)
             m, n = self.shape
-            self.args = (m, n, self.ct.indptr.astype(product.indptr.dtype), self.ct.indices.astype(product.indptr.dtype),
-                         self.c.indptr.astype(product.indptr.dtype), self.c.indices.astype(product.indptr.dtype))
-            self.nnz = product.nnz
+            small = max(m, n, self.c.nnz) < 2**31 - 1
+            index = np.int32 if small else np.int64
+            nnz = int(tools.csr_matmat_maxnnz(m, n, self.ct.indptr.astype(index), self.ct.indices.astype(index),
+                                              self.c.indptr.astype(index), self.c.indices.astype(index)))
+            if nnz >= 2**31 - 1:
+                index = np.int64
+            self.args = (m, n, self.ct.indptr.astype(index), self.ct.indices.astype(index),
+                         self.c.indptr.astype(index), self.c.indices.astype(index))
+            self.nnz = nnz
             self.rows_of = np.repeat(np.arange(self.c.shape[0]), np.diff(self.c.indptr))
-            # the numeric pass's output pattern, for a flat index into the dense result
-            out_p = np.empty(m + 1, dtype=product.indptr.dtype)
-            out_j = np.empty(self.nnz, dtype=product.indptr.dtype)
-            out_x = np.empty(self.nnz)
-            tools.csr_matmat(*self.args[:4], self.ct.data, *self.args[4:], self.c.data, out_p, out_j, out_x)
-            self.buffers = (out_p, out_j, out_x)
-            # the public product runs the same kernel: the same pattern and values, or no kernel
-            if (np.array_equal(out_p, product.indptr) and np.array_equal(out_j, product.indices)
-                    and np.allclose(out_x, product.data)):
+            # the numeric pass's output (its pattern is the same every time: only the values change)
+            self.buffers = (np.empty(m + 1, dtype=index), np.empty(nnz, dtype=index), np.empty(nnz))
+            # the kernel is scipy's private one: used only where it reproduces the public product on a
+            # small matrix (the symbolic pass of the public product on the real one cost 0.9 s of the
+            # MovieLens shape's set-up, for a check)
+            if _kernel_agrees(tools.csr_matmat):
                 self.kernel = tools.csr_matmat
-            del product  # (as large as the buffers: not kept)
         except Exception:  # noqa: BLE001 (a private function: any failure means "use the public product")
             self.kernel = None
 
@@ -240,7 +245,26 @@ class _SparseGram:
         weighted = self.c.data * w[self.rows_of]
         self.kernel(*self.args[:4], self.ct.data, *self.args[4:], weighted, out_p, out_j, out_x)
         # to dense through scipy's own loop: no flat index of the nnz entries kept (8 bytes each)
-        return sp.csr_matrix((out_x, out_j, out_p), shape=self.shape, copy=False).toarray()
+        end = out_p[-1]
+        product = sp.csr_matrix((out_x[:end], out_j[:end], out_p), shape=self.shape, copy=False)
+        return product.toarray(out=self.scratch.empty(self.shape))
+
+
+def _kernel_agrees(kernel) -> bool:
+    """Whether scipy's private ``csr_matmat`` (its signature varies between versions) computes the
+    public product CᵀC, pattern and values, on a small sparse C with repeated and empty rows."""
+    import scipy.sparse as sp
+
+    c = sp.csr_matrix(np.array([[1.0, 0, 2], [0, 0, 0], [3, 4, 0], [0, 5, 6]]))
+    ct = c.T.tocsr()
+    want = (ct @ c).tocsr()
+    want.sort_indices()
+    m = n = c.shape[1]
+    out_p, out_j, out_x = np.empty(m + 1, np.int32), np.empty(9, np.int32), np.empty(9)
+    kernel(m, n, ct.indptr.astype(np.int32), ct.indices.astype(np.int32), ct.data, c.indptr.astype(np.int32),
+           c.indices.astype(np.int32), c.data, out_p, out_j, out_x)
+    got = sp.csr_matrix((out_x[: out_p[-1]], out_j[: out_p[-1]], out_p), shape=(m, n))
+    return np.allclose(got.toarray(), want.toarray())
 
 
 # Most pairs of entries precomputed for CᵀWC (8 bytes of product, 8 of index, 4 of row each).

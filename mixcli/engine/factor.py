@@ -108,7 +108,7 @@ class Factorization:
             lam0 = self.lam[0][0, 0] if self.batch else float(self.lam[0][0, 0])
             self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(lam0)
             self._factor_chain(1, gram, cross, zxy)
-            self._factor_tail(xtx, dense)
+            self._factor_tail(xtx, dense, elim.scratch)
 
     # ---------------------------------------------------------------- factor
     def _factor_chain(self, first: int, gram, cross, zxy):
@@ -135,7 +135,7 @@ class Factorization:
                 wx = wx - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], self.w[r]))
             self.w[s] = linalg.solve_lower(lss, wx)
 
-    def _factor_tail(self, xtx: np.ndarray, reduced_dense=None):
+    def _factor_tail(self, xtx: np.ndarray, reduced_dense=None, scratch=None):
         if self.batch:
             return self._factor_tail_batch(xtx)
         st = self.st
@@ -148,7 +148,7 @@ class Factorization:
         if not st.dense:
             tail = sxx
         elif reduced_dense is not None:
-            tail = self._reduced_dense_tail(sxx, *reduced_dense)
+            tail = self._reduced_dense_tail(sxx, *reduced_dense, scratch=scratch)
         else:
             tail = self._dense_schur(sxx)
         if len(tail) >= linalg.IN_PLACE_FROM and tail.flags.c_contiguous:
@@ -203,14 +203,16 @@ class Factorization:
             zx = zx + zx_correction
         return add, _lambda_d(st, zx, lam, 0)
 
-    def _reduced_dense_tail(self, sxx, gram_dd, zx_correction):
+    def _reduced_dense_tail(self, sxx, gram_dd, zx_correction, scratch=None):
         """[dense terms, Xy] after eliminating the only chain term (see eliminate)."""
         st = self.st
         if all(st.terms[d].k == 1 for d in st.dense):
             # Λ_D diagonal: Λ_DᵀGΛ_D + I written straight into the tail (no q_dense² temporaries)
             q, m = st.q_dense, sxx.shape[0]
             scale = np.concatenate([np.full(st.terms[d].n_levels, self.lam[d][0, 0]) for d in st.dense])
-            tail = np.empty((q + m, q + m))
+            # (a wide tail in memory of an earlier evaluation's that nothing holds: linalg.Scratch)
+            wide = scratch is not None and q + m >= linalg.IN_PLACE_FROM
+            tail = scratch.empty((q + m, q + m)) if wide else np.empty((q + m, q + m))
             top = tail[:q, :q]
             np.multiply(gram_dd, scale[:, None], out=top)
             top *= scale[None, :]

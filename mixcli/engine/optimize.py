@@ -61,7 +61,9 @@ class OptSummary:
     * ``stages`` — one line per stage of the strategy (start, boundary checks,
       restarts), with the criterion after it; ``warnings`` — what the user must know;
     * ``unbounded`` — the criterion still decreases when every parameter grows (see
-      ``decreases_along_ray``): no start reached a minimum.
+      ``decreases_along_ray``): no start reached a minimum;
+    * ``curvature`` — the criterion's derivatives at ``theta`` when the strategy computed them
+      there (Newton's method on a heavy crossed model): the convergence check reuses them.
     """
 
     start: np.ndarray
@@ -85,6 +87,7 @@ class OptSummary:
     stages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unbounded: bool = False
+    curvature: object = None  # the check's derivatives (engine.curvature) where a stage computed them at θ
 
     def __post_init__(self):
         self.start = np.array(self.start, dtype=float)
