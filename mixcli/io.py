@@ -276,11 +276,17 @@ def _projection(header: list[str], columns, data: bytes) -> list[str] | None:
 # ---------------------------------------------------------------- pyarrow
 
 
+THREADED_FROM = 4 << 20  # bytes of CSV from which pyarrow parses blocks on its threads
+
+
 def _arrow_csv(data: bytes, sep: str, text_columns=(), include=None):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    read = pacsv.ReadOptions(use_threads=True)
+    # (pyarrow's thread pool, once started, can abort the process at exit, "terminate called without
+    # an active exception", apache/arrow#34314: seen once in the error catalogue's runs; a small file
+    # is read on this thread, where threads save nothing)
+    read = pacsv.ReadOptions(use_threads=len(data) >= THREADED_FROM)
     parse = pacsv.ParseOptions(delimiter=sep, quote_char='"', double_quote=True,
                                newlines_in_values=b'"' in data, ignore_empty_lines=True)
     # Text arrives dictionary-encoded by the reader itself (codes and labels are what a Table
