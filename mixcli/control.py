@@ -104,16 +104,17 @@ class Control:
         1e-6, "a Hessian eigenvalue below -this x the largest is a saddle: differences of the criterion carry "
         "~1e-7 relative noise, so near-zero ones are flat directions")
     on_bound: float = _setting(1e-10, "a diagonal θ̃ this close to 0 is on its bound")
+    heavy_rows: int = _setting(
+        200_000, "rows from which the check's differences take one Richardson level at a tenth of the steps "
+        "(engine.curvature.check_differences): as accurate as two at the usual steps (898k rows: the Hessian "
+        "within 6e-7 of three levels'), at half the points (0.12 s of a 1.9 s fit)")
     heavy_dense: int = _setting(
-        2000, "crossed random effects from which one Richardson level of differences is used (seconds per "
-        "evaluation there; ~1e-4 relative truncation error)")
+        2000, "crossed random effects from which the same holds (seconds per evaluation there; one level at "
+        "the usual steps left ~1e-4 relative truncation error, and a Newton point 1e-4 above BOBYQA's on "
+        "the MovieLens shape), and from which a warm-started fit takes Newton's steps (model.newton_descent)")
     newton_iterations: int = _setting(
         8, "Newton steps from a warm start on a heavy crossed model (model.newton_descent) before BOBYQA takes "
         "over; the MovieLens shape needs 2 (quadratic convergence from a tenth of the items' optimum)")
-    newton_step_scale: float = _setting(
-        0.1, "those steps' differences at a tenth of the check's (1e-3 of θ): at the check's own, the first "
-        "Richardson level's truncation error left the MovieLens shape's Newton point 1e-4 above BOBYQA's; at a "
-        "tenth, 3e-8 (rounding noise then costs ~1e-5 of the Hessian)")
     newton_descent_tol: float = _setting(
         1e-13, "relative: Newton's method stops where a step would lower the criterion by less than this "
         "(2.6e-7 on the MovieLens shape's 2.6e6), far below the check's newton_tol")

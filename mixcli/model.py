@@ -154,17 +154,17 @@ def newton_descent(st: ModelStructure, reml: bool, summary: OptSummary, x: np.nd
     """Newton's method from a warm start, for crossed models whose evaluations cost seconds; the
     best point reached (where BOBYQA takes over when it returns without ``summary.curvature``).
 
-    Each step takes the convergence check's own derivatives (``engine.curvature``, at a tenth of
-    its usual steps: ``control.newton_step_scale``), whose points share the first term's θ in
-    threes: on the MovieLens shape one such step costs ~4 evaluations, and from a tenth of the
-    items' optimum two steps reach the minimum that 24 BOBYQA evaluations reach (to 3e-8 of a
-    criterion of 2.6e6), the third point's derivatives then serving as the check. A step that does
+    Each step takes the convergence check's own derivatives (``engine.curvature``: one level at a
+    tenth of the usual steps there), whose points share the first term's θ in threes: on the
+    MovieLens shape one such step costs ~4 evaluations, and from a tenth of the items' optimum two
+    steps reach the minimum that 24 BOBYQA evaluations reach (to 3e-8 of a criterion of 2.6e6),
+    the third point's derivatives then serving as the check. A step that does
     not lower the criterion, a Hessian that is not positive definite, or a parameter reaching its
     bound hands over to BOBYQA from the best point."""
     c = summary.control
     best, fbest = np.array(x, dtype=float), math.inf
     for _ in range(c.newton_iterations):
-        curv = curvature(st, x, reml, c, step_scale=c.newton_step_scale)
+        curv = curvature(st, x, reml, c)
         summary.evaluations += curv.points
         if not curv.value < fbest:
             break
