@@ -386,8 +386,8 @@ _CLUSTER = _stack(_ENGINE, _SCHEDULER, _WORKERS)  # --engine dask and its cluste
               help="Print the conditional modes of the random effects with their conditional SDs "
                    "(lme4's ranef(condVar = TRUE)) instead of the summary.")
 @click.option("--r2", is_flag=True,
-              help="Also the ICC and Nakagawa's R² where they cost a refit: a Poisson or nbinom2 GLMM's (log "
-                   "link) distribution variance comes from its null model (nbinom2's k held), as "
+              help="Also the ICC and Nakagawa's R² where they cost a refit: a Poisson, nbinom2 or nbinom1 GLMM's "
+                   "(log link) distribution variance comes from its null model (nbinom2's k held), as "
                    "performance's icc() and r2_nakagawa() compute it (linear, binomial and Gamma models, "
                    "and the sqrt link, always show them; a count model's identity link has none: a warning).")
 @_GLMM_OPTIONS

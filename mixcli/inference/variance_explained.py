@@ -47,7 +47,7 @@ import numpy as np
 
 # The latent-scale variance of a binomial GLMM's response, by link (insight's var.distribution)
 DISTRIBUTION_VARIANCE = {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}
-# ... of a count GLMM's (Poisson, nbinom2), by link: the log link's is log(1 + V(μ)/μ²), μ from
+# ... of a count GLMM's (Poisson, nbinom2; nbinom1 with the log link), by link: the log link's is log(1 + V(μ)/μ²), μ from
 # the null model (None here)
 COUNT_LINKS = {"log": None, "sqrt": 0.25}
 # the links of a Gamma GLMM insight computes (its distribution variance is σ² under each)
@@ -79,9 +79,9 @@ class VarianceExplained:
 
 
 def needs_refit(m) -> bool:
-    """Whether the decomposition of ``m`` costs a refit (of the null model: a Poisson or nbinom2
-    GLMM with the log link)."""
-    return m.is_glmm and m.family in ("poisson", "nbinom2") and m.link == "log"
+    """Whether the decomposition of ``m`` costs a refit (of the null model: a Poisson, nbinom2 or
+    nbinom1 GLMM with the log link)."""
+    return m.is_glmm and m.family in ("poisson", "nbinom2", "nbinom1") and m.link == "log"
 
 
 def unsupported(m) -> str | None:
@@ -90,12 +90,12 @@ def unsupported(m) -> str | None:
     if not m.is_glmm:
         return None
     links = {"binomial": tuple(DISTRIBUTION_VARIANCE), "poisson": tuple(COUNT_LINKS),
-             "nbinom2": tuple(COUNT_LINKS), "Gamma": GAMMA_LINKS}.get(m.family, ())
+             "nbinom2": tuple(COUNT_LINKS), "nbinom1": ("log",), "Gamma": GAMMA_LINKS}.get(m.family, ())
     if m.link in links:
         return None
-    if not links:
-        return (f"no ICC or R² for an {m.family} GLMM: mixcli computes them for binomial, Poisson, nbinom2 and "
-                "Gamma fits, whose decomposition is checked against performance's")
+    if m.family == "nbinom1":  # (glmmTMB's family: checked against performance with the log link only)
+        return (f"no ICC or R² for an nbinom1 GLMM with the {m.link} link: mixcli computes them with the log "
+                "link, where they are checked against performance's")
     return (f"no ICC or R² for a {m.family} GLMM with the {m.link} link: its distribution-specific variance is "
             f"defined for the {' and '.join(links) if len(links) < 3 else ', '.join(links)} links only "
             "(performance and insight give NA)")
@@ -169,7 +169,8 @@ def variance_explained(m) -> VarianceExplained | None:
     if glmm and m.family == "binomial":
         sigma2 = DISTRIBUTION_VARIANCE[m.link] + dispersion
     elif glmm and null_mean is not None:
-        # log(1 + V(μ)/μ²), V the fit's variance function (Poisson's μ, nbinom2's μ + μ²/k)
+        # log(1 + V(μ)/μ²), V the fit's variance function (Poisson's μ, nbinom2's μ + μ²/k,
+        # nbinom1's μ(1 + φ), with the full model's k or φ as insight takes them)
         mu = np.array([null_mean])
         sigma2 = math.log1p(float(m.data.family.variance(mu)[0]) / null_mean ** 2) + dispersion
         if null_mean < 6:
@@ -198,7 +199,8 @@ def variance_explained(m) -> VarianceExplained | None:
 
 def _null_model_mean(m) -> float | None:
     """exp(β₀) of the null model (``Formula.null_model``) refitted to the fit's data with its family
-    (nbinom2's k held at the fit's), nAGQ, prior weights (on the rows the fit used) and settings, by
+    (nbinom2's k held at the fit's, as insight re-evaluates glmer.nb's call; nbinom1's φ estimated
+    again, as insight refits a glmmTMB model), nAGQ, prior weights (on the rows the fit used) and settings, by
     the fit's ``fitter`` (fitting.fit_frame); None without the data (a saved fit)."""
     from ..frame import model_frame
 
