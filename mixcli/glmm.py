@@ -57,12 +57,12 @@ import numpy as np
 from .control import DEFAULT, Control
 from .engine.agq import MAX_NODES, agq_deviance
 from .engine.derivatives import gradient_hessian
-from .engine.glmm_criterion import GlmmCriterion
+from .engine.glmm_criterion import GlmmCriterion, with_log_dispersion
 from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
 from .engine.pirls import SHORTCUT_FAMILIES, GlmmData, Modes, glm_start, laplace, pirls
 from .errors import FitError, UsageError, option
-from .family import DISPERSION_STEP, MAX_LOG_DISPERSION
+from .family import DISPERSION_STEP
 from .frame import ModelFrame
 from .inference.distributions import norm_cdf
 from .model import another_start, build_structure, candidate, prone_to_local_minima
@@ -149,9 +149,8 @@ class GlmmModel:
     def set_dispersion(self, k: float):
         """Evaluate the criteria at the dispersion k (NB2) or φ (NB1) from now on (PIRLS's warm starts
         are kept)."""
-        if k != self.data.family.k:
-            self.data = self.data.with_family(self.data.family.with_dispersion(k))
-            self.criterion.data = self.data
+        self.criterion.set_dispersion(k)
+        self.data = self.criterion.data
 
     # ------------------------------------------------------------------ criteria
     def devfun0(self) -> Callable[[np.ndarray], float]:
@@ -258,12 +257,7 @@ class GlmmModel:
 
     def _with_log_dispersion(self, fn: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], float]:
         """``fn`` of (θ̃, δ) as a function of (θ̃, δ, log k)."""
-        def at(par):
-            if not abs(par[-1]) < MAX_LOG_DISPERSION:
-                return math.inf
-            self.set_dispersion(math.exp(par[-1]))
-            return fn(par[:-1])
-        return at
+        return with_log_dispersion(fn, self.set_dispersion)
 
     def _best_log_dispersion(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int, summary: OptSummary) -> float:
         """log k (NB1: log φ) minimising the Laplace deviance at (θ̃, β), from the current value (a 1-D

@@ -70,21 +70,18 @@ class Curvature:
         return self.a_hess + (self.m / self.r2) * self.r2_hess - (self.m / self.r2**2) * np.outer(g, g)
 
 
-def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control = DEFAULT,
-              step_scale: float = 1.0) -> Curvature:
+def curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control = DEFAULT) -> Curvature:
     """Derivatives of the criterion's pieces at the working θ̃ (see the module docstring). Points
-    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``).
-    ``step_scale`` multiplies the differences' steps (``model.newton_descent``'s smaller ones)."""
+    where the system is numerically indefinite give NaNs, not warnings (as ``evaluate``)."""
     with np.errstate(all="ignore"):
-        return _curvature(st, theta, reml, control, step_scale)
+        return _curvature(st, theta, reml, control)
 
 
-def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control, step_scale: float = 1.0) -> Curvature:
+def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Control) -> Curvature:
     theta = np.asarray(theta, dtype=float)
     k, p = len(theta), st.p
     iu = np.triu_indices(p)
     levels, scale = check_differences(st, control)
-    scale *= step_scale
     # (the structure's sums use a least-squares-centred response, so r² has no cancellation
     # of yᵀy to amplify in second differences)
     steps = _steps_within_bounds(st, theta)

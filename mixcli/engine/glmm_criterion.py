@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ..family import MAX_LOG_DISPERSION
 from .agq import agq_deviance
 from .pirls import GlmmData, Modes, laplace, pirls
 
@@ -39,6 +40,11 @@ class GlmmCriterion:
             m = better(m, pirls(self.data, theta_w, beta))
         return m
 
+    def set_dispersion(self, k: float):
+        """Evaluate at the family's dispersion k (NB2) or φ (NB1) from now on (warm starts kept)."""
+        if k != self.data.family.k:
+            self.data = self.data.with_family(self.data.family.with_dispersion(k))
+
     def value(self, theta_w: np.ndarray, beta: np.ndarray | None, nagq: int) -> tuple[float, Modes]:
         """(−2 log L, the modes): Laplace for nAGQ ≤ 1, adaptive quadrature above."""
         m = self.modes(theta_w, beta)
@@ -49,6 +55,18 @@ class GlmmCriterion:
         if math.isfinite(value) and m.converged:
             self.last = m
         return value, m
+
+
+def with_log_dispersion(fn, set_dispersion):
+    """``fn`` of the other parameters as a function of them and log k (or log φ) last, the family's
+    dispersion set through ``set_dispersion`` before each call (+∞ beyond ``MAX_LOG_DISPERSION``):
+    the fit's second stage, the profiles' and the bootstrap's refits of a negative binomial."""
+    def at(par):
+        if not abs(par[-1]) < MAX_LOG_DISPERSION:
+            return math.inf
+        set_dispersion(math.exp(par[-1]))
+        return fn(par[:-1])
+    return at
 
 
 def better(a: Modes, b: Modes) -> Modes:

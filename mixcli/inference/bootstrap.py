@@ -149,9 +149,9 @@ class GlmmRefit:
         """((θ̃, δ) at the optimum, −2 logLik) for response ``y``; β = β̂ + basis·δ. An nbinom1 fit's
         refits estimate φ too (log φ a last coordinate, from the estimate: the criterion is
         glmmTMB's, whose φ is one of its parameters); nbinom2's hold k, as lme4's bootMer does."""
-        from ..engine.glmm_criterion import GlmmCriterion
+        from ..engine.glmm_criterion import GlmmCriterion, with_log_dispersion
         from ..engine.pirls import GlmmData
-        from ..family import DISPERSION_STEP, MAX_LOG_DISPERSION
+        from ..family import DISPERSION_STEP
 
         d = self.data
         criterion = GlmmCriterion(GlmmData(d.st, d.x, y, d.wt, d.offset, d.family, control=d.control))
@@ -159,14 +159,11 @@ class GlmmRefit:
         with_phi = d.family.observed_information
 
         def fn(par):
-            if with_phi:
-                if not abs(par[-1]) < MAX_LOG_DISPERSION:
-                    return math.inf
-                phi = math.exp(par[-1])
-                if phi != criterion.data.family.k:
-                    criterion.data = criterion.data.with_family(criterion.data.family.with_dispersion(phi))
             value, m = criterion.value(par[:k], self.beta + self.basis @ par[k:k + p], self.nagq)
             return value if m.converged else math.inf  # (a refit does not stand on modes PIRLS did not reach)
+
+        if with_phi:
+            fn = with_log_dispersion(fn, criterion.set_dispersion)
 
         extra = [math.log(d.family.k)] if with_phi else []
         start = np.concatenate([self.theta_w, np.zeros(p), extra])

@@ -441,23 +441,14 @@ class GlmmProfiler(Profiler):
         f, x0, lo, hi, step = self._objective(par, value)
         if not self.m.data.family.observed_information:
             return f, x0, lo, hi, step
-        from ..family import DISPERSION_STEP, MAX_LOG_DISPERSION
+        from ..engine.glmm_criterion import with_log_dispersion
+        from ..family import DISPERSION_STEP
 
-        def g(x):  # (NB1: log φ the last coordinate)
-            if not abs(x[-1]) < MAX_LOG_DISPERSION:
-                return math.inf
-            self._set_dispersion(math.exp(x[-1]))
-            return f(x[:-1])
-
+        g = with_log_dispersion(f, self.criterion.set_dispersion)  # (NB1: log φ the last coordinate)
         if hasattr(f, "cor_index"):
             g.cor_index = f.cor_index
         return (g, np.append(x0, math.log(self.m.dispersion)), np.append(lo, -math.inf), np.append(hi, math.inf),
                 np.append(step, DISPERSION_STEP))
-
-    def _set_dispersion(self, phi: float):
-        data = self.criterion.data
-        if phi != data.family.k:
-            self.criterion.data = data.with_family(data.family.with_dispersion(phi))
 
     def _objective(self, par: ProfileParameter, value: float):
         st, k, p, c = self.st, self.st.n_theta, self.p, self.control
