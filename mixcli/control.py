@@ -113,8 +113,9 @@ class Control:
         "the usual steps left ~1e-4 relative truncation error, and a Newton point 1e-4 above BOBYQA's on "
         "the MovieLens shape), and from which a warm-started fit takes Newton's steps (model.newton_descent)")
     newton_iterations: int = _setting(
-        8, "Newton steps from a warm start on a heavy crossed model (model.newton_descent) before BOBYQA takes "
-        "over; the MovieLens shape needs 2 (quadratic convergence from a tenth of the items' optimum)")
+        8, "Newton steps from a warm start before BOBYQA takes over: a heavy crossed model's (model.newton_descent; "
+        "the MovieLens shape needs 2, quadratic convergence from a tenth of the items' optimum) and a GLMM's second "
+        "stage from the first's optimum (glmm; VerbAgg needs 2)")
     newton_descent_tol: float = _setting(
         1e-13, "relative: Newton's method stops where a step would lower the criterion by less than this "
         "(2.6e-7 on the MovieLens shape's 2.6e6), far below the check's newton_tol")
@@ -150,6 +151,15 @@ class Control:
     step_beta: float = _setting(0.5, "the second stage's first trust region for β, in standard errors")
     hessian_step: float = _setting(0.05, "ζ's step in the GLMM Hessian's differences (ζ: β in units of its "
                                          "conditional covariance)")
+    hessian_gradient_step: float = _setting(
+        0.02, "ζ's step in the differences of the Laplace deviance's analytic gradient (canonical links: "
+        "engine.laplace_gradient), one level, central: on 16 reference GLMMs and VerbAgg the SEs are within 1.3e-6 "
+        "of two Richardson levels at 0.05 (one level at 0.05: 1.6e-5)")
+    glmm_newton_tol: float = _setting(
+        1e-7, "the (θ, β) stage by Newton's method (canonical links, Laplace) stops where gᵀH⁻¹g, twice what a "
+        "step would lower the deviance, is below this: the standard errors' Hessian there is within 2.3e-5 "
+        "(relative SE) of the optimum's on VerbAgg and 12 reference GLMMs (as BOBYQA's stopping point at "
+        "stage1_ftol_abs), and the result's Newton step takes the estimate to the optimum")
     hessian_pair_tol: float = _setting(
         2e-5, "the Hessian's mixed differences take one Richardson level where its diagonal at steps h and h/2 "
         "agrees this well (relative) for both parameters: the truncation error is then as small, and VerbAgg's Hessian "

@@ -14,6 +14,13 @@ and β measured from the first stage's estimate in units of its standard
 error. The standard errors reported are lme4's: from the Hessian of the
 deviance in (θ, β) at the optimum (``vcov(m)``, ``use.hessian = TRUE``).
 
+Where the Laplace deviance's gradient in β is analytic (the canonical links, logit and log:
+``engine.laplace_gradient``) that Hessian takes β's rows from the gradient's differences, and
+the second stage is Newton's method with it (``_newton_stage``): from the first stage's
+optimum two or three steps reach the optimum that BOBYQA approaches in ~80 evaluations, and
+the last step's Hessian is the standard errors'. BOBYQA takes over wherever a step fails
+(a variance reaching its bound, a Hessian that is not positive definite).
+
 Families with a dispersion. mixcli's criterion for every family is glmer's Laplace deviance:
 the family's −2 log f at the conditional modes of PIRLS's penalised deviance, plus ‖û‖² and
 log|L|² with L the factor at the expected-information weights w (dμ/dη)²/V(μ). For the
@@ -50,13 +57,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import numpy as np
 
 from .control import DEFAULT, Control
+from .engine import laplace_gradient
 from .engine.agq import MAX_NODES, agq_deviance
-from .engine.derivatives import gradient_hessian
+from .engine.derivatives import gradient_hessian, jacobian
 from .engine.glmm_criterion import GlmmCriterion, with_log_dispersion
 from .engine.linalg import whitening
 from .engine.optimize import OptSummary, minimize_theta
@@ -224,12 +232,69 @@ class GlmmModel:
                             ftol_abs=c.stage1_ftol_abs, xtol_abs=c.stage1_xtol_abs, control=c)
         stage1.evaluations = stage0.evaluations
         stage1.stages = list(stage0.stages)
+        on_bound = np.any(st.theta_is_diag & (np.abs(theta0) < c.on_bound))
+        if len(beta0) and c.newton_iterations and laplace_gradient.available(self.data, nagq) and not on_bound:
+            theta_n, beta_n, curv = self._newton_stage(theta0, beta0, stage1, progress)
+            if curv is not None:
+                return self.result(theta_n, beta_n, stage1, nagq, rx_vcov, curvature=curv)
+            # (BOBYQA from the best point Newton's steps reached, in the first stage's coordinates)
+            fn = self.devfun(nagq, beta_n, basis)
+            stage1.start = np.concatenate([theta_n, np.zeros(len(beta0))])
+            beta0 = beta_n
         minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: {what})")
         par = stage1.theta
         if self.free_dispersion:
             self.set_dispersion(math.exp(par[-1]))
             par = par[:-1]
         return self.result(par[:k], beta0 + basis @ par[k:], stage1, nagq, rx_vcov)
+
+    def _newton_stage(self, theta_w: np.ndarray, beta: np.ndarray, summary: OptSummary, progress=None):
+        """The second stage by Newton's method from the first's optimum, where the Laplace deviance's
+        gradient in β is analytic (``engine.laplace_gradient``): each step takes the Hessian the
+        standard errors need anyway (``hessian``, ~25 evaluations on VerbAgg), and from nAGQ = 0's
+        optimum two steps reach the Laplace optimum (quadratic convergence: gᵀH⁻¹g 0.37, 1e-3,
+        5e-8 on VerbAgg), where BOBYQA takes 78 evaluations and the Hessian 25 more.
+
+        Returns (θ̃, β, curvature): the curvature where gᵀH⁻¹g ≤ ``glmm_newton_tol`` there (the
+        result reuses it, and its Newton step finishes the estimate); else None with the best point
+        reached, where BOBYQA takes over — after a step that does not lower the deviance, a
+        Hessian that is not positive definite, or a variance at or stepping across its bound."""
+        c, st = self.control, self.structure
+        k = st.n_theta
+        best = (theta_w, beta, math.inf)
+        for _ in range(c.newton_iterations):
+            if np.any(st.theta_is_diag & (np.abs(theta_w) < c.on_bound)):
+                break
+            runs = self.criterion.runs
+            curv = self.hessian(theta_w, beta, 1)
+            summary.evaluations += self.criterion.runs - runs
+            if curv is None or not curv.value < best[2] or not np.all(np.isfinite(curv.h)):
+                break
+            best = (theta_w, beta, curv.value)
+            if progress is not None:
+                progress(summary.evaluations, curv.value)
+            try:
+                chol = np.linalg.cholesky(curv.h)
+            except np.linalg.LinAlgError:
+                break
+            step = -np.linalg.solve(chol.T, np.linalg.solve(chol, curv.grad))
+            decrement = -float(curv.grad @ step)
+            if not math.isfinite(decrement):
+                break
+            if decrement <= c.glmm_newton_tol:
+                summary.theta = np.concatenate([theta_w, np.zeros(len(beta))])
+                summary.fmin = curv.value
+                summary.converged = True
+                summary.stages.append(f"newton from the first stage (nAGQ = 1: θ and β): {curv.value:.10f} "
+                                      f"(gᵀH⁻¹g {decrement:.2g})")
+                return theta_w, beta, curv
+            theta_new = theta_w + step[:k]
+            if np.any(st.theta_is_diag & (theta_new <= 0.0)) or np.any(theta_new < st.theta_lower):
+                break
+            theta_w, beta = theta_new, beta + curv.basis @ step[k:]
+        summary.stages.append(f"newton from the first stage stopped at {best[2]:.10f}: bobyqa from there"
+                              if math.isfinite(best[2]) else "newton from the first stage: no Hessian, bobyqa")
+        return best[0], best[1], None
 
     def _gamma_scale(self, m: Modes) -> float:
         """lme4's sigma() of a Gamma fit: √((Σ Pearson residuals² + ‖û‖²) / n) (mkMerMod's
@@ -277,9 +342,9 @@ class GlmmModel:
         self.set_dispersion(math.exp(logk))
         return logk
 
-    def hessian(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> tuple[np.ndarray, ...] | None:
-        """(H, B, g): the Hessian of the deviance in (θ̃, ζ), β = β + Bζ, at (θ̃, β), and its gradient
-        there (None without β).
+    def hessian(self, theta_w: np.ndarray, beta: np.ndarray, nagq: int = 1) -> "Curvature | None":
+        """(H, B, g, f): the Hessian of the deviance in (θ̃, ζ), β = β + Bζ, at (θ̃, β), its gradient
+        and its value there (None without β).
 
         H is taken by central differences with one Richardson extrapolation (which matters where the
         likelihood is flat: a large group SD on few rows) in coordinates where it is well
@@ -304,19 +369,24 @@ class GlmmModel:
         par = np.concatenate([theta_w, np.zeros(p)] + ([[math.log(phi)]] if with_phi else []))
         steps = np.concatenate([np.maximum(1e-2 * np.abs(theta_w), 1e-3), np.full(p, self.control.hessian_step)]
                                + ([[DISPERSION_HESSIAN_STEP]] if with_phi else []))
+        pair_tol = self.control.hessian_pair_tol if self.data.family.name in SHORTCUT_FAMILIES else None
+        analytic = laplace_gradient.available(self.data, nagq)
         for refine in (True, False):
-            fn = self.devfun(nagq, beta, basis)
-            if with_phi:
-                fn = self._with_log_dispersion(fn)
-            try:
-                with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
-                    _, g, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps,
-                                                pair_tol=(self.control.hessian_pair_tol
-                                                          if self.data.family.name in SHORTCUT_FAMILIES else None))
-            finally:
+            if analytic:
+                h, g, f0 = self._hessian_from_gradient(theta_w, beta, basis, steps[:k], pair_tol)
+            else:
+                fn = self.devfun(nagq, beta, basis)
                 if with_phi:
-                    self.set_dispersion(phi)
-            h, g = 0.5 * (h[0] + h[0].T), g[0]
+                    fn = self._with_log_dispersion(fn)
+                try:
+                    with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives inf: H is then not finite)
+                        f0, g, h = gradient_hessian(lambda x: np.array([fn(x)]), par, levels=2, steps=steps,
+                                                    pair_tol=pair_tol)
+                finally:
+                    if with_phi:
+                        self.set_dispersion(phi)
+                h, g, f0 = h[0], g[0], float(f0[0])
+            h = 0.5 * (h + h.T)
             block = 0.5 * h[k:k + p, k:k + p]  # ≈ I when B whitens β
             if not refine or not np.all(np.isfinite(block)):
                 break
@@ -325,7 +395,31 @@ class GlmmModel:
                 break
             # (only when H is taken again with it: H and B are returned as a pair)
             basis = basis @ whitening(np.linalg.inv(block))
-        return h, basis, g
+        return Curvature(h, basis, g, f0)
+
+    def _hessian_from_gradient(self, theta_w, beta, basis, theta_steps, pair_tol):
+        """(H, g, f) in (θ̃, ζ) as ``hessian`` defines them, with ζ's rows from differences of the
+        Laplace deviance's analytic gradient (``engine.laplace_gradient``): the θ̃θ̃ block from the
+        deviance's differences in θ̃ alone, the θ̃ζ block from the gradient's along θ̃ (at the same
+        points), the ζζ block from the gradient's along ζ (one level: the gradient's differences carry
+        no rounding noise to amplify). On VerbAgg's 2 θ and 6 β, 23 PIRLS runs instead of 115."""
+        p = len(beta)
+
+        def value_and_gradient(theta, zeta):
+            value, m = self.criterion.value(theta, beta + basis @ zeta, 1)
+            if not (math.isfinite(value) and m.converged):
+                return np.full(p + 1, math.nan)
+            return np.concatenate([[value], basis.T @ laplace_gradient.beta_gradient(self.data, m)])
+
+        zero = np.zeros(p)
+        with np.errstate(invalid="ignore"):  # (PIRLS failing at a step gives NaN: H is then not finite)
+            f0, gt, ht = gradient_hessian(lambda t: value_and_gradient(t, zero), theta_w, levels=2,
+                                          steps=theta_steps, pair_tol=pair_tol)
+            gz = jacobian(lambda z: value_and_gradient(theta_w, z)[1:], zero, levels=1,
+                          steps=np.full(p, self.control.hessian_gradient_step))
+        cross = gt[1:]  # ∂g_ζ/∂θ̃, (p, k)
+        h = np.block([[ht[0], cross.T], [cross, gz]])
+        return h, np.concatenate([gt[0], f0[1:]]), float(f0[0])
 
     def _newton_step(self, theta_w, beta, value: float, hb, free: np.ndarray, nagq: int):
         """(θ̃, β, modes, criterion) one Newton step from the optimiser's estimate, with the
@@ -334,7 +428,7 @@ class GlmmModel:
         (a shifted predictor's slope moved by 6e-5 SE with PIRLS's rounding); the step takes the
         estimate to the optimum's precision for one evaluation. Parameters on their bound and
         a Hessian that is not positive definite on the rest are left alone."""
-        h, basis, grad = hb
+        h, basis, grad = hb[:3]
         k, p = self.structure.n_theta, basis.shape[1]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(grad))):
             return None
@@ -370,10 +464,10 @@ class GlmmModel:
 
     # ------------------------------------------------------------------ result
     def result(self, theta_w: np.ndarray, beta: np.ndarray, opt: OptSummary, nagq: int,
-               rx_vcov: np.ndarray | None) -> "GlmmResult":
-        """The fitted GLMM at (θ̃, β); standard errors from the Hessian in (θ, β) (lme4's), or
-        without one (nAGQ = 0, or a Hessian that cannot be inverted) from R_X of the weighted
-        system of the first stage (lme4's too)."""
+               rx_vcov: np.ndarray | None, curvature: Curvature | None = None) -> "GlmmResult":
+        """The fitted GLMM at (θ̃, β); standard errors from the Hessian in (θ, β) (lme4's: ``curvature``
+        where the optimiser took it there already), or without one (nAGQ = 0, or a Hessian that
+        cannot be inverted) from R_X of the weighted system of the first stage (lme4's too)."""
         st, frame, data = self.structure, self.frame, self.data
         m = self.criterion.modes(theta_w, beta)
         if data.family.link.name == "sqrt" and not np.any(data.offset) and np.sum(m.eta) < 0:
@@ -388,7 +482,7 @@ class GlmmModel:
         fallback = False
         warnings = list(opt.warnings)
         if nagq and p:
-            hb = self.hessian(theta_w, beta, nagq)
+            hb = curvature if curvature is not None else self.hessian(theta_w, beta, nagq)
             # glmer's checkConv: "degenerate Hessian with N negative eigenvalues" (θ on its bound,
             # a variance of 0, is left out: the deviance is even there, flat to second order)
             free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < opt.control.on_bound)),
@@ -499,6 +593,16 @@ def _random_parts(st, m: Modes) -> list[np.ndarray]:
         b = (lam @ u).T  # (levels, k)
         out.append(np.einsum("ik,ik->i", term.z, b[term.codes]))
     return out
+
+
+class Curvature(NamedTuple):
+    """``GlmmModel.hessian``'s answer at (θ̃, β): the deviance's Hessian ``h`` and gradient ``grad`` in
+    (θ̃, ζ) (β moved by ``basis`` ζ; NB1's log φ last), and its ``value`` there."""
+
+    h: np.ndarray
+    basis: np.ndarray
+    grad: np.ndarray
+    value: float
 
 
 def vcov_from_hessian(hb, k: int) -> np.ndarray | None:

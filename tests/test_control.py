@@ -53,14 +53,21 @@ def test_the_fit_uses_the_control_it_is_given_and_keeps_it():
 
 
 def test_a_glmm_passes_its_control_to_pirls_and_both_stages():
-    loose = DEFAULT.replace(stage1_ftol_abs=1e-2, stage1_ftol_rel=0.0, stage1_xtol_abs=1e-2, singular_tol=0.5)
-    g = mixcli.fit(DATA, "pass ~ ses + (1 | schoolid)", family="binomial")
+    # (newton_iterations=0: the second stage by BOBYQA, whose tolerances these are, without Newton's steps first)
+    bobyqa = DEFAULT.replace(newton_iterations=0)
+    loose = bobyqa.replace(stage1_ftol_abs=1e-2, stage1_ftol_rel=0.0, stage1_xtol_abs=1e-2, singular_tol=0.5)
+    g = mixcli.fit(DATA, "pass ~ ses + (1 | schoolid)", family="binomial", control=bobyqa)
     h = mixcli.fit(DATA, "pass ~ ses + (1 | schoolid)", family="binomial", control=loose)
     assert h.control is loose and h.data.control is loose
     assert h.optsummary.ftol_abs == 1e-2 and h.optsummary.evaluations < g.optsummary.evaluations
     assert h.criterion == pytest.approx(g.criterion, abs=0.05) and h.criterion >= g.criterion - 1e-9
     # the singular flag takes the control's tolerance: a school SD (θ) below 0.5 counts as singular
     assert h.singular == (h.theta[0] < 0.5) and g.singular == (g.theta[0] < 1e-4)
+    # Newton's second stage (the default here: a logit link) stops at its own tolerance: looser, one step fewer
+    n = mixcli.fit(DATA, "pass ~ ses + (1 | schoolid)", family="binomial")
+    m = mixcli.fit(DATA, "pass ~ ses + (1 | schoolid)", family="binomial", control=DEFAULT.replace(glmm_newton_tol=1.0))
+    assert m.optsummary.evaluations < n.optsummary.evaluations
+    assert m.criterion == pytest.approx(n.criterion, abs=0.05) and n.criterion <= g.criterion + 1e-9
 
 
 def test_compare_fits_every_model_with_the_control():

@@ -360,6 +360,31 @@ class Factorization:
         dense = self.tail[self.st.q_dense:, :self.st.q_dense].T if self.st.dense else None
         return self.back_substitute(list(self.w), dense)
 
+    def solve(self, rhs: list[np.ndarray]) -> list[np.ndarray]:
+        """A⁻¹ V for A = ΛᵀZᵀZΛ + I (the structure's weights inside Z), V per term as (k_t, c, q_t)
+        stacks: L_Z's forward substitution, as the factor made ``w`` from ΛᵀZᵀXy, then
+        ``back_substitute``."""
+        self._need_full("solves with A")
+        st, nc = self.st, self.st.n_chain
+        y: list[np.ndarray | None] = [None] * nc
+        for s in range(nc):
+            v = rhs[s]
+            for r in range(s):
+                v = v - st.segments[(r, s)].sum(linalg.matmul(self.l[(s, r)], y[r]))
+            y[s] = linalg.solve_lower(self.lss[s], v)
+        dense = None
+        if st.dense:
+            qd = st.q_dense
+            dense = np.concatenate([_rows(rhs[d]) for d in st.dense])
+            for s in range(nc):
+                if st.wide:
+                    for wa, ya in zip(self.wdd[s], y[s]):
+                        dense = dense - wa @ ya.T
+                else:
+                    dense = dense - self.wd[s].T @ _rows(y[s])
+            dense = _solve_lower(self.tail[:qd, :qd], dense)
+        return self.back_substitute(y, dense)
+
     def back_substitute(self, chain: list[np.ndarray], dense: np.ndarray | None) -> list[np.ndarray]:
         """Solve L_Zᵀ U = V for the random-effects part of L, V given per chain term as
         (k_s, c, q_s) stacks and for the dense terms as a (q_dense, c) matrix; U per term as
