@@ -512,7 +512,10 @@ def drop_aliased(
     else:
         full = np.column_stack([X, y])
     peaks = np.max(np.abs(full), axis=0) if full.shape[0] else np.zeros(full.shape[1])
-    full = full / np.where(peaks > 0, peaks, 1.0)
+    if y is None:
+        full = full / np.where(peaks > 0, peaks, 1.0)
+    else:  # (the stacked copy is this function's own: scaled in place, 27 MB not copied on 898k rows)
+        full /= np.where(peaks > 0, peaks, 1.0)
     norms = np.linalg.norm(full, axis=0)
     # One O(n p²) QR; thereafter X[:, cols] = Q R[:, cols], so each test is a QR
     # of the small matrix R[:, cols].
@@ -551,10 +554,11 @@ def _check_residual_left(X: np.ndarray, y: np.ndarray, terms: list[ReTerm], labe
     for t in terms:
         if "(Intercept)" not in t.names:
             continue
-        order = np.argsort(t.codes, kind="stable")
-        codes, values = t.codes[order], y[order]
-        same = codes[1:] == codes[:-1]
-        if same.any() and np.all(values[1:][same] == values[:-1][same]):
+        # one value of each level (whichever row's: if the level is constant, all are that value), and
+        # every row against its level's: O(n), where sorting the codes took 0.1 s on 898k rows
+        one = np.empty(t.n_levels)
+        one[t.codes] = y
+        if np.bincount(t.codes, minlength=t.n_levels).max() >= 2 and np.array_equal(y, one[t.codes]):
             raise DataError(
                 f"the response '{label}' does not vary within the levels of {t.factor}: the {t.factor} effects "
                 "reproduce it exactly and no residual variation is left; model the group values instead "

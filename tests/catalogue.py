@@ -349,6 +349,9 @@ CASES: list[Case] = [
     Case("Formula", "unknown contrasts", FIT + ["y ~ C(f, nonsense) + (1 | g)"], 2,
          "C(): unknown contrasts 'nonsense'; use sum, helmert or treatment, as in C(f, sum) at column 10",
          STUDY_FILES),
+    Case("Data", "a response that does not vary within the groups", FIT + ["site ~ x + (1 | g)"], 1,
+         "the response 'site' does not vary within the levels of g: the g effects reproduce it exactly and no "
+         "residual variation is left; model the group values instead (one row per g)", STUDY_FILES),
     Case("Data", "factor() of a column with one value", FIT + ["y ~ factor(one) + (1 | g)"], 1,
          "factor(one) has one value ('1') in the rows used; a factor needs at least two levels; remove it from "
          "the formula (a factor of one level has no contrasts)", STUDY_FILES),

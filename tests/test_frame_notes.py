@@ -109,3 +109,24 @@ def test_no_note_for_factor_x_or_for_a_text_column():
     # 11 text cells: more than a few typos, a column that is text on purpose
     assert not _typo_notes(mixcli.fit(_typo_data({i: f"t{i}" for i in range(11)}), "y ~ x + (1 | g)"))
     assert not _typo_notes(mixcli.fit(cached_table("slopes.csv"), "y ~ a + (1 | g)"))
+
+
+def test_a_response_constant_within_every_group_is_refused_whatever_the_row_order():
+    """The check looks at each group's rows wherever they are in the file: a response constant within
+    every group is refused, one group that varies (or groups of one row each) is fitted."""
+    import numpy as np
+    import pytest
+
+    from mixcli.errors import DataError
+
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(12), 4)
+    order = rng.permutation(len(g))
+    g = g[order]
+    x = rng.normal(size=len(g))
+    y = 10.0 + g  # the group's number: constant within each group
+    with pytest.raises(DataError, match="does not vary within the levels of g"):
+        mixcli.fit({"y": y, "x": x, "g": g}, "y ~ x + (1 | g)")
+    varied = y.copy()
+    varied[np.flatnonzero(g == 7)[2]] += 0.5  # one row of one group differs
+    assert mixcli.fit({"y": varied, "x": x, "g": g}, "y ~ x + (1 | g)").sigma > 0
