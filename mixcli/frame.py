@@ -375,8 +375,11 @@ def _integer_code_messages(formula: Formula, table: Table, rows: np.ndarray) -> 
                 continue
             seen.add(expr.name)
             x = np.asarray(table.columns[expr.name], dtype=float)[rows]
-            values = np.unique(x[np.isfinite(x)])
-            if 3 <= values.size <= CODES_MAX_LEVELS and np.all(values == np.round(values)):
+            x = x[np.isfinite(x)]
+            if not np.array_equal(x, np.round(x)):  # (a measurement: no sort of its values, 21 ms on 898k rows)
+                continue
+            values = np.unique(x)
+            if 3 <= values.size <= CODES_MAX_LEVELS:
                 shown = ", ".join(r_number(float(v)) for v in values)
                 out.append(f"{expr.name} takes only the values {shown}: it is fitted as a number (one slope); "
                            f"if these are codes for groups, write factor({expr.name})")

@@ -117,7 +117,7 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
     summary = OptSummary(start=x0, lower=st.theta_lower, upper=st.theta_upper, initial_step=step, algorithm=algorithm,
                          xtol_abs=c.warm_xtol if warm is not None else None, control=c)
     fold = st.fold if fdf is not None else None
-    newton = warm is not None and st.q_dense >= c.heavy_dense and not st.structured
+    newton = warm is not None and (st.q_dense >= c.heavy_dense or st.n >= c.heavy_rows) and not st.structured
     if newton:
         x0 = newton_descent(st, reml, summary, x0, stage, progress)
     if summary.curvature is None:
@@ -151,14 +151,17 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
 
 def newton_descent(st: ModelStructure, reml: bool, summary: OptSummary, x: np.ndarray, stage: str,
                    progress=None) -> np.ndarray:
-    """Newton's method from a warm start, for crossed models whose evaluations cost seconds; the
-    best point reached (where BOBYQA takes over when it returns without ``summary.curvature``).
+    """Newton's method from a warm start, for heavy models (crossed ones whose evaluations cost
+    seconds, and 200k rows or more); the best point reached (where BOBYQA takes over when it
+    returns without ``summary.curvature``).
 
     Each step takes the convergence check's own derivatives (``engine.curvature``: one level at a
     tenth of the usual steps there), whose points share the first term's θ in threes: on the
     MovieLens shape one such step costs ~4 evaluations, and from a tenth of the items' optimum two
     steps reach the minimum that 24 BOBYQA evaluations reach (to 3e-8 of a criterion of 2.6e6),
-    the third point's derivatives then serving as the check. A step that does
+    the third point's derivatives then serving as the check. On nested models the points are
+    evaluated in one batch: the 898k-row classroom model's three steps took 0.95 s of the fit where
+    BOBYQA's 42 evaluations and the check took 1.18 s (the criterion within 8e-16 relative). A step that does
     not lower the criterion, a Hessian that is not positive definite, or a parameter reaching its
     bound hands over to BOBYQA from the best point."""
     c = summary.control

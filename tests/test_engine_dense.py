@@ -226,6 +226,30 @@ def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_crossed_model():
     assert df_newton == pytest.approx(df_plain, rel=1e-3)
 
 
+def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_nested_model():
+    """Models of ``heavy_rows`` rows and more take the same Newton steps from the subsample's optimum;
+    forced here on 33k rows of the classroom design: the plain fit's optimum, standard errors and df."""
+    import mixcli.model as api
+    from mixcli.control import DEFAULT
+    from mixcli.simulate import simulate_classroom
+    from mixcli.table import Table
+
+    data = Table.from_mapping(simulate_classroom(n_schools=3000, seed=4))
+    frame = model_frame(data, "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
+    plain = api.Model(frame).fit()
+    newton = api.Model(frame, DEFAULT.replace(warm_start_rows=1000, heavy_rows=1000)).fit()
+    stages = newton.optsummary.stages
+    assert any(s.startswith("newton from a subsample's optimum (") and "stopped" not in s for s in stages), stages
+    assert not any("bobyqa" in s for s in stages) and not any("newton" in s for s in plain.optsummary.stages)
+    assert newton.converged and not newton.warnings
+    assert newton.criterion <= plain.criterion + 1e-9 * abs(plain.criterion)
+    np.testing.assert_allclose(newton.theta, plain.theta, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([f.se for f in newton.fixef], [f.se for f in plain.fixef], rtol=1e-6)
+    df_newton = [f.df for f in newton.add_satterthwaite().fixef]
+    df_plain = [f.df for f in plain.add_satterthwaite().fixef]
+    np.testing.assert_allclose(df_newton, df_plain, rtol=1e-3)
+
+
 def test_newton_hands_over_to_bobyqa_near_the_boundary():
     """With no user variance simulated (θ̂ ≈ 0.03), a Newton step reaches θ = 0, where its steps do
     not apply: BOBYQA takes over from Newton's best point and reaches the plain fit's optimum."""
