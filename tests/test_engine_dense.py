@@ -203,7 +203,6 @@ def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_crossed_model():
     subsample's optimum) take Newton steps with the check's own derivatives instead of BOBYQA
     (model.newton_descent); forced here on a small crossed design, the optimum, its standard errors
     and Satterthwaite's df must be those of the plain fit (BOBYQA, two Richardson levels)."""
-    import mixcli.model as api
     from mixcli.control import DEFAULT
     from mixcli.table import Table
 
@@ -213,31 +212,15 @@ def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_crossed_model():
     item = rng.integers(0, items, len(user))
     y = 3.5 + 0.4 * rng.standard_normal(users)[user] + 0.6 * rng.standard_normal(items)[item] + rng.standard_normal(len(user))
     frame = model_frame(Table.from_mapping({"y": y, "user": user, "item": item}), "y ~ 1 + (1 | user) + (1 | item)")
-    plain = api.Model(frame).fit()
-    newton = api.Model(frame, DEFAULT.replace(warm_start_dense=100, heavy_dense=100)).fit()
-    stages = newton.optsummary.stages
-    assert any(s.startswith("newton from a subsample's optimum (") and "stopped" not in s for s in stages), stages
-    assert not any("bobyqa" in s for s in stages) and not any("newton" in s for s in plain.optsummary.stages)
-    assert newton.converged and not newton.warnings
-    assert newton.criterion <= plain.criterion + 1e-9 * abs(plain.criterion)
-    np.testing.assert_allclose(newton.theta, plain.theta, rtol=1e-5)
-    assert newton.fixef[0].se == pytest.approx(plain.fixef[0].se, rel=1e-6)
-    df_newton, df_plain = newton.add_satterthwaite().fixef[0].df, plain.add_satterthwaite().fixef[0].df
-    assert df_newton == pytest.approx(df_plain, rel=1e-3)
+    _newton_is_the_plain_fit(frame, DEFAULT.replace(warm_start_dense=100, heavy_dense=100))
 
 
-def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_nested_model():
-    """Models of ``heavy_rows`` rows and more take the same Newton steps from the subsample's optimum;
-    forced here on 33k rows of the classroom design: the plain fit's optimum, standard errors and df."""
+def _newton_is_the_plain_fit(frame, control):
+    """Newton's path (forced by ``control``) ends where the plain fit does: the criterion, θ, the SEs, the df."""
     import mixcli.model as api
-    from mixcli.control import DEFAULT
-    from mixcli.simulate import simulate_classroom
-    from mixcli.table import Table
 
-    data = Table.from_mapping(simulate_classroom(n_schools=3000, seed=4))
-    frame = model_frame(data, "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
     plain = api.Model(frame).fit()
-    newton = api.Model(frame, DEFAULT.replace(warm_start_rows=1000, heavy_rows=1000)).fit()
+    newton = api.Model(frame, control).fit()
     stages = newton.optsummary.stages
     assert any(s.startswith("newton from a subsample's optimum (") and "stopped" not in s for s in stages), stages
     assert not any("bobyqa" in s for s in stages) and not any("newton" in s for s in plain.optsummary.stages)
@@ -248,6 +231,18 @@ def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_nested_model():
     df_newton = [f.df for f in newton.add_satterthwaite().fixef]
     df_plain = [f.df for f in plain.add_satterthwaite().fixef]
     np.testing.assert_allclose(df_newton, df_plain, rtol=1e-3)
+
+
+def test_newton_from_a_subsample_reaches_bobyqas_optimum_on_a_nested_model():
+    """Models of ``heavy_rows`` rows and more take the same Newton steps from the subsample's optimum;
+    forced here on 33k rows of the classroom design: the plain fit's optimum, standard errors and df."""
+    from mixcli.control import DEFAULT
+    from mixcli.simulate import simulate_classroom
+    from mixcli.table import Table
+
+    data = Table.from_mapping(simulate_classroom(n_schools=3000, seed=4))
+    frame = model_frame(data, "mathscore ~ ses + (ses | schoolid) + (1 | classid)")
+    _newton_is_the_plain_fit(frame, DEFAULT.replace(warm_start_rows=1000, heavy_rows=1000))
 
 
 def test_newton_hands_over_to_bobyqa_near_the_boundary():
