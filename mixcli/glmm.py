@@ -276,26 +276,21 @@ class GlmmModel:
             best = (theta_w, beta, curv.value)
             if progress is not None:
                 progress(summary.evaluations, curv.value)
-            try:
-                chol = np.linalg.cholesky(curv.h)
-            except np.linalg.LinAlgError:
+            rough = decrement >= c.glmm_newton_precise
+            step = newton_direction(curv.h, curv.grad)
+            if step is None:
                 break
-            step = -np.linalg.solve(chol.T, np.linalg.solve(chol, curv.grad))
-            rough, decrement = decrement >= c.glmm_newton_precise, -float(curv.grad @ step)
-            if not math.isfinite(decrement):
-                break
+            decrement = -float(curv.grad @ step)
             if decrement <= c.glmm_newton_tol and rough:
                 runs = self.criterion.runs
                 curv = self.hessian(theta_w, beta, 1)
                 summary.evaluations += self.criterion.runs - runs
-                if not np.all(np.isfinite(curv.h)):
+                step = newton_direction(curv.h, curv.grad)
+                if step is None:
                     break
-                try:
-                    chol = np.linalg.cholesky(curv.h)
-                except np.linalg.LinAlgError:
-                    break
-                step = -np.linalg.solve(chol.T, np.linalg.solve(chol, curv.grad))
                 decrement = -float(curv.grad @ step)
+            if not math.isfinite(decrement):
+                break
             if decrement <= c.glmm_newton_tol:
                 summary.theta = np.concatenate([theta_w, np.zeros(len(beta))])
                 summary.fmin = curv.value
@@ -457,10 +452,8 @@ class GlmmModel:
         k, p = self.structure.n_theta, basis.shape[1]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(grad))):
             return None
-        hf, gf = h[np.ix_(free, free)], grad[free]
-        try:
-            step = -np.linalg.solve(np.linalg.cholesky(hf).T, np.linalg.solve(np.linalg.cholesky(hf), gf))
-        except np.linalg.LinAlgError:
+        step = newton_direction(h[np.ix_(free, free)], grad[free])
+        if step is None:
             return None
         delta = np.zeros(len(free))
         delta[free] = step
@@ -618,6 +611,17 @@ def _random_parts(st, m: Modes) -> list[np.ndarray]:
         b = (lam @ u).T  # (levels, k)
         out.append(np.einsum("ik,ik->i", term.z, b[term.codes]))
     return out
+
+
+def newton_direction(h: np.ndarray, g: np.ndarray) -> np.ndarray | None:
+    """−H⁻¹g by H's Cholesky factor; None where H is not finite or not positive definite."""
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
+        return None
+    try:
+        chol = np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        return None
+    return -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
 
 
 class Curvature(NamedTuple):
