@@ -347,7 +347,7 @@ def _nesting_mistakes(formula: Formula, factors: dict[str, GroupingFactor]) -> d
             if a.n_levels < 2 or nested_map(b.codes, b.n_levels, a.codes) is not None \
                     or nested_map(a.codes, a.n_levels, b.codes) is not None:
                 continue
-            pairs = np.unique(a.codes.astype(np.int64) * b.n_levels + b.codes).size
+            pairs = _dense_codes(a.codes.astype(np.int64) * b.n_levels + b.codes)[0].size
             if pairs >= 2 * b.n_levels and len(a.codes) >= NESTED_LABELS_ROWS * pairs:
                 out[inner] = (outer, int(pairs))
     return out
@@ -378,7 +378,8 @@ def _integer_code_messages(formula: Formula, table: Table, rows: np.ndarray) -> 
             x = x[np.isfinite(x)]
             if not np.array_equal(x, np.round(x)):  # (a measurement: no sort of its values, 21 ms on 898k rows)
                 continue
-            values = np.unique(x)
+            x = np.sort(x)
+            values = x[np.concatenate(([True], x[1:] != x[:-1]))]  # (np.unique, which would import numpy.ma)
             if 3 <= values.size <= CODES_MAX_LEVELS:
                 shown = ", ".join(r_number(float(v)) for v in values)
                 out.append(f"{expr.name} takes only the values {shown}: it is fitted as a number (one slope); "

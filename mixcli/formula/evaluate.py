@@ -226,7 +226,9 @@ def factor_levels(column: TextColumn, rows: np.ndarray | None = None) -> tuple[l
     """The levels of a text column in the kept ``rows`` (sorted like R), and each kept
     row's level index (-1 where missing)."""
     codes = column.codes if rows is None else column.codes[rows]
-    present = np.arange(len(column.labels)) if column.levels_fixed else np.unique(codes[codes >= 0])
+    # (the codes present, in order: a bincount, where np.unique would import numpy.ma, 6 ms of start-up)
+    present = (np.arange(len(column.labels)) if column.levels_fixed else
+               np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(column.labels))))
     labels = [str(column.labels[c]) for c in present]
     order = sorted(range(len(labels)), key=lambda i: r_sort_key(labels[i]))
     levels = [labels[i] for i in order]
