@@ -232,8 +232,8 @@ class GlmmModel:
                             ftol_abs=c.stage1_ftol_abs, xtol_abs=c.stage1_xtol_abs, control=c)
         stage1.evaluations = stage0.evaluations
         stage1.stages = list(stage0.stages)
-        on_bound = np.any(st.theta_is_diag & (np.abs(theta0) < c.on_bound))
-        if len(beta0) and c.newton_iterations and laplace_gradient.available(self.data, nagq) and not on_bound:
+        if (len(beta0) and c.newton_iterations and laplace_gradient.available(self.data, nagq)
+                and not self._on_bound(theta0).any()):
             theta_n, beta_n, curv = self._newton_stage(theta0, beta0, stage1, progress)
             if curv is not None:
                 return self.result(theta_n, beta_n, stage1, nagq, rx_vcov, curvature=curv)
@@ -247,6 +247,10 @@ class GlmmModel:
             self.set_dispersion(math.exp(par[-1]))
             par = par[:-1]
         return self.result(par[:k], beta0 + basis @ par[k:], stage1, nagq, rx_vcov)
+
+    def _on_bound(self, theta_w: np.ndarray) -> np.ndarray:
+        """Which θ̃ are a variance on its bound, 0 (the deviance is even there, flat to second order)."""
+        return self.structure.theta_is_diag & (np.abs(theta_w) < self.control.on_bound)
 
     def _newton_stage(self, theta_w: np.ndarray, beta: np.ndarray, summary: OptSummary, progress=None):
         """The second stage by Newton's method from the first's optimum, where the Laplace deviance's
@@ -264,7 +268,7 @@ class GlmmModel:
         best = (theta_w, beta, math.inf)
         decrement = math.inf
         for _ in range(c.newton_iterations):
-            if np.any(st.theta_is_diag & (np.abs(theta_w) < c.on_bound)):
+            if self._on_bound(theta_w).any():
                 break
             runs = self.criterion.runs
             # (a rough Hessian for a step far from the optimum; the standard errors' where quadratic
@@ -503,7 +507,7 @@ class GlmmModel:
             hb = curvature if curvature is not None else self.hessian(theta_w, beta, nagq)
             # glmer's checkConv: "degenerate Hessian with N negative eigenvalues" (θ on its bound,
             # a variance of 0, is left out: the deviance is even there, flat to second order)
-            free = np.concatenate([~(st.theta_is_diag & (np.abs(theta_w) < opt.control.on_bound)),
+            free = np.concatenate([~self._on_bound(theta_w),
                                    np.ones(len(hb[0]) - st.n_theta, dtype=bool)])  # (β, and NB1's log φ)
             polished = self._newton_step(theta_w, beta, value, hb, free, nagq)
             if polished is not None:

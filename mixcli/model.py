@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .control import DEFAULT, Control
-from .engine.curvature import check, curvature, newton_decrement, newton_step, stopped_short
+from .engine.curvature import check, curvature, heavy, newton_decrement, newton_step, stopped_short
 from .engine.factor import criterion_working, evaluate, evaluate_working
 from .engine.gradient import gradient, worth_gradient
 from .engine.memory import keep_freed_memory
@@ -117,7 +117,7 @@ def optimize(fn: Callable[[np.ndarray], float], st: ModelStructure, reml: bool, 
     summary = OptSummary(start=x0, lower=st.theta_lower, upper=st.theta_upper, initial_step=step, algorithm=algorithm,
                          xtol_abs=c.warm_xtol if warm is not None else None, control=c)
     fold = st.fold if fdf is not None else None
-    newton = warm is not None and (st.q_dense >= c.heavy_dense or st.n >= c.heavy_rows) and not st.structured
+    newton = warm is not None and heavy(st, c) and not st.structured
     if newton:
         x0 = newton_descent(st, reml, summary, x0, stage, progress)
     if summary.curvature is None:

@@ -138,13 +138,19 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
                      float(value) if math.isfinite(value) else math.inf, points)
 
 
+def heavy(st: ModelStructure, control: Control = DEFAULT) -> bool:
+    """Whether every evaluation of the model is expensive: ``heavy_rows`` rows, or a crossed block of
+    ``heavy_dense`` effects (the check's differences then take one level, ``check_differences``, and
+    a warm-started fit Newton's steps, ``model.newton_descent``)."""
+    return st.n >= control.heavy_rows or st.q_dense >= control.heavy_dense
+
+
 def check_differences(st: ModelStructure, control: Control = DEFAULT) -> tuple[int, float]:
     """(Richardson levels, scale of the first steps) of the check's differences: two levels of the
-    default steps; on a large model (``heavy_rows`` rows, or a crossed block of ``heavy_dense``
-    effects), where every point is a full evaluation, one level at a tenth of the steps, as
-    accurate at half the points (898k rows: the Hessian within 6e-7 of three levels', V's
-    derivatives within 3e-8; one level at the default steps: 6e-5)."""
-    if st.n >= control.heavy_rows or st.q_dense >= control.heavy_dense:
+    default steps; on a heavy model (``heavy``), where every point is a full evaluation, one level
+    at a tenth of the steps, as accurate at half the points (898k rows: the Hessian within 6e-7 of
+    three levels', V's derivatives within 3e-8; one level at the default steps: 6e-5)."""
+    if heavy(st, control):
         return 1, 0.1
     return LEVELS, 1.0
 

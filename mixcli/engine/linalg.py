@@ -234,13 +234,9 @@ class Segments:
             return (products * w[:, None]).T
         if len(self.target) >= self.SPARSE_FROM:
             if not hasattr(self, "_csr"):
-                n = len(self.target)
-                order = np.argsort(self.target, kind="stable")  # the indicator's CSR entry order
-                counts = np.bincount(self.target, minlength=self.n_targets)
-                index = np.int32 if n < 2**31 - 1 else np.int64
-                indptr = np.concatenate([[0], np.cumsum(counts)]).astype(index)
-                self._csr = (indptr, order.astype(index))
-                self._order = None if np.array_equal(order, np.arange(n)) else order
+                indptr, order = _indicator_csr(self.target, self.n_targets)
+                self._csr = (indptr, order)
+                self._order = None if np.array_equal(order, np.arange(len(order))) else order
             data = w if self._order is None else w[self._order]
             kernel = csr_matvecs()
             if kernel is None:
@@ -270,6 +266,14 @@ class Segments:
         out = np.bincount(index, weights=values.reshape(-1), minlength=rows * self.n_targets)
         return out.reshape(lead + (self.n_targets,))
 
+
+def _indicator_csr(target: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR row pointers and column indices of the (n_targets × n) indicator of ``target``: each
+    row's sources in their order (a stable sort), so data in that order are the weights."""
+    order = np.argsort(target, kind="stable")
+    index = np.int32 if len(target) < 2**31 - 1 else np.int64
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(target, minlength=n_targets))]).astype(index)
+    return indptr, order.astype(index)
 
 
 _MATVECS: list = []  # scipy's CSR kernel once looked for (None where not usable)
@@ -307,10 +311,9 @@ def _load_matvecs():
         # a 3 × 5 indicator (one empty row, rows out of order) times a 5 × 2 matrix, against bincounts
         target, w = np.array([2, 0, 2, 0, 2]), np.array([0.5, 1.5, 2.0, -1.0, 3.0])
         x = np.arange(10.0).reshape(5, 2) + 1.0
-        order = np.argsort(target, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(target, minlength=3))]).astype(np.int32)
+        indptr, order = _indicator_csr(target, 3)
         out = np.zeros((3, 2))
-        kernel(3, 5, 2, indptr, order.astype(np.int32), w[order], x.ravel(), out.ravel())
+        kernel(3, 5, 2, indptr, order, w[order], x.ravel(), out.ravel())
         expected = np.stack([np.bincount(target, weights=w * x[:, e], minlength=3) for e in range(2)], axis=1)
         return kernel if np.array_equal(out, expected) else None
     except Exception:  # noqa: BLE001 (a private function: any failure means "use the public product")
