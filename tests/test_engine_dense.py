@@ -101,32 +101,46 @@ def test_conditional_covariances_match_dense_inverse(csv, formula):
         off += q * k
 
 
-@pytest.mark.parametrize("csv,formula", [
-    ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (1 | classid)"),
-    ("nested3.csv", "y ~ x + (1 | district/school/class)"),
-    ("crossed.csv", "rt ~ cond + (1 | subj) + (1 | item)"),
-    ("slopes.csv", "y ~ x + (x || g)"),
+@pytest.mark.parametrize("csv,formula,block", [
+    ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (1 | classid)", (1, 1)),
+    ("nested3.csv", "y ~ x + (1 | district/school/class)", (1, 1)),
+    ("crossed.csv", "rt ~ cond + (1 | subj) + (1 | item)", (1, 1)),
+    # a first term of two effects, alone or ahead of a chain; the two halves of (x || g)
+    ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid)", (1, 2)),
+    ("nested3.csv", "y ~ x + (x | district:school) + (1 | district)", (1, 2)),
+    ("slopes.csv", "y ~ x + (x || g)", (2, 2)),
+    ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (ses || classid)", (2, 2)),
+    # three effects on the first factor: only its scalar first term is eliminated
+    ("slopes.csv", "y ~ x + (1 | g) + (0 + x + z | g)", (1, 1)),
 ])
-def test_eliminating_a_scalar_first_term_gives_the_same_criterion(csv, formula):
-    from mixcli.engine.eliminate import eliminable
+def test_eliminating_the_first_block_gives_the_dense_criterion(csv, formula, block):
+    from mixcli.engine.eliminate import eliminable, first_block
 
     frame = model_frame(read_table(str(FIXTURES / "data" / csv)), formula)
     st = ModelStructure(frame.terms, np.column_stack([frame.X, frame.y]))
-    assert eliminable(st)
+    assert eliminable(st) and first_block(st) == block
     rng = np.random.default_rng(11)
+    thetas = []
     for _ in range(3):
         theta = st.theta_start + rng.normal(scale=0.6, size=st.n_theta)
         theta = np.where(st.theta_is_diag, np.abs(theta), theta)
+        thetas.append(theta)
         for reml in (True, False):
             fast = evaluate(st, theta, full=False)
             assert fast.logdet0 > 0  # the elimination path was taken
-            assert fast.criterion(reml) == pytest.approx(evaluate(st, theta).criterion(reml), rel=1e-11)
+            assert fast.criterion(reml) == pytest.approx(dense_criterion(frame, st, theta, reml)[0], rel=1e-10)
+            assert fast.criterion(reml) == pytest.approx(evaluate(st, theta).criterion(reml), rel=1e-12)
+    if not st.dense:  # a batch takes the same path, member by member
+        batch = evaluate(st, np.array(thetas), full=False).criteria(True)
+        alone = [evaluate(st, t, full=False).criterion(True) for t in thetas]
+        np.testing.assert_allclose(batch, alone, rtol=1e-13)
 
 
 @pytest.mark.parametrize("csv,formula", [
     ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (1 | classid)"),
     ("crossed.csv", "rt ~ cond + (1 | subj) + (1 | item)"),
     ("nested3.csv", "y ~ x + (x | district) + (1 | district:school)"),
+    ("classroom_sim.csv", "mathscore ~ ses + (ses | schoolid) + (ses || classid)"),
 ])
 def test_with_response_equals_a_structure_built_from_scratch(csv, formula):
     frame = model_frame(read_table(str(FIXTURES / "data" / csv)), formula)

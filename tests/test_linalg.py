@@ -98,3 +98,32 @@ def test_grouped_cross_and_segments():
     np.testing.assert_allclose(seg.weighted(w, products), weighted, rtol=1e-12, atol=1e-12)
     identity = linalg.Segments(np.arange(q), q)
     assert identity.identity and identity.sum(values) is values
+
+
+@pytest.mark.parametrize("kernel", ["scipy's kernel", "the public product"])
+def test_segment_sums_by_the_sparse_product_equal_the_bincounts(monkeypatch, kernel):
+    """Many rows (a batch's) and many sources go through the indicator's sparse product: the same
+    sums in the same order as the bincounts (bit for bit with scipy's kernel), for plain sums,
+    weighted ones, a batch of weights, and weights of 1."""
+    rng = np.random.default_rng(5)
+    q, groups = 40, 7
+    target = rng.integers(0, groups, size=q)
+    target[:groups] = np.arange(groups)
+    values = rng.normal(size=(3, 2, 5, q))
+    products, w, wb = rng.normal(size=(q, 4)), rng.normal(size=q), rng.normal(size=(6, q))
+
+    def everything(seg):
+        return [seg.sum(values), seg.weighted(w, products), seg.weighted(wb, products), seg.weighted(None, products)]
+
+    by_bincount = everything(linalg.Segments(target, groups))
+    monkeypatch.setattr(linalg.Segments, "SPARSE_FROM", 0)
+    if kernel == "the public product":
+        monkeypatch.setattr(linalg, "_MATVECS", [None])
+    seg = linalg.Segments(target, groups)
+    for got, want in zip(everything(seg), by_bincount):
+        assert got.shape == want.shape
+        if kernel == "scipy's kernel":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    assert hasattr(seg, "_csr")

@@ -4,7 +4,7 @@
 * ``linalg`` — kernels on stacks of small blocks and grouped sums;
 * ``factor`` — the factorisation for one θ: the REML/ML criteria, β̂, conditional
   modes and variances;
-* ``eliminate`` — a scalar first term eliminated in closed form (criterion only);
+* ``eliminate`` — the first factor's effects (one or two per level) eliminated in closed form (criterion only);
 * ``optimize`` — the one NLopt driver (``OptSummary``, ``run``) and the fit's
   strategy with lme4's boundary checks (``minimize_theta``);
 * ``memory`` — glibc settings that keep freed memory for reuse between evaluations.

@@ -112,7 +112,7 @@ def _curvature(st: ModelStructure, theta: np.ndarray, reml: bool, control: Contr
             # One point at a time (a large model: its evaluations are arithmetic, not overhead,
             # and this keeps the sparse paths and one evaluation's memory), those sharing the
             # first term's θ one after the other: an eliminated first term's reduction depends on
-            # it alone and is kept for the next point (eliminate.FirstTermElimination.reduce):
+            # it alone and is kept for the next point (eliminate.FirstBlockElimination.reduce):
             # 5 reductions for M17's 41 points; on the MovieLens shape (CᵀWC, most of an
             # evaluation) 3 for 7.
             out = np.empty((len(points), 2 + len(iu[0])))

@@ -1,67 +1,127 @@
-"""Eliminating the first term in closed form when it is a scalar term (k = 1).
+"""Eliminating the first factor's random effects in closed form (the criterion only).
 
-When the largest term is a random intercept (or any single effect) — children's
-classes, subjects — its diagonal block is the diagonal D₀ = λ²G₀ + I, and the
-Schur complement of D₀ in the rest of the system is
+The leading chain terms on term 0's grouping factor — one term, or the two halves of
+``(x || g)`` — have K effects per level, and for K ≤ 2 their diagonal block is
+block-diagonal with K×K blocks Dᵢ = Λ₀ᵀGᵢΛ₀ + I that are inverted in closed form. The
+Schur complement of D in the rest of the system is
 
-    A_rest − A_r0 D₀⁻¹ A_0r = Λᵀ [ S − Σᵢ wᵢ cᵢ cᵢᵀ ] Λ,   wᵢ = λ² / (λ² gᵢ + 1),
+    A_rest − A_r0 D⁻¹ A_0r = Λᵀ [ S − Σᵢ Rᵢᵀ Wᵢ Rᵢ ] Λ,   Wᵢ = Λ₀ Dᵢ⁻¹ Λ₀ᵀ,
 
-with S and cᵢ the θ-free sums of the other terms and of Xy against level i.
-So the first term only contributes per-level weights to weighted sums of
-θ-free products computed once, and log|D₀| = Σ log(λ² gᵢ + 1). This takes the
-largest term — often most of the levels — out of the per-evaluation linear
-algebra. Used for the criterion only; estimates come from the full factor.
+with S and Rᵢ (K rows) the θ-free sums of the other terms and of Xy against level i.
+So the first factor only contributes per-level weights Wᵢ (K = 1: wᵢ = λ² / (λ² gᵢ + 1);
+K = 2: three, the entries of a symmetric 2×2) to weighted sums of θ-free products
+computed once, and log|D| = Σ log det Dᵢ. This takes the largest factor — often most
+of the levels — out of the per-evaluation linear algebra: for ``(x | g)`` or ``(x || g)``
+first (classroom M16: 312 classes, then 107 schools) one chain step fewer, each of
+which costs dozens of small numpy calls. Used for the criterion only; estimates come
+from the full factor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .linalg import Scratch
+from .linalg import Scratch, Segments
 from .structure import WIDE_LIMIT, ModelStructure
+
+# The widest first block eliminated: Dᵢ is inverted in closed form (K = 1, 2).
+MAX_BLOCK = 2
+
+
+def first_block(st: ModelStructure) -> tuple[int, int]:
+    """(m, K): the leading chain terms on term 0's levels (the same grouping, an identity map
+    between them), as many as keep K, their effects per level, within ``MAX_BLOCK`` (or term 0)."""
+    m, k = 1, st.terms[0].k
+    while m < st.n_chain and st.segments[(0, m)].identity and k + st.terms[m].k <= MAX_BLOCK:
+        k += st.terms[m].k
+        m += 1
+    return m, k
 
 
 def eliminable(st: ModelStructure) -> bool:
-    """A scalar first term, followed by a pure chain or (chain of one) by dense terms only."""
-    return st.terms[0].k == 1 and len(st.terms) > 1 and (not st.dense or st.n_chain == 1)
+    """A scalar first term, followed by a pure chain or (chain of one) by dense terms only; or a
+    first block of two effects per level ahead of a pure chain (or alone)."""
+    _, k = first_block(st)
+    if k == 1:
+        return len(st.terms) > 1 and (not st.dense or st.n_chain == 1)
+    return k <= MAX_BLOCK and not st.dense
 
 
-def _products(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Per-level outer products of two entry-major stacks (a, 1, q) and (b, 1, q) → (q, a·b)."""
-    a, b = left[:, 0, :], right[:, 0, :]
-    return np.ascontiguousarray((a[:, None, :] * b[None, :, :]).reshape(a.shape[0] * b.shape[0], -1).T)
+def _pair_products(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per-level products of two entry-major stacks (K, a, q) and (K, b, q), one set per pair
+    of the block's rows c ≤ d (the entries of a symmetric Wᵢ, vech order): with
+    Σ_cd Wᵢ[c, d] left[c]·right[d] = Σ_{c≤d} Wᵢ[c, d] out[pair], out is (pairs, q, a·b)."""
+    k, a, q = left.shape
+    b = right.shape[1]
+    out = []
+    for c in range(k):
+        for d in range(c, k):
+            prod = left[c][:, None, :] * right[d][None, :, :]
+            if c != d:
+                prod = prod + left[d][:, None, :] * right[c][None, :, :]
+            out.append(prod.reshape(a * b, q).T)
+    return np.ascontiguousarray(np.stack(out))
+
+
+def _vech_maps(lam):
+    """For a 2×2 Λ₀ (nested floats, or (B, 1) arrays per entry for a batch): S with
+    vech(Λ₀ᵀGΛ₀) = S vech(G), and T with vech(Λ₀D⁻¹Λ₀ᵀ) = T [D₀₀, D₀₁, D₁₁] / det D."""
+    (a, b), (c, d) = lam
+    s = [[a * a, 2 * a * c, c * c], [a * b, a * d + b * c, c * d], [b * b, 2 * b * d, d * d]]
+    # D⁻¹ = [[D₁₁, −D₀₁], [−D₀₁, D₀₀]] / det D, folded into the columns
+    t = [[b * b, -2 * a * b, a * a], [b * d, -(a * d + b * c), a * c], [d * d, -2 * c * d, c * c]]
+    s, t = np.array(s), np.array(t)
+    if s.ndim > 2:  # (3, 3, B, 1) → (B, 3, 3)
+        s, t = s[..., 0].transpose(2, 0, 1), t[..., 0].transpose(2, 0, 1)
+    return s, t
 
 
 # From this many levels of the eliminated term, its per-level quantities go by distinct g₀.
 GROUPED_FROM = 20_000
 
 
-class FirstTermElimination:
-    """θ-free products for eliminating term 0, built once per model."""
+class FirstBlockElimination:
+    """θ-free products for eliminating the first block (``first_block``), built once per model."""
 
     def __init__(self, st: ModelStructure):
         self.st = st
         t0 = st.terms[0]
-        self.g0 = st.gram[0][0, 0]  # (q0,)
+        self.m, self.k = first_block(st)
+        block = range(self.m)
+        if self.k == 1:
+            self.g0 = st.gram[0][0, 0]  # (q0,)
+        else:  # vech of each level's Gᵢ, from the block's Gram and cross sums
+            g = np.concatenate([np.concatenate([st.gram[r] if r == c else
+                                                (st.cross[(c, r)] if c < r else st.cross[(r, c)].transpose(1, 0, 2))
+                                                for c in block], axis=1) for r in block], axis=0)
+            self.g_vech = np.ascontiguousarray(np.stack([g[0, 0], g[1, 0], g[1, 1]]))
         # A random intercept's g₀ is each level's row count: on a large model a few distinct
         # values (1-10 children per class), so log|D₀| and the weights are computed once per
         # value (the logs of 240,000 levels were a sixth of an evaluation on 898k rows). Small
         # models keep the per-level sums, whose rounding their reference fits were made with.
         self.distinct = None
-        if len(self.g0) >= GROUPED_FROM:
+        if self.k == 1 and len(self.g0) >= GROUPED_FROM:
             values, index = np.unique(self.g0, return_inverse=True)
             if len(values) * 8 <= len(self.g0):
                 self.distinct = (values, index, np.bincount(index, minlength=len(values)).astype(float))
         # For each later chain term s, side by side so that one weighted sum per term
-        # serves them all: c_t c_sᵀ for t ≥ s (its Gram and cross blocks), then
-        # c_s zxy₀ᵀ (its Xy block), with c_s[i] = Z_sᵀz₀ over level i of term 0
-        # (cross[(0, s)] is (k_s, 1, q0)). The Xy columns come last, to be
-        # replaced for a new response.
+        # serves them all: R_t R_sᵀ for t ≥ s (its Gram and cross blocks), then
+        # R_s zxy₀ᵀ (its Xy block), with R_s[i] = Z_sᵀZ₀ over level i of the block
+        # (cross[(r, s)] is (k_s, k_r, q0)), per pair of the block's rows. The Xy columns
+        # come last, to be replaced for a new response.
+        self.rows = {s: np.concatenate([st.cross[(r, s)].transpose(1, 0, 2) for r in block])
+                     for s in range(self.m, st.n_chain)}
         self.combined = {}
-        for s in range(1, st.n_chain):
-            parts = [_products(st.cross[(0, t)], st.cross[(0, s)]) for t in range(s, st.n_chain)]
-            parts.append(np.zeros((t0.n_levels, st.terms[s].k * (st.p + 1))))
-            self.combined[s] = np.ascontiguousarray(np.hstack(parts))
+        # the sums over the block's levels go to the levels of s once per pair: the segment map
+        # repeated, so that one weighted sum adds them all (the flat (pairs·q0, entries) products)
+        pairs = self.k * (self.k + 1) // 2
+        self.segments = {s: st.segments[(0, s)] if pairs == 1 else
+                         Segments(np.tile(st.segments[(0, s)].target, pairs), st.terms[s].n_levels)
+                         for s in range(self.m, st.n_chain)}
+        for s in range(self.m, st.n_chain):
+            parts = [_pair_products(self.rows[t], self.rows[s]) for t in range(s, st.n_chain)]
+            parts.append(np.zeros(parts[0].shape[:2] + (st.terms[s].k * (st.p + 1),)))
+            self.combined[s] = np.ascontiguousarray(np.concatenate(parts, axis=2))
         self._response_products()
         self.dense_c = None
         # the dense tail's and CᵀWC's memory, reused from one evaluation to the next (linalg.Scratch)
@@ -70,17 +130,20 @@ class FirstTermElimination:
             self.dense_c = self._dense_cross(t0)
 
     def _response_products(self):
-        """The products that involve Xy: zxy₀ and the last columns of ``combined``."""
+        """The products that involve Xy: zxy₀, zz₀ and the last columns of ``combined``."""
         st = self.st
-        self.zxy0 = np.ascontiguousarray(st.zxy[0][0].T)  # (q0, p+1)
+        zxy = np.concatenate([st.zxy[r] for r in range(self.m)])  # (K, p+1, q0)
+        self.zxy0 = np.ascontiguousarray(zxy[0].T)  # (q0, p+1): a scalar block's, for the dense terms
         # zxy₀ zxy₀ᵀ per level, so that Σ wᵢ zxy₀ᵢ zxy₀ᵢᵀ is one matrix-vector product
         # (a weighted copy and a (p+1) × q0 × (p+1) product took 10x longer)
-        self.zz0 = _products(self.zxy0.T[:, None, :], self.zxy0.T[:, None, :])
+        self.zz0 = _pair_products(zxy, zxy)
         for s, comb in self.combined.items():
             width = st.terms[s].k * (st.p + 1)
-            comb[:, -width:] = _products(st.cross[(0, s)], self.zxy0.T[:, None, :])
+            comb[..., -width:] = _pair_products(self.rows[s], zxy)
+        self.transposed = {s: np.ascontiguousarray(comb.reshape(-1, comb.shape[-1]).T)
+                           for s, comb in self.combined.items() if comb.shape[0] * comb.shape[1] < Segments.SPARSE_FROM}
 
-    def with_response(self, st: ModelStructure) -> "FirstTermElimination":
+    def with_response(self, st: ModelStructure) -> "FirstBlockElimination":
         """This elimination for ``st``, the same model with another response."""
         import copy
 
@@ -90,6 +153,16 @@ class FirstTermElimination:
         new.combined = {s: comb.copy() for s, comb in self.combined.items()}
         new._response_products()
         return new
+
+    def _weighted(self, s: int, wflat: np.ndarray) -> np.ndarray:
+        """Σ over the block's levels i → j and pairs of w · combined[s] for every level j of term s,
+        as (entries, [B,] q_s). Few levels: from the transposed products, weighted along their rows
+        (no transposed copy per evaluation); many, or a batch: ``Segments.weighted``."""
+        seg, flat = self.segments[s], self.transposed.get(s)
+        if flat is not None and wflat.ndim == 1:
+            return seg.sum(flat * wflat)
+        comb = self.combined[s]
+        return seg.weighted(wflat, comb.reshape(-1, comb.shape[-1]))
 
     def _dense_cross(self, t0):
         """θ-free Z₀ᵀZ_D (q0 × q_dense): a dense array when small (BLAS, and no scipy
@@ -124,41 +197,65 @@ class FirstTermElimination:
             self._weighted_gram = _SparseGram(c)
         return c
 
-    def reduce(self, lam0):
-        """Per-level weights' effect for λ₀: log|D₀| and the reduced θ-free sums (read-only).
-        For a batch, λ₀ is a (B, 1) column and the results carry a batch axis (``linalg``);
-        crossed (dense) terms are not batched."""
-        if np.ndim(lam0):
-            return self._reduce(lam0)
-        # The last reduction is kept: it depends on λ₀ only, so steps in the other parameters (an
-        # optimiser's coordinate steps, the convergence check's differences, which go in λ₀'s
-        # order) reuse it; on crossed designs CᵀWC is most of an evaluation's work.
+    def reduce(self, lams: list):
+        """The first block's effect for the terms' Λ (``Factorization.lam``): log|D| and the
+        reduced θ-free sums (read-only). For a batch (Λ's as (k, k, B, 1) stacks) the results
+        carry a batch axis (``linalg``); crossed (dense) terms are not batched."""
+        if lams[0].ndim > 2:
+            return self._reduce(self._block(lams, batch=True), batch=True)
+        # The last reduction is kept: it depends on the block's Λ only, so steps in the other
+        # parameters (an optimiser's coordinate steps, the convergence check's differences,
+        # which go in λ₀'s order) reuse it; on crossed designs CᵀWC is most of an evaluation's work.
+        key = self._block(lams, batch=False)
         cached = getattr(self, "_last", None)
-        if cached is not None and cached[0] == lam0:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        out = self._reduce(lam0)
-        self._last = (lam0, out)
+        out = self._reduce(key, batch=False)
+        self._last = (key, out)
         return out
 
-    def _reduce(self, lam0):
+    def _block(self, lams: list, batch: bool):
+        """The block's Λ: λ₀ for K = 1 (a float; a (B, 1) column for a batch), else its 2×2 as
+        nested floats (entries (B, 1) for a batch): Λ of one term, or diag(λ₀, λ₁) of two."""
+        if self.k == 1:
+            return lams[0][0, 0] if batch else float(lams[0][0, 0])
+        if self.m == 1:
+            lam = lams[0]
+            return ((lam[0, 0], lam[0, 1]), (lam[1, 0], lam[1, 1])) if batch else tuple(map(tuple, lam.tolist()))
+        a, d = lams[0][0, 0], lams[1][0, 0]
+        if batch:
+            return ((a, np.zeros_like(a)), (np.zeros_like(a), d))
+        return ((float(a), 0.0), (0.0, float(d)))
+
+    def _reduce(self, lam0, batch: bool):
         st = self.st
-        batch = np.ndim(lam0) > 0
         # a batch's θ-free stacks broadcast along its axis: (k, c, 1, m)
         free = (lambda a: a[:, :, None, :]) if batch else (lambda a: a)
-        l2 = lam0 * lam0
-        if self.distinct is not None and not batch:
-            values, index, counts = self.distinct
-            d_values = l2 * values + 1.0
-            logdet0 = float(counts @ np.log(d_values))
-            w = (l2 / d_values)[index]
+        if self.k == 1:
+            l2 = lam0 * lam0
+            if self.distinct is not None and not batch:
+                values, index, counts = self.distinct
+                d_values = l2 * values + 1.0
+                logdet0 = float(counts @ np.log(d_values))
+                w = (l2 / d_values)[index]
+            else:
+                d0 = l2 * self.g0 + 1.0
+                logdet0 = np.log(d0).sum(axis=-1) if batch else float(np.log(d0).sum())
+                w = l2 / d0
         else:
-            d0 = l2 * self.g0 + 1.0
-            logdet0 = np.log(d0).sum(axis=-1) if batch else float(np.log(d0).sum())
-            w = l2 / d0
+            s_map, t_map = _vech_maps(lam0)
+            dv = s_map @ self.g_vech  # vech(Dᵢ), (3, q0) or (B, 3, q0)
+            dv[..., 0, :] += 1.0
+            dv[..., 2, :] += 1.0
+            det = dv[..., 0, :] * dv[..., 2, :] - dv[..., 1, :] ** 2
+            logdet0 = np.log(det).sum(axis=-1) if batch else float(np.log(det).sum())
+            w = (t_map @ dv) / det[..., None, :]  # vech(Wᵢ)
+        # the weights of every (pair, level), flat: (pairs·q0,) or (B, pairs·q0)
+        wflat = w if self.k == 1 else w.reshape(*w.shape[:-2], -1)
         gram, cross, zxy = {}, {}, {}
-        for s in range(1, st.n_chain):
+        for s in range(self.m, st.n_chain):
             ks = st.terms[s].k
-            sums = st.segments[(0, s)].weighted(w, self.combined[s])  # (entries, [B,] q_s)
+            sums = self._weighted(s, wflat)  # (entries, [B,] q_s)
             at = 0
             for t in range(s, st.n_chain):
                 kt = st.terms[t].k
@@ -170,7 +267,8 @@ class FirstTermElimination:
                     cross[(s, t)] = free(st.cross[(s, t)]) - block
             zxy[s] = free(st.zxy[s]) - sums[at:].reshape(ks, st.p + 1, *sums.shape[1:])
         p1 = st.p + 1
-        xtx = st.xtx - (w @ self.zz0).reshape(w.shape[:-1] + (p1, p1))
+        # Σᵢ Σ_pairs wᵢ zz₀ᵢ: one matrix-vector product over levels and pairs
+        xtx = st.xtx - (wflat @ self.zz0.reshape(-1, p1 * p1)).reshape(wflat.shape[:-1] + (p1, p1))
         dense = None
         if batch:
             if self.dense_c is not None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import linalg
-from .eliminate import FirstTermElimination, eliminable
+from .eliminate import FirstBlockElimination, eliminable
 from .structure import ModelStructure
 
 
@@ -63,8 +63,8 @@ class Factorization:
     * ``st`` the structure, ``theta`` (the θ it was made for: the user's from ``evaluate``,
       the optimiser's θ̃ from ``evaluate_working``), ``lam`` (the blocks the engine uses for
       the standardised columns: MₜΛₜ or Λ̃ₜ), ``user_lam`` (lme4's Λₜ);
-    * ``full`` — False when the criterion-only path eliminated a scalar first
-      term (``logdet0`` is then its log|D₀|, and its blocks are absent);
+    * ``full`` — False when the criterion-only path eliminated the first factor's
+      terms (``logdet0`` is then their log|D₀|, and their blocks are absent);
     * ``lss[s]`` chain term s's diagonal blocks (k_s, k_s, q_s); ``l[(t, s)]`` the
       blocks below them for a later chain term t (k_t, k_s, q_s); ``w[s]`` the
       transposed blocks towards Xy (k_s, p+1, q_s);
@@ -94,7 +94,7 @@ class Factorization:
         self.lam = lam
         self.ok = True
         self.full = full
-        self.logdet0 = 0.0  # log|D₀| of an eliminated first term
+        self.logdet0 = 0.0  # log|D₀| of an eliminated first block
         elim = st.elimination(_build_elimination) if not full else None
         if elim is None:
             if self.batch:  # (θ-free stacks broadcast along the batch axis)
@@ -105,9 +105,8 @@ class Factorization:
                 self._factor_chain(0, st.gram, st.cross, st.zxy)
             self._factor_tail(st.xtx)
         else:
-            lam0 = self.lam[0][0, 0] if self.batch else float(self.lam[0][0, 0])
-            self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(lam0)
-            self._factor_chain(1, gram, cross, zxy)
+            self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(self.lam)
+            self._factor_chain(elim.m, gram, cross, zxy)
             self._factor_tail(xtx, dense, elim.scratch)
 
     # ---------------------------------------------------------------- factor
@@ -516,7 +515,7 @@ def profiled_criterion(logdet, r2, dof, weights_term: float = 0.0):
 def evaluate(st: ModelStructure, theta: np.ndarray, full: bool = True) -> Factorization:
     """Factor for the user's θ (lme4's) with floating-point warnings silenced (see Factorization).
 
-    ``full=False`` is for the criterion only: a scalar first term may then be
+    ``full=False`` is for the criterion only: the first factor's terms may then be
     eliminated in closed form (``eliminate``), and the estimates (β, modes,
     conditional variances) are not available.
     """
@@ -544,7 +543,7 @@ def criterion_working(st: ModelStructure, theta_w: np.ndarray, reml: bool) -> fl
 
 
 def _build_elimination(st: ModelStructure):
-    return FirstTermElimination(st) if eliminable(st) else None
+    return FirstBlockElimination(st) if eliminable(st) else None
 
 
 # Triangular solves of the small dense blocks, done once per fit: np.linalg.solve

@@ -525,8 +525,8 @@ class ModelStructure:
         return [minv @ lam for minv, lam in zip(self._m_inv, self.lambdas(theta_w))]
 
     def elimination(self, build):
-        """The first term's closed-form elimination, ``build(self)`` on first use (the engine's
-        ``eliminate.FirstTermElimination``, or None where it does not apply), then kept with the
+        """The first block's closed-form elimination, ``build(self)`` on first use (the engine's
+        ``eliminate.FirstBlockElimination``, or None where it does not apply), then kept with the
         structure: a cache the structure owns (``with_response`` carries it to a new response)."""
         if not hasattr(self, "_elimination"):
             self._elimination = build(self)
