@@ -164,7 +164,8 @@ class Control:
     glmm_newton_precise: float = _setting(
         1e-2, "the GLMM Newton stage's Hessians are rough (forward differences in ζ: 17 evaluations on VerbAgg "
         "instead of 23) until the last decrement gᵀH⁻¹g is below this; from there quadratic convergence "
-        "makes the next point the last (VerbAgg: 0.37, 1e-3, 5e-8), and its Hessian is the standard errors'")
+        "makes the next point the last (VerbAgg: 0.37, 1e-3, 5e-8), and its Hessian is the standard errors'; "
+        "the result's Newton steps (any link) take the Hessian again where they land until gᵀH⁻¹g is below this")
     hessian_pair_tol: float = _setting(
         2e-5, "the Hessian's mixed differences take one Richardson level where its diagonal at steps h and h/2 "
         "agrees this well (relative) for both parameters: the truncation error is then as small, and VerbAgg's Hessian "
