@@ -118,6 +118,14 @@ class FirstBlockElimination:
         self.segments = {s: st.segments[(0, s)] if pairs == 1 else
                          Segments(np.tile(st.segments[(0, s)].target, pairs), st.terms[s].n_levels)
                          for s in range(self.m, st.n_chain)}
+        # where each block of s's sums is among its entries: (t, start, stop, shape), t None for Xy
+        self.layout = {}
+        for s in range(self.m, st.n_chain):
+            ks, at, blocks = st.terms[s].k, 0, []
+            for t, rows in [(t, st.terms[t].k) for t in range(s, st.n_chain)] + [(None, st.p + 1)]:
+                blocks.append((t, at, at + rows * ks, (rows, ks) if t is not None else (ks, rows)))
+                at += rows * ks
+            self.layout[s] = blocks
         for s in range(self.m, st.n_chain):
             parts = [_pair_products(self.rows[t], self.rows[s]) for t in range(s, st.n_chain)]
             parts.append(np.zeros(parts[0].shape[:2] + (st.terms[s].k * (st.p + 1),)))
@@ -253,19 +261,17 @@ class FirstBlockElimination:
         # the weights of every (pair, level), flat: (pairs·q0,) or (B, pairs·q0)
         wflat = w if self.k == 1 else w.reshape(*w.shape[:-2], -1)
         gram, cross, zxy = {}, {}, {}
-        for s in range(self.m, st.n_chain):
-            ks = st.terms[s].k
+        for s, blocks in self.layout.items():
             sums = self._weighted(s, wflat)  # (entries, [B,] q_s)
-            at = 0
-            for t in range(s, st.n_chain):
-                kt = st.terms[t].k
-                block = sums[at : at + kt * ks].reshape(kt, ks, *sums.shape[1:])
-                at += kt * ks
+            rest = sums.shape[1:]
+            for t, start, stop, shape in blocks:
+                block = sums[start:stop].reshape(shape + rest)
                 if t == s:
                     gram[s] = free(st.gram[s]) - block
-                else:
+                elif t is not None:
                     cross[(s, t)] = free(st.cross[(s, t)]) - block
-            zxy[s] = free(st.zxy[s]) - sums[at:].reshape(ks, st.p + 1, *sums.shape[1:])
+                else:
+                    zxy[s] = free(st.zxy[s]) - block
         p1 = st.p + 1
         # Σᵢ Σ_pairs wᵢ zz₀ᵢ: one matrix-vector product over levels and pairs
         xtx = st.xtx - (wflat @ self.zz0.reshape(-1, p1 * p1)).reshape(wflat.shape[:-1] + (p1, p1))

@@ -417,12 +417,25 @@ class ModelStructure:
         # the parameters whose zero is a singular fit: Λ's diagonal, a structure's SDs
         self.theta_is_diag = np.concatenate(sd)
         self.structured = any(t.structure for t in self.terms)
+        # every unstructured Λ in one buffer: θ's place in it, and each term's span (an optimiser's
+        # evaluation builds them with one scatter instead of one per term)
+        spans, index, at = [], [], 0
+        for t, (rows, cols) in zip(self.terms, self._lower_idx):
+            spans.append((at, at + t.k * t.k, t.k))
+            index.append(at + rows * t.k + cols)
+            at += t.k * t.k
+        self._lambda_layout = None if self.structured else (at, np.concatenate(index), spans)
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """Λ_t (k×k; lower triangular unless structured) of every term for a given θ (either
         parameterisation); for a batch of θ (B, n_theta), (k, k, B, 1) stacks (see ``linalg``)."""
-        out = []
         batch = theta.ndim == 2
+        if not batch and self._lambda_layout is not None:
+            size, index, spans = self._lambda_layout
+            flat = np.zeros(size)
+            flat[index] = theta
+            return [flat[a:b].reshape(k, k) for a, b, k in spans]
+        out = []
         for t, sl, idx in zip(self.terms, self.theta_slices, self._lower_idx):
             if t.structure:
                 if batch:
