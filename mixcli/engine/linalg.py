@@ -8,6 +8,11 @@ entries (k is 1–3 in practice) and do contiguous vector arithmetic over the m
 levels, which is memory-bound and several times faster than stacked
 ``np.matmul``/``np.linalg`` on tiny matrices, whose per-matrix dispatch
 dominates (measured: 7 ms against 44 ms for ΛᵀBΛ on 150,000 2×2 blocks).
+Where one Λ applies to every block (not a batch's), the stack is a (k·c, m)
+matrix and Λ's action one small matrix times it (``left_lambda``; ``sandwich``
+with a Kronecker product): one BLAS call instead of one numpy call per entry,
+which on small models is most of an evaluation (0.17 ms against 3.1 ms for
+ΛᵀBΛ on 100,000 2×2 blocks; 3.6 µs against 8.1 on 107).
 
 A stack may carry more axes after its two block axes, ``(k, k, B, m)``: a batch of B
 parameter values evaluated at once (``Factorization`` of a 2-D θ), where Λ's
