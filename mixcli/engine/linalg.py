@@ -296,8 +296,10 @@ class Segments:
             indptr, order = _indicator_csr(self.target, self.n_targets)
             self._csr = (indptr, order)
             self._order = None if np.array_equal(order, np.arange(len(order))) else order
-        if w is None:
-            data = np.ones(len(self.target))
+        if w is None:  # (kept: a sum's unit weights are the same every time)
+            if getattr(self, "_unit", None) is None:
+                self._unit = np.ones(len(self.target))
+            data = self._unit
         else:
             data = np.ascontiguousarray(w if self._order is None else w[self._order], dtype=float)
         kernel = csr_matvecs()
