@@ -2,7 +2,7 @@
 
 The leading chain terms on term 0's grouping factor — one term, or the two halves of
 ``(x || g)`` — have K effects per level, and for K ≤ 2 their diagonal block is
-block-diagonal with K×K blocks Dᵢ = Λ₀ᵀGᵢΛ₀ + I that are inverted in closed form. The
+block-diagonal with K×K blocks Dᵢ = Λ₀ᵀGᵢΛ₀ + I that are factored in closed form. The
 Schur complement of D in the rest of the system is
 
     A_rest − A_r0 D⁻¹ A_0r = Λᵀ [ S − Σᵢ Rᵢᵀ Wᵢ Rᵢ ] Λ,   Wᵢ = Λ₀ Dᵢ⁻¹ Λ₀ᵀ,
@@ -63,17 +63,12 @@ def _pair_products(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out))
 
 
-def _vech_maps(lam):
-    """For a 2×2 Λ₀ (nested floats, or (B, 1) arrays per entry for a batch): S with
-    vech(Λ₀ᵀGΛ₀) = S vech(G), and T with vech(Λ₀D⁻¹Λ₀ᵀ) = T [D₀₀, D₀₁, D₁₁] / det D."""
+def _sandwich_map(lam) -> np.ndarray:
+    """S with vech(Λ₀ᵀGΛ₀) = S vech(G) for a 2×2 Λ₀ (nested floats; (B, 1) arrays per entry for a
+    batch, S then (B, 3, 3)): every level's Dᵢ in one product."""
     (a, b), (c, d) = lam
-    s = [[a * a, 2 * a * c, c * c], [a * b, a * d + b * c, c * d], [b * b, 2 * b * d, d * d]]
-    # D⁻¹ = [[D₁₁, −D₀₁], [−D₀₁, D₀₀]] / det D, folded into the columns
-    t = [[b * b, -2 * a * b, a * a], [b * d, -(a * d + b * c), a * c], [d * d, -2 * c * d, c * c]]
-    s, t = np.array(s), np.array(t)
-    if s.ndim > 2:  # (3, 3, B, 1) → (B, 3, 3)
-        s, t = s[..., 0].transpose(2, 0, 1), t[..., 0].transpose(2, 0, 1)
-    return s, t
+    s = np.array([[a * a, 2 * a * c, c * c], [a * b, a * d + b * c, c * d], [b * b, 2 * b * d, d * d]])
+    return s[..., 0].transpose(2, 0, 1) if s.ndim > 2 else s
 
 
 # From this many levels of the eliminated term, its per-level quantities go by distinct g₀.
@@ -251,13 +246,25 @@ class FirstBlockElimination:
                 logdet0 = np.log(d0).sum(axis=-1) if batch else float(np.log(d0).sum())
                 w = l2 / d0
         else:
-            s_map, t_map = _vech_maps(lam0)
-            dv = s_map @ self.g_vech  # vech(Dᵢ), (3, q0) or (B, 3, q0)
-            dv[..., 0, :] += 1.0
-            dv[..., 2, :] += 1.0
-            det = dv[..., 0, :] * dv[..., 2, :] - dv[..., 1, :] ** 2
-            logdet0 = np.log(det).sum(axis=-1) if batch else float(np.log(det).sum())
-            w = (t_map @ dv) / det[..., None, :]  # vech(Wᵢ)
+            dv = _sandwich_map(lam0) @ self.g_vech  # vech(Dᵢ), (3, q0) or (B, 3, q0)
+            # Wᵢ = MᵀM with M = Lᵢ⁻¹Λ₀ᵀ, Lᵢ Dᵢ's Cholesky factor: as backward stable as the chain's
+            # step. (Dᵢ's adjugate over its determinant squared the condition number: with θ at 1e4,
+            # where an unbounded likelihood takes it, the criterion came out 1.07 too low.)
+            l00 = np.sqrt(dv[..., 0, :] + 1.0)
+            l10 = dv[..., 1, :] / l00
+            l11 = np.sqrt(dv[..., 2, :] + 1.0 - l10 * l10)
+            logdet0 = 2.0 * np.log(l00 * l11).sum(axis=-1)
+            if not batch:
+                logdet0 = float(logdet0)
+            (a, b), (c, d) = lam0
+            r0, r1 = 1.0 / l00, 1.0 / l11
+            m00, m01 = a * r0, c * r0
+            m10, m11 = (b - l10 * m00) * r1, (d - l10 * m01) * r1
+            w = np.empty(dv.shape)  # vech(Wᵢ) = (M₀₀² + M₁₀², M₀₀M₀₁ + M₁₀M₁₁, M₀₁² + M₁₁²)
+            for row, (x, y, u, v) in enumerate(((m00, m00, m10, m10), (m00, m01, m10, m11), (m01, m01, m11, m11))):
+                out = w[..., row, :]
+                np.multiply(x, y, out=out)
+                out += u * v
         # the weights of every (pair, level), flat: (pairs·q0,) or (B, pairs·q0)
         wflat = w if self.k == 1 else w.reshape(*w.shape[:-2], -1)
         gram, cross, zxy = {}, {}, {}
