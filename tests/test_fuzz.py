@@ -167,7 +167,15 @@ def check_against_dense(frame, result, reml):
         return
     assert math.isfinite(result.criterion), result.criterion
     assert math.isfinite(result.sigma) and result.sigma > 0
-    expected, beta, _ = dense_criterion(frame, result.structure, result.theta, reml)
+    try:
+        expected, beta, _ = dense_criterion(frame, result.structure, result.theta, reml)
+    except np.linalg.LinAlgError:
+        expected = math.nan
+    if not math.isfinite(expected):
+        # The dense oracle's system is singular in double precision at the fit's θ (a damaged value
+        # of 1e15 in y, θ ~ 5e7): nothing can check the number, and mixcli must have said so
+        assert result.warnings or any("consider rescaling" in m for m in result.notes()), (expected, result.theta)
+        return
     # Both sides are backward stable: their difference may grow with the system's condition number.
     kappa = pls_condition(frame, result.structure, result.theta)
     slack = 10 * kappa * np.finfo(float).eps * (frame.n + len(beta) + sum(t.n_levels * t.k for t in frame.terms))
@@ -270,6 +278,8 @@ def test_glmm_slope_and_its_se_do_not_move_with_the_predictor_origin(table, resp
     assert moved.criterion == pytest.approx(base.criterion, abs=1e-5)
     # the Hessian at the same point of both parameterisations (β₀' = β₀ − c·βₓ): the optimum itself
     # may sit anywhere on a flat ridge (a large group SD with 26 rows), where SEs change fast
+    if "x" not in [f.term for f in base.fixef]:
+        return  # (x constant in the rows used — two rows of 0 — is dropped as aliased: a declared note)
     i = [f.term for f in base.fixef].index("x")
     beta = np.array([f.estimate for f in base.fixef])
     beta_moved = beta.copy()
