@@ -137,9 +137,11 @@ def test_eliminating_the_first_block_gives_the_dense_criterion(csv, formula, blo
 
 
 def test_the_two_effect_elimination_stays_accurate_where_theta_is_large():
-    """An unbounded likelihood takes θ to 1e4 (y ~ (x | g) with 2 groups of 3 rows: a fuzz case). There
-    each level's 2×2 block is factored, not inverted by its adjugate, which squared the condition
-    number: the criterion came out 1.07 below the dense one (1.7e-2 relative); now within 1e-8."""
+    """An unbounded likelihood takes θ to 1e4 (y ~ (x | g) with 2 groups of 3 rows: a fuzz case), where
+    the random effects take up nearly all of y and r² is a difference of nearly equal sums: the
+    criterion-only factor is then taken block by block (Factorization._well_reduced; the block's
+    adjugate had given the criterion 1.07 below the dense one). At a moderate θ the block is
+    eliminated, and agrees as closely."""
     from mixcli.table import Table, TextColumn
 
     table = Table(columns={"y": np.array([1.0, 0, 1, 2, 2, 0]), "x": np.array([0.0, -1, 0, 1, 1, -1]),
@@ -147,9 +149,10 @@ def test_the_two_effect_elimination_stays_accurate_where_theta_is_large():
                                            levels_fixed=False)}, source="<data>", nrows=6)
     frame = model_frame(table, "y ~ (x | g)")
     st = ModelStructure(frame.terms, np.column_stack([frame.X, frame.y]))
-    for theta in ([0.0, 1015.93011325, 11755.44348847], [3.0, 200.0, 1500.0], [50.0, -20.0, 3000.0]):
+    for theta, eliminated in (([0.0, 1015.93011325, 11755.44348847], False), ([3.0, 200.0, 1500.0], False),
+                              ([50.0, -20.0, 3000.0], False), ([0.8, 0.3, 0.5], True)):
         fast = evaluate(st, np.array(theta), full=False)
-        assert fast.logdet0 > 0  # (the elimination's path)
+        assert (fast.logdet0 > 0) == eliminated
         for reml in (True, False):
             expected = dense_criterion(frame, st, np.array(theta), reml)[0]
             assert fast.criterion(reml) == pytest.approx(expected, rel=1e-8)

@@ -96,18 +96,30 @@ class Factorization:
         self.full = full
         self.logdet0 = 0.0  # log|D₀| of an eliminated first block
         elim = st.elimination(_build_elimination) if not full else None
-        if elim is None:
-            if self.batch:  # (θ-free stacks broadcast along the batch axis)
-                self._factor_chain(0, [g[:, :, None, :] for g in st.gram],
-                                   {key: c[:, :, None, :] for key, c in st.cross.items()},
-                                   [z[:, :, None, :] for z in st.zxy])
-            else:
-                self._factor_chain(0, st.gram, st.cross, st.zxy)
-            self._factor_tail(st.xtx)
-        else:
+        if elim is not None:
             self.logdet0, gram, cross, zxy, xtx, dense = elim.reduce(self.lam)
             self._factor_chain(elim.m, gram, cross, zxy)
             self._factor_tail(xtx, dense, elim.scratch)
+            if elim.k == 1 or self._well_reduced():
+                return
+            self.logdet0, self.ok = 0.0, True  # (factored again below, block by block)
+        if self.batch:  # (θ-free stacks broadcast along the batch axis)
+            self._factor_chain(0, [g[:, :, None, :] for g in st.gram],
+                               {key: c[:, :, None, :] for key, c in st.cross.items()},
+                               [z[:, :, None, :] for z in st.zxy])
+        else:
+            self._factor_chain(0, st.gram, st.cross, st.zxy)
+        self._factor_tail(st.xtx)
+
+    def _well_reduced(self) -> bool:
+        """Whether a two-effect block's elimination left r² to its digits: the factor succeeded and
+        r² is not below 1e-6 of the centred response's sum of squares. Below that the random effects
+        take up nearly all of y (an unbounded likelihood, θ ~ 1e4 and up), r² is the difference of
+        nearly equal sums, and the block's weights Wᵢ — whose rounding grows with (λ²gᵢ) where the
+        chain's step divides it out — leave it with a few digits or none (fuzz cases: 0.29 off in
+        the criterion, a NaN r²); the factor is then taken block by block, as the chain does."""
+        r2 = self.tail[..., -1, -1] ** 2
+        return bool(np.all(self.ok) and np.all(r2 > 1e-6 * self.st.xtx[-1, -1]))
 
     # ---------------------------------------------------------------- factor
     def _factor_chain(self, first: int, gram, cross, zxy):
