@@ -405,8 +405,17 @@ class Model:
         for _ in range(self.control.polish_rounds):
             if result.curvature is None or not stopped_short(result.warnings):
                 break
+            kept = (np.array(opt.theta, dtype=float), opt.fmin)
             polish(fn, st, opt, result.curvature, progress)
-            result = self.result(opt, reml)
+            polished = self.result(opt, reml)
+            if not (math.isfinite(polished.criterion) and polished.sigma > 0):
+                # (a polish that ran into θ̃ where the system breaks down in double precision — an
+                # unbounded likelihood's variances past 1e7 — is not taken: the criterion the
+                # optimiser saw there is not the fit's)
+                opt.theta, opt.fmin = kept[0], kept[1]
+                opt.stages.append("the polished point's criterion cannot be computed: the point before it is kept")
+                break
+            result = polished
         return result
 
     def result(self, opt: OptSummary, reml: bool) -> LmmResult:

@@ -160,3 +160,33 @@ def test_a_glmms_extra_starts_are_abandoned_when_they_head_for_the_first_minimum
     assert not any("the same minimum" in s for s in full.optsummary.stages)
     assert m.optsummary.evaluations < 180 < full.optsummary.evaluations
     assert m.criterion == pytest.approx(full.criterion, abs=2e-10)
+
+
+def test_a_polish_into_numerical_breakdown_is_not_taken():
+    """A fuzz case: y exactly linear in x within 2 groups (an unbounded likelihood, θ → 1e7). The
+    convergence check's polish reached a θ̃ whose criterion the optimiser saw as finite but the fit's
+    evaluation at the user's θ cannot compute (σ NaN, "broke down numerically"); the point before
+    the polish is kept, with its warnings, and the numbers reported are computed there."""
+    from mixcli.engine.factor import evaluate
+    from mixcli.fitting import fit_frame
+    from mixcli.frame import model_frame
+    from mixcli.table import Table, TextColumn
+
+    y = [0.6508599024381363, -1.2435356458843245, 3.139859902438136, 1.0774643541156756, 0.24885990243813613,
+         0.5354643541156756, 0.09546435411567544, -0.5125356458843244, 1.973859902438136, 1.4898599024381363,
+         2.6028599024381363, 2.8008599024381358, 3.059859902438136, 1.7008599024381361, 1.8324643541156755,
+         1.8518599024381361, 2.548859902438136, 2.9708599024381357, 3.163859902438136, 1.3374643541156754,
+         1.2738599024381363, -0.8025356458843245, 2.2374643541156756, 0.9358599024381362, 0.3058599024381363,
+         0.24146435411567557, -0.3381400975618638, 3.047859902438136, 2.009859902438136, 0.7554643541156756,
+         0.35085990243813625]
+    x = [-1.164, -1.979, 1.325, 0.342, -1.566, -0.2, -0.64, -1.248, 0.159, -0.325, 0.788, 0.986, 1.245, -0.114, 1.097,
+         0.037, 0.734, 1.156, 1.349, 0.602, -0.541, -1.538, 1.502, -0.879, -1.509, -0.494, -2.153, 1.233, 0.195, 0.02,
+         -1.464]
+    g = [1, 0, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1]
+    table = Table(columns={"y": np.array(y), "x": np.array(x),
+                           "g": TextColumn(codes=np.array(g), labels=np.array(["g0", "g1"], dtype=object),
+                                           levels_fixed=False)}, source="<data>", nrows=len(y))
+    r = fit_frame(model_frame(table, "y ~ (x | g)"), reml=False)
+    assert any("cannot be computed: the point before it is kept" in s for s in r.optsummary.stages)
+    assert math.isfinite(r.criterion) and r.sigma > 0 and r.warnings
+    assert r.criterion == evaluate(r.structure, np.array(r.theta), full=False).criterion(False)
