@@ -24,7 +24,7 @@ import numpy as np
 from .linalg import Scratch, Segments
 from .structure import WIDE_LIMIT, ModelStructure
 
-# The widest first block eliminated: Dᵢ is inverted in closed form (K = 1, 2).
+# The widest first block eliminated: Dᵢ is factored in closed form (K = 1, 2).
 MAX_BLOCK = 2
 
 
