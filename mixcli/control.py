@@ -171,8 +171,10 @@ class Control:
         "agrees this well (relative) for both parameters: the truncation error is then as small, and VerbAgg's Hessian "
         "needs 115 evaluations instead of 145 (at 1e-4: 103, SEs within 4e-5 of the two-level ones, too close to "
         "the coding tests' 1e-4); flat likelihoods (a 5-row fit with a group SD of 25: 0.3% apart) keep both levels")
-    separation: float = _setting(15.0, "|β| or a random part of η this large on the link scale means fitted "
-                                       "probabilities of 0 or 1 (separation, a runaway group SD)")
+    separation: float = _setting(15.0, "a change of η this large on a unit-free link's scale (logit, probit, cloglog, "
+                                       "log) — a coefficient's across its column's values, with its SE, or a term's "
+                                       "random part or its SD on a row — means fitted probabilities of 0 or 1 "
+                                       "(separation, a runaway group SD): e⁻¹⁵ = 3e-7")
 
     # ---------------------------------------------------------------- results
     singular_tol: float = _setting(1e-4, "lme4's isSingular(tol = 1e-4)")

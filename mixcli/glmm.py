@@ -566,7 +566,7 @@ class GlmmModel:
         if not fam.has_scale:
             varcorr = varcorr[:-1]
         singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
-        degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation)
+        degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation, data.x, scale)
         warnings.extend(degenerate)
         if not degenerate:  # (its consequences for the Hessian need no second warning)
             if negative:
@@ -607,27 +607,45 @@ class GlmmModel:
         )
 
 
-def _degenerate_fit(frame, st, fixef, m: Modes, limit: float) -> list[str]:
-    """The first sign, if any, that the likelihood has no proper maximum (one warning): a
-    coefficient past ±``limit`` (15) on the link scale (complete separation), a random part of η past it
-    (a group SD running away with groups whose outcomes are all alike), or, for a binomial model,
-    fitted probabilities within glm.fit's 10ε of 0 or 1 (quasi-separation by a combination)."""
+# Links whose η is unit-free (log-odds, probits, log rates): there a spread of 15 in η means fitted
+# values of 0 or 1 (or rates e¹⁵ apart) whatever the data's units. Under sqrt, identity and inverse
+# links η is on the response's own scale, where 15 is no sign of anything.
+UNIT_FREE_LINKS = frozenset({"logit", "probit", "cloglog", "log"})
+
+
+def _degenerate_fit(frame, st, fixef, m: Modes, limit: float, x: np.ndarray, scale: float = 1.0) -> list[str]:
+    """The first sign, if any, that the likelihood has no proper maximum (one warning). Under a
+    unit-free link (``UNIT_FREE_LINKS``): a coefficient that moves η by more than ``limit`` (15)
+    across its column's values with a standard error that does too (the likelihood flat over
+    that range: complete separation; a strong but determined effect has a small one), or a
+    term's random part of η — at the modes, or its SD on some row — past it (a group SD running
+    away with groups whose outcomes are all alike). For a binomial model, fitted probabilities
+    within glm.fit's 10ε of 0 or 1 (quasi-separation by a combination).
+
+    Each measure is of η, not of a coefficient: a slope's size follows its predictor's units
+    (x in metres rather than centimetres: a slope 100 times larger), so |β| > 15 warned of
+    separation on a well-determined slope of 101 (SE 15) in units of 0.01."""
     binomial = frame.family.name == "binomial"
-    separated = [f.term for f in fixef if abs(f.estimate) > limit and f.term != "(Intercept)"]
-    if separated:
-        these = ", ".join(separated)
-        if binomial:
-            return [f"fitted probabilities numerically 0 or 1: the estimate for {these} runs away (|estimate| > {limit:g} "
-                    f"on the link scale), a sign of complete separation; drop or recode "
-                    f"{'it' if len(separated) == 1 else 'them'}"]
-        return [f"the estimate for {these} is extreme (|estimate| > {limit:g} on the link scale)"]
-    runaway = list(dict.fromkeys(t.factor for t, part in zip(st.terms, _random_parts(st, m))
-                                 if np.max(np.abs(part)) > limit))
-    if runaway:
-        what = "fitted probabilities numerically 0 or 1 within groups" if binomial else "extreme fitted values within groups"
-        return [f"{what}: the random effects reach |η| > 15 on the link scale (the SD of {', '.join(runaway)} runs "
-                "away: groups whose outcomes are all alike); the estimates and standard errors are unreliable: "
-                "simplify the random effects or pool the groups"]
+    if frame.family.link.name in UNIT_FREE_LINKS:
+        spread = np.ptp(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
+        separated = [f.term for f, r in zip(fixef, spread)
+                     if f.term != "(Intercept)" and abs(f.estimate) * r > limit and not (f.se * r <= limit)]
+        if separated:
+            these = ", ".join(separated)
+            if binomial:
+                return [f"fitted probabilities numerically 0 or 1: the estimate for {these} runs away (it moves η by "
+                        f"more than {limit:g} on the link scale across the data, with a standard error as large), a "
+                        f"sign of complete separation; drop or recode {'it' if len(separated) == 1 else 'them'}"]
+            return [f"the estimate for {these} is extreme (it moves η by more than {limit:g} on the link scale across "
+                    "the data, with a standard error as large): a sign that some groups of rows have no events; "
+                    f"drop or recode {'it' if len(separated) == 1 else 'them'}"]
+        runaway = list(dict.fromkeys(t.factor for t, part in zip(st.terms, _random_parts(st, m, scale))
+                                     if np.max(np.abs(part)) > limit))
+        if runaway:
+            what = "fitted probabilities numerically 0 or 1 within groups" if binomial else "extreme fitted values within groups"
+            return [f"{what}: the random effects reach |η| > {limit:g} on the link scale, or their SD does (the SD of "
+                    f"{', '.join(runaway)} runs away: groups whose outcomes are all alike); the estimates and "
+                    "standard errors are unreliable: simplify the random effects or pool the groups"]
     eps = 10 * np.finfo(float).eps  # glm.fit's rule
     if binomial and (np.any(m.mu > 1 - eps) or np.any(m.mu < eps)):
         return ["fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are predicted "
@@ -636,12 +654,16 @@ def _degenerate_fit(frame, st, fixef, m: Modes, limit: float) -> list[str]:
     return []
 
 
-def _random_parts(st, m: Modes) -> list[np.ndarray]:
-    """Each term's share of η on every row at the modes: Z̃ₜ Λ̃ₜ uₜ (PIRLS runs in the working θ̃)."""
+def _random_parts(st, m: Modes, scale: float = 1.0) -> list[np.ndarray]:
+    """Each term's share of η on every row at the modes, Z̃ₜ Λ̃ₜ uₜ (PIRLS runs in the working θ̃),
+    or its SD there, scale·‖z̃ᵢΛ̃ₜ‖ (scale: Gamma's σ, by which u's are spread), whichever is larger:
+    with few rows a group SD of 63 on the logit scale left every mode below 15."""
     out = []
     for term, lam, u in zip(st.terms, st.lambdas(m.theta), m.u):
         b = (lam @ u).T  # (levels, k)
-        out.append(np.einsum("ik,ik->i", term.z, b[term.codes]))
+        part = np.abs(np.einsum("ik,ik->i", term.z, b[term.codes]))
+        sd = scale * np.sqrt(np.einsum("ij,ij->i", zl := term.z @ lam, zl))
+        out.append(np.maximum(part, sd))
     return out
 
 

@@ -648,8 +648,9 @@ CASES: list[Case] = [
          {"trials.csv": csv_text(trial_rows(), transform=lambda i, row: row.update({"pass": 0}))}),
     Case("GLMM", "complete separation", GLMM + ["pass ~ x + sep + (1 | g)", "--family", "binomial", "--format",
                                                 "csv"], 0,
-         "fitted probabilities numerically 0 or 1: the estimate for sep runs away (|estimate| > 15 on the link "
-         "scale), a sign of complete separation; drop or recode it", TRIAL_FILES, kind="warning", more_warnings=True),
+         "fitted probabilities numerically 0 or 1: the estimate for sep runs away (it moves η by more than 15 on "
+         "the link scale across the data, with a standard error as large), a sign of complete separation; drop or "
+         "recode it", TRIAL_FILES, kind="warning", more_warnings=True),
     Case("GLMM", "a likelihood that is flat or saddle-shaped at the estimate",
          GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
          "the Hessian of the deviance in (θ, β) has 1 negative eigenvalue(s) (-1): the estimate is not a minimum "
@@ -675,16 +676,18 @@ CASES: list[Case] = [
     Case("GLMM", "groups whose outcomes are all alike (the group SD runs away)",
          GLMM + ["pass ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
          "fitted probabilities numerically 0 or 1 within groups: the random effects reach |η| > 15 on the link "
-         "scale (the SD of g runs away: groups whose outcomes are all alike); the estimates and standard errors "
-         "are unreliable: simplify the random effects or pool the groups", TRIAL_FILES, kind="warning",
+         "scale, or their SD does (the SD of g runs away: groups whose outcomes are all alike); the estimates and "
+         "standard errors are unreliable: simplify the random effects or pool the groups", TRIAL_FILES, kind="warning",
          more_warnings=True,
-         setup="import numpy as _np, mixcli.glmm as _g; _g._random_parts = lambda st, m: [_np.full(3, 20.0)]",
+         setup="import numpy as _np, mixcli.glmm as _g; _g._random_parts = lambda st, m, scale=1.0: [_np.full(3, 20.0)]",
          note="with the random part of η made 20"),
     Case("GLMM", "outcomes predicted with certainty (quasi-separation)",
-         ["fit", "quasi.csv", "b ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         ["fit", "quasi.csv", "b ~ x + (1 | g)", "--family", "binomial", "--format", "csv",
+          "--control", "separation=1e9"], 0,
          "fitted probabilities numerically 0 or 1 occurred (as glm() warns): some outcomes are predicted with "
          "certainty, a sign of quasi-separation by a combination of predictors; the estimates and standard "
-         "errors are unreliable", {"quasi.csv": _QUASI}, kind="warning", more_warnings=True),
+         "errors are unreliable", {"quasi.csv": _QUASI}, kind="warning", more_warnings=True,
+         note="with the measures of η (x runs away there, and is named) turned off: glm.fit's rule is their backstop"),
     Case("GLMM", "quadrature with two random-effects terms",
          GLMM + ["pass ~ x + (1 | g) + (1 | h)", "--family", "binomial", "--nagq", "9"], 2,
          "--nagq 9: adaptive Gauss-Hermite quadrature needs a single random-effects term (this model has 2)",

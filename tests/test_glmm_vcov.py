@@ -121,14 +121,83 @@ def test_groups_whose_outcomes_are_all_alike_are_named():
 
 def test_fitted_probabilities_of_0_or_1_are_said_as_glm_says_them():
     """33 rows, two groups: one group and x together predict some outcomes with certainty
-    (μ = 1 − 2e-16, |η| = 37) though no coefficient passes 15: glm.fit's rule (μ within 10ε of 0
-    or 1) names it. (Found by the origin fuzz property: the slope's SE, 21, moved with the coding.)"""
+    (μ = 1 − 2e-16, |η| = 37) though no coefficient passes 15. x's estimate, 10.7 with an SE of
+    21, moves η by 51 across x's range (−2.7 to 2.1), and its SE by 103: the estimate runs away
+    and is named. With the measures of η off (``separation``), glm.fit's rule (μ within 10ε of 0
+    or 1) still says it. (Found by the origin fuzz property: the slope's SE, 21, moved with the coding.)"""
     import io
 
     import pandas as pd
 
+    from mixcli.control import Control
+
     from catalogue import _QUASI  # (the same rows as the catalogue's case)
 
-    m = fit(pd.read_csv(io.StringIO(_QUASI)), "b ~ x + (1 | g)", family="binomial")
-    assert max(abs(f.estimate) for f in m.fixef) < 15 and np.max(m.modes.mu) > 1 - 10 * np.finfo(float).eps
-    assert any(w.startswith("fitted probabilities numerically 0 or 1 occurred (as glm() warns)") for w in m.warnings)
+    data = pd.read_csv(io.StringIO(_QUASI))
+    m = fit(data, "b ~ x + (1 | g)", family="binomial")
+    x = m.fixef[1]
+    assert x.term == "x" and abs(x.estimate) < 15 and np.max(m.modes.mu) > 1 - 10 * np.finfo(float).eps
+    assert np.ptp(data["x"]) * abs(x.estimate) > 15 and np.ptp(data["x"]) * x.se > 15
+    assert [w for w in m.warnings if "fitted probabilities" in w] == [
+        "fitted probabilities numerically 0 or 1: the estimate for x runs away (it moves η by more than 15 on the "
+        "link scale across the data, with a standard error as large), a sign of complete separation; drop or recode it"]
+    off = fit(data, "b ~ x + (1 | g)", family="binomial", control=Control(separation=1e9))
+    assert any(w.startswith("fitted probabilities numerically 0 or 1 occurred (as glm() warns)") for w in off.warnings)
+
+
+def _strong_slope(scale: float) -> dict:
+    """400 rows, 20 groups, a well-determined slope of 1 per SD of x, x in units of ``scale``."""
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 20, 400)
+    x = rng.normal(size=400)
+    eta = -0.5 + x + 0.7 * rng.normal(size=20)[g]
+    y = (rng.random(400) < 1 / (1 + np.exp(-eta))).astype(float)
+    return {"y": y, "x": x * scale, "g": [f"g{i}" for i in g]}
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01, 1e-4])
+def test_degeneracy_warnings_do_not_move_with_a_predictors_units(scale):
+    """x in other units is the same model: the slope is 1/scale times larger, its z the same, and
+    no warning appears. |β| > 15 called a slope of 101 (SE 15, x in units of 0.01) a sign of
+    complete separation; the rules now measure η, the slope times x's spread."""
+    base = fit(_strong_slope(1.0), "y ~ x + (1 | g)", family="binomial")
+    m = fit(_strong_slope(scale), "y ~ x + (1 | g)", family="binomial")
+    assert m.fixef[1].estimate * scale == pytest.approx(base.fixef[1].estimate, rel=1e-5)
+    assert m.fixef[1].t == pytest.approx(base.fixef[1].t, rel=1e-4)
+    assert m.warnings == base.warnings == []
+
+
+def test_link_scale_limits_only_under_unit_free_links():
+    """Under the sqrt link η is √μ in the counts' own units: a group SD of ~20 on that scale (groups'
+    counts from a few to ~4,000) is no sign of a runaway SD, and is not called one (the limit of 15
+    on η called it one); the same counts under the log link have an SD of 2.6 and no warning either."""
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(12), 10)
+    root = 30.0 + 20.0 * rng.normal(size=12)[g]
+    k = rng.poisson(np.maximum(root, 1.0) ** 2).astype(float)
+    data = {"k": k, "g": [f"g{i}" for i in g]}
+    sqrt = fit(data, "k ~ 1 + (1 | g)", family="poisson", link="sqrt")
+    assert sqrt.varcorr[0].sd > 15 and sqrt.warnings == []
+    log = fit(data, "k ~ 1 + (1 | g)", family="poisson")
+    assert log.varcorr[0].sd < 5 and log.warnings == []
+
+
+def test_a_runaway_sd_is_named_where_the_modes_stay_below_the_limit():
+    """Eight rows (one dropped), b ~ x + (1 | g) + (1 | h): the SDs run to 63 and 60 on the logit
+    scale while every mode's part of η stays below 15 (14.9, 13.6). The measure takes each row's SD
+    of the term's part, ‖z̃ᵢΛ̃‖, as well; the fit warns (here first of x, which runs away with them).
+    Found by the origin fuzz property: the slope's SE moved 4% with I(x + 1000), the Laplace
+    deviance being flat to PIRLS's precision there."""
+    from mixcli.glmm import _random_parts
+
+    data = {"b": [1.0, 1, 1, 1, 0, 0, 0, 0], "x": [0.1, -0.2, 0.1, 0.5, -1.2, 0.6, -0.9, -1.0],
+            "g": ["g1", "g3", "g3", "g3", None, "g4", "g3", "g4"],
+            "h": ["h0", "h2", "h1", "h1", "h1", "h3", "h3", "h2"]}
+    m = fit(data, "b ~ x + (1 | g) + (1 | h)", family="binomial")
+    st = m.structure
+    modes = [np.max(np.abs(np.einsum("ik,ik->i", t.z, (lam @ u).T[t.codes])))
+             for t, lam, u in zip(st.terms, st.lambdas(m.modes.theta), m.modes.u)]
+    assert max(modes) < 15 and m.theta[0] > 50
+    measured = [float(np.max(part)) for part in _random_parts(st, m.modes)]
+    assert measured == pytest.approx(list(m.theta), rel=1e-6)  # (one intercept per row: the SD is θ)
+    assert m.warnings and "runs away" in m.warnings[0]
