@@ -118,7 +118,7 @@ def test_segment_sums_by_the_sparse_product_equal_the_bincounts(monkeypatch, ker
     by_bincount = everything(linalg.Segments(target, groups))
     monkeypatch.setattr(linalg.Segments, "SPARSE_FROM", 0)
     if kernel == "the public product":
-        monkeypatch.setattr(linalg, "_MATVECS", [None])
+        monkeypatch.setattr(linalg, "_MATVECS", [None, None])
     seg = linalg.Segments(target, groups)
     for got, want in zip(everything(seg), by_bincount):
         assert got.shape == want.shape

@@ -321,7 +321,7 @@ def _indicator_csr(target: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.n
     return indptr, order.astype(index)
 
 
-_MATVECS: list = []  # scipy's CSR kernel once looked for (None where not usable)
+_MATVECS: list = []  # scipy's CSR kernels once looked for, (matvecs, matvec) (None where not usable)
 
 
 def csr_matvecs():
@@ -331,8 +331,16 @@ def csr_matvecs():
     function: used only where it reproduces a product computed with bincounts on a small
     matrix, else None (the public product is used)."""
     if not _MATVECS:
-        _MATVECS.append(_load_matvecs())
+        _MATVECS.extend(_load_matvecs())
     return _MATVECS[0]
+
+
+def csr_matvec():
+    """The same module's CSR-times-vector kernel (``csr_matvec``, y += A x): for one vector 2.5x
+    faster than ``csr_matvecs`` with one column (4.8 µs against 12 on 9,360 entries). Checked and
+    loaded as ``csr_matvecs``; None where not usable."""
+    csr_matvecs()
+    return _MATVECS[1]
 
 
 def _load_matvecs():
@@ -360,9 +368,13 @@ def _load_matvecs():
         out = np.zeros((3, 2))
         kernel(3, 5, 2, indptr, order, w[order], x.ravel(), out.ravel())
         expected = np.stack([np.bincount(target, weights=w * x[:, e], minlength=3) for e in range(2)], axis=1)
-        return kernel if np.array_equal(out, expected) else None
+        if not np.array_equal(out, expected):
+            return None, None
+        single, out1 = tools.csr_matvec, np.zeros(3)
+        single(3, 5, indptr, order, w[order], np.ascontiguousarray(x[:, 0]), out1)
+        return kernel, (single if np.array_equal(out1, expected[:, 0]) else None)
     except Exception:  # noqa: BLE001 (a private function: any failure means "use the public product")
-        return None
+        return None, None
 
 
 def grouped_cross(codes: np.ndarray, n_levels: int, left, right, w: np.ndarray | None = None) -> np.ndarray:
