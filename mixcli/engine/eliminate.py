@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import Scratch, Segments
+from .linalg import Scratch, Segments, csr_matvec, csr_matvecs
 from .structure import WIDE_LIMIT, ModelStructure
 
 # The widest first block eliminated: Dᵢ is factored in closed form (K = 1, 2).
@@ -182,8 +182,6 @@ class FirstBlockElimination:
         weighting and bincount took 17 µs, this 8). None without scipy's kernels."""
         if s in self._products:
             return self._products[s]
-        from .linalg import _indicator_csr, csr_matvec, csr_matvecs
-
         kernel, single = csr_matvecs(), csr_matvec()
         if kernel is None or single is None:
             self._products[s] = None
@@ -192,7 +190,7 @@ class FirstBlockElimination:
         flat = comb.reshape(-1, comb.shape[-1])  # (sources, entries)
         n_src, e = flat.shape
         q = seg.n_targets
-        indptr, order = _indicator_csr(seg.target, q)
+        indptr, order = seg.indicator()
         index = indptr.dtype
         rows_ptr = np.concatenate([[0], (indptr[1:][None, :] + n_src * np.arange(e)[:, None]).ravel()]).astype(index)
         cols = np.tile(order, e).astype(index)
@@ -201,7 +199,7 @@ class FirstBlockElimination:
         def product(wflat: np.ndarray) -> np.ndarray:
             if wflat.ndim == 1:
                 out = np.zeros(e * q)
-                single(e * q, n_src, rows_ptr, cols, data, wflat, out)
+                single(e * q, n_src, rows_ptr, cols, data, np.ascontiguousarray(wflat, dtype=float), out)
                 return out.reshape(e, q)
             b = wflat.shape[0]
             out = np.zeros((e * q, b))

@@ -289,13 +289,19 @@ class Segments:
         """Whether a sum of ``rows`` rows goes through the sparse product (see ``sum``)."""
         return rows > 1 and rows * len(self.target) >= self.SPARSE_FROM and csr_matvecs() is not None
 
-    def _indicator_product(self, w: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-        """A X, A the (n_targets × n_source) indicator of the map with entries ``w`` (one per
-        source; None: ones) and X (n_source, c) C-contiguous: (n_targets, c)."""
+    def indicator(self) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR row pointers and column indices of the (n_targets × n_source) indicator of the
+        map, each row's sources in their order (``_indicator_csr``), built once."""
         if not hasattr(self, "_csr"):
             indptr, order = _indicator_csr(self.target, self.n_targets)
             self._csr = (indptr, order)
             self._order = None if np.array_equal(order, np.arange(len(order))) else order
+        return self._csr
+
+    def _indicator_product(self, w: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+        """A X, A the (n_targets × n_source) indicator of the map with entries ``w`` (one per
+        source; None: ones) and X (n_source, c) C-contiguous: (n_targets, c)."""
+        self.indicator()
         if w is None:  # (kept: a sum's unit weights are the same every time)
             if getattr(self, "_unit", None) is None:
                 self._unit = np.ones(len(self.target))
