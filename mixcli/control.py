@@ -63,6 +63,12 @@ class Control:
         "(0 turns second starts off)")
     few_levels: int = _setting(10, "grouping factors with fewer levels than this make a criterion prone to "
                                    "several local minima (the random optimum cases)")
+    exact_fit: float = _setting(
+        1e-10, "r² at the estimate below this share of the response's sum of squares about X's fit: the random "
+        "effects reproduce y to 5 digits of its SD, and whether they reproduce it exactly (y in the span of X "
+        "and Z: the likelihood has no maximum) is checked by least squares; real data stay above 1e-4")
+    exact_fit_entries: int = _setting(
+        4_000_000, "the largest n × (p + q) for that check's dense least squares (larger fits are not checked)")
     same_basin: float = _setting(
         1.0, "a second start is followed until its criterion is within this of the first minimum's (a deviance "
         "difference of 1); M16 ML: 43 evaluations instead of 138")

@@ -335,6 +335,28 @@ def prone_to_local_minima(st: ModelStructure, theta_w: np.ndarray, control: Cont
     return on_boundary or min(t.n_levels for t in st.terms) < control.few_levels
 
 
+def reproduces_response(frame: ModelFrame, max_entries: int) -> bool:
+    """Whether the fixed and random effects together reproduce y exactly (y in the span of [X, Z],
+    by least squares, fewer independent columns than rows): then as every variance grows r² → 0
+    faster than log|L|² grows, and the likelihood has no maximum. False where n × (p + q) is
+    beyond ``max_entries`` (not checked)."""
+    n, p = frame.X.shape
+    widths = [t.n_levels * t.k for t in frame.terms]
+    if n * (p + sum(widths)) > max_entries:
+        return False
+    a = np.zeros((n, p + sum(widths)))
+    a[:, :p] = frame.X
+    rows, at = np.arange(n), p
+    for t, width in zip(frame.terms, widths):
+        for j in range(t.k):
+            a[rows, at + t.codes * t.k + j] = t.z[:, j]
+        at += width
+    y = np.asarray(frame.y, dtype=float)
+    solution, _, rank, _ = np.linalg.lstsq(a, y, rcond=None)
+    residual = float(np.linalg.norm(y - a @ solution))
+    return rank < n and residual <= 1e-9 * max(float(np.linalg.norm(y)), 1e-300)
+
+
 def _unbounded_message(st: ModelStructure, local: bool) -> str:
     """Why the criterion has no minimum as the variances grow, and what the estimates are."""
     crowded = [f"{t.group} has {t.n_levels} levels" for t in st.terms if t.n_levels * t.k >= 0.5 * st.n]
@@ -405,25 +427,28 @@ class Model:
         for _ in range(self.control.polish_rounds):
             if result.curvature is None or not stopped_short(result.warnings):
                 break
-            kept = (np.array(opt.theta, dtype=float), opt.fmin)
             polish(fn, st, opt, result.curvature, progress)
-            polished = self.result(opt, reml)
-            if not (math.isfinite(polished.criterion) and polished.sigma > 0):
-                # (a polish that ran into θ̃ where the system breaks down in double precision — an
-                # unbounded likelihood's variances past 1e7 — is not taken: the criterion the
-                # optimiser saw there is not the fit's)
-                opt.theta, opt.fmin = kept[0], kept[1]
-                opt.stages.append("the polished point's criterion cannot be computed: the point before it is kept")
-                break
-            result = polished
+            # (the result is computed by the optimiser's own path at its θ̃: a polished point it found
+            # finite is one the fit can report; at the user's θ an unbounded likelihood's variances
+            # past 1e7 once gave σ = NaN there)
+            result = self.result(opt, reml)
         return result
 
     def result(self, opt: OptSummary, reml: bool) -> LmmResult:
         """The fitted model at the optimiser's θ̃, reported in lme4's θ, with its optimum checked
         (``engine.curvature``)."""
         st = self.structure
-        theta = st.to_user(opt.theta)
-        fac = evaluate(st, theta, full=False)
+        # (at the optimiser's θ̃, by its own path: the criterion reported is the one it minimised —
+        # at the user's θ the same numbers differ by rounding, which where a variance runs away to
+        # 1e5 on a response the random effects reproduce exactly was 115 in the criterion)
+        fac = evaluate_working(st, opt.theta, full=False)
+        c = opt.control
+        if (not opt.unbounded and fac.ok and fac.pwrss < c.exact_fit * float(st.xtx[-1, -1])
+                and reproduces_response(self.frame, c.exact_fit_entries)):
+            # (the optimiser stopped where the criterion is at the limit of double precision, believing
+            # it a minimum or stopped short of one: it has none)
+            opt.unbounded, opt.converged = True, False
+            opt.warnings.append(_unbounded_message(st, local=False))
         curv, problems = None, []
         if opt.converged and np.isfinite(opt.fmin) and fac.ok:
             done = opt.curvature

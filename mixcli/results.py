@@ -402,7 +402,7 @@ class LmmResult(FitStatistics):
         """The factor at θ̂ with every block (the fit keeps the criterion-only one, which may
         have eliminated a term in closed form): for conditional modes and variances."""
         if not self.factorization.full:
-            self.factorization = evaluate(self.structure, self.factorization.theta, full=True)
+            self.factorization = evaluate(self.structure, self.factorization.user_theta, full=True)
         return self.factorization
 
     def _user_lambdas(self) -> list[np.ndarray]:
@@ -440,7 +440,7 @@ def build_result(frame: ModelFrame, st: ModelStructure, fac: Factorization, opt:
     ]
     user_lam = fac.user_lam
     varcorr, correlations = variance_components(frame, user_lam, sigma)
-    theta = np.array(fac.theta, dtype=float)  # lme4's θ (the optimiser's θ̃ is in opt)
+    theta = fac.user_theta  # lme4's θ (the optimiser's θ̃ is in opt)
     singular = (is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
                 or st.structure_at_bound(theta, opt.control.singular_tol))
     warnings = list(opt.warnings) + list(problems or [])

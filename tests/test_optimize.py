@@ -162,14 +162,19 @@ def test_a_glmms_extra_starts_are_abandoned_when_they_head_for_the_first_minimum
     assert m.criterion == pytest.approx(full.criterion, abs=2e-10)
 
 
-def test_a_polish_into_numerical_breakdown_is_not_taken():
-    """A fuzz case: y exactly linear in x within 2 groups (an unbounded likelihood, θ → 1e7). The
-    convergence check's polish reached a θ̃ whose criterion the optimiser saw as finite but the fit's
-    evaluation at the user's θ cannot compute (σ NaN, "broke down numerically"); the point before
-    the polish is kept, with its warnings, and the numbers reported are computed there."""
-    from mixcli.engine.factor import evaluate
+def test_a_response_the_random_effects_reproduce_is_said_to_have_no_maximum():
+    """A fuzz case: y exactly linear in x within 2 groups, y ~ (x | g) (an unbounded likelihood, θ →
+    1e7). The convergence check's polish once reached a θ̃ whose criterion the optimiser saw as finite
+    but the fit's evaluation at the user's θ could not compute (σ NaN, "broke down numerically"). r²
+    at the estimate is below 1e-10 of y's sum of squares, and least squares finds y in the span of
+    [X, Z]: the fit says the likelihood has no maximum, and reports the criterion and σ the
+    optimiser's own path computes at its θ̃. With the check off, the polish runs on, and the numbers
+    reported are still the optimiser's."""
+    from mixcli.control import Control
+    from mixcli.engine.factor import evaluate_working
     from mixcli.fitting import fit_frame
     from mixcli.frame import model_frame
+    from mixcli.model import reproduces_response
     from mixcli.table import Table, TextColumn
 
     y = [0.6508599024381363, -1.2435356458843245, 3.139859902438136, 1.0774643541156756, 0.24885990243813613,
@@ -186,7 +191,40 @@ def test_a_polish_into_numerical_breakdown_is_not_taken():
     table = Table(columns={"y": np.array(y), "x": np.array(x),
                            "g": TextColumn(codes=np.array(g), labels=np.array(["g0", "g1"], dtype=object),
                                            levels_fixed=False)}, source="<data>", nrows=len(y))
-    r = fit_frame(model_frame(table, "y ~ (x | g)"), reml=False)
-    assert any("cannot be computed: the point before it is kept" in s for s in r.optsummary.stages)
-    assert math.isfinite(r.criterion) and r.sigma > 0 and r.warnings
-    assert r.criterion == evaluate(r.structure, np.array(r.theta), full=False).criterion(False)
+    frame = model_frame(table, "y ~ (x | g)")
+    assert reproduces_response(frame, 10**6)
+    r = fit_frame(frame, reml=False)
+    assert r.optsummary.unbounded and not r.converged
+    assert any("so the likelihood has no maximum" in w for w in r.warnings)
+    assert math.isfinite(r.criterion) and r.sigma > 0
+    assert r.criterion == evaluate_working(r.structure, r.optsummary.theta, full=False).criterion(False)
+    off = fit_frame(frame, reml=False, control=Control(exact_fit=0.0))
+    assert not any("no maximum" in w for w in off.warnings) and off.warnings and not off.converged
+    assert math.isfinite(off.criterion) and off.sigma > 0
+    assert off.criterion == evaluate_working(off.structure, off.optsummary.theta, full=False).criterion(False)
+    # y + noise is not reproduced: the check says so, and the fit has its ordinary optimum
+    noisy = Table(columns={**table.columns, "y": np.array(y) + 0.3 * np.sin(np.arange(len(y)))}, source="<data>",
+                  nrows=len(y))
+    assert not reproduces_response(model_frame(noisy, "y ~ (x | g)"), 10**6)
+
+
+def test_the_criterion_reported_is_the_one_the_optimiser_minimised():
+    """A fuzz case: x ~ (0 + x | g) + (0 + x | g) on 9 rows, the response the random slopes' own
+    column (θ runs to 1e5). Evaluated at the user's θ the criterion came out −40.26; the optimiser's
+    path at its θ̃ and a dense recomputation at the reported θ both give −155.3 (r² is at the limit
+    of double precision, where the two paths' rounding differs by 115). The fit reports the
+    optimiser's, and says the likelihood has no maximum (it had said the optimiser stopped short)."""
+    from mixcli.fitting import fit_frame
+    from mixcli.frame import model_frame
+    from mixcli.table import Table, TextColumn
+
+    from dense_oracle import dense_criterion
+
+    table = Table(columns={"x": np.array([0.0, 1, 1, -1, -1, -1, 0, -2, 0, -1]),
+                           "g": TextColumn(codes=np.array([1, 1, 1, 0, 0, 0, 0, -1, 0, 1]),
+                                           labels=np.array(["g0", "g1"], dtype=object), levels_fixed=False)},
+                  source="<data>", nrows=10)
+    frame = model_frame(table, "x ~ (0 + x | g) + (0 + x | g)")
+    r = fit_frame(frame, reml=False)
+    assert r.theta[0] > 1e4 and any("so the likelihood has no maximum" in w for w in r.warnings)
+    assert r.criterion == pytest.approx(dense_criterion(frame, r.structure, r.theta, False)[0], abs=1e-2)

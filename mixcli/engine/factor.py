@@ -507,6 +507,11 @@ class Factorization:
         return SelectedInverse(diag=out, cross=cross, dense_chain=ydense, dense=sigma_dd)
 
     @property
+    def user_theta(self) -> np.ndarray:
+        """lme4's θ of this factor (``theta`` is the optimiser's θ̃ when made by ``evaluate_working``)."""
+        return np.array(self._user_theta(), dtype=float)
+
+    @property
     def user_lam(self) -> list[np.ndarray]:
         """lme4's Λₜ (for the user's columns) of every term."""
         return self.st.lambdas(self._user_theta())
