@@ -242,6 +242,16 @@ class GlmmModel:
             stage1.start = np.concatenate([theta_n, np.zeros(len(beta0))])
             beta0 = beta_n
         minimize_theta(fn, stage1, progress, stage=f"from the first stage (nAGQ = {nagq}: {what})")
+        if not math.isfinite(stage1.fmin):
+            # (a table of NaN estimates under an infinite −2 log L, printed with exit 0, told the user
+            # less than this line: 4 rows whose outcomes the first stage predicted exactly)
+            first = ("the first stage predicted every outcome exactly: separation" if stage0.fmin < 1e-8 else
+                     f"the first stage's deviance was {stage0.fmin:.6g}")
+            raise FitError(
+                f"the likelihood with {option('nagq', nagq)} could not be computed at any of the "
+                f"{stage1.evaluations - stage0.evaluations} parameter values tried from the first stage's estimate "
+                f"(PIRLS failed at every one; {first}): simplify the model, or check the data for separation and "
+                "extreme values")
         par = stage1.theta
         if self.free_dispersion:
             self.set_dispersion(math.exp(par[-1]))
@@ -568,6 +578,7 @@ class GlmmModel:
         singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
         degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation, data.x, scale)
         warnings.extend(degenerate)
+        warnings.extend(_per_observation_terms(st, data))
         if not degenerate:  # (its consequences for the Hessian need no second warning)
             if negative:
                 warnings.append(
@@ -652,6 +663,22 @@ def _degenerate_fit(frame, st, fixef, m: Modes, limit: float, x: np.ndarray, sca
                 "with certainty, a sign of quasi-separation by a combination of predictors; the estimates and "
                 "standard errors are unreliable"]
     return []
+
+
+def _per_observation_terms(st, data: GlmmData) -> list[str]:
+    """A term with one observation per level on a 0/1 response: a random effect per observation only
+    rescales η (probit: P(y = 1) = Φ(η/√(1 + σ²)) exactly), so its variance and the fixed effects
+    lie on a ridge of equal likelihood and are not identified. (With counts, or trials per row, the
+    same term models overdispersion, and is identified.) A fuzz case, b ~ x + (1 | g) on 3 rows:
+    the slope's SE moved 0.2% with I(x + 100), and nothing was said."""
+    if not (data.binary and data.unit_weights):
+        return []
+    alone = [t.factor for t in st.terms if t.n_levels == st.n]
+    return [f"every level of {name} has a single observation: with a 0/1 response a random effect per "
+            "observation only rescales η (exactly under probit, nearly under logit and cloglog), so its variance "
+            "and the fixed effects are not identified (a ridge of "
+            f"equal likelihood); their estimates and standard errors are arbitrary: drop the term on {name}"
+            for name in dict.fromkeys(alone)]
 
 
 def _random_parts(st, m: Modes, scale: float = 1.0) -> list[np.ndarray]:

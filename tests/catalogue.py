@@ -688,6 +688,21 @@ CASES: list[Case] = [
          "certainty, a sign of quasi-separation by a combination of predictors; the estimates and standard "
          "errors are unreliable", {"quasi.csv": _QUASI}, kind="warning", more_warnings=True,
          note="with the measures of η (x runs away there, and is named) turned off: glm.fit's rule is their backstop"),
+    Case("GLMM", "a likelihood that cannot be computed past the first stage",
+         ["fit", "sep4.csv", "b ~ x:f + offset(x) + (x | g)", "--family", "binomial"], 1,
+         "the likelihood with --nagq 1 could not be computed at any of the 54 parameter values tried from the first "
+         "stage's estimate (PIRLS failed at every one; the first stage predicted every outcome exactly: "
+         "separation): simplify the model, or check the data for separation and extreme values", {"sep4.csv": "x,b,g,f\n1,1,g0,a\n0,0,g1,a\n-1,0,g1,b\n1,1,g1,a\n"}),
+    Case("GLMM", "a random effect per observation of a 0/1 response",
+         ["fit", "olre.csv", "b ~ x + (1 | g)", "--family", "binomial", "--format", "csv"], 0,
+         "every level of g has a single observation: with a 0/1 response a random effect per observation only "
+         "rescales η (exactly under probit, nearly under logit and cloglog), so its variance and the fixed effects "
+         "are not identified (a ridge of equal likelihood); their estimates and standard errors are arbitrary: drop "
+         "the term on g", {"olre.csv": "b,x,g\n" + "".join(
+             f"{b},{x},o{i}\n" for i, (b, x) in enumerate(zip([0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1],
+                                                             [1.0, 0.62, -0.23, -0.9, -0.9, -0.21, 0.63, 1.0, 0.61,
+                                                              -0.24, -0.91, -0.89])))},
+         kind="warning", more_warnings=True),
     Case("GLMM", "quadrature with two random-effects terms",
          GLMM + ["pass ~ x + (1 | g) + (1 | h)", "--family", "binomial", "--nagq", "9"], 2,
          "--nagq 9: adaptive Gauss-Hermite quadrature needs a single random-effects term (this model has 2)",

@@ -201,3 +201,21 @@ def test_a_runaway_sd_is_named_where_the_modes_stay_below_the_limit():
     measured = [float(np.max(part)) for part in _random_parts(st, m.modes)]
     assert measured == pytest.approx(list(m.theta), rel=1e-6)  # (one intercept per row: the SD is θ)
     assert m.warnings and "runs away" in m.warnings[0]
+
+
+def test_a_random_effect_per_observation_of_a_0_1_response_is_said_to_be_unidentified():
+    """b ~ x + (1 | g) with every level of g one row: a per-observation random effect on a 0/1
+    response only rescales η (probit: Φ(η/√(1 + σ²))), a ridge of equal likelihood in (θ, β). A fuzz
+    case on 3 rows: the slope's SE moved 0.2% with I(x + 100) and nothing was said. The same term on
+    counts (an observation-level random effect for overdispersion) is identified: no such warning."""
+    rng = np.random.default_rng(8)
+    n = 40
+    x = rng.normal(size=n)
+    data = {"b": (rng.random(n) < 0.4 + 0.2 * (x > 0)).astype(float), "x": x, "g": [f"o{i}" for i in range(n)],
+            "k": rng.poisson(3.0, size=n).astype(float)}
+    m = fit(data, "b ~ x + (1 | g)", family="binomial", link="probit")
+    assert any(w.startswith("every level of g has a single observation") for w in m.warnings)
+    counts = fit(data, "k ~ x + (1 | g)", family="poisson")
+    assert not any("single observation" in w for w in counts.warnings)
+    trials = fit({**data, "k": np.minimum(data["k"], 5)}, "cbind(k, 5 - k) ~ x + (1 | g)", family="binomial")
+    assert not any("single observation" in w for w in trials.warnings)
