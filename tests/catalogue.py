@@ -566,6 +566,16 @@ CASES: list[Case] = [
     Case("Fit", "the criterion is never finite", FIT + ["y ~ x + (x | g)", "--format", "csv"], 0,
          "the criterion was not finite at any of the", STUDY_FILES, kind="warning",
          setup=_NAN_CRITERION, note="with a criterion that is always NaN", more_warnings=True),
+    Case("Fit", "a response the random effects reproduce exactly (no likelihood maximum)",
+         ["fit", "exact.csv", "y ~ x + (x | g)", "--format", "csv"], 0,
+         "the criterion decreases without end as the random-effect variances grow and the residual variance shrinks "
+         "to 0: the random effects can reproduce the response (2 fixed and 4 random effects for 16 observations), so "
+         "the likelihood has no maximum; the estimates are where the optimiser stopped, not an optimum: simplify the "
+         "random effects", {"exact.csv": "y,x,g\n" + "".join(
+             f"{a + b * x:g},{x:g},{g}\n" for a, b, g, xs in ((1, 2, "g0", (-2, -1, 0, 1, 2, 3, -1.5, 0.5)),
+                                                             (-1, 0.5, "g1", (-1, 0, 1, 2, -2, 2.5, 0.5, 1.5)))
+             for x in xs)},
+         kind="warning", more_warnings=True),
     # -- generalized linear mixed models ----------------------------------------------------------
     Case("GLMM", "a binomial response that is not 0/1", GLMM + ["count ~ x + (1 | g)", "--family", "binomial"], 1,
          "the response 'count' has the value 3, but a binomial response is 0/1, cbind(successes, failures), or "

@@ -150,3 +150,29 @@ def test_cli_reports_df_and_p_and_ddf_none_turns_them_off():
     assert "Pr(>|t|)" not in _cli("fit", data, formula, "--ddf", "none").stdout
     csv_out = _cli("fit", data, formula, "--ddf", "none", "--format", "csv").stdout
     assert csv_out.splitlines()[1].endswith(",,")  # df and p empty
+
+
+def test_a_df_that_cannot_be_computed_gives_no_p_value():
+    """min(1, NaN) is 1 in Python: a Satterthwaite df that could not be computed (NaN) printed
+    Pr(>|t|) = 1. It is NaN, as lmerTest's would be; an infinite df is the normal tail."""
+    from mixcli.inference.distributions import norm_cdf, t_two_sided
+
+    assert math.isnan(t_two_sided(6.23, math.nan)) and math.isnan(t_two_sided(math.nan, 10.0))
+    assert t_two_sided(2.0, math.inf) == pytest.approx(2.0 * norm_cdf(-2.0), rel=1e-12)
+    assert t_two_sided(0.0, 5.0) == 1.0
+
+
+def test_an_unbounded_likelihood_gets_no_df_and_no_internal_error():
+    """y = a_g + b_g x exactly in two groups, y ~ x + (x | g): the likelihood has no maximum, θ runs
+    to where the criterion's second differences are not finite, and eigh raised "Eigenvalues did not
+    converge" (an internal error on the command line). The fit says the likelihood is unbounded, and
+    the df and p-values are NaN with a note."""
+    from mixcli import fit
+
+    xs0, xs1 = [-2, -1, 0, 1, 2, 3, -1.5, 0.5], [-1, 0, 1, 2, -2, 2.5, 0.5, 1.5]
+    data = {"y": [1 + 2 * x for x in xs0] + [-1 + 0.5 * x for x in xs1], "x": xs0 + xs1, "g": ["g0"] * 8 + ["g1"] * 8}
+    m = fit(data, "y ~ x + (x | g)")
+    assert any("so the likelihood has no maximum" in w for w in m.warnings)
+    m.add_satterthwaite()
+    assert all(math.isnan(f.df) and math.isnan(f.p) for f in m.fixef)
+    assert any("Satterthwaite df cannot be computed" in n for n in m.notes())

@@ -127,9 +127,10 @@ def t_sf(t: float, df: float) -> float:
 
 def t_two_sided(t: float, df: float) -> float:
     """Two-sided p-value 2 P(T > |t|), as lmerTest's ``Pr(>|t|)``."""
-    if math.isnan(t):
-        return math.nan
-    return min(1.0, 2.0 * t_sf(abs(t), df))
+    if math.isnan(t) or math.isnan(df):
+        return math.nan  # (min(1, NaN) is 1: a df that could not be computed printed Pr(>|t|) = 1)
+    p = 2.0 * t_sf(abs(t), df)
+    return p if math.isnan(p) else min(1.0, p)
 
 
 def chi2_sf(x: float, df: int) -> float:

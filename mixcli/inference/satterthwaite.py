@@ -91,18 +91,26 @@ def from_curvature(curv, sigma: float, vcov: np.ndarray, p: int) -> Satterthwait
     h[:k, k] = h[k, :k] = -2.0 * curv.r2_grad / (s2 * sigma)
     h[k, k] = -2.0 * curv.m / s2 + 6.0 * curv.r2 / (s2 * s2)
 
-    vals, vecs = np.linalg.eigh(h)
-    # the Moore–Penrose inverse, as lmerTest; flat directions (singular fits) are left out,
-    # and a Hessian that is not positive there is the fit's convergence check's to report
-    pos = vals > EIGEN_TOL
-    a_cov = 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+    notes = []
+    if np.all(np.isfinite(h)):
+        vals, vecs = np.linalg.eigh(h)
+        # the Moore–Penrose inverse, as lmerTest; flat directions (singular fits) are left out,
+        # and a Hessian that is not positive there is the fit's convergence check's to report
+        pos = vals > EIGEN_TOL
+        a_cov = 2.0 * (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+    else:
+        # (an unbounded likelihood's variances at 1e7, where differences of the criterion overflow:
+        # eigh raised "did not converge", an internal error)
+        a_cov = np.full((k + 1, k + 1), np.nan)
+        notes.append("the Satterthwaite df cannot be computed: the criterion's second derivatives are not finite "
+                     "at the estimate (see the warnings)")
 
     jac = np.zeros((k + 1, p, p))
     for i in range(k):
         jac[i] = s2 * _unpack(curv.v_grad[:, i], p)
     jac[k] = 2.0 * sigma * _unpack(curv.v, p)
     return Satterthwaite(varpar=np.append(theta, sigma), hessian=h, vcov_varpar=a_cov, jacobian=jac, vcov=vcov,
-                         notes=[])
+                         notes=notes)
 
 
 def _unpack(upper: np.ndarray, p: int) -> np.ndarray:
