@@ -576,7 +576,7 @@ class GlmmModel:
         if not fam.has_scale:
             varcorr = varcorr[:-1]
         singular = is_singular(theta, st.theta_is_diag, opt.control.singular_tol)
-        degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation, data.x, scale)
+        degenerate = _degenerate_fit(frame, st, fixef, m, opt.control.separation, scale)
         warnings.extend(degenerate)
         warnings.extend(_per_observation_terms(st, data))
         if not degenerate:  # (its consequences for the Hessian need no second warning)
@@ -624,7 +624,7 @@ class GlmmModel:
 UNIT_FREE_LINKS = frozenset({"logit", "probit", "cloglog", "log"})
 
 
-def _degenerate_fit(frame, st, fixef, m: Modes, limit: float, x: np.ndarray, scale: float = 1.0) -> list[str]:
+def _degenerate_fit(frame, st, fixef, m: Modes, limit: float, scale: float = 1.0) -> list[str]:
     """The first sign, if any, that the likelihood has no proper maximum (one warning). Under a
     unit-free link (``UNIT_FREE_LINKS``): a coefficient that moves η by more than ``limit`` (15)
     across its column's values with a standard error that does too (the likelihood flat over
@@ -638,6 +638,7 @@ def _degenerate_fit(frame, st, fixef, m: Modes, limit: float, x: np.ndarray, sca
     separation on a well-determined slope of 101 (SE 15) in units of 0.01."""
     binomial = frame.family.name == "binomial"
     if frame.family.link.name in UNIT_FREE_LINKS:
+        x = frame.X  # (the columns β multiplies: GlmmData's)
         spread = np.ptp(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
         separated = [f.term for f, r in zip(fixef, spread)
                      if f.term != "(Intercept)" and abs(f.estimate) * r > limit and not (f.se * r <= limit)]
